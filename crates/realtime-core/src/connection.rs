@@ -1,0 +1,40 @@
+//! What the server knows about one connection, independent of its socket.
+
+use serde::Serialize;
+use std::sync::Arc;
+use uuid::Uuid;
+
+use crate::identity::Identity;
+
+/// A connection's id: a random UUID given at accept time.
+pub type ConnectionId = Uuid;
+
+/// An accepted, authenticated connection: who it is and when it arrived.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionInfo {
+    pub id: ConnectionId,
+    pub user_id: Arc<str>,
+    pub roles: Arc<[Arc<str>]>,
+    /// Claims other than the registered ones, kept as connection metadata.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// RFC 3339 UTC time of accept.
+    pub connected_at: String,
+}
+
+impl ConnectionInfo {
+    /// Builds the record for a newly accepted connection.
+    pub fn new(id: ConnectionId, identity: Identity, connected_at: String) -> Self {
+        ConnectionInfo {
+            id,
+            user_id: identity.user_id.into(),
+            roles: identity.roles.into_iter().map(Arc::from).collect(),
+            metadata: identity.metadata,
+            connected_at,
+        }
+    }
+
+    /// Whether the connection holds `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| &**r == role)
+    }
+}

@@ -1,0 +1,25 @@
+//! Pure domain core of Boundary Realtime: every routing, auth and protocol decision,
+//! with no I/O, no clock and no randomness (time is always an argument).
+//!
+//! The shell crate (`realtime`) owns sockets, tasks and the registry; it asks this
+//! crate what a token means, whether a topic is valid and allowed, how a client
+//! frame decodes and how a message is shaped before it is serialized once.
+
+pub mod close;
+pub mod connection;
+pub mod identity;
+pub mod message;
+pub mod policy;
+pub mod protocol;
+pub mod route;
+pub mod token;
+pub mod topic;
+
+pub use close::CloseCode;
+pub use connection::{ConnectionId, ConnectionInfo};
+pub use identity::{AuthError, ClaimRules, Identity};
+pub use message::{MessageError, PreparedMessage};
+pub use policy::{PublishRule, TopicPolicy};
+pub use protocol::{Command, ErrorCode, ProtocolError, ServerFrame};
+pub use route::Route;
+pub use topic::{InvalidTopic, Topic};
