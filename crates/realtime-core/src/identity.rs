@@ -97,16 +97,16 @@ impl Identity {
             return Err(AuthError::Expired);
         }
         for name in ["nbf", "iat"] {
-            if let Some(v) = claims.get(name) {
-                if numeric_date(v, name)? > now.saturating_add(leeway) {
-                    return Err(AuthError::NotYetValid);
-                }
+            if let Some(v) = claims.get(name)
+                && numeric_date(v, name)? > now.saturating_add(leeway)
+            {
+                return Err(AuthError::NotYetValid);
             }
         }
-        if let Some(expected) = &rules.issuer {
-            if claims.get("iss").and_then(Value::as_str) != Some(expected.as_str()) {
-                return Err(AuthError::InvalidIssuer);
-            }
+        if let Some(expected) = &rules.issuer
+            && claims.get("iss").and_then(Value::as_str) != Some(expected.as_str())
+        {
+            return Err(AuthError::InvalidIssuer);
         }
         if let Some(expected) = &rules.audience {
             let ok = match claims.get("aud") {

@@ -3,7 +3,6 @@
 
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::topic::Topic;
 
@@ -84,13 +83,20 @@ impl PreparedMessage {
     }
 }
 
-/// RFC 3339 UTC with millisecond precision, e.g. `2026-11-23T09:27:08.123Z`.
+/// RFC 3339 UTC with exactly three fractional digits, e.g. `2026-11-23T09:27:08.123Z`.
+/// The fixed width makes these strings sort in time order.
 pub fn rfc3339_millis(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
-    let millis = t.nanosecond() / 1_000_000;
-    let t = t.replace_nanosecond(millis * 1_000_000).unwrap_or(t);
-    t.format(&Rfc3339)
-        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
 }
 
 #[cfg(test)]
@@ -147,6 +153,11 @@ mod tests {
         let t = OffsetDateTime::from_unix_timestamp_nanos(1_800_000_000_123_456_789).unwrap();
         assert_eq!(rfc3339_millis(t), "2027-01-15T08:00:00.123Z");
         let t = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
-        assert_eq!(rfc3339_millis(t), "2027-01-15T08:00:00Z");
+        assert_eq!(rfc3339_millis(t), "2027-01-15T08:00:00.000Z");
+        let parsed = OffsetDateTime::parse(
+            &rfc3339_millis(t),
+            &time::format_description::well_known::Rfc3339,
+        );
+        assert_eq!(parsed.unwrap(), t);
     }
 }

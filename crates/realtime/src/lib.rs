@@ -1,1 +1,40 @@
-//! placeholder
+//! Boundary Realtime as an embeddable library: realtime messaging over WebSocket for
+//! axum applications.
+//!
+//! Mount one route, then reach connections from business code by user, role,
+//! connection, broadcast or topic:
+//!
+//! ```no_run
+//! use realtime::{JwtVerifier, Realtime, RealtimeConfig};
+//! use realtime_core::ClaimRules;
+//! use serde_json::json;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let verifier = JwtVerifier::hs256(b"change-me", ClaimRules::default())?;
+//! let rt = Realtime::new(verifier, RealtimeConfig::default());
+//! let app = axum::Router::new().route("/ws", rt.websocket_route());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! tokio::spawn(async move { axum::serve(listener, app).await });
+//!
+//! rt.publish("order:123", json!({"type": "order-updated", "status": "shipped"}))?;
+//! # Ok(()) }
+//! ```
+
+mod auth;
+mod commands;
+mod config;
+mod error;
+mod handle;
+mod metrics;
+mod registry;
+mod service;
+mod session;
+pub mod testing;
+mod ws;
+
+pub use auth::{JwtAlgorithm, JwtVerifier, KeyError, TokenVerifier, unix_seconds};
+pub use config::RealtimeConfig;
+pub use error::{SendError, SubscribeError};
+pub use realtime_core;
+pub use realtime_core::{ClaimRules, CloseCode, ConnectionId, Route, Topic};
+pub use service::{ConnectionSummary, Realtime};

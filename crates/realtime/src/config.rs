@@ -1,0 +1,53 @@
+//! Tunables of the engine: limits, timers and buffer sizes, with documented defaults.
+
+use std::time::Duration;
+
+use realtime_core::{Topic, TopicPolicy};
+
+/// Engine configuration. `Default` gives the documented production defaults.
+#[derive(Debug, Clone)]
+pub struct RealtimeConfig {
+    /// Largest inbound WebSocket message, in bytes; larger closes with 1009. Default 64 KiB.
+    pub max_message_size: usize,
+    /// Outbound queue capacity per connection, in messages. A connection whose queue
+    /// is full when a message arrives is closed as a slow consumer (3008). Default 1024.
+    pub outbound_queue: usize,
+    /// How many queued frames the writer sends before one flush. Default 64.
+    pub write_batch: usize,
+    /// Interval between server pings. Default 25 s.
+    pub ping_interval: Duration,
+    /// How long a ping may go unanswered (no frame of any kind) before the connection
+    /// is closed with 3012. Default 10 s.
+    pub pong_timeout: Duration,
+    /// After the server sends a close frame, how long it waits for the client's
+    /// answering close (or for a blocked write to drain) before dropping the socket.
+    /// Default 2 s.
+    pub close_timeout: Duration,
+    /// Socket read buffer per connection, in bytes. Default 4 KiB: idle connections
+    /// are the common case and this figure dominates their memory.
+    pub read_buffer_size: usize,
+    /// Bytes the writer buffers before writing to the socket between flushes.
+    /// Default 8 KiB.
+    pub write_buffer_size: usize,
+    /// Longest accepted topic name, in bytes. Default 255.
+    pub max_topic_length: usize,
+    /// Who may subscribe to and publish on which topics from a client.
+    pub topic_policy: TopicPolicy,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        RealtimeConfig {
+            max_message_size: 64 * 1024,
+            outbound_queue: 1024,
+            write_batch: 64,
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(2),
+            read_buffer_size: 4 * 1024,
+            write_buffer_size: 8 * 1024,
+            max_topic_length: Topic::MAX_LEN,
+            topic_policy: TopicPolicy::default(),
+        }
+    }
+}

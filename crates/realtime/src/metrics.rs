@@ -1,0 +1,131 @@
+//! Prometheus metrics of the engine, pre-resolved so the hot path only bumps atomics.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use realtime_core::route::RouteKind;
+use realtime_core::{AuthError, CloseCode};
+
+type Labels = [(&'static str, &'static str); 1];
+
+/// Why the engine counted an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorKind {
+    /// A client command was refused with an `error` frame.
+    Protocol,
+    /// A socket read or write failed.
+    Socket,
+}
+
+impl ErrorKind {
+    const ALL: [ErrorKind; 2] = [ErrorKind::Protocol, ErrorKind::Socket];
+    fn label(self) -> &'static str {
+        match self {
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Socket => "socket",
+        }
+    }
+}
+
+/// The engine's counters and gauges.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Metrics {
+    pub(crate) active_connections: Gauge,
+    pub(crate) accepted: Counter,
+    messages: Family<Labels, Counter>,
+    deliveries: Family<Labels, Counter>,
+    rejected_handshakes: Family<Labels, Counter>,
+    disconnects: Family<Labels, Counter>,
+    errors: Family<Labels, Counter>,
+    // Resolved handles, indexed like the enums they count.
+    messages_by_route: [Counter; 5],
+    deliveries_by_route: [Counter; 5],
+    errors_by_kind: [Counter; 2],
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let mut m = Metrics::default();
+        for (i, kind) in RouteKind::ALL.into_iter().enumerate() {
+            m.messages_by_route[i] = m.messages.get_or_create_owned(&[("route", kind.as_str())]);
+            m.deliveries_by_route[i] = m
+                .deliveries
+                .get_or_create_owned(&[("route", kind.as_str())]);
+        }
+        for (i, kind) in ErrorKind::ALL.into_iter().enumerate() {
+            m.errors_by_kind[i] = m.errors.get_or_create_owned(&[("kind", kind.label())]);
+        }
+        for reason in AuthError::REASONS {
+            m.rejected_handshakes
+                .get_or_create_owned(&[("reason", reason)]);
+        }
+        m
+    }
+
+    pub(crate) fn sent(&self, route: RouteKind, delivered: usize) {
+        let i = RouteKind::ALL.iter().position(|k| *k == route).unwrap_or(0);
+        self.messages_by_route[i].inc();
+        self.deliveries_by_route[i].inc_by(delivered as u64);
+    }
+
+    pub(crate) fn rejected(&self, reason: &'static str) {
+        self.rejected_handshakes
+            .get_or_create(&[("reason", reason)])
+            .inc();
+    }
+
+    pub(crate) fn disconnected(&self, code: Option<CloseCode>) {
+        let label = match code {
+            None => "client",
+            Some(CloseCode::Normal) => "normal",
+            Some(CloseCode::ServerShutdown) => "server_shutdown",
+            Some(CloseCode::MessageTooBig) => "message_too_big",
+            Some(CloseCode::InternalError) => "internal_error",
+            Some(CloseCode::SlowConsumer) => "slow_consumer",
+            Some(CloseCode::NoPong) => "no_pong",
+            Some(CloseCode::ForceDisconnect) => "force_disconnect",
+        };
+        self.disconnects.get_or_create(&[("reason", label)]).inc();
+    }
+
+    pub(crate) fn error(&self, kind: ErrorKind) {
+        let i = ErrorKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        self.errors_by_kind[i].inc();
+    }
+
+    /// Adds every metric to `registry` (the handles are shared, not copied).
+    pub(crate) fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "realtime_connections",
+            "Open WebSocket connections",
+            self.active_connections.clone(),
+        );
+        registry.register(
+            "realtime_connections_accepted",
+            "Connections accepted",
+            self.accepted.clone(),
+        );
+        registry.register(
+            "realtime_messages",
+            "Messages sent, by route",
+            self.messages.clone(),
+        );
+        registry.register(
+            "realtime_deliveries",
+            "Frames queued to connections, by route",
+            self.deliveries.clone(),
+        );
+        registry.register(
+            "realtime_handshakes_rejected",
+            "WebSocket handshakes rejected, by reason",
+            self.rejected_handshakes.clone(),
+        );
+        registry.register(
+            "realtime_disconnects",
+            "Connections closed, by reason",
+            self.disconnects.clone(),
+        );
+        registry.register("realtime_errors", "Errors, by kind", self.errors.clone());
+    }
+}

@@ -1,0 +1,146 @@
+//! The node-local connection registry and its indexes: by id, user, role and topic.
+//!
+//! Every index is a sharded `DashMap`, so fan-out to different users, roles or topics
+//! never contends on one lock. Fan-out holds only a shard's read lock while it queues
+//! frames (a non-blocking `try_send`), never across an await or a socket write.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use dashmap::DashMap;
+use realtime_core::{ConnectionId, Topic};
+
+use crate::handle::{ConnectionGone, ConnectionHandle};
+
+type Members = HashMap<ConnectionId, Arc<ConnectionHandle>>;
+
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    connections: DashMap<ConnectionId, Arc<ConnectionHandle>>,
+    users: DashMap<Arc<str>, Members>,
+    roles: DashMap<Arc<str>, Members>,
+    topics: DashMap<Topic, Members>,
+}
+
+impl Registry {
+    pub(crate) fn insert(&self, handle: Arc<ConnectionHandle>) {
+        let info = handle.info();
+        let id = info.id;
+        add_member(&self.users, info.user_id.clone(), &handle);
+        for role in info.roles.iter() {
+            add_member(&self.roles, role.clone(), &handle);
+        }
+        self.connections.insert(id, handle);
+    }
+
+    /// Removes a connection from every index. Returns its handle if it was present.
+    pub(crate) fn remove(&self, id: ConnectionId) -> Option<Arc<ConnectionHandle>> {
+        let (_, handle) = self.connections.remove(&id)?;
+        let info = handle.info();
+        remove_member(&self.users, &info.user_id, id);
+        for role in info.roles.iter() {
+            remove_member(&self.roles, role, id);
+        }
+        for topic in handle.take_topics() {
+            remove_member(&self.topics, topic.as_str(), id);
+        }
+        Some(handle)
+    }
+
+    pub(crate) fn get(&self, id: ConnectionId) -> Option<Arc<ConnectionHandle>> {
+        self.connections.get(&id).map(|h| h.value().clone())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.connections.len()
+    }
+
+    pub(crate) fn all(&self) -> Vec<Arc<ConnectionHandle>> {
+        self.connections.iter().map(|e| e.value().clone()).collect()
+    }
+
+    pub(crate) fn of_user(&self, user: &str) -> Vec<Arc<ConnectionHandle>> {
+        self.users
+            .get(user)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Subscribes a connection; `Ok(true)` when it was not subscribed before.
+    pub(crate) fn subscribe(
+        &self,
+        handle: &Arc<ConnectionHandle>,
+        topic: &Topic,
+    ) -> Result<bool, ConnectionGone> {
+        handle.add_topic(topic, || add_member(&self.topics, topic.clone(), handle))
+    }
+
+    /// Unsubscribes a connection; `true` when it was subscribed.
+    pub(crate) fn unsubscribe(&self, handle: &ConnectionHandle, topic: &str) -> bool {
+        handle.remove_topic(topic, || remove_member(&self.topics, topic, handle.id()))
+    }
+
+    /// Topic name → subscriber count, for every topic with a subscriber.
+    pub(crate) fn topic_counts(&self) -> Vec<(Topic, usize)> {
+        self.topics
+            .iter()
+            .map(|e| (e.key().clone(), e.value().len()))
+            .collect()
+    }
+
+    pub(crate) fn deliver_to_user(&self, user: &str, frame: &Utf8Bytes) -> usize {
+        deliver_members(self.users.get(user).as_deref(), frame)
+    }
+
+    pub(crate) fn deliver_to_role(&self, role: &str, frame: &Utf8Bytes) -> usize {
+        deliver_members(self.roles.get(role).as_deref(), frame)
+    }
+
+    pub(crate) fn deliver_to_topic(&self, topic: &str, frame: &Utf8Bytes) -> usize {
+        deliver_members(self.topics.get(topic).as_deref(), frame)
+    }
+
+    pub(crate) fn deliver_to_connection(&self, id: ConnectionId, frame: &Utf8Bytes) -> usize {
+        self.connections
+            .get(&id)
+            .map_or(0, |h| usize::from(h.try_send(frame)))
+    }
+
+    pub(crate) fn deliver_to_all(&self, frame: &Utf8Bytes) -> usize {
+        self.connections
+            .iter()
+            .filter(|h| h.try_send(frame))
+            .count()
+    }
+}
+
+fn deliver_members(members: Option<&Members>, frame: &Utf8Bytes) -> usize {
+    members.map_or(0, |m| m.values().filter(|h| h.try_send(frame)).count())
+}
+
+fn add_member<K>(index: &DashMap<K, Members>, key: K, handle: &Arc<ConnectionHandle>)
+where
+    K: std::hash::Hash + Eq,
+{
+    index
+        .entry(key)
+        .or_default()
+        .insert(handle.id(), handle.clone());
+}
+
+fn remove_member<K>(index: &DashMap<K, Members>, key: &str, id: ConnectionId)
+where
+    K: std::hash::Hash + Eq + std::borrow::Borrow<str>,
+{
+    let now_empty = match index.get_mut(key) {
+        Some(mut members) => {
+            members.remove(&id);
+            members.is_empty()
+        }
+        None => false,
+    };
+    if now_empty {
+        index.remove_if(key, |_, members| members.is_empty());
+    }
+}

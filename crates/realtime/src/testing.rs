@@ -1,0 +1,111 @@
+//! In-process test connections: register a connection with no socket and read what
+//! it is sent. For application tests of code that calls the [`Realtime`] API.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use realtime::{Realtime, RealtimeConfig, testing::TestConnection};
+//! use serde_json::json;
+//!
+//! let rt = Realtime::new(realtime::testing::RejectAll, RealtimeConfig::default());
+//! let mut alice = TestConnection::connect(&rt, "alice", &["admin"]);
+//! assert_eq!(rt.send_to_role("admin", json!({"type": "alert"})).unwrap(), 1);
+//! assert_eq!(alice.recv().await.unwrap()["type"], "alert");
+//! # }
+//! ```
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::ws::Utf8Bytes;
+use realtime_core::{AuthError, CloseCode, ConnectionId, Identity};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::auth::TokenVerifier;
+use crate::handle::ConnectionHandle;
+use crate::service::Realtime;
+
+/// A registered connection whose frames land in memory instead of a socket. It is
+/// indexed, routed to, subscribed and counted exactly like a socket connection
+/// (no welcome frame is queued). Dropping it unregisters it.
+pub struct TestConnection {
+    rt: Realtime,
+    handle: Arc<ConnectionHandle>,
+    rx: mpsc::Receiver<Utf8Bytes>,
+}
+
+impl TestConnection {
+    /// Registers a connection for `user_id` with `roles`.
+    pub fn connect(rt: &Realtime, user_id: &str, roles: &[&str]) -> TestConnection {
+        Self::connect_identity(
+            rt,
+            Identity {
+                user_id: user_id.to_owned(),
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                metadata: Default::default(),
+                expires_at: None,
+            },
+        )
+    }
+
+    /// Registers a connection with a full identity.
+    pub fn connect_identity(rt: &Realtime, identity: Identity) -> TestConnection {
+        let (handle, rx) = rt.open_connection(identity, |_| None);
+        TestConnection {
+            rt: rt.clone(),
+            handle,
+            rx,
+        }
+    }
+
+    pub fn id(&self) -> ConnectionId {
+        self.handle.id()
+    }
+
+    /// The next frame, parsed; `None` once the connection was closed and its
+    /// queue is empty.
+    pub async fn recv(&mut self) -> Option<Value> {
+        tokio::select! {
+            biased;
+            frame = self.rx.recv() => frame.map(parse),
+            () = self.handle.closed() => self.rx.try_recv().ok().map(parse),
+        }
+    }
+
+    /// The next frame if one is already queued.
+    pub fn try_recv(&mut self) -> Option<Value> {
+        self.rx.try_recv().ok().map(parse)
+    }
+
+    /// Every frame queued so far.
+    pub fn drain(&mut self) -> Vec<Value> {
+        std::iter::from_fn(|| self.try_recv()).collect()
+    }
+
+    /// The close code, once the engine closed this connection (e.g. 3008 when its
+    /// queue overflowed, 3503 after `disconnect`).
+    pub fn close_code(&self) -> Option<CloseCode> {
+        self.handle.close_code()
+    }
+}
+
+impl Drop for TestConnection {
+    fn drop(&mut self) {
+        self.rt.connection_closed(&self.handle);
+    }
+}
+
+fn parse(frame: Utf8Bytes) -> Value {
+    serde_json::from_str(&frame).unwrap_or(Value::String(frame.to_string()))
+}
+
+/// A verifier that rejects every token: for engines used only through
+/// [`TestConnection`]s.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RejectAll;
+
+impl TokenVerifier for RejectAll {
+    fn verify(&self, _token: &str, _now: SystemTime) -> Result<Identity, AuthError> {
+        Err(AuthError::BadSignature)
+    }
+}
