@@ -1,1 +1,41 @@
-fn main() {}
+//! `realtime-server`: parse configuration, start, serve until SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use realtime_server::{Options, Server, dev, shutdown_signal};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let settings = match Options::parse()
+        .merge_file()
+        .and_then(|o| o.resolve(dev::random_secret))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("realtime-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = EnvFilter::try_new(&settings.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+
+    let server = match Server::bind(settings.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("realtime-server: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let addr = server.local_addr();
+    if settings.development {
+        println!("{}", dev::banner(&settings, addr));
+    }
+    tracing::info!(%addr, development = settings.development, algorithm = settings.algorithm.as_str(), "listening");
+    server.serve(shutdown_signal()).await;
+    ExitCode::SUCCESS
+}
