@@ -15,7 +15,7 @@ use realtime_core::{
 use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::task::TaskTracker;
 
 use crate::auth::TokenVerifier;
@@ -51,6 +51,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: Metrics,
     pub(crate) accepting: AtomicBool,
     pub(crate) sessions: TaskTracker,
+    /// The registry size, published on every change so callers can await it.
+    connection_count: watch::Sender<usize>,
 }
 
 /// A connection as reported by [`Realtime::connections`].
@@ -83,6 +85,7 @@ impl Realtime {
                 metrics: Metrics::new(),
                 accepting: AtomicBool::new(true),
                 sessions: TaskTracker::new(),
+                connection_count: watch::Sender::new(0),
             }),
         }
     }
@@ -179,6 +182,18 @@ impl Realtime {
         self.inner.registry.len()
     }
 
+    /// Watches the number of connections on this node: the receiver sees every
+    /// change (open, close, disconnect), e.g. `rx.wait_for(|n| *n == 0).await`.
+    pub fn watch_connection_count(&self) -> watch::Receiver<usize> {
+        self.inner.connection_count.subscribe()
+    }
+
+    fn publish_connection_count(&self) {
+        self.inner
+            .connection_count
+            .send_replace(self.inner.registry.len());
+    }
+
     /// Every connection on this node, sorted by connect time.
     pub fn connections(&self) -> Vec<ConnectionSummary> {
         let mut list: Vec<ConnectionSummary> = self
@@ -227,6 +242,7 @@ impl Realtime {
     fn close_connection(&self, id: ConnectionId, code: CloseCode) -> bool {
         match self.inner.registry.remove(id) {
             Some(handle) => {
+                self.publish_connection_count();
                 handle.close(code);
                 true
             }
@@ -283,6 +299,7 @@ impl Realtime {
         self.inner.registry.insert(handle.clone());
         self.inner.metrics.accepted.inc();
         self.inner.metrics.active_connections.inc();
+        self.publish_connection_count();
         (handle, rx)
     }
 
@@ -291,6 +308,7 @@ impl Realtime {
         self.inner.registry.remove(handle.id());
         self.inner.metrics.active_connections.dec();
         self.inner.metrics.disconnected(handle.close_code());
+        self.publish_connection_count();
     }
 
     pub(crate) fn verify(&self, token: &str) -> Result<Identity, realtime_core::AuthError> {
