@@ -213,7 +213,7 @@ pub struct Client {
 
 /// What a handshake attempt produced.
 pub enum Handshake {
-    Accepted(Client),
+    Accepted(Box<Client>),
     /// HTTP status and JSON body of a refused upgrade.
     Refused(u16, Value),
 }
@@ -221,7 +221,7 @@ pub enum Handshake {
 impl Client {
     pub async fn connect(url: &str) -> Client {
         match Self::try_connect(url, None).await {
-            Handshake::Accepted(c) => c,
+            Handshake::Accepted(c) => *c,
             Handshake::Refused(status, body) => panic!("handshake refused: {status} {body}"),
         }
     }
