@@ -238,10 +238,10 @@ impl Client {
             .await
             .expect("handshake in time")
         {
-            Ok((ws, _)) => Handshake::Accepted(Client {
+            Ok((ws, _)) => Handshake::Accepted(Box::new(Client {
                 id: String::new(),
                 ws,
-            }),
+            })),
             Err(tungstenite::Error::Http(response)) => {
                 let status = response.status().as_u16();
                 let body = response
