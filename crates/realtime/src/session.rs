@@ -81,9 +81,19 @@ async fn serve(
             frame = rx.recv() => {
                 // The handle holds the sender, so the queue cannot end while we run.
                 let Some(frame) = frame else { return Ending::Close(CloseCode::InternalError) };
+                let write = write_batch(socket, frame, rx, config.write_batch);
+                tokio::pin!(write);
                 let written = tokio::select! {
-                    r = write_batch(socket, frame, rx, config.write_batch) => r,
-                    () = handle.closed() => continue,
+                    biased;
+                    r = &mut write => r,
+                    // A slow consumer's stalled write is abandoned at once; any other
+                    // close lets the frames already taken from the queue go out first.
+                    () = handle.closed() => match handle.close_code() {
+                        Some(CloseCode::SlowConsumer) => continue,
+                        _ => tokio::time::timeout(config.close_timeout, &mut write)
+                            .await
+                            .unwrap_or(Ok(())),
+                    },
                 };
                 if written.is_err() {
                     rt.inner.metrics.error(ErrorKind::Socket);

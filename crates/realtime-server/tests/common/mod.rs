@@ -125,6 +125,60 @@ impl TestServer {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// `POST path` with the API key and a raw body sent as `application/json`;
+    /// returns (status, body as JSON or `Null`).
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(API_KEY)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `method path` with an optional `Authorization` header value and no body;
+    /// returns (status, body as JSON or `Null`).
+    pub async fn request_with_auth(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        authorization: Option<&str>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let r = request.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The `/metrics` exposition text (no API key needed).
+    pub async fn metrics_text(&self) -> String {
+        let r = self.http.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "GET /metrics");
+        r.text().await.unwrap()
+    }
+
+    /// A handshake on `/ws` with an optional `token` query parameter and an optional
+    /// `Authorization` header value.
+    pub async fn handshake(
+        &self,
+        query_token: Option<&str>,
+        authorization: Option<&str>,
+    ) -> Handshake {
+        let url = match query_token {
+            Some(t) => self.ws_url(t),
+            None => format!("ws://{}/ws", self.addr),
+        };
+        Client::try_connect(&url, authorization).await
+    }
+
     /// Triggers graceful shutdown and waits for it; returns whether it was clean.
     pub async fn shutdown(mut self) -> bool {
         let _ = self.stop.take().unwrap().send(());
@@ -203,6 +257,22 @@ pub fn sign_es256(claims: &Value) -> String {
         &EncodingKey::from_ec_pem(&pem).unwrap(),
     )
     .unwrap()
+}
+
+/// Unpadded base64url, for hand-built tokens.
+pub fn b64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
 }
 
 /// A real WebSocket client.
@@ -290,12 +360,40 @@ impl Client {
                 .expect("close within the wait bound");
             match next {
                 Some(Ok(Message::Text(t))) => seen.push(serde_json::from_str(&t).unwrap()),
-                Some(Ok(Message::Close(frame))) => return (frame, seen),
+                Some(Ok(Message::Close(frame))) => {
+                    // Keep polling so tungstenite sends the answering close and the
+                    // server can finish its close handshake without waiting.
+                    let _ = tokio::time::timeout(WAIT, async {
+                        while let Some(Ok(_)) = self.ws.next().await {}
+                    })
+                    .await;
+                    return (frame, seen);
+                }
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => panic!("socket error before close frame: {e}"),
                 None => return (None, seen),
             }
         }
+    }
+
+    pub async fn send_binary(&mut self, bytes: &[u8]) {
+        self.ws
+            .send(Message::Binary(bytes.to_vec().into()))
+            .await
+            .unwrap();
+    }
+
+    /// Expects the server to close the socket with `code`, with no text frame first.
+    pub async fn expect_close(&mut self, code: u16) {
+        let (frame, seen) = self.recv_close().await;
+        assert_eq!(seen, Vec::<Value>::new(), "no text frames before the close");
+        let frame = frame.expect("a close frame with a code");
+        assert_eq!(
+            u16::from(frame.code),
+            code,
+            "close code (reason {:?})",
+            frame.reason
+        );
     }
 
     /// Sends a command and returns the reply.
