@@ -41,12 +41,21 @@ pub(crate) async fn run(rt: Realtime, mut socket: WebSocket, identity: Identity)
         )
     });
     tracing::debug!(connection = %handle.id(), user = %handle.info().user_id, "connection opened");
+    if !rt.is_accepting() {
+        // The upgrade raced the start of a shutdown that has already notified everyone.
+        handle.close(CloseCode::ServerShutdown);
+    }
 
     let ending = serve(&rt, &handle, &mut socket, &mut rx).await;
+    if let Ending::Close(code) = ending {
+        handle.close(code);
+    }
+    // Unregister before the close handshake: from here on nothing is sent to this
+    // connection, and counts no longer include it while its socket winds down.
+    rt.connection_closed(&handle);
     let close_timeout = rt.config().close_timeout;
     match ending {
         Ending::Close(code) => {
-            handle.close(code);
             if code != CloseCode::SlowConsumer {
                 // Frames queued before the close (e.g. `server-shutdown`) still go out.
                 let _ =
@@ -59,7 +68,6 @@ pub(crate) async fn run(rt: Realtime, mut socket: WebSocket, identity: Identity)
         }
         Ending::Gone => {}
     }
-    rt.connection_closed(&handle);
     tracing::debug!(connection = %handle.id(), code = ?handle.close_code(), "connection closed");
 }
 
