@@ -26,30 +26,27 @@ struct ApiState {
     api_key: Arc<str>,
 }
 
-/// The `/api` routes, protected by `api_key`.
+/// The API routes, to be nested under `/api`, protected by `api_key`.
 pub fn router(rt: Realtime, api_key: &str) -> Router {
     let state = ApiState {
         rt,
         api_key: Arc::from(api_key),
     };
     Router::new()
-        .route("/api/broadcast", post(broadcast))
-        .route("/api/users/{user_id}/messages", post(to_user))
-        .route("/api/roles/{role}/messages", post(to_role))
-        .route("/api/connections/{id}/messages", post(to_connection))
-        .route("/api/topics/{topic}/messages", post(to_topic))
-        .route("/api/connections", get(list_connections))
+        .route("/broadcast", post(broadcast))
+        .route("/users/{user_id}/messages", post(to_user))
+        .route("/roles/{role}/messages", post(to_role))
+        .route("/connections/{id}/messages", post(to_connection))
+        .route("/topics/{topic}/messages", post(to_topic))
+        .route("/connections", get(list_connections))
+        .route("/connections/{id}", get(get_connection).delete(disconnect))
+        .route("/topics", get(list_topics))
+        .route("/connections/{id}/subscriptions", post(subscribe))
         .route(
-            "/api/connections/{id}",
-            get(get_connection).delete(disconnect),
-        )
-        .route("/api/topics", get(list_topics))
-        .route("/api/connections/{id}/subscriptions", post(subscribe))
-        .route(
-            "/api/connections/{id}/subscriptions/{topic}",
+            "/connections/{id}/subscriptions/{topic}",
             delete(unsubscribe),
         )
-        .route("/api/users/{user_id}/connections", delete(disconnect_user))
+        .route("/users/{user_id}/connections", delete(disconnect_user))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
         })

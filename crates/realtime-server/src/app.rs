@@ -53,7 +53,10 @@ pub fn build(settings: &Settings) -> Result<App, AppError> {
         .route("/ws", realtime.websocket_route())
         .route("/health", get(health).with_state(realtime.clone()))
         .route("/metrics", get(metrics).with_state(registry))
-        .merge(api::router(realtime.clone(), &settings.api_key));
+        .nest("/api", api::router(realtime.clone(), &settings.api_key))
+        .fallback(|| async {
+            api::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        });
     Ok(App { realtime, router })
 }
 
