@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 
 use axum::extract::ws::Utf8Bytes;
 use realtime_core::{CloseCode, ConnectionId, ConnectionInfo, Topic};
@@ -21,6 +21,8 @@ pub struct ConnectionHandle {
     close_code: AtomicU16,
     close_signal: Notify,
     topics: Mutex<TopicSet>,
+    /// Set once the connection's end has been accounted for (metrics, count).
+    finished: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -43,6 +45,7 @@ impl ConnectionHandle {
             close_code: AtomicU16::new(0),
             close_signal: Notify::new(),
             topics: Mutex::new(TopicSet::default()),
+            finished: AtomicBool::new(false),
         };
         (handle, rx)
     }
@@ -90,6 +93,12 @@ impl ConnectionHandle {
     /// The code the connection is being closed with, once [`close`](Self::close) ran.
     pub fn close_code(&self) -> Option<CloseCode> {
         CloseCode::from_code(self.close_code.load(Ordering::Acquire))
+    }
+
+    /// Returns `true` exactly once: for whoever first accounts for the end of
+    /// this connection.
+    pub(crate) fn mark_finished(&self) -> bool {
+        !self.finished.swap(true, Ordering::AcqRel)
     }
 
     /// Resolves once the connection is asked to close. Any number of waiters.

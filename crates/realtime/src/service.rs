@@ -169,12 +169,13 @@ impl Realtime {
 
     /// Unsubscribes a connection. Returns `true` when it was subscribed.
     pub fn unsubscribe(&self, id: ConnectionId, topic: &str) -> Result<bool, SubscribeError> {
+        let topic = self.parse_topic(topic)?;
         let handle = self
             .inner
             .registry
             .get(id)
             .ok_or(SubscribeError::UnknownConnection)?;
-        Ok(self.inner.registry.unsubscribe(&handle, topic))
+        Ok(self.inner.registry.unsubscribe(&handle, topic.as_str()))
     }
 
     /// Number of connections registered on this node.
@@ -303,9 +304,12 @@ impl Realtime {
         (handle, rx)
     }
 
-    /// Unregisters a connection whose session ended.
+    /// Unregisters a connection whose session ended. Idempotent.
     pub(crate) fn connection_closed(&self, handle: &ConnectionHandle) {
         self.inner.registry.remove(handle.id());
+        if !handle.mark_finished() {
+            return;
+        }
         self.inner.metrics.active_connections.dec();
         self.inner.metrics.disconnected(handle.close_code());
         self.publish_connection_count();

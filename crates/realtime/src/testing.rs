@@ -27,11 +27,16 @@ use crate::service::Realtime;
 
 /// A registered connection whose frames land in memory instead of a socket. It is
 /// indexed, routed to, subscribed and counted exactly like a socket connection
-/// (no welcome frame is queued). Dropping it unregisters it.
+/// (no welcome frame is queued). When the engine closes it (slow consumer,
+/// disconnect, shutdown) it is unregistered, as a socket's session would do, as
+/// long as it was created inside a tokio runtime; dropping it always unregisters it.
 pub struct TestConnection {
     rt: Realtime,
     handle: Arc<ConnectionHandle>,
     rx: mpsc::Receiver<Utf8Bytes>,
+    /// Plays the session's part: unregisters the connection when the engine
+    /// closes it (slow consumer, disconnect, shutdown).
+    watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TestConnection {
@@ -51,10 +56,18 @@ impl TestConnection {
     /// Registers a connection with a full identity.
     pub fn connect_identity(rt: &Realtime, identity: Identity) -> TestConnection {
         let (handle, rx) = rt.open_connection(identity, |_| None);
+        let watcher = tokio::runtime::Handle::try_current().ok().map(|runtime| {
+            let (rt, handle) = (rt.clone(), handle.clone());
+            runtime.spawn(async move {
+                handle.closed().await;
+                rt.connection_closed(&handle);
+            })
+        });
         TestConnection {
             rt: rt.clone(),
             handle,
             rx,
+            watcher,
         }
     }
 
@@ -91,6 +104,9 @@ impl TestConnection {
 
 impl Drop for TestConnection {
     fn drop(&mut self) {
+        if let Some(watcher) = self.watcher.take() {
+            watcher.abort();
+        }
         self.rt.connection_closed(&self.handle);
     }
 }
