@@ -26,6 +26,11 @@ async fn assert_rejected(server: &TestServer, attempt: Handshake, reason: &str) 
     assert_no_connections(server).await;
 }
 
+/// Offers `token` in the query string and asserts the documented rejection.
+async fn assert_token_rejected(server: &TestServer, token: &str, reason: &str) {
+    assert_rejected(server, server.handshake(Some(token), None).await, reason).await;
+}
+
 async fn assert_no_connections(server: &TestServer) {
     assert_eq!(server.rt.connection_count(), 0);
     let (status, list) = server.get("/api/connections").await;
@@ -149,12 +154,7 @@ async fn expired_token_is_rejected() {
 async fn wrong_secret_is_a_bad_signature() {
     let server = TestServer::start().await;
     let t = sign_hs256(&claims("alice", &[]), "some-other-secret");
-    assert_rejected(
-        &server,
-        server.handshake(Some(&t), None).await,
-        "bad_signature",
-    )
-    .await;
+    assert_token_rejected(&server, &t, "bad_signature").await;
 }
 
 #[tokio::test]
@@ -164,35 +164,20 @@ async fn alg_none_is_rejected() {
         &json!({"alg": "none", "typ": "JWT"}),
         &claims("alice", &["admin"]),
     );
-    assert_rejected(
-        &server,
-        server.handshake(Some(&t), None).await,
-        "invalid_algorithm",
-    )
-    .await;
+    assert_token_rejected(&server, &t, "invalid_algorithm").await;
     // Case games do not help either.
     let t = unsigned(
         &json!({"alg": "None", "typ": "JWT"}),
         &claims("alice", &["admin"]),
     );
-    assert_rejected(
-        &server,
-        server.handshake(Some(&t), None).await,
-        "invalid_algorithm",
-    )
-    .await;
+    assert_token_rejected(&server, &t, "invalid_algorithm").await;
 }
 
 #[tokio::test]
 async fn rs256_token_against_hs256_server_is_an_invalid_algorithm() {
     let server = TestServer::start().await;
     let t = sign_rs256(&claims("alice", &[]));
-    assert_rejected(
-        &server,
-        server.handshake(Some(&t), None).await,
-        "invalid_algorithm",
-    )
-    .await;
+    assert_token_rejected(&server, &t, "invalid_algorithm").await;
 }
 
 fn rs256_options() -> realtime_server::Options {
@@ -218,12 +203,7 @@ async fn hs256_signed_with_the_rsa_public_key_is_refused_by_an_rs256_server() {
     let server = TestServer::start_with(rs256_options()).await;
     let public_pem = std::fs::read_to_string(fixture("rsa-public.pem")).unwrap();
     let t = sign_hs256(&claims("mallory", &["admin"]), &public_pem);
-    assert_rejected(
-        &server,
-        server.handshake(Some(&t), None).await,
-        "invalid_algorithm",
-    )
-    .await;
+    assert_token_rejected(&server, &t, "invalid_algorithm").await;
 }
 
 #[tokio::test]
@@ -284,24 +264,14 @@ async fn future_nbf_is_not_yet_valid() {
     let server = TestServer::start().await;
     let c = with(claims("alice", &[]), "nbf", json!(now() + 600));
     let t = sign_hs256(&c, SECRET);
-    assert_rejected(
-        &server,
-        server.handshake(Some(&t), None).await,
-        "not_yet_valid",
-    )
-    .await;
+    assert_token_rejected(&server, &t, "not_yet_valid").await;
 }
 
 #[tokio::test]
 async fn missing_sub_is_invalid_claims() {
     let server = TestServer::start().await;
     let t = sign_hs256(&without(claims("alice", &[]), "sub"), SECRET);
-    assert_rejected(
-        &server,
-        server.handshake(Some(&t), None).await,
-        "invalid_claims",
-    )
-    .await;
+    assert_token_rejected(&server, &t, "invalid_claims").await;
 }
 
 #[tokio::test]
@@ -320,35 +290,15 @@ async fn issuer_and_audience_are_enforced_when_configured() {
 
     let wrong_iss = with(base.clone(), "iss", json!("https://evil.example"));
     let t = sign_hs256(&wrong_iss, SECRET);
-    assert_rejected(
-        &server,
-        server.handshake(Some(&t), None).await,
-        "invalid_issuer",
-    )
-    .await;
+    assert_token_rejected(&server, &t, "invalid_issuer").await;
     let t = sign_hs256(&without(base.clone(), "iss"), SECRET);
-    assert_rejected(
-        &server,
-        server.handshake(Some(&t), None).await,
-        "invalid_issuer",
-    )
-    .await;
+    assert_token_rejected(&server, &t, "invalid_issuer").await;
 
     let wrong_aud = with(base.clone(), "aud", json!("billing"));
     let t = sign_hs256(&wrong_aud, SECRET);
-    assert_rejected(
-        &server,
-        server.handshake(Some(&t), None).await,
-        "invalid_audience",
-    )
-    .await;
+    assert_token_rejected(&server, &t, "invalid_audience").await;
     let t = sign_hs256(&without(base.clone(), "aud"), SECRET);
-    assert_rejected(
-        &server,
-        server.handshake(Some(&t), None).await,
-        "invalid_audience",
-    )
-    .await;
+    assert_token_rejected(&server, &t, "invalid_audience").await;
 
     let t = sign_hs256(&base, SECRET);
     let _first = assert_accepted(server.handshake(Some(&t), None).await, "alice").await;

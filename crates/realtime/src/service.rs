@@ -156,11 +156,7 @@ impl Realtime {
     /// Returns `true` when it was not subscribed before.
     pub fn subscribe(&self, id: ConnectionId, topic: &str) -> Result<bool, SubscribeError> {
         let topic = self.parse_topic(topic)?;
-        let handle = self
-            .inner
-            .registry
-            .get(id)
-            .ok_or(SubscribeError::UnknownConnection)?;
+        let handle = self.handle(id)?;
         self.inner
             .registry
             .subscribe(&handle, &topic)
@@ -170,12 +166,15 @@ impl Realtime {
     /// Unsubscribes a connection. Returns `true` when it was subscribed.
     pub fn unsubscribe(&self, id: ConnectionId, topic: &str) -> Result<bool, SubscribeError> {
         let topic = self.parse_topic(topic)?;
-        let handle = self
-            .inner
+        let handle = self.handle(id)?;
+        Ok(self.inner.registry.unsubscribe(&handle, topic.as_str()))
+    }
+
+    fn handle(&self, id: ConnectionId) -> Result<Arc<ConnectionHandle>, SubscribeError> {
+        self.inner
             .registry
             .get(id)
-            .ok_or(SubscribeError::UnknownConnection)?;
-        Ok(self.inner.registry.unsubscribe(&handle, topic.as_str()))
+            .ok_or(SubscribeError::UnknownConnection)
     }
 
     /// Number of connections registered on this node.

@@ -89,56 +89,32 @@ impl TestServer {
 
     /// `POST path` with the API key and a JSON body; returns (status, body).
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(self.url(path))
-            .bearer_auth(API_KEY)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        answer(
+            self.http
+                .post(self.url(path))
+                .bearer_auth(API_KEY)
+                .json(&body),
+        )
+        .await
+    }
+
+    /// `POST path` with the API key and raw body bytes labelled as JSON.
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
+        let request = self.http.post(self.url(path)).bearer_auth(API_KEY);
+        answer(
+            request
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(API_KEY)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        answer(self.http.get(self.url(path)).bearer_auth(API_KEY)).await
     }
 
     pub async fn delete(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .delete(self.url(path))
-            .bearer_auth(API_KEY)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    /// `POST path` with the API key and a raw body sent as `application/json`;
-    /// returns (status, body as JSON or `Null`).
-    pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
-        let r = self
-            .http
-            .post(self.url(path))
-            .bearer_auth(API_KEY)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        answer(self.http.delete(self.url(path)).bearer_auth(API_KEY)).await
     }
 
     /// `method path` with an optional `Authorization` header value and no body;
@@ -153,9 +129,7 @@ impl TestServer {
         if let Some(value) = authorization {
             request = request.header("authorization", value);
         }
-        let r = request.send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        answer(request).await
     }
 
     /// The `/metrics` exposition text (no API key needed).
@@ -413,4 +387,11 @@ impl Client {
             "unexpected frame before pong"
         );
     }
+}
+
+/// Sends `request`; returns its status and its body as JSON (`Null` if not JSON).
+pub async fn answer(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let r = request.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
 }
