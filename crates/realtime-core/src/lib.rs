@@ -7,6 +7,7 @@
 
 pub mod close;
 pub mod connection;
+pub mod envelope;
 pub mod identity;
 pub mod message;
 pub mod policy;
@@ -17,6 +18,7 @@ pub mod topic;
 
 pub use close::CloseCode;
 pub use connection::{ConnectionId, ConnectionInfo};
+pub use envelope::{Body, Channels, ControlOp, ControlReply, Envelope, NodeTag};
 pub use identity::{AuthError, ClaimRules, Identity};
 pub use message::{MessageError, PreparedMessage};
 pub use policy::{PublishRule, TopicPolicy};

@@ -47,6 +47,8 @@ pub enum ErrorCode {
     Forbidden,
     /// A server-side failure while handling the command.
     Internal,
+    /// The message could not be relayed to the other nodes (the bus is down).
+    BusUnavailable,
 }
 
 impl ErrorCode {
@@ -57,6 +59,7 @@ impl ErrorCode {
             ErrorCode::InvalidTopic => "invalid_topic",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Internal => "internal",
+            ErrorCode::BusUnavailable => "bus_unavailable",
         }
     }
 }
@@ -190,7 +193,10 @@ pub enum ServerFrame<'a> {
     Published {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a Value>,
+        /// Connections on this node the message was queued to.
         delivered: usize,
+        /// Whether it was handed to the bus for the other nodes.
+        relayed: bool,
     },
     Pong {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
@@ -336,10 +342,11 @@ mod tests {
         let f = ServerFrame::Published {
             reference: None,
             delivered: 2,
+            relayed: false,
         };
         assert_eq!(
             serde_json::from_str::<Value>(&f.to_json()).unwrap(),
-            json!({"type":"published","delivered":2})
+            json!({"type":"published","delivered":2,"relayed":false})
         );
         let e = ProtocolError::new(Some(json!(7)), ErrorCode::Forbidden, "no");
         assert_eq!(

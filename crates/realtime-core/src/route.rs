@@ -1,10 +1,12 @@
 //! The five ways a message finds its recipients.
 
+use serde::{Deserialize, Serialize};
+
 use crate::connection::ConnectionId;
 use crate::topic::Topic;
 
 /// Where a message goes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Route {
     /// Every connection of one user.
     User(String),

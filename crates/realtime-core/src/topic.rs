@@ -6,7 +6,7 @@
 //! are rejected so a topic is always safe in a URL path segment, a log line and a
 //! Redis key.
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use std::borrow::Borrow;
 use std::fmt;
 use std::sync::Arc;
@@ -62,6 +62,14 @@ impl Topic {
 
 fn is_topic_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':' | b'.' | b'@' | b'=' | b'+')
+}
+
+/// Deserializing validates, so a topic from the wire is as good as a parsed one.
+impl<'de> Deserialize<'de> for Topic {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Topic::parse(&name).map_err(serde::de::Error::custom)
+    }
 }
 
 impl fmt::Display for Topic {

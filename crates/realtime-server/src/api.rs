@@ -4,14 +4,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use bytes_body::JsonBody;
-use realtime::{Realtime, Route, SendError, SubscribeError};
+use realtime::{ClusterError, Delivery, Realtime, Route, SendError, SubscribeError};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
@@ -119,13 +120,34 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<ClusterError> for ApiError {
+    fn from(e: ClusterError) -> Self {
+        match e {
+            ClusterError::Bus(b) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "bus_unavailable",
+                b.to_string(),
+            ),
+            ClusterError::Timeout => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "node_timeout", e.to_string())
+            }
+        }
+    }
+}
+
 impl From<SendError> for ApiError {
     fn from(e: SendError) -> Self {
-        let code = match &e {
-            SendError::InvalidMessage(m) => m.code(),
-            SendError::InvalidTopic(_) => "invalid_topic",
-        };
-        ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string())
+        match e {
+            SendError::InvalidMessage(m) => {
+                ApiError::new(StatusCode::BAD_REQUEST, m.code(), m.to_string())
+            }
+            SendError::InvalidTopic(t) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_topic",
+                format!("invalid topic: {t}"),
+            ),
+            SendError::Cluster(c) => c.into(),
+        }
     }
 }
 
@@ -136,19 +158,48 @@ impl From<SubscribeError> for ApiError {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_topic", t.to_string())
             }
             SubscribeError::UnknownConnection => ApiError::unknown_connection(),
+            SubscribeError::Cluster(c) => c.into(),
         }
     }
 }
 
 type ApiResult = Result<Json<serde_json::Value>, ApiError>;
 
-fn delivered(n: usize) -> ApiResult {
-    Ok(Json(json!({"delivered": n})))
+/// `delivered` counts connections on this node; `relayed` says the message was
+/// handed to the bus for the other nodes (their deliveries are asynchronous).
+fn delivered(d: Delivery) -> ApiResult {
+    Ok(Json(json!({"delivered": d.local, "relayed": d.relayed})))
 }
 
 /// Connection ids are UUIDs; anything else cannot name a connection.
 fn connection_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::unknown_connection())
+}
+
+/// `?scope=local` (default: this node) or `?scope=cluster` (every node, from the
+/// cluster directory).
+#[derive(Debug, Default, Deserialize)]
+struct ScopeQuery {
+    #[serde(default)]
+    scope: Scope,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum Scope {
+    #[default]
+    Local,
+    Cluster,
+}
+
+fn scope(query: Result<Query<ScopeQuery>, QueryRejection>) -> Result<Scope, ApiError> {
+    query.map(|Query(q)| q.scope).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "`scope` must be `local` or `cluster`",
+        )
+    })
 }
 
 async fn broadcast(State(s): State<ApiState>, JsonBody(body): JsonBody) -> ApiResult {
@@ -171,17 +222,20 @@ async fn to_role(
     delivered(s.rt.send_json(Route::Role(role), &body)?)
 }
 
+/// Exact for any connection: the owning node answers whether it exists.
 async fn to_connection(
     State(s): State<ApiState>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     let id = connection_id(&id)?;
-    let n = s.rt.send_json(Route::Connection(id), &body)?;
-    if n == 0 && s.rt.connection(id).is_none() {
+    let reply = s.rt.send_json_confirmed(id, &body).await?;
+    if !reply.found {
         return Err(ApiError::unknown_connection());
     }
-    delivered(n)
+    Ok(Json(
+        json!({"delivered": usize::from(reply.changed), "relayed": !s.rt.is_local(&id)}),
+    ))
 }
 
 async fn to_topic(
@@ -193,9 +247,20 @@ async fn to_topic(
     delivered(s.rt.send_json(Route::Topic(topic), &body)?)
 }
 
-async fn list_connections(State(s): State<ApiState>) -> ApiResult {
+async fn list_connections(
+    State(s): State<ApiState>,
+    query: Result<Query<ScopeQuery>, QueryRejection>,
+) -> ApiResult {
+    if scope(query)? == Scope::Cluster {
+        let list = s.rt.cluster_connections().await?;
+        return Ok(Json(
+            json!({"scope": "cluster", "count": list.len(), "connections": list}),
+        ));
+    }
     let list = s.rt.connections();
-    Ok(Json(json!({"count": list.len(), "connections": list})))
+    Ok(Json(
+        json!({"scope": "local", "count": list.len(), "connections": list}),
+    ))
 }
 
 async fn get_connection(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
@@ -205,9 +270,17 @@ async fn get_connection(State(s): State<ApiState>, Path(id): Path<String>) -> Ap
     Ok(Json(json!(c)))
 }
 
-async fn list_topics(State(s): State<ApiState>) -> ApiResult {
-    let topics = s.rt.topics();
-    Ok(Json(json!({"count": topics.len(), "topics": topics})))
+async fn list_topics(
+    State(s): State<ApiState>,
+    query: Result<Query<ScopeQuery>, QueryRejection>,
+) -> ApiResult {
+    let (label, topics) = match scope(query)? {
+        Scope::Cluster => ("cluster", s.rt.cluster_topics().await?),
+        Scope::Local => ("local", s.rt.topics()),
+    };
+    Ok(Json(
+        json!({"scope": label, "count": topics.len(), "topics": topics}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -228,7 +301,7 @@ async fn subscribe(
             format!("expected {{\"topic\": \"...\"}}: {e}"),
         )
     })?;
-    let added = s.rt.subscribe(id, &topic)?;
+    let added = s.rt.subscribe(id, &topic).await?;
     Ok(Json(
         json!({"topic": topic, "subscribed": true, "already_subscribed": !added}),
     ))
@@ -238,21 +311,22 @@ async fn unsubscribe(
     State(s): State<ApiState>,
     Path((id, topic)): Path<(String, String)>,
 ) -> ApiResult {
-    let was = s.rt.unsubscribe(connection_id(&id)?, &topic)?;
+    let was = s.rt.unsubscribe(connection_id(&id)?, &topic).await?;
     Ok(Json(
         json!({"topic": topic, "unsubscribed": true, "was_subscribed": was}),
     ))
 }
 
 async fn disconnect(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
-    if !s.rt.disconnect(connection_id(&id)?) {
+    if !s.rt.disconnect(connection_id(&id)?).await? {
         return Err(ApiError::unknown_connection());
     }
     Ok(Json(json!({"disconnected": 1})))
 }
 
 async fn disconnect_user(State(s): State<ApiState>, Path(user): Path<String>) -> ApiResult {
-    Ok(Json(json!({"disconnected": s.rt.disconnect_user(&user)})))
+    let d = s.rt.disconnect_user(&user)?;
+    Ok(Json(json!({"disconnected": d.local, "relayed": d.relayed})))
 }
 
 mod bytes_body {

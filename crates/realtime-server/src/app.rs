@@ -8,16 +8,19 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
-use realtime::{JwtVerifier, KeyError, Realtime};
+use realtime::{BusStatus, JwtVerifier, KeyError, Realtime};
 use serde_json::json;
 
 use crate::api;
-use crate::config::{Settings, TokenKey};
+use crate::config::{Provider, Settings, TokenKey};
+use realtime_redis::{RedisCluster, RedisConfig};
 
 /// The engine and the router serving it.
 pub struct App {
     pub realtime: Realtime,
     pub router: Router,
+    /// The Redis adapters, with the `redis` provider.
+    pub redis: Option<RedisCluster>,
 }
 
 /// The token key could not be loaded.
@@ -30,6 +33,8 @@ pub enum AppError {
     },
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error(transparent)]
+    Redis(#[from] realtime_redis::SetupError),
 }
 
 /// Builds the engine and every route from resolved settings.
@@ -44,7 +49,24 @@ pub fn build(settings: &Settings) -> Result<App, AppError> {
             JwtVerifier::from_public_pem(settings.algorithm, &pem, settings.claims.clone())?
         }
     };
-    let realtime = Realtime::new(verifier, settings.engine.clone());
+    let (realtime, redis) = match &settings.provider {
+        Provider::Memory => (Realtime::new(verifier, settings.engine.clone()), None),
+        Provider::Redis {
+            url,
+            prefix,
+            heartbeat,
+        } => {
+            let mut config = RedisConfig::new(url.clone());
+            config.prefix = prefix.clone();
+            config.heartbeat = *heartbeat;
+            let redis = RedisCluster::new(config)?;
+            let cluster = redis.cluster_config(settings.node_id.clone());
+            (
+                Realtime::clustered(verifier, settings.engine.clone(), cluster),
+                Some(redis),
+            )
+        }
+    };
     let mut registry = Registry::default();
     realtime.register_metrics(&mut registry);
     let registry = Arc::new(registry);
@@ -57,21 +79,29 @@ pub fn build(settings: &Settings) -> Result<App, AppError> {
         .fallback(|| async {
             api::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         });
-    Ok(App { realtime, router })
+    Ok(App {
+        realtime,
+        router,
+        redis,
+    })
 }
 
+/// 200 `healthy` only while messages can flow; 503 `degraded` (with the reason)
+/// while the bus is down, 503 `shutting_down` during shutdown.
 async fn health(State(rt): State<Realtime>) -> impl IntoResponse {
-    let (status, label) = if rt.is_accepting() {
-        (StatusCode::OK, "healthy")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
-    };
-    (
-        status,
-        Json(
-            json!({"status": label, "active_connections": rt.connection_count(), "service": "realtime"}),
-        ),
-    )
+    let connections = rt.connection_count();
+    let body = |status: &str| json!({"status": status, "active_connections": connections, "service": "realtime"});
+    if !rt.is_accepting() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body("shutting_down")));
+    }
+    match rt.bus_status() {
+        BusStatus::Up => (StatusCode::OK, Json(body("healthy"))),
+        BusStatus::Down { reason } => {
+            let mut b = body("degraded");
+            b["reason"] = json!(reason);
+            (StatusCode::SERVICE_UNAVAILABLE, Json(b))
+        }
+    }
 }
 
 async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {

@@ -89,6 +89,30 @@ pub struct Options {
     #[serde(default)]
     pub client_publish: Vec<String>,
 
+    /// Where connections of other nodes are reached: `memory` (a single node, no
+    /// dependencies) or `redis` (several nodes sharing one Redis). [default: memory]
+    #[arg(long, env = "REALTIME_PROVIDER")]
+    pub provider: Option<String>,
+
+    /// Redis URL for the `redis` provider. [default: redis://127.0.0.1:6379]
+    #[arg(long, env = "REALTIME_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis channel and key, so deployments can share one Redis.
+    /// [default: realtime]
+    #[arg(long, env = "REALTIME_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
+
+    /// This node's name in cluster views. [default: node-<random>]
+    #[arg(long, env = "REALTIME_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// How often a node refreshes its cluster records; a node that dies leaves the
+    /// cluster views within three of these. [default: 5s]
+    #[arg(long, env = "REALTIME_CLUSTER_HEARTBEAT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_opt")]
+    pub cluster_heartbeat: Option<Duration>,
+
     /// Log filter in `tracing` syntax, e.g. `info` or `realtime=debug`. [default: info]
     #[arg(long, env = "REALTIME_LOG")]
     pub log: Option<String>,
@@ -118,6 +142,19 @@ pub enum TokenKey {
     PublicKey(PathBuf),
 }
 
+/// Where the other nodes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Provider {
+    /// One node; nothing to share.
+    Memory,
+    /// Nodes share work through Redis pub/sub.
+    Redis {
+        url: String,
+        prefix: String,
+        heartbeat: Duration,
+    },
+}
+
 /// Fully resolved settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -131,6 +168,8 @@ pub struct Settings {
     pub engine: RealtimeConfig,
     pub shutdown_timeout: Duration,
     pub log: String,
+    pub provider: Provider,
+    pub node_id: String,
 }
 
 impl Options {
@@ -237,7 +276,48 @@ impl Options {
                 .map(PublishRule::new)
                 .collect(),
         };
+        let provider = match self
+            .provider
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("memory") => Provider::Memory,
+            Some("redis") => Provider::Redis {
+                url: self
+                    .redis_url
+                    .unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+                prefix: self.redis_prefix.unwrap_or_else(|| "realtime".into()),
+                heartbeat: self.cluster_heartbeat.unwrap_or(Duration::from_secs(5)),
+            },
+            Some(other) => {
+                return Err(ConfigError::Invalid(format!(
+                    "unknown provider {other:?}: use `memory` or `redis`"
+                )));
+            }
+        };
+        if let Provider::Redis {
+            heartbeat, prefix, ..
+        } = &provider
+        {
+            if heartbeat.is_zero() {
+                return Err(ConfigError::Invalid(
+                    "cluster heartbeat must be above zero".into(),
+                ));
+            }
+            if prefix.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "REALTIME_REDIS_PREFIX is empty".into(),
+                ));
+            }
+        }
+        let node_id = self
+            .node_id
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| format!("node-{}", &generate()[..12]));
         Ok(Settings {
+            provider,
+            node_id,
             listen: self
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
@@ -285,7 +365,7 @@ mod tests {
     use super::*;
 
     fn generated() -> String {
-        "generated".into()
+        "generated-0123456789".into()
     }
 
     #[test]
@@ -295,6 +375,30 @@ mod tests {
         assert_eq!(s.api_key, "generated");
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(s.algorithm, JwtAlgorithm::Hs256);
+    }
+
+    #[test]
+    fn provider_defaults_to_memory_and_redis_has_defaults() {
+        let s = Options::default().resolve(generated).unwrap();
+        assert_eq!(s.provider, Provider::Memory);
+        let o = Options {
+            provider: Some("Redis".into()),
+            ..Default::default()
+        };
+        let s = o.resolve(generated).unwrap();
+        assert_eq!(
+            s.provider,
+            Provider::Redis {
+                url: "redis://127.0.0.1:6379".into(),
+                prefix: "realtime".into(),
+                heartbeat: Duration::from_secs(5)
+            }
+        );
+        let o = Options {
+            provider: Some("nats".into()),
+            ..Default::default()
+        };
+        assert!(o.resolve(generated).is_err());
     }
 
     #[test]

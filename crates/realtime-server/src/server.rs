@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use realtime::Realtime;
 use tokio::net::TcpListener;
@@ -33,6 +34,13 @@ impl Server {
     /// Builds the app and binds the listening socket.
     pub async fn bind(settings: Settings) -> Result<Server, StartError> {
         let app = app::build(&settings)?;
+        if let Some(redis) = &app.redis {
+            // Start serving either way: while Redis is unreachable /health says
+            // `degraded` and the bus keeps reconnecting.
+            if !redis.wait_until_up(Duration::from_secs(3)).await {
+                tracing::warn!(reason = ?app.realtime.bus_status(), "starting before Redis is reachable");
+            }
+        }
         let listener =
             TcpListener::bind(settings.listen)
                 .await

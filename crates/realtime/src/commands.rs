@@ -5,16 +5,23 @@ use std::sync::Arc;
 
 use realtime_core::protocol::decode_command;
 use realtime_core::{Command, ErrorCode, PreparedMessage, ProtocolError, Route, ServerFrame};
+use serde_json::Value;
 
+use crate::error::SendError;
 use crate::handle::ConnectionHandle;
 use crate::metrics::ErrorKind;
 use crate::service::{Realtime, now_rfc3339};
 
 /// Handles one inbound text frame and returns the reply to queue.
-pub(crate) fn handle_text(rt: &Realtime, handle: &Arc<ConnectionHandle>, text: &str) -> String {
-    let config = rt.config();
-    let result =
-        decode_command(text, config.max_topic_length).and_then(|cmd| execute(rt, handle, cmd));
+pub(crate) async fn handle_text(
+    rt: &Realtime,
+    handle: &Arc<ConnectionHandle>,
+    text: &str,
+) -> String {
+    let result = match decode_command(text, rt.config().max_topic_length) {
+        Ok(cmd) => execute(rt, handle, cmd).await,
+        Err(e) => Err(e),
+    };
     result.unwrap_or_else(|e| {
         rt.inner.metrics.error(ErrorKind::Protocol);
         e.frame().to_json()
@@ -33,25 +40,25 @@ pub(crate) fn binary_frame_reply(rt: &Realtime) -> String {
     .to_json()
 }
 
-fn execute(
+async fn execute(
     rt: &Realtime,
     handle: &Arc<ConnectionHandle>,
     cmd: Command,
 ) -> Result<String, ProtocolError> {
     let policy = &rt.config().topic_policy;
-    let forbidden = |reference: &Option<serde_json::Value>, e: realtime_core::policy::Denied| {
-        ProtocolError::new(reference.clone(), ErrorCode::Forbidden, e.to_string())
+    let error = |reference: &Option<Value>, code: ErrorCode, message: String| {
+        ProtocolError::new(reference.clone(), code, message)
     };
     match cmd {
         Command::Subscribe { topic, reference } => {
             policy
                 .can_subscribe(handle.info(), &topic)
-                .map_err(|e| forbidden(&reference, e))?;
-            rt.inner.registry.subscribe(handle, &topic).map_err(|_| {
-                ProtocolError::new(
-                    reference.clone(),
+                .map_err(|e| error(&reference, ErrorCode::Forbidden, e.to_string()))?;
+            rt.subscribe_local(handle, &topic).await.map_err(|_| {
+                error(
+                    &reference,
                     ErrorCode::Internal,
-                    "connection is closing",
+                    "connection is closing".into(),
                 )
             })?;
             Ok(ServerFrame::Subscribed {
@@ -61,7 +68,7 @@ fn execute(
             .to_json())
         }
         Command::Unsubscribe { topic, reference } => {
-            rt.inner.registry.unsubscribe(handle, topic.as_str());
+            rt.unsubscribe_local(handle, &topic).await;
             Ok(ServerFrame::Unsubscribed {
                 topic: topic.as_str(),
                 reference: reference.as_ref(),
@@ -75,15 +82,21 @@ fn execute(
         } => {
             policy
                 .can_publish(handle.info(), &topic)
-                .map_err(|e| forbidden(&reference, e))?;
+                .map_err(|e| error(&reference, ErrorCode::Forbidden, e.to_string()))?;
             let prepared = PreparedMessage::from_map(message, &now_rfc3339(), Some(&topic))
-                .map_err(|e| {
-                    ProtocolError::new(reference.clone(), ErrorCode::BadRequest, e.to_string())
+                .map_err(|e| error(&reference, ErrorCode::BadRequest, e.to_string()))?;
+            let delivery = rt
+                .dispatch_checked(&Route::Topic(topic), prepared)
+                .map_err(|e| match e {
+                    SendError::Cluster(c) => {
+                        error(&reference, ErrorCode::BusUnavailable, c.to_string())
+                    }
+                    other => error(&reference, ErrorCode::BadRequest, other.to_string()),
                 })?;
-            let delivered = rt.deliver(&Route::Topic(topic), prepared);
             Ok(ServerFrame::Published {
                 reference: reference.as_ref(),
-                delivered,
+                delivered: delivery.local,
+                relayed: delivery.relayed,
             }
             .to_json())
         }

@@ -2,6 +2,9 @@
 
 use realtime_core::{InvalidTopic, MessageError};
 
+use crate::cluster::ClusterError;
+use crate::cluster::bus::BusError;
+
 /// A send was refused before anything was delivered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -9,13 +12,24 @@ pub enum SendError {
     InvalidMessage(#[from] MessageError),
     #[error("invalid topic: {0}")]
     InvalidTopic(#[from] InvalidTopic),
+    /// The other nodes cannot be reached; nothing was delivered, locally either.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
-/// A server-side subscription change was refused.
+impl From<BusError> for SendError {
+    fn from(e: BusError) -> Self {
+        SendError::Cluster(ClusterError::Bus(e))
+    }
+}
+
+/// A subscription change or disconnect was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubscribeError {
     #[error("invalid topic: {0}")]
     InvalidTopic(#[from] InvalidTopic),
     #[error("no such connection")]
     UnknownConnection,
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }

@@ -21,8 +21,10 @@
 //! ```
 
 mod auth;
+pub mod cluster;
 mod commands;
 mod config;
+mod control;
 mod error;
 mod handle;
 mod metrics;
@@ -33,8 +35,11 @@ pub mod testing;
 mod ws;
 
 pub use auth::{JwtAlgorithm, JwtVerifier, KeyError, TokenVerifier, unix_seconds};
+pub use cluster::bus::{BusError, BusStatus, ClusterDirectory, DirectoryEntry, MessageBus};
+pub use cluster::memory::MemoryHub;
+pub use cluster::{ClusterConfig, ClusterError};
 pub use config::RealtimeConfig;
 pub use error::{SendError, SubscribeError};
 pub use realtime_core;
-pub use realtime_core::{ClaimRules, CloseCode, ConnectionId, Route, Topic};
-pub use service::{ConnectionSummary, Realtime};
+pub use realtime_core::{ClaimRules, CloseCode, ConnectionId, ControlReply, NodeTag, Route, Topic};
+pub use service::{ConnectionSummary, Delivery, Realtime};

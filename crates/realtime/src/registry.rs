@@ -34,18 +34,20 @@ impl Registry {
         self.connections.insert(id, handle);
     }
 
-    /// Removes a connection from every index. Returns its handle if it was present.
-    pub(crate) fn remove(&self, id: ConnectionId) -> Option<Arc<ConnectionHandle>> {
+    /// Removes a connection from every index. Returns its handle and the topics it
+    /// was subscribed to, the first time only.
+    pub(crate) fn remove(&self, id: ConnectionId) -> Option<(Arc<ConnectionHandle>, Vec<Topic>)> {
         let (_, handle) = self.connections.remove(&id)?;
         let info = handle.info();
         remove_member(&self.users, &info.user_id, id);
         for role in info.roles.iter() {
             remove_member(&self.roles, role, id);
         }
-        for topic in handle.take_topics() {
+        let topics: Vec<Topic> = handle.take_topics().into_iter().collect();
+        for topic in &topics {
             remove_member(&self.topics, topic.as_str(), id);
         }
-        Some(handle)
+        Some((handle, topics))
     }
 
     pub(crate) fn get(&self, id: ConnectionId) -> Option<Arc<ConnectionHandle>> {
@@ -68,17 +70,32 @@ impl Registry {
     }
 
     /// Subscribes a connection; `Ok(true)` when it was not subscribed before.
+    /// `on_added` runs while the connection's topic set is locked, so whatever it
+    /// records (cluster interest) is in place before a removal can see the topic.
     pub(crate) fn subscribe(
         &self,
         handle: &Arc<ConnectionHandle>,
         topic: &Topic,
+        on_added: impl FnOnce(),
     ) -> Result<bool, ConnectionGone> {
-        handle.add_topic(topic, || add_member(&self.topics, topic.clone(), handle))
+        handle.add_topic(topic, || {
+            add_member(&self.topics, topic.clone(), handle);
+            on_added();
+        })
     }
 
-    /// Unsubscribes a connection; `true` when it was subscribed.
-    pub(crate) fn unsubscribe(&self, handle: &ConnectionHandle, topic: &str) -> bool {
-        handle.remove_topic(topic, || remove_member(&self.topics, topic, handle.id()))
+    /// Unsubscribes a connection; `true` when it was subscribed. `on_removed` runs
+    /// under the same lock as `subscribe`'s hook.
+    pub(crate) fn unsubscribe(
+        &self,
+        handle: &ConnectionHandle,
+        topic: &str,
+        on_removed: impl FnOnce(),
+    ) -> bool {
+        handle.remove_topic(topic, || {
+            remove_member(&self.topics, topic, handle.id());
+            on_removed();
+        })
     }
 
     /// Topic name → subscriber count, for every topic with a subscriber.

@@ -1,26 +1,30 @@
 //! The [`Realtime`] service: the library's entry point. It owns the registry, routes
-//! messages, changes subscriptions, reports state and shuts connections down.
+//! messages (locally, and through the cluster relay when there is one), reports
+//! state and opens, closes and shuts down connections.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use axum::extract::ws::Utf8Bytes;
 use prometheus_client::registry::Registry as MetricsRegistry;
 use realtime_core::message::rfc3339_millis;
 use realtime_core::{
-    CloseCode, ConnectionId, ConnectionInfo, Identity, PreparedMessage, Route, ServerFrame, Topic,
+    CloseCode, ConnectionId, ConnectionInfo, Identity, NodeTag, PreparedMessage, Route,
+    ServerFrame, Topic,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 use tokio_util::task::TaskTracker;
 
 use crate::auth::TokenVerifier;
+use crate::cluster::bus::{BusFuture, BusStatus, DirectoryEntry};
+use crate::cluster::{ClusterConfig, Relay};
 use crate::config::RealtimeConfig;
-use crate::error::{SendError, SubscribeError};
+use crate::error::SendError;
 use crate::handle::ConnectionHandle;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -36,8 +40,9 @@ use crate::registry::Registry;
 /// let rt = Realtime::new(verifier, RealtimeConfig::default());
 /// let app: axum::Router = axum::Router::new().route("/ws", rt.websocket_route());
 /// // From business code, anywhere:
-/// let delivered = rt.send_to_user("42", json!({"type": "notification", "text": "hi"})).unwrap();
-/// assert_eq!(delivered, 0); // nobody connected yet
+/// let delivery = rt.send_to_user("42", json!({"type": "notification", "text": "hi"})).unwrap();
+/// assert_eq!(delivery.local, 0); // nobody connected yet
+/// assert!(!delivery.relayed); // a single node: nothing to relay
 /// ```
 #[derive(Clone)]
 pub struct Realtime {
@@ -53,10 +58,23 @@ pub(crate) struct Inner {
     pub(crate) sessions: TaskTracker,
     /// The registry size, published on every change so callers can await it.
     connection_count: watch::Sender<usize>,
+    /// This engine's node tag: the first bytes of every connection id it hands out.
+    pub(crate) tag: NodeTag,
+    /// Present when the engine is part of a cluster.
+    pub(crate) relay: Option<Relay>,
+}
+
+/// What a send did. Remote deliveries are asynchronous, so the count is local only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Delivery {
+    /// Connections on this node the message was queued to.
+    pub local: usize,
+    /// Whether the message was handed to the bus for the other nodes.
+    pub relayed: bool,
 }
 
 /// A connection as reported by [`Realtime::connections`].
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConnectionSummary {
     pub id: ConnectionId,
     pub user_id: String,
@@ -75,73 +93,177 @@ impl std::fmt::Debug for Realtime {
 }
 
 impl Realtime {
-    /// Builds an engine that authenticates connections with `verifier`.
+    /// Builds a single-node engine that authenticates connections with `verifier`.
     pub fn new(verifier: impl TokenVerifier, config: RealtimeConfig) -> Self {
-        Realtime {
+        Self::build(Box::new(verifier), config, None)
+    }
+
+    /// Builds an engine that shares work with other nodes through `cluster`.
+    pub fn clustered(
+        verifier: impl TokenVerifier,
+        config: RealtimeConfig,
+        cluster: ClusterConfig,
+    ) -> Self {
+        Self::build(Box::new(verifier), config, Some(cluster))
+    }
+
+    fn build(
+        verifier: Box<dyn TokenVerifier>,
+        config: RealtimeConfig,
+        cluster: Option<ClusterConfig>,
+    ) -> Self {
+        let (high, low) = uuid::Uuid::new_v4().as_u64_pair();
+        let tag = NodeTag::from_random(high ^ low);
+        let rt = Realtime {
             inner: Arc::new(Inner {
                 config,
-                verifier: Box::new(verifier),
+                verifier,
                 registry: Registry::default(),
                 metrics: Metrics::new(),
                 accepting: AtomicBool::new(true),
                 sessions: TaskTracker::new(),
                 connection_count: watch::Sender::new(0),
+                tag,
+                relay: cluster.map(|c| Relay::new(tag, c)),
             }),
+        };
+        if let Some(relay) = &rt.inner.relay {
+            let weak = Arc::downgrade(&rt.inner);
+            relay.bus.start(
+                Arc::new(move |bytes: &[u8]| {
+                    if let Some(inner) = Weak::upgrade(&weak) {
+                        Realtime { inner }.on_envelope(bytes);
+                    }
+                }),
+                relay.permanent_channels(),
+            );
+            let weak = Arc::downgrade(&rt.inner);
+            relay.directory.start(
+                relay.node_id.clone(),
+                Arc::new(move || match Weak::upgrade(&weak) {
+                    Some(inner) => Realtime { inner }.directory_snapshot(),
+                    None => Vec::new(),
+                }),
+            );
         }
+        rt
     }
 
     pub fn config(&self) -> &RealtimeConfig {
         &self.inner.config
     }
 
-    /// Sends to every connection of `user_id`. Returns how many connections it was queued to.
-    pub fn send_to_user(&self, user_id: &str, message: Value) -> Result<usize, SendError> {
+    /// Sends to every connection of `user_id`, on every node.
+    pub fn send_to_user(&self, user_id: &str, message: Value) -> Result<Delivery, SendError> {
         self.send(Route::User(user_id.to_owned()), message)
     }
 
-    /// Sends to every connection holding `role`.
-    pub fn send_to_role(&self, role: &str, message: Value) -> Result<usize, SendError> {
+    /// Sends to every connection holding `role`, on every node.
+    pub fn send_to_role(&self, role: &str, message: Value) -> Result<Delivery, SendError> {
         self.send(Route::Role(role.to_owned()), message)
     }
 
-    /// Sends to every connection.
-    pub fn broadcast(&self, message: Value) -> Result<usize, SendError> {
+    /// Sends to every connection, on every node.
+    pub fn broadcast(&self, message: Value) -> Result<Delivery, SendError> {
         self.send(Route::Broadcast, message)
     }
 
-    /// Sends to one connection. Returns whether it was queued.
-    pub fn send_to_connection(&self, id: ConnectionId, message: Value) -> Result<bool, SendError> {
-        Ok(self.send(Route::Connection(id), message)? == 1)
+    /// Sends to one connection, wherever it is. For a connection on this node
+    /// `local` is 1 when it was queued; for one on another node the message is
+    /// relayed (see [`send_to_connection_confirmed`](Self::send_to_connection_confirmed)
+    /// for an answer from the owning node).
+    pub fn send_to_connection(
+        &self,
+        id: ConnectionId,
+        message: Value,
+    ) -> Result<Delivery, SendError> {
+        self.send(Route::Connection(id), message)
     }
 
-    /// Publishes to every subscriber of `topic`; the message gains a `topic` field.
-    pub fn publish(&self, topic: &str, message: Value) -> Result<usize, SendError> {
+    /// Publishes to every subscriber of `topic`, on every node; the message gains a
+    /// `topic` field.
+    pub fn publish(&self, topic: &str, message: Value) -> Result<Delivery, SendError> {
         let topic = self.parse_topic(topic)?;
         self.send(Route::Topic(topic), message)
     }
 
     /// Sends `message` along `route`: validated, stamped, serialized once.
-    pub fn send(&self, route: Route, message: Value) -> Result<usize, SendError> {
+    pub fn send(&self, route: Route, message: Value) -> Result<Delivery, SendError> {
+        self.ensure_bus()?;
         let prepared = PreparedMessage::new(message, &now_rfc3339(), route_topic(&route))?;
-        Ok(self.deliver(&route, prepared))
+        self.dispatch(&route, prepared)
     }
 
     /// As [`send`](Self::send), from raw JSON bytes (e.g. an HTTP request body).
-    pub fn send_json(&self, route: Route, body: &[u8]) -> Result<usize, SendError> {
+    pub fn send_json(&self, route: Route, body: &[u8]) -> Result<Delivery, SendError> {
+        self.ensure_bus()?;
         let prepared = PreparedMessage::from_slice(body, &now_rfc3339(), route_topic(&route))?;
-        Ok(self.deliver(&route, prepared))
+        self.dispatch(&route, prepared)
     }
 
-    /// Queues an already prepared message to every local recipient of `route`.
+    /// Whether messages can reach the other nodes (always, for a single node).
+    pub fn bus_status(&self) -> BusStatus {
+        self.inner
+            .relay
+            .as_ref()
+            .map_or(BusStatus::Up, Relay::status)
+    }
+
+    fn ensure_bus(&self) -> Result<(), SendError> {
+        match &self.inner.relay {
+            Some(relay) => relay.ensure_up().map_err(SendError::from),
+            None => Ok(()),
+        }
+    }
+
+    /// As `dispatch`, after checking the bus is up.
+    pub(crate) fn dispatch_checked(
+        &self,
+        route: &Route,
+        message: PreparedMessage,
+    ) -> Result<Delivery, SendError> {
+        self.ensure_bus()?;
+        self.dispatch(route, message)
+    }
+
+    /// Delivers locally and relays to the other nodes when the route can reach them.
+    fn dispatch(&self, route: &Route, message: PreparedMessage) -> Result<Delivery, SendError> {
+        let relay = self.inner.relay.as_ref().filter(|_| match route {
+            Route::Connection(id) => !self.is_local(id),
+            _ => true,
+        });
+        let relayed = match relay {
+            Some(relay) => {
+                relay.relay_message(route, message.as_str())?;
+                true
+            }
+            None => false,
+        };
+        Ok(Delivery {
+            local: self.deliver(route, message),
+            relayed,
+        })
+    }
+
+    /// Whether a connection id was handed out by this node.
+    pub fn is_local(&self, id: &ConnectionId) -> bool {
+        NodeTag::of_connection(id) == self.inner.tag
+    }
+
+    /// Queues an already prepared message to every recipient of `route` on this
+    /// node only. Returns how many connections it was queued to.
     pub fn deliver(&self, route: &Route, message: PreparedMessage) -> usize {
-        let frame = Utf8Bytes::from(message.into_string());
+        self.deliver_frame(route, &Utf8Bytes::from(message.into_string()))
+    }
+
+    pub(crate) fn deliver_frame(&self, route: &Route, frame: &Utf8Bytes) -> usize {
         let reg = &self.inner.registry;
         let delivered = match route {
-            Route::User(u) => reg.deliver_to_user(u, &frame),
-            Route::Role(r) => reg.deliver_to_role(r, &frame),
-            Route::Connection(id) => reg.deliver_to_connection(*id, &frame),
-            Route::Broadcast => reg.deliver_to_all(&frame),
-            Route::Topic(t) => reg.deliver_to_topic(t.as_str(), &frame),
+            Route::User(u) => reg.deliver_to_user(u, frame),
+            Route::Role(r) => reg.deliver_to_role(r, frame),
+            Route::Connection(id) => reg.deliver_to_connection(*id, frame),
+            Route::Broadcast => reg.deliver_to_all(frame),
+            Route::Topic(t) => reg.deliver_to_topic(t.as_str(), frame),
         };
         self.inner.metrics.sent(route.kind(), delivered);
         delivered
@@ -150,31 +272,6 @@ impl Realtime {
     /// Validates a topic name against the configured length limit.
     pub fn parse_topic(&self, topic: &str) -> Result<Topic, realtime_core::InvalidTopic> {
         Topic::parse_with_max(topic, self.inner.config.max_topic_length)
-    }
-
-    /// Subscribes a connection to a topic on the server's authority (no topic policy).
-    /// Returns `true` when it was not subscribed before.
-    pub fn subscribe(&self, id: ConnectionId, topic: &str) -> Result<bool, SubscribeError> {
-        let topic = self.parse_topic(topic)?;
-        let handle = self.handle(id)?;
-        self.inner
-            .registry
-            .subscribe(&handle, &topic)
-            .map_err(|_| SubscribeError::UnknownConnection)
-    }
-
-    /// Unsubscribes a connection. Returns `true` when it was subscribed.
-    pub fn unsubscribe(&self, id: ConnectionId, topic: &str) -> Result<bool, SubscribeError> {
-        let topic = self.parse_topic(topic)?;
-        let handle = self.handle(id)?;
-        Ok(self.inner.registry.unsubscribe(&handle, topic.as_str()))
-    }
-
-    fn handle(&self, id: ConnectionId) -> Result<Arc<ConnectionHandle>, SubscribeError> {
-        self.inner
-            .registry
-            .get(id)
-            .ok_or(SubscribeError::UnknownConnection)
     }
 
     /// Number of connections registered on this node.
@@ -222,34 +319,6 @@ impl Realtime {
             .collect()
     }
 
-    /// Closes one connection with 3503 (do not reconnect). Returns whether it existed.
-    pub fn disconnect(&self, id: ConnectionId) -> bool {
-        self.close_connection(id, CloseCode::ForceDisconnect)
-    }
-
-    /// Closes every connection of a user with 3503. Returns how many were closed.
-    pub fn disconnect_user(&self, user_id: &str) -> usize {
-        self.inner
-            .registry
-            .of_user(user_id)
-            .iter()
-            .filter(|h| self.close_connection(h.id(), CloseCode::ForceDisconnect))
-            .count()
-    }
-
-    /// Removes the connection from every index at once (so counts and sends see it
-    /// gone immediately) and tells its session to close the socket with `code`.
-    fn close_connection(&self, id: ConnectionId, code: CloseCode) -> bool {
-        match self.inner.registry.remove(id) {
-            Some(handle) => {
-                self.publish_connection_count();
-                handle.close(code);
-                true
-            }
-            None => false,
-        }
-    }
-
     /// Graceful shutdown: refuse new connections, send `server-shutdown` to every
     /// connection, close each with 1001 once its queue is written, and wait up to
     /// `timeout` for the sockets to close. Returns `true` if all closed in time.
@@ -268,9 +337,13 @@ impl Realtime {
             handle.close(CloseCode::ServerShutdown);
         }
         self.inner.sessions.close();
-        tokio::time::timeout(timeout, self.inner.sessions.wait())
+        let closed = tokio::time::timeout(timeout, self.inner.sessions.wait())
             .await
-            .is_ok()
+            .is_ok();
+        if let Some(relay) = &self.inner.relay {
+            let _ = tokio::time::timeout(timeout, relay.directory.leave()).await;
+        }
+        closed
     }
 
     /// Whether new connections are accepted (false once shutdown began).
@@ -283,35 +356,93 @@ impl Realtime {
         self.inner.metrics.register(registry);
     }
 
-    /// Creates and registers a connection. `first_frame` (the welcome) is queued
-    /// before the connection becomes reachable, so it is always the first frame.
+    /// Creates a connection and queues `first_frame` (the welcome). In a cluster it
+    /// also subscribes the node to the connection's user and role channels and
+    /// records it in the directory; the returned future resolves once that is done.
+    /// The connection is reachable only after [`activate`](Self::activate), so the
+    /// welcome is always its first frame and means "reachable from every node".
     pub(crate) fn open_connection(
         &self,
         identity: Identity,
         first_frame: impl FnOnce(&ConnectionInfo) -> Option<String>,
-    ) -> (Arc<ConnectionHandle>, mpsc::Receiver<Utf8Bytes>) {
-        let info = ConnectionInfo::new(uuid::Uuid::new_v4(), identity, now_rfc3339());
+    ) -> (
+        Arc<ConnectionHandle>,
+        mpsc::Receiver<Utf8Bytes>,
+        Option<BusFuture>,
+    ) {
+        let id = self
+            .inner
+            .tag
+            .connection_id(*uuid::Uuid::new_v4().as_bytes());
+        let info = ConnectionInfo::new(id, identity, now_rfc3339());
         let (handle, rx) = ConnectionHandle::new(info, self.inner.config.outbound_queue);
         if let Some(frame) = first_frame(handle.info()) {
             handle.try_send(&Utf8Bytes::from(frame));
         }
         let handle = Arc::new(handle);
-        self.inner.registry.insert(handle.clone());
+        let ready = self.inner.relay.as_ref().map(|relay| {
+            let info = handle.info();
+            let interest = relay
+                .acquire(relay.identity_channels(&info.user_id, info.roles.iter().map(|r| &**r)));
+            let recorded = relay.upsert(summary(&handle));
+            Box::pin(async move {
+                let (a, b) = futures_util::future::join(interest, recorded).await;
+                a.and(b)
+            }) as BusFuture
+        });
         self.inner.metrics.accepted.inc();
         self.inner.metrics.active_connections.inc();
-        self.publish_connection_count();
-        (handle, rx)
+        (handle, rx, ready)
     }
 
-    /// Unregisters a connection whose session ended. Idempotent.
+    /// Makes an opened connection reachable.
+    pub(crate) fn activate(&self, handle: &Arc<ConnectionHandle>) {
+        self.inner.registry.insert(handle.clone());
+        self.publish_connection_count();
+    }
+
+    /// Takes a connection out of every index and releases what it held in the
+    /// cluster (channel interest, directory record). Returns its handle the first
+    /// time only.
+    pub(crate) fn unregister(&self, id: ConnectionId) -> Option<Arc<ConnectionHandle>> {
+        let (handle, topics) = self.inner.registry.remove(id)?;
+        if let Some(relay) = &self.inner.relay {
+            let info = handle.info();
+            let mut channels =
+                relay.identity_channels(&info.user_id, info.roles.iter().map(|r| &**r));
+            channels.extend(topics.iter().map(|t| relay.channels.topic(t.as_str())));
+            relay.release(channels);
+            drop(relay.directory.remove(id));
+        }
+        self.publish_connection_count();
+        Some(handle)
+    }
+
+    /// Accounts for the end of a connection whose session (or test handle) ended.
+    /// Idempotent.
     pub(crate) fn connection_closed(&self, handle: &ConnectionHandle) {
-        self.inner.registry.remove(handle.id());
+        self.unregister(handle.id());
         if !handle.mark_finished() {
             return;
         }
         self.inner.metrics.active_connections.dec();
         self.inner.metrics.disconnected(handle.close_code());
-        self.publish_connection_count();
+    }
+
+    /// This node's connections as directory entries (for a directory resync).
+    fn directory_snapshot(&self) -> Vec<DirectoryEntry> {
+        let node = self
+            .inner
+            .relay
+            .as_ref()
+            .map_or_else(String::new, |r| r.node_id.clone());
+        self.connections()
+            .into_iter()
+            .map(|connection| DirectoryEntry {
+                node: node.clone(),
+                connection,
+            })
+            .collect()
     }
 
     pub(crate) fn verify(&self, token: &str) -> Result<Identity, realtime_core::AuthError> {
@@ -326,7 +457,7 @@ fn route_topic(route: &Route) -> Option<&Topic> {
     }
 }
 
-fn summary(h: &ConnectionHandle) -> ConnectionSummary {
+pub(crate) fn summary(h: &ConnectionHandle) -> ConnectionSummary {
     let info = h.info();
     ConnectionSummary {
         id: info.id,

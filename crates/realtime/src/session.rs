@@ -29,7 +29,7 @@ enum Ending {
 
 /// Runs an accepted, authenticated connection until it closes.
 pub(crate) async fn run(rt: Realtime, mut socket: WebSocket, identity: Identity) {
-    let (handle, mut rx) = rt.open_connection(identity, |info| {
+    let (handle, mut rx, ready) = rt.open_connection(identity, |info| {
         Some(
             ServerFrame::Welcome {
                 connection_id: info.id,
@@ -40,6 +40,17 @@ pub(crate) async fn run(rt: Realtime, mut socket: WebSocket, identity: Identity)
             .to_json(),
         )
     });
+    if let Some(ready) = ready {
+        // In a cluster the welcome means "reachable from every node": wait (bounded)
+        // until this node receives the user's and roles' channels. If the bus is
+        // down the interest is re-applied when it returns; the client is served.
+        match tokio::time::timeout(rt.config().close_timeout, ready).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "connection accepted while the bus is down"),
+            Err(_) => tracing::debug!("connection accepted before the bus confirmed its channels"),
+        }
+    }
+    rt.activate(&handle);
     tracing::debug!(connection = %handle.id(), user = %handle.info().user_id, "connection opened");
     if !rt.is_accepting() {
         // The upgrade raced the start of a shutdown that has already notified everyone.
@@ -117,7 +128,7 @@ async fn serve(
                             timer.as_mut().reset(heartbeat.deadline());
                         }
                         match msg {
-                            Message::Text(text) => commands::handle_text(rt, handle, &text),
+                            Message::Text(text) => commands::handle_text(rt, handle, &text).await,
                             Message::Binary(_) => commands::binary_frame_reply(rt),
                             Message::Ping(_) | Message::Pong(_) => continue,
                             Message::Close(_) => return Ending::ClientClosed,

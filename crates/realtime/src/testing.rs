@@ -55,7 +55,10 @@ impl TestConnection {
 
     /// Registers a connection with a full identity.
     pub fn connect_identity(rt: &Realtime, identity: Identity) -> TestConnection {
-        let (handle, rx) = rt.open_connection(identity, |_| None);
+        // Interest and directory changes are requested here; the in-memory bus
+        // applies them at once.
+        let (handle, rx, _ready) = rt.open_connection(identity, |_| None);
+        rt.activate(&handle);
         let watcher = tokio::runtime::Handle::try_current().ok().map(|runtime| {
             let (rt, handle) = (rt.clone(), handle.clone());
             runtime.spawn(async move {

@@ -1,0 +1,128 @@
+//! Redis adapters for Boundary Realtime: [`RedisBus`] (pub/sub relay between nodes)
+//! and [`RedisDirectory`] (the cluster-wide connection view, with expiry).
+//!
+//! Both keep their own connections, reconnect by themselves with capped, jittered
+//! backoff, and restore their state after a reconnect (the bus resubscribes every
+//! channel; the directory rewrites this node's records).
+//!
+//! ```no_run
+//! use realtime::{ClusterConfig, JwtVerifier, Realtime, RealtimeConfig};
+//! use realtime_redis::{RedisCluster, RedisConfig};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let redis = RedisCluster::new(RedisConfig::new("redis://127.0.0.1:6379"))?;
+//! let verifier = JwtVerifier::hs256(b"secret", Default::default())?;
+//! let rt = Realtime::clustered(verifier, RealtimeConfig::default(), redis.cluster_config("node-a"));
+//! # Ok(()) }
+//! ```
+
+mod backoff;
+mod bus;
+mod directory;
+mod link;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use bus::RedisBus;
+pub use directory::RedisDirectory;
+use realtime::ClusterConfig;
+
+/// How to reach Redis and how often to refresh.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` (or `rediss://` is not supported: no TLS feature).
+    pub url: String,
+    /// Prefix of every channel and key. Default `realtime`.
+    pub prefix: String,
+    /// How often a node refreshes its directory records. They expire after three
+    /// missed refreshes, so a dead node leaves the views within 3 × this. Default 5 s.
+    pub heartbeat: Duration,
+    /// Longest wait for a connect or a command before the link is considered down.
+    /// Default 2 s.
+    pub command_timeout: Duration,
+    /// Reconnect backoff: first delay, doubled on each failure up to `reconnect_max`,
+    /// with jitter. Defaults 50 ms and 1 s, so delivery resumes within about a
+    /// second of Redis returning.
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    /// Envelopes that may wait for the publisher; beyond it sends fail (503)
+    /// rather than queue without bound. Default 65 536.
+    pub outbox_capacity: usize,
+}
+
+impl RedisConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            prefix: "realtime".into(),
+            heartbeat: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(2),
+            reconnect_min: Duration::from_millis(50),
+            reconnect_max: Duration::from_secs(1),
+            outbox_capacity: 65_536,
+        }
+    }
+
+    /// How long a record outlives its node's last heartbeat.
+    pub fn record_ttl(&self) -> Duration {
+        self.heartbeat * 3
+    }
+}
+
+/// The configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid Redis URL: {0}")]
+pub struct SetupError(#[from] redis::RedisError);
+
+/// A bus and a directory sharing one Redis configuration.
+#[derive(Clone)]
+pub struct RedisCluster {
+    config: RedisConfig,
+    bus: Arc<RedisBus>,
+    directory: Arc<RedisDirectory>,
+}
+
+impl std::fmt::Debug for RedisCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCluster")
+            .field("prefix", &self.config.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisCluster {
+    /// Validates the URL. Connections are made when the engine starts the bus, and
+    /// retried for as long as Redis is unreachable.
+    pub fn new(config: RedisConfig) -> Result<Self, SetupError> {
+        let client = redis::Client::open(config.url.as_str())?;
+        Ok(RedisCluster {
+            bus: Arc::new(RedisBus::new(client.clone(), config.clone())),
+            directory: Arc::new(RedisDirectory::new(client, config.clone())),
+            config,
+        })
+    }
+
+    pub fn bus(&self) -> Arc<RedisBus> {
+        self.bus.clone()
+    }
+
+    pub fn directory(&self) -> Arc<RedisDirectory> {
+        self.directory.clone()
+    }
+
+    /// A [`ClusterConfig`] for an engine on this Redis, labelled `node_id`.
+    pub fn cluster_config(&self, node_id: impl Into<String>) -> ClusterConfig {
+        ClusterConfig {
+            node_id: node_id.into(),
+            prefix: self.config.prefix.clone(),
+            bus: self.bus.clone(),
+            directory: self.directory.clone(),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Waits (up to `timeout`) until the bus is connected. Returns whether it is.
+    pub async fn wait_until_up(&self, timeout: Duration) -> bool {
+        self.bus.wait_until_up(timeout).await
+    }
+}

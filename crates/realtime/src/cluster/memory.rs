@@ -1,0 +1,179 @@
+//! The in-memory bus and directory: several engines in one process share a
+//! [`MemoryHub`]. Dependency-free; deliveries are synchronous.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use uuid::Uuid;
+
+use super::bus::{
+    BusError, BusFuture, BusStatus, ClusterDirectory, DirectoryEntry, Inbox, ListFuture,
+    MessageBus, Snapshot,
+};
+
+/// A process-local message hub. Give each engine its own [`MemoryHub::bus`] and
+/// [`MemoryHub::directory`].
+#[derive(Default, Clone)]
+pub struct MemoryHub {
+    inner: Arc<HubInner>,
+}
+
+#[derive(Default)]
+struct HubInner {
+    /// channel -> member id -> that member's inbox
+    channels: Mutex<HashMap<String, BTreeMap<u64, Inbox>>>,
+    entries: Mutex<HashMap<Uuid, DirectoryEntry>>,
+    next_member: Mutex<u64>,
+}
+
+impl std::fmt::Debug for MemoryHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryHub").finish_non_exhaustive()
+    }
+}
+
+impl MemoryHub {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A bus endpoint for one engine.
+    pub fn bus(&self) -> Arc<MemoryBus> {
+        let mut next = self
+            .inner
+            .next_member
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *next += 1;
+        Arc::new(MemoryBus {
+            hub: self.inner.clone(),
+            member: *next,
+            inbox: OnceLock::new(),
+            channels: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// A directory endpoint for one engine.
+    pub fn directory(&self) -> Arc<MemoryDirectory> {
+        Arc::new(MemoryDirectory {
+            hub: self.inner.clone(),
+            node: OnceLock::new(),
+        })
+    }
+}
+
+/// One engine's endpoint on a [`MemoryHub`].
+pub struct MemoryBus {
+    hub: Arc<HubInner>,
+    member: u64,
+    inbox: OnceLock<Inbox>,
+    channels: Mutex<HashSet<String>>,
+}
+
+impl MemoryBus {
+    fn join(&self, channel: &str) {
+        let Some(inbox) = self.inbox.get() else {
+            return;
+        };
+        let mut channels = self.hub.channels.lock().unwrap_or_else(|p| p.into_inner());
+        channels
+            .entry(channel.to_owned())
+            .or_default()
+            .insert(self.member, inbox.clone());
+    }
+
+    fn leave(&self, channel: &str) {
+        let mut channels = self.hub.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(members) = channels.get_mut(channel) {
+            members.remove(&self.member);
+            if members.is_empty() {
+                channels.remove(channel);
+            }
+        }
+    }
+}
+
+impl MessageBus for MemoryBus {
+    fn start(&self, inbox: Inbox, always: Vec<String>) {
+        if self.inbox.set(inbox).is_err() {
+            return;
+        }
+        let pending: Vec<String> = {
+            let mut set = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+            set.extend(always);
+            set.iter().cloned().collect()
+        };
+        for channel in pending {
+            self.join(&channel);
+        }
+    }
+
+    fn publish(&self, channel: String, envelope: Vec<u8>) -> Result<(), BusError> {
+        let receivers: Vec<Inbox> = {
+            let channels = self.hub.channels.lock().unwrap_or_else(|p| p.into_inner());
+            channels
+                .get(&channel)
+                .map(|m| m.values().cloned().collect())
+                .unwrap_or_default()
+        };
+        for inbox in receivers {
+            inbox(&envelope);
+        }
+        Ok(())
+    }
+
+    fn update_interest(&self, subscribe: Vec<String>, unsubscribe: Vec<String>) -> BusFuture {
+        let mut set = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        for channel in subscribe {
+            self.join(&channel);
+            set.insert(channel);
+        }
+        for channel in unsubscribe {
+            self.leave(&channel);
+            set.remove(&channel);
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    fn status(&self) -> BusStatus {
+        BusStatus::Up
+    }
+}
+
+/// One engine's view of the hub's shared directory.
+pub struct MemoryDirectory {
+    hub: Arc<HubInner>,
+    node: OnceLock<String>,
+}
+
+impl ClusterDirectory for MemoryDirectory {
+    fn start(&self, node: String, _snapshot: Snapshot) {
+        let _ = self.node.set(node);
+    }
+
+    fn upsert(&self, entry: DirectoryEntry) -> BusFuture {
+        let mut entries = self.hub.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.insert(entry.connection.id, entry);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn remove(&self, connection: Uuid) -> BusFuture {
+        let mut entries = self.hub.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.remove(&connection);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn list(&self) -> ListFuture {
+        let entries = self.hub.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let list: Vec<DirectoryEntry> = entries.values().cloned().collect();
+        Box::pin(async move { Ok(list) })
+    }
+
+    fn leave(&self) -> BusFuture {
+        if let Some(node) = self.node.get() {
+            let mut entries = self.hub.entries.lock().unwrap_or_else(|p| p.into_inner());
+            entries.retain(|_, e| &e.node != node);
+        }
+        Box::pin(async { Ok(()) })
+    }
+}

@@ -1,0 +1,248 @@
+//! Multi-node relay: how one engine shares work with others through a
+//! [`MessageBus`]. It turns sends into envelopes, keeps the node subscribed to
+//! exactly the channels its local connections need (reference-counted), delivers
+//! what arrives, answers control requests for its connections, and keeps the
+//! cluster directory up to date.
+
+pub mod bus;
+pub mod memory;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use realtime_core::{Body, Channels, ControlOp, ControlReply, Envelope, NodeTag, Route};
+use tokio::sync::oneshot;
+
+use bus::{BusError, BusFuture, BusStatus, ClusterDirectory, DirectoryEntry, MessageBus};
+
+/// How an engine joins a cluster.
+#[derive(Clone)]
+pub struct ClusterConfig {
+    /// A label for this node in cluster views (e.g. `REALTIME_NODE_ID`).
+    pub node_id: String,
+    /// Prefix of every channel and key, so deployments can share one bus.
+    pub prefix: String,
+    pub bus: Arc<dyn MessageBus>,
+    pub directory: Arc<dyn ClusterDirectory>,
+    /// How long a request to another node (e.g. subscribe one of its connections)
+    /// may take. Default 5 s.
+    pub request_timeout: Duration,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("node_id", &self.node_id)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A cluster operation that could not be completed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("the node owning the connection did not answer in time")]
+    Timeout,
+}
+
+/// The engine's side of the cluster.
+pub(crate) struct Relay {
+    pub(crate) tag: NodeTag,
+    pub(crate) node_id: String,
+    pub(crate) channels: Channels,
+    pub(crate) bus: Arc<dyn MessageBus>,
+    pub(crate) directory: Arc<dyn ClusterDirectory>,
+    request_timeout: Duration,
+    /// channel -> number of local reasons to be subscribed (connections of a user,
+    /// holders of a role, subscribers of a topic).
+    interest: Mutex<HashMap<String, usize>>,
+    /// Next sequence number; held while publishing so sequence order is bus order.
+    seq: Mutex<u64>,
+    /// origin -> last sequence number seen (duplicate suppression).
+    seen: Mutex<HashMap<NodeTag, u64>>,
+    next_request: AtomicU64,
+    pending: Mutex<HashMap<u64, oneshot::Sender<ControlReply>>>,
+}
+
+impl Relay {
+    pub(crate) fn new(tag: NodeTag, config: ClusterConfig) -> Relay {
+        Relay {
+            tag,
+            node_id: config.node_id,
+            channels: Channels::new(config.prefix),
+            bus: config.bus,
+            directory: config.directory,
+            request_timeout: config.request_timeout,
+            interest: Mutex::new(HashMap::new()),
+            seq: Mutex::new(0),
+            seen: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(1),
+            pending: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The channels every node keeps: its own and the broadcast channel.
+    pub(crate) fn permanent_channels(&self) -> Vec<String> {
+        vec![self.channels.node(self.tag), self.channels.broadcast()]
+    }
+
+    pub(crate) fn status(&self) -> BusStatus {
+        self.bus.status()
+    }
+
+    pub(crate) fn ensure_up(&self) -> Result<(), BusError> {
+        match self.bus.status() {
+            BusStatus::Up => Ok(()),
+            BusStatus::Down { reason } => Err(BusError::Unavailable(reason)),
+        }
+    }
+
+    /// Publishes `body` on `channel` with the next sequence number.
+    pub(crate) fn publish(&self, channel: String, body: Body) -> Result<(), BusError> {
+        let mut seq = self.seq.lock().unwrap_or_else(|p| p.into_inner());
+        let envelope = Envelope {
+            origin: self.tag,
+            seq: *seq + 1,
+            body,
+        };
+        self.bus.publish(channel, envelope.encode())?;
+        *seq += 1;
+        Ok(())
+    }
+
+    /// Relays a message along `route` to the other nodes.
+    pub(crate) fn relay_message(&self, route: &Route, payload: &str) -> Result<(), BusError> {
+        let channel = self.channels.for_route(route);
+        self.publish(
+            channel,
+            Body::Message {
+                route: route.clone(),
+                payload: payload.as_bytes().to_vec(),
+            },
+        )
+    }
+
+    /// Adds one reason to be subscribed to each channel; subscribes the new ones.
+    pub(crate) fn acquire(&self, channels: Vec<String>) -> BusFuture {
+        let mut interest = self.interest.lock().unwrap_or_else(|p| p.into_inner());
+        let mut new = Vec::new();
+        for channel in channels {
+            let n = interest.entry(channel.clone()).or_insert(0);
+            *n += 1;
+            if *n == 1 {
+                new.push(channel);
+            }
+        }
+        // Requested under the lock, so the bus sees changes in refcount order.
+        self.bus.update_interest(new, Vec::new())
+    }
+
+    /// Removes one reason per channel; unsubscribes channels nobody needs any more.
+    pub(crate) fn release(&self, channels: Vec<String>) {
+        let mut interest = self.interest.lock().unwrap_or_else(|p| p.into_inner());
+        let mut gone = Vec::new();
+        for channel in channels {
+            if let Some(n) = interest.get_mut(&channel) {
+                *n -= 1;
+                if *n == 0 {
+                    interest.remove(&channel);
+                    gone.push(channel);
+                }
+            }
+        }
+        if !gone.is_empty() {
+            // The change is recorded when requested; nobody needs to wait for it.
+            drop(self.bus.update_interest(Vec::new(), gone));
+        }
+    }
+
+    /// The channels a connection of `user` with `roles` needs.
+    pub(crate) fn identity_channels<'a>(
+        &self,
+        user: &str,
+        roles: impl Iterator<Item = &'a str>,
+    ) -> Vec<String> {
+        std::iter::once(self.channels.user(user))
+            .chain(roles.map(|r| self.channels.role(r)))
+            .collect()
+    }
+
+    pub(crate) fn upsert(&self, connection: crate::ConnectionSummary) -> BusFuture {
+        self.directory.upsert(DirectoryEntry {
+            node: self.node_id.clone(),
+            connection,
+        })
+    }
+
+    /// Whether an envelope is new (not ours, not seen before).
+    pub(crate) fn accept(&self, envelope: &Envelope) -> bool {
+        if envelope.origin == self.tag {
+            return false;
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let last = seen.entry(envelope.origin).or_insert(0);
+        if envelope.seq <= *last {
+            return false;
+        }
+        *last = envelope.seq;
+        true
+    }
+
+    /// Sends `op` to the node that owns the connection and awaits its answer.
+    pub(crate) async fn request(
+        &self,
+        owner: NodeTag,
+        op: ControlOp,
+    ) -> Result<ControlReply, ClusterError> {
+        self.ensure_up()?;
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        let sent = self.publish(
+            self.channels.node(owner),
+            Body::Request {
+                id,
+                reply_to: self.tag,
+                op,
+            },
+        );
+        let outcome = match sent {
+            Err(e) => Err(ClusterError::Bus(e)),
+            Ok(()) => match tokio::time::timeout(self.request_timeout, rx).await {
+                Ok(Ok(reply)) => Ok(reply),
+                _ => Err(ClusterError::Timeout),
+            },
+        };
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        outcome
+    }
+
+    /// Answers a request from `to`.
+    pub(crate) fn reply(&self, to: NodeTag, id: u64, reply: ControlReply) {
+        if let Err(e) = self.publish(self.channels.node(to), Body::Reply { id, reply }) {
+            tracing::debug!(error = %e, "could not answer a cluster request");
+        }
+    }
+
+    /// Hands an answer to the request waiting for it.
+    pub(crate) fn resolve(&self, id: u64, reply: ControlReply) {
+        let waiter = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        if let Some(tx) = waiter {
+            let _ = tx.send(reply);
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! Operations on one connection wherever it lives (subscribe, unsubscribe,
+//! disconnect, confirmed send), cluster-wide views, and the handling of envelopes
+//! that arrive from other nodes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use realtime_core::{
+    Body, CloseCode, ConnectionId, ControlOp, ControlReply, Envelope, NodeTag, PreparedMessage,
+    Route, Topic,
+};
+
+use crate::cluster::bus::DirectoryEntry;
+use crate::cluster::{ClusterError, Relay};
+use crate::error::{SendError, SubscribeError};
+use crate::handle::ConnectionHandle;
+use crate::service::{Delivery, Realtime, now_rfc3339, summary};
+
+impl Realtime {
+    /// Subscribes a connection to a topic on the server's authority (no topic
+    /// policy), wherever the connection lives. Returns `true` when it was not
+    /// subscribed before. Once this returns, publishes from any node reach it.
+    pub async fn subscribe(&self, id: ConnectionId, topic: &str) -> Result<bool, SubscribeError> {
+        let topic = self.parse_topic(topic)?;
+        if let Some(relay) = self.remote_relay(&id) {
+            let op = ControlOp::Subscribe {
+                connection: id,
+                topic: topic.to_string(),
+            };
+            return found_changed(relay.request(NodeTag::of_connection(&id), op).await?);
+        }
+        let handle = self.local_handle(id)?;
+        self.subscribe_local(&handle, &topic).await
+    }
+
+    /// Unsubscribes a connection, wherever it lives. Returns `true` when it was subscribed.
+    pub async fn unsubscribe(&self, id: ConnectionId, topic: &str) -> Result<bool, SubscribeError> {
+        let topic = self.parse_topic(topic)?;
+        if let Some(relay) = self.remote_relay(&id) {
+            let op = ControlOp::Unsubscribe {
+                connection: id,
+                topic: topic.to_string(),
+            };
+            return found_changed(relay.request(NodeTag::of_connection(&id), op).await?);
+        }
+        let handle = self.local_handle(id)?;
+        Ok(self.unsubscribe_local(&handle, &topic).await)
+    }
+
+    /// Closes one connection with 3503 (do not reconnect), wherever it lives.
+    /// Returns whether it existed.
+    pub async fn disconnect(&self, id: ConnectionId) -> Result<bool, ClusterError> {
+        if let Some(relay) = self.remote_relay(&id) {
+            let reply = relay
+                .request(
+                    NodeTag::of_connection(&id),
+                    ControlOp::Disconnect { connection: id },
+                )
+                .await?;
+            return Ok(reply.found);
+        }
+        Ok(self.disconnect_local(id))
+    }
+
+    /// Closes every connection of a user with 3503, on every node. `local` counts
+    /// the connections closed on this node.
+    pub fn disconnect_user(&self, user_id: &str) -> Result<Delivery, SendError> {
+        let relayed = match &self.inner.relay {
+            Some(relay) => {
+                relay.ensure_up()?;
+                relay.publish(
+                    relay.channels.user(user_id),
+                    Body::DisconnectUser {
+                        user: user_id.to_owned(),
+                    },
+                )?;
+                true
+            }
+            None => false,
+        };
+        Ok(Delivery {
+            local: self.disconnect_user_local(user_id),
+            relayed,
+        })
+    }
+
+    /// Sends raw JSON to one connection and reports what its owning node did with
+    /// it: `found` (the connection exists) and `changed` (the message was queued).
+    /// For a connection on another node this waits for that node's answer.
+    pub async fn send_json_confirmed(
+        &self,
+        id: ConnectionId,
+        body: &[u8],
+    ) -> Result<ControlReply, SendError> {
+        let prepared = PreparedMessage::from_slice(body, &now_rfc3339(), None)?;
+        if let Some(relay) = self.remote_relay(&id) {
+            let op = ControlOp::Deliver {
+                connection: id,
+                payload: prepared.into_string().into_bytes(),
+            };
+            return Ok(relay.request(NodeTag::of_connection(&id), op).await?);
+        }
+        let found = self.inner.registry.get(id).is_some();
+        let queued = self.deliver(&Route::Connection(id), prepared) == 1;
+        Ok(ControlReply {
+            found,
+            changed: queued,
+        })
+    }
+
+    /// Every connection on every node (this node's only, without a cluster).
+    pub async fn cluster_connections(&self) -> Result<Vec<DirectoryEntry>, ClusterError> {
+        match &self.inner.relay {
+            Some(relay) => Ok(relay.directory.list().await?),
+            None => Ok(self
+                .connections()
+                .into_iter()
+                .map(|connection| DirectoryEntry {
+                    node: "local".into(),
+                    connection,
+                })
+                .collect()),
+        }
+    }
+
+    /// Topic → subscriber count over every node.
+    pub async fn cluster_topics(&self) -> Result<BTreeMap<String, usize>, ClusterError> {
+        let mut topics = BTreeMap::new();
+        for entry in self.cluster_connections().await? {
+            for topic in entry.connection.topics {
+                *topics.entry(topic).or_insert(0) += 1;
+            }
+        }
+        Ok(topics)
+    }
+
+    /// The relay, when `id` belongs to another node.
+    fn remote_relay(&self, id: &ConnectionId) -> Option<&Relay> {
+        self.inner.relay.as_ref().filter(|_| !self.is_local(id))
+    }
+
+    fn local_handle(&self, id: ConnectionId) -> Result<Arc<ConnectionHandle>, SubscribeError> {
+        self.inner
+            .registry
+            .get(id)
+            .ok_or(SubscribeError::UnknownConnection)
+    }
+
+    /// Subscribes a local connection and, in a cluster, waits until the node
+    /// receives the topic's channel and the directory shows the subscription.
+    pub(crate) async fn subscribe_local(
+        &self,
+        handle: &Arc<ConnectionHandle>,
+        topic: &Topic,
+    ) -> Result<bool, SubscribeError> {
+        let relay = self.inner.relay.as_ref();
+        let mut interest = None;
+        let added = self
+            .inner
+            .registry
+            .subscribe(handle, topic, || {
+                interest = relay.map(|r| r.acquire(vec![r.channels.topic(topic.as_str())]))
+            })
+            .map_err(|_| SubscribeError::UnknownConnection)?;
+        if let (Some(relay), Some(interest)) = (relay, interest) {
+            let recorded = relay.upsert(summary(handle));
+            let (a, b) = futures_util::future::join(interest, recorded).await;
+            if let Err(e) = a.and(b) {
+                // Recorded locally and re-applied when the bus reconnects.
+                tracing::debug!(error = %e, "subscription not yet active cluster-wide");
+            }
+        }
+        Ok(added)
+    }
+
+    pub(crate) async fn unsubscribe_local(
+        &self,
+        handle: &Arc<ConnectionHandle>,
+        topic: &Topic,
+    ) -> bool {
+        let relay = self.inner.relay.as_ref();
+        let removed = self.inner.registry.unsubscribe(handle, topic.as_str(), || {
+            if let Some(r) = relay {
+                r.release(vec![r.channels.topic(topic.as_str())]);
+            }
+        });
+        if let (Some(relay), true) = (relay, removed) {
+            let _ = relay.upsert(summary(handle)).await;
+        }
+        removed
+    }
+
+    fn disconnect_local(&self, id: ConnectionId) -> bool {
+        match self.unregister(id) {
+            Some(handle) => {
+                handle.close(CloseCode::ForceDisconnect);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn disconnect_user_local(&self, user_id: &str) -> usize {
+        self.inner
+            .registry
+            .of_user(user_id)
+            .iter()
+            .filter(|h| self.disconnect_local(h.id()))
+            .count()
+    }
+
+    /// Handles one envelope from the bus.
+    pub(crate) fn on_envelope(&self, bytes: &[u8]) {
+        let Some(relay) = &self.inner.relay else {
+            return;
+        };
+        let envelope = match Envelope::decode(bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "dropped an envelope from the bus");
+                return;
+            }
+        };
+        if !relay.accept(&envelope) {
+            return;
+        }
+        match envelope.body {
+            Body::Message { route, payload } => match String::from_utf8(payload) {
+                Ok(text) => {
+                    self.deliver_frame(&route, &Utf8Bytes::from(text));
+                }
+                Err(_) => tracing::warn!("dropped a relayed message that is not UTF-8"),
+            },
+            Body::DisconnectUser { user } => {
+                self.disconnect_user_local(&user);
+            }
+            Body::Request { id, reply_to, op } => self.on_request(relay, reply_to, id, op),
+            Body::Reply { id, reply } => relay.resolve(id, reply),
+        }
+    }
+
+    fn on_request(&self, relay: &Relay, reply_to: NodeTag, id: u64, op: ControlOp) {
+        let answer = |found: bool, changed: bool| ControlReply { found, changed };
+        match op {
+            ControlOp::Deliver {
+                connection,
+                payload,
+            } => {
+                let found = self.inner.registry.get(connection).is_some();
+                let queued = match String::from_utf8(payload) {
+                    Ok(text) => {
+                        self.deliver_frame(&Route::Connection(connection), &Utf8Bytes::from(text))
+                            == 1
+                    }
+                    Err(_) => false,
+                };
+                relay.reply(reply_to, id, answer(found, queued));
+            }
+            ControlOp::Disconnect { connection } => {
+                let found = self.disconnect_local(connection);
+                relay.reply(reply_to, id, answer(found, found));
+            }
+            ControlOp::Subscribe { connection, topic }
+            | ControlOp::Unsubscribe { connection, topic }
+                if tokio::runtime::Handle::try_current().is_err() =>
+            {
+                tracing::warn!(%connection, %topic, "cannot change a subscription outside a tokio runtime");
+            }
+            ControlOp::Subscribe { connection, topic } => {
+                let rt = self.clone();
+                tokio::spawn(async move {
+                    let reply = match (rt.inner.registry.get(connection), rt.parse_topic(&topic)) {
+                        (Some(handle), Ok(topic)) => {
+                            match rt.subscribe_local(&handle, &topic).await {
+                                Ok(added) => answer(true, added),
+                                Err(_) => answer(false, false),
+                            }
+                        }
+                        (found, _) => answer(found.is_some(), false),
+                    };
+                    if let Some(relay) = &rt.inner.relay {
+                        relay.reply(reply_to, id, reply);
+                    }
+                });
+            }
+            ControlOp::Unsubscribe { connection, topic } => {
+                let rt = self.clone();
+                tokio::spawn(async move {
+                    let reply = match (rt.inner.registry.get(connection), rt.parse_topic(&topic)) {
+                        (Some(handle), Ok(topic)) => {
+                            answer(true, rt.unsubscribe_local(&handle, &topic).await)
+                        }
+                        (found, _) => answer(found.is_some(), false),
+                    };
+                    if let Some(relay) = &rt.inner.relay {
+                        relay.reply(reply_to, id, reply);
+                    }
+                });
+            }
+        }
+    }
+}
+
+fn found_changed(reply: ControlReply) -> Result<bool, SubscribeError> {
+    if reply.found {
+        Ok(reply.changed)
+    } else {
+        Err(SubscribeError::UnknownConnection)
+    }
+}
