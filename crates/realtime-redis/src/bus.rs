@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use realtime::cluster::bus::{BusError, BusFuture, BusStatus, Inbox, MessageBus};
+use realtime::cluster::bus::{BusError, BusFuture, BusStatus, CountFuture, Inbox, MessageBus};
 use redis::Client;
 use redis::aio::{MultiplexedConnection, PubSubSink};
 use tokio::sync::{mpsc, oneshot};
@@ -35,7 +35,8 @@ struct InterestChange {
     done: oneshot::Sender<Result<(), BusError>>,
 }
 
-type Outgoing = (String, Vec<u8>);
+/// An envelope for a channel, and where to report how many nodes received it.
+type Outgoing = (String, Vec<u8>, Option<oneshot::Sender<usize>>);
 
 /// The message bus over Redis pub/sub. Create it with [`crate::RedisCluster`].
 pub struct RedisBus {
@@ -87,6 +88,19 @@ impl RedisBus {
     }
 }
 
+impl RedisBus {
+    fn enqueue(&self, item: Outgoing) -> Result<(), BusError> {
+        self.outbox.try_send(item).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                BusError::Unavailable("redis publisher backlog is full".into())
+            }
+            mpsc::error::TrySendError::Closed(_) => {
+                BusError::Unavailable("redis publisher stopped".into())
+            }
+        })
+    }
+}
+
 impl MessageBus for RedisBus {
     fn start(&self, inbox: Inbox, always: Vec<String>) {
         if self.started.swap(true, Ordering::AcqRel) {
@@ -126,16 +140,17 @@ impl MessageBus for RedisBus {
     }
 
     fn publish(&self, channel: String, envelope: Vec<u8>) -> Result<(), BusError> {
-        self.outbox
-            .try_send((channel, envelope))
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => {
-                    BusError::Unavailable("redis publisher backlog is full".into())
-                }
-                mpsc::error::TrySendError::Closed(_) => {
-                    BusError::Unavailable("redis publisher stopped".into())
-                }
-            })
+        self.enqueue((channel, envelope, None))
+    }
+
+    fn publish_counted(&self, channel: String, envelope: Vec<u8>) -> CountFuture {
+        let (tx, rx) = oneshot::channel();
+        let queued = self.enqueue((channel, envelope, Some(tx)));
+        Box::pin(async move {
+            queued?;
+            rx.await
+                .map_err(|_| BusError::Unavailable("redis publisher stopped".into()))
+        })
     }
 
     fn update_interest(&self, subscribe: Vec<String>, unsubscribe: Vec<String>) -> BusFuture {
@@ -330,14 +345,17 @@ async fn run_publisher(
             }
         }
         let mut pipe = redis::pipe();
-        for (channel, envelope) in &batch {
-            pipe.cmd("PUBLISH")
-                .arg(channel)
-                .arg(envelope.as_slice())
-                .ignore();
+        for (channel, envelope, _) in &batch {
+            pipe.cmd("PUBLISH").arg(channel).arg(envelope.as_slice());
         }
-        match pipe.query_async::<()>(con).await {
-            Ok(()) => batch.clear(),
+        match pipe.query_async::<Vec<usize>>(con).await {
+            Ok(receivers) => {
+                for ((_, _, counted), n) in batch.drain(..).zip(receivers) {
+                    if let Some(tx) = counted {
+                        let _ = tx.send(n);
+                    }
+                }
+            }
             Err(e) => {
                 // Keep the batch: it goes out again, in order, after the reconnect.
                 link.mark_down(&e);

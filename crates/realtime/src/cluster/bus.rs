@@ -15,6 +15,9 @@ pub type Inbox = Arc<dyn Fn(&[u8]) + Send + Sync>;
 /// Resolves once the bus has carried out an operation (or could not).
 pub type BusFuture = Pin<Box<dyn Future<Output = Result<(), BusError>> + Send>>;
 
+/// Resolves to how many nodes received a published envelope.
+pub type CountFuture = Pin<Box<dyn Future<Output = Result<usize, BusError>> + Send>>;
+
 /// Why the bus could not do something.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BusError {
@@ -45,6 +48,10 @@ pub trait MessageBus: Send + Sync + 'static {
     /// Hands an encoded envelope to the bus for `channel`. Never waits. Fails at
     /// once while the bus is known to be down, so callers can report it.
     fn publish(&self, channel: String, envelope: Vec<u8>) -> Result<(), BusError>;
+
+    /// As [`publish`](Self::publish), in the same order, and resolves to the number
+    /// of nodes that received the envelope (0: no node listens on `channel`).
+    fn publish_counted(&self, channel: String, envelope: Vec<u8>) -> CountFuture;
 
     /// Subscribes and unsubscribes channels. The change is recorded at once (and
     /// re-applied after every reconnect); the future resolves when it is active.

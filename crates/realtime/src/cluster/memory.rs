@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use uuid::Uuid;
 
 use super::bus::{
-    BusError, BusFuture, BusStatus, ClusterDirectory, DirectoryEntry, Inbox, ListFuture,
-    MessageBus, Snapshot,
+    BusError, BusFuture, BusStatus, ClusterDirectory, CountFuture, DirectoryEntry, Inbox,
+    ListFuture, MessageBus, Snapshot,
 };
 
 /// A process-local message hub. Give each engine its own [`MemoryHub::bus`] and
@@ -93,6 +93,23 @@ impl MemoryBus {
     }
 }
 
+impl MemoryBus {
+    /// Hands the envelope to every member listening on `channel`; returns how many.
+    fn deliver(&self, channel: String, envelope: Vec<u8>) -> usize {
+        let receivers: Vec<Inbox> = {
+            let channels = self.hub.channels.lock().unwrap_or_else(|p| p.into_inner());
+            channels
+                .get(&channel)
+                .map(|m| m.values().cloned().collect())
+                .unwrap_or_default()
+        };
+        for inbox in &receivers {
+            inbox(&envelope);
+        }
+        receivers.len()
+    }
+}
+
 impl MessageBus for MemoryBus {
     fn start(&self, inbox: Inbox, always: Vec<String>) {
         if self.inbox.set(inbox).is_err() {
@@ -109,17 +126,13 @@ impl MessageBus for MemoryBus {
     }
 
     fn publish(&self, channel: String, envelope: Vec<u8>) -> Result<(), BusError> {
-        let receivers: Vec<Inbox> = {
-            let channels = self.hub.channels.lock().unwrap_or_else(|p| p.into_inner());
-            channels
-                .get(&channel)
-                .map(|m| m.values().cloned().collect())
-                .unwrap_or_default()
-        };
-        for inbox in receivers {
-            inbox(&envelope);
-        }
+        self.deliver(channel, envelope);
         Ok(())
+    }
+
+    fn publish_counted(&self, channel: String, envelope: Vec<u8>) -> CountFuture {
+        let n = self.deliver(channel, envelope);
+        Box::pin(async move { Ok(n) })
     }
 
     fn update_interest(&self, subscribe: Vec<String>, unsubscribe: Vec<String>) -> BusFuture {

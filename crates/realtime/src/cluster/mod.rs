@@ -103,15 +103,28 @@ impl Relay {
 
     /// Publishes `body` on `channel` with the next sequence number.
     pub(crate) fn publish(&self, channel: String, body: Body) -> Result<(), BusError> {
+        self.publish_with(channel, body, |bus, channel, bytes| {
+            bus.publish(channel, bytes)
+        })
+    }
+
+    /// Numbers `body` and hands it to the bus with `send`, under the sequence lock
+    /// so sequence order is bus order.
+    fn publish_with<T>(
+        &self,
+        channel: String,
+        body: Body,
+        send: impl FnOnce(&dyn MessageBus, String, Vec<u8>) -> Result<T, BusError>,
+    ) -> Result<T, BusError> {
         let mut seq = self.seq.lock().unwrap_or_else(|p| p.into_inner());
         let envelope = Envelope {
             origin: self.tag,
             seq: *seq + 1,
             body,
         };
-        self.bus.publish(channel, envelope.encode())?;
+        let sent = send(self.bus.as_ref(), channel, envelope.encode())?;
         *seq += 1;
-        Ok(())
+        Ok(sent)
     }
 
     /// Relays a message along `route` to the other nodes.
@@ -205,19 +218,30 @@ impl Relay {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tx);
-        let sent = self.publish(
-            self.channels.node(owner),
-            Body::Request {
-                id,
-                reply_to: self.tag,
-                op,
-            },
-        );
-        let outcome = match sent {
+        let body = Body::Request {
+            id,
+            reply_to: self.tag,
+            op,
+        };
+        let heard = self.publish_with(self.channels.node(owner), body, |bus, channel, bytes| {
+            Ok(bus.publish_counted(channel, bytes))
+        });
+        let outcome = match heard {
             Err(e) => Err(ClusterError::Bus(e)),
-            Ok(()) => match tokio::time::timeout(self.request_timeout, rx).await {
-                Ok(Ok(reply)) => Ok(reply),
-                _ => Err(ClusterError::Timeout),
+            Ok(count) => match tokio::time::timeout(self.request_timeout, async {
+                // Nobody listens on the owner's channel: no live node owns the id.
+                if count.await? == 0 {
+                    return Ok(ControlReply {
+                        found: false,
+                        changed: false,
+                    });
+                }
+                rx.await.map_err(|_| ClusterError::Timeout)
+            })
+            .await
+            {
+                Ok(result) => result,
+                Err(_) => Err(ClusterError::Timeout),
             },
         };
         self.pending

@@ -1,0 +1,432 @@
+//! Several real `realtime-server` processes sharing a real `redis-server` (started
+//! by the test on a free port): every route crosses nodes exactly once, nodes only
+//! hear what concerns them, Redis outages degrade and recover, dead nodes leave the
+//! cluster views.
+
+mod common;
+mod processes;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::StreamExt;
+use processes::{Node, RedisServer};
+use realtime_core::{Body, ControlOp, Envelope};
+use serde_json::{Value, json};
+
+/// Polls another process's state until `check` passes. Across processes there is
+/// no event to await (health, cluster views, a restarted Redis), so this looks
+/// every 20 ms; `bound` is only an upper limit.
+async fn eventually<F, Fut>(bound: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + bound;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {bound:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn post(node: &Node, path: &str, body: Value) -> (u16, Value) {
+    answer(
+        reqwest::Client::new()
+            .post(node.url(path))
+            .bearer_auth(API_KEY)
+            .json(&body),
+    )
+    .await
+}
+
+async fn get(node: &Node, path: &str) -> (u16, Value) {
+    answer(
+        reqwest::Client::new()
+            .get(node.url(path))
+            .bearer_auth(API_KEY),
+    )
+    .await
+}
+
+async fn delete(node: &Node, path: &str) -> (u16, Value) {
+    answer(
+        reqwest::Client::new()
+            .delete(node.url(path))
+            .bearer_auth(API_KEY),
+    )
+    .await
+}
+
+async fn health(node: &Node) -> (u16, Value) {
+    answer(reqwest::Client::new().get(node.url("/health"))).await
+}
+
+/// A client on `node` for `user`, past its welcome (so it is reachable cluster-wide).
+async fn connect(node: &Node, user: &str, roles: &[&str]) -> Client {
+    let mut client = Client::connect(&node.ws_url(&token(user, roles))).await;
+    let welcome = client.recv().await;
+    assert_eq!(welcome["type"], "welcome");
+    client.id = welcome["connection_id"].as_str().unwrap().to_owned();
+    client
+}
+
+async fn subscribe(client: &mut Client, topic: &str) {
+    let reply = client
+        .command(json!({"action": "subscribe", "topic": topic, "ref": topic}))
+        .await;
+    assert_eq!(
+        reply,
+        json!({"type": "subscribed", "topic": topic, "ref": topic})
+    );
+}
+
+async fn expect_type(client: &mut Client, kind: &str) -> Value {
+    let msg = client.recv().await;
+    assert_eq!(msg["type"], kind, "{msg}");
+    msg
+}
+
+#[tokio::test]
+async fn every_route_crosses_nodes_exactly_once() {
+    let redis = RedisServer::start().await;
+    let a = Node::start(&redis.url(), "a", &[]).await;
+    let b = Node::start(&redis.url(), "b", &[]).await;
+    let mut alice = connect(&a, "alice", &["admin"]).await;
+    let mut bob = connect(&b, "bob", &["admin"]).await;
+    let mut carol = connect(&b, "carol", &[]).await;
+    for c in [&mut alice, &mut bob, &mut carol] {
+        subscribe(c, "news").await;
+    }
+
+    // User: sent on A, the only connection is on B.
+    assert_eq!(
+        post(&a, "/api/users/bob/messages", json!({"type": "u"})).await,
+        (200, json!({"delivered": 0, "relayed": true}))
+    );
+    expect_type(&mut bob, "u").await;
+    // Role: one holder on each node; A counts its own.
+    assert_eq!(
+        post(&a, "/api/roles/admin/messages", json!({"type": "r"})).await,
+        (200, json!({"delivered": 1, "relayed": true}))
+    );
+    expect_type(&mut alice, "r").await;
+    expect_type(&mut bob, "r").await;
+    // Broadcast, sent on B.
+    assert_eq!(
+        post(&b, "/api/broadcast", json!({"type": "b"})).await,
+        (200, json!({"delivered": 2, "relayed": true}))
+    );
+    for c in [&mut alice, &mut bob, &mut carol] {
+        expect_type(c, "b").await;
+    }
+    // Topic.
+    assert_eq!(
+        post(&a, "/api/topics/news/messages", json!({"type": "t"})).await,
+        (200, json!({"delivered": 1, "relayed": true}))
+    );
+    for c in [&mut alice, &mut bob, &mut carol] {
+        assert_eq!(expect_type(c, "t").await["topic"], "news");
+    }
+    // Connection on another node: the owner confirms it.
+    let path = format!("/api/connections/{}/messages", carol.id);
+    assert_eq!(
+        post(&a, &path, json!({"type": "c"})).await,
+        (200, json!({"delivered": 1, "relayed": true}))
+    );
+    expect_type(&mut carol, "c").await;
+    let unknown = format!("/api/connections/{}/messages", uuid::Uuid::new_v4());
+    assert_eq!(post(&a, &unknown, json!({"type": "c"})).await.0, 404);
+
+    // Server-side subscribe of a B connection, from A.
+    let path = format!("/api/connections/{}/subscriptions", carol.id);
+    let (status, body) = post(&a, &path, json!({"topic": "orders"})).await;
+    assert_eq!(
+        (status, body["already_subscribed"].clone()),
+        (200, json!(false))
+    );
+    assert_eq!(
+        post(&a, "/api/topics/orders/messages", json!({"type": "o"}))
+            .await
+            .0,
+        200
+    );
+    expect_type(&mut carol, "o").await;
+
+    // Cluster views, from A.
+    let (status, view) = get(&a, "/api/connections?scope=cluster").await;
+    assert_eq!((status, view["count"].clone()), (200, json!(3)));
+    let nodes: HashMap<String, String> = view["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["user_id"].as_str().unwrap().to_owned(),
+                c["node"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        nodes,
+        HashMap::from([
+            ("alice".into(), "a".into()),
+            ("bob".into(), "b".into()),
+            ("carol".into(), "b".into())
+        ])
+    );
+    let (_, topics) = get(&a, "/api/topics?scope=cluster").await;
+    assert_eq!(topics["topics"], json!({"news": 3, "orders": 1}));
+    let (_, local) = get(&a, "/api/topics").await;
+    assert_eq!(local["topics"], json!({"news": 1}));
+
+    // Disconnect a B connection from A.
+    assert_eq!(
+        delete(&a, &format!("/api/connections/{}", bob.id)).await,
+        (200, json!({"disconnected": 1}))
+    );
+    bob.expect_close(3503).await;
+
+    for c in [&mut alice, &mut carol] {
+        c.assert_nothing_pending().await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_sends_from_both_nodes_arrive_once_and_in_order() {
+    const N: usize = 150;
+    let redis = RedisServer::start().await;
+    let a = Node::start(&redis.url(), "a", &[]).await;
+    let b = Node::start(&redis.url(), "b", &[]).await;
+    let mut x = connect(&a, "x", &[]).await;
+    let mut y = connect(&b, "y", &[]).await;
+    subscribe(&mut x, "load").await;
+    subscribe(&mut y, "load").await;
+
+    let send_all = |node: &Node, origin: &'static str| {
+        let url = node.url("/api/topics/load/messages");
+        async move {
+            let http = reqwest::Client::new();
+            for n in 0..N {
+                let r = http
+                    .post(&url)
+                    .bearer_auth(API_KEY)
+                    .json(&json!({"type": "m", "origin": origin, "n": n}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status().as_u16(), 200);
+            }
+        }
+    };
+    tokio::join!(send_all(&a, "a"), send_all(&b, "b"));
+
+    for client in [&mut x, &mut y] {
+        let mut next: HashMap<String, usize> = HashMap::new();
+        for _ in 0..2 * N {
+            let msg = expect_type(client, "m").await;
+            let origin = msg["origin"].as_str().unwrap().to_owned();
+            let expected = next.entry(origin.clone()).or_insert(0);
+            assert_eq!(
+                msg["n"],
+                json!(*expected),
+                "messages from {origin} in order, none twice"
+            );
+            *expected += 1;
+        }
+        assert_eq!(next, HashMap::from([("a".into(), N), ("b".into(), N)]));
+        client.assert_nothing_pending().await;
+    }
+}
+
+#[tokio::test]
+async fn a_connection_targeted_send_uses_only_the_owning_nodes_channel() {
+    let redis = RedisServer::start().await;
+    let a = Node::start(&redis.url(), "a", &[]).await;
+    let b = Node::start(&redis.url(), "b", &[]).await;
+    let mut target = connect(&b, "target", &[]).await;
+    let _bystander = connect(&a, "bystander", &[]).await;
+
+    // Watch every channel of this deployment.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut watcher = client.get_async_pubsub().await.unwrap();
+    watcher.psubscribe("rt-test:*").await.unwrap();
+
+    let path = format!("/api/connections/{}/messages", target.id);
+    assert_eq!(
+        post(&a, &path, json!({"type": "only-you", "secret": 42}))
+            .await
+            .0,
+        200
+    );
+    expect_type(&mut target, "only-you").await;
+
+    let owner_channel = format!("rt-test:node:{}", &target.id.replace('-', "")[..12]);
+    let mut stream = watcher.on_message();
+    let mut carried_on = Vec::new();
+    // The request and its reply: two envelopes in all.
+    for _ in 0..2 {
+        let msg = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let envelope = Envelope::decode(msg.get_payload_bytes()).unwrap();
+        if let Body::Request {
+            op: ControlOp::Deliver { payload, .. },
+            ..
+        } = &envelope.body
+        {
+            assert!(String::from_utf8_lossy(payload).contains("only-you"));
+            carried_on.push(msg.get_channel_name().to_owned());
+        } else {
+            assert!(
+                matches!(envelope.body, Body::Reply { .. }),
+                "unexpected envelope {envelope:?}"
+            );
+            assert!(msg.get_channel_name().starts_with("rt-test:node:"));
+            assert_ne!(
+                msg.get_channel_name(),
+                owner_channel,
+                "the reply goes back to the asking node"
+            );
+        }
+    }
+    assert_eq!(carried_on, [owner_channel]);
+    drop(stream);
+    target.assert_nothing_pending().await;
+}
+
+#[tokio::test]
+async fn a_redis_outage_degrades_then_delivery_resumes_within_two_seconds() {
+    let mut redis = RedisServer::start().await;
+    let a = Node::start(&redis.url(), "a", &[]).await;
+    let b = Node::start(&redis.url(), "b", &[]).await;
+    let mut u = connect(&a, "u", &[]).await;
+    let mut v = connect(&b, "v", &[]).await;
+    subscribe(&mut v, "t").await;
+    assert_eq!(
+        post(&a, "/api/topics/t/messages", json!({"type": "before"}))
+            .await
+            .0,
+        200
+    );
+    expect_type(&mut v, "before").await;
+
+    redis.kill().await;
+    for node in [&a, &b] {
+        eventually(Duration::from_secs(5), "health turns degraded", || async {
+            let (status, body) = health(node).await;
+            status == 503 && body["status"] == "degraded"
+        })
+        .await;
+        let (_, body) = health(node).await;
+        assert!(
+            body["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("redis")),
+            "{body}"
+        );
+        assert!(body["active_connections"].is_number());
+    }
+    let (status, body) = post(&a, "/api/topics/t/messages", json!({"type": "during"})).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (503, json!("bus_unavailable"))
+    );
+    let (status, body) = post(&b, "/api/users/u/messages", json!({"type": "during"})).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (503, json!("bus_unavailable"))
+    );
+    // Clients stay connected and served.
+    u.assert_nothing_pending().await;
+    v.assert_nothing_pending().await;
+
+    redis.restart().await;
+    let restarted = Instant::now();
+    for node in [&a, &b] {
+        eventually(Duration::from_secs(5), "health turns healthy", || async {
+            health(node).await.0 == 200
+        })
+        .await;
+    }
+    assert_eq!(
+        post(&a, "/api/topics/t/messages", json!({"type": "after"}))
+            .await
+            .0,
+        200
+    );
+    expect_type(&mut v, "after").await;
+    assert_eq!(
+        post(&b, "/api/users/u/messages", json!({"type": "after"}))
+            .await
+            .0,
+        200
+    );
+    expect_type(&mut u, "after").await;
+    let resumed = restarted.elapsed();
+    assert!(
+        resumed < Duration::from_secs(2),
+        "delivery resumed after {resumed:?}"
+    );
+
+    // The restarted Redis is empty: the directory was rewritten by both nodes.
+    eventually(Duration::from_secs(5), "cluster view restored", || async {
+        get(&a, "/api/connections?scope=cluster").await.1["count"] == 2
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_node_that_dies_leaves_the_cluster_view() {
+    let redis = RedisServer::start().await;
+    let a = Node::start(&redis.url(), "a", &[]).await;
+    let mut b = Node::start(&redis.url(), "b", &[]).await;
+    let _here = connect(&a, "here", &[]).await;
+    let mut gone = connect(&b, "gone", &[]).await;
+    subscribe(&mut gone, "room").await;
+
+    let (_, view) = get(&a, "/api/connections?scope=cluster").await;
+    assert_eq!(view["count"], 2);
+    let (_, topics) = get(&a, "/api/topics?scope=cluster").await;
+    assert_eq!(topics["topics"], json!({"room": 1}));
+
+    b.kill().await;
+    // Heartbeat 200 ms: records expire 600 ms after the last one.
+    eventually(
+        Duration::from_secs(5),
+        "dead node's connections expire",
+        || async { get(&a, "/api/connections?scope=cluster").await.1["count"] == 1 },
+    )
+    .await;
+    let (_, view) = get(&a, "/api/connections?scope=cluster").await;
+    assert_eq!(view["connections"][0]["user_id"], "here");
+    let (_, topics) = get(&a, "/api/topics?scope=cluster").await;
+    assert_eq!(topics["topics"], json!({}));
+}
+
+#[tokio::test]
+async fn a_node_started_without_redis_serves_degraded_until_it_appears() {
+    let mut redis = RedisServer::start().await;
+    redis.kill().await;
+    let a = Node::start(&redis.url(), "a", &[]).await;
+    let (status, body) = health(&a).await;
+    assert_eq!((status, body["status"].clone()), (503, json!("degraded")));
+    let mut c = connect(&a, "early", &[]).await;
+    c.assert_nothing_pending().await;
+
+    redis.restart().await;
+    eventually(Duration::from_secs(5), "health turns healthy", || async {
+        health(&a).await.0 == 200
+    })
+    .await;
+    // Interest recorded while Redis was away is in place: a second node reaches c.
+    let b = Node::start(&redis.url(), "b", &[]).await;
+    assert_eq!(
+        post(&b, "/api/users/early/messages", json!({"type": "hello"}))
+            .await
+            .0,
+        200
+    );
+    expect_type(&mut c, "hello").await;
+}

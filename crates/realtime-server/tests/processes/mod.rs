@@ -1,0 +1,155 @@
+//! Real processes for the multi-node tests: a private `redis-server` on a free port
+//! (stoppable and restartable) and `realtime-server` binaries pointed at it.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Upper bound for a process to come up.
+pub const START: Duration = Duration::from_secs(10);
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `redis-server` owned by the test. Its data lives only in memory.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` on a free port. A missing binary fails the test: a
+    /// multi-node test must never pass without Redis.
+    pub async fn start() -> RedisServer {
+        let mut server = RedisServer {
+            port: free_port(),
+            child: None,
+        };
+        server.restart().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the server on the same port and waits until it accepts connections.
+    pub async fn restart(&mut self) {
+        let mut child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server must be installed (it is on PATH in CI; see .ci/run)");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        tokio::time::timeout(START, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if line.contains("Ready to accept connections") {
+                    return;
+                }
+            }
+            panic!("redis-server exited before it was ready");
+        })
+        .await
+        .expect("redis-server ready in time");
+        // Keep draining its output so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.child = Some(child);
+    }
+
+    /// Kills the server (SIGKILL: no goodbye to its clients) and waits for it to exit.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+    }
+}
+
+/// A `realtime-server` process.
+pub struct Node {
+    pub addr: SocketAddr,
+    pub node_id: String,
+    child: Child,
+}
+
+impl Node {
+    /// Starts the binary with the Redis provider and waits until it listens.
+    pub async fn start(redis_url: &str, node_id: &str, extra: &[(&str, &str)]) -> Node {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_realtime-server"));
+        command
+            .env_clear()
+            .env("REALTIME_LISTEN", "127.0.0.1:0")
+            .env("REALTIME_JWT_SECRET", crate::common::SECRET)
+            .env("REALTIME_API_KEY", crate::common::API_KEY)
+            .env("REALTIME_PROVIDER", "redis")
+            .env("REALTIME_REDIS_URL", redis_url)
+            .env("REALTIME_NODE_ID", node_id)
+            .env("REALTIME_REDIS_PREFIX", "rt-test")
+            .env("REALTIME_CLUSTER_HEARTBEAT", "200ms")
+            .env("REALTIME_SHUTDOWN_TIMEOUT", "2s")
+            .env("REALTIME_LOG", "info");
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("realtime-server starts");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = tokio::time::timeout(START, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(rest) = line.split(" addr=").nth(1) {
+                    return rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap()
+                        .parse::<SocketAddr>()
+                        .unwrap();
+                }
+            }
+            panic!("realtime-server exited before listening");
+        })
+        .await
+        .expect("realtime-server listening in time");
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Node {
+            addr,
+            node_id: node_id.to_owned(),
+            child,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, token: &str) -> String {
+        format!("ws://{}/ws?token={}", self.addr, token)
+    }
+
+    /// Kills the node without any cleanup (SIGKILL).
+    pub async fn kill(&mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
