@@ -314,7 +314,7 @@ impl Options {
         let node_id = self
             .node_id
             .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| format!("node-{}", &generate()[..12]));
+            .unwrap_or_else(|| format!("node-{}", generate().chars().take(12).collect::<String>()));
         Ok(Settings {
             provider,
             node_id,
@@ -372,7 +372,8 @@ mod tests {
     fn no_configuration_is_development_mode() {
         let s = Options::default().resolve(generated).unwrap();
         assert!(s.development);
-        assert_eq!(s.api_key, "generated");
+        assert_eq!(s.api_key, generated());
+        assert_eq!(s.node_id, "node-generated-01");
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(s.algorithm, JwtAlgorithm::Hs256);
     }

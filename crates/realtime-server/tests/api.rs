@@ -1,7 +1,8 @@
 //! The HTTP API against a real server and real sockets: API-key protection, every send
 //! route (exact delivery counts, the right recipients and nobody else), request
 //! validation errors and their JSON bodies, the body size limit, connection and topic
-//! listings, server-side subscriptions, disconnects (close 3503), health and metrics.
+//! listings (local and single-node cluster scope), server-side subscriptions,
+//! disconnects (close 3503), health and metrics.
 
 mod common;
 
@@ -79,7 +80,7 @@ async fn broadcast_reaches_every_connection() {
     let reply = server
         .post("/api/broadcast", json!({"type": "notice", "text": "hi"}))
         .await;
-    assert_eq!(reply, (200, json!({"delivered": 3})));
+    assert_eq!(reply, (200, json!({"delivered": 3, "relayed": false})));
     for client in [&mut a, &mut b, &mut c] {
         let msg = client.recv().await;
         assert_eq!(
@@ -102,7 +103,7 @@ async fn user_route_reaches_only_that_users_connections() {
             json!({"type": "dm", "n": 1, "timestamp": "sender-time"}),
         )
         .await;
-    assert_eq!(reply, (200, json!({"delivered": 2})));
+    assert_eq!(reply, (200, json!({"delivered": 2, "relayed": false})));
     for client in [&mut a1, &mut a2] {
         // A timestamp the sender supplied is kept.
         assert_eq!(
@@ -115,12 +116,12 @@ async fn user_route_reaches_only_that_users_connections() {
     let reply = server
         .post("/api/users/nobody/messages", json!({"type": "dm"}))
         .await;
-    assert_eq!(reply, (200, json!({"delivered": 0})));
+    assert_eq!(reply, (200, json!({"delivered": 0, "relayed": false})));
     // Prefix of an existing user is not that user.
     let reply = server
         .post("/api/users/alic/messages", json!({"type": "dm"}))
         .await;
-    assert_eq!(reply, (200, json!({"delivered": 0})));
+    assert_eq!(reply, (200, json!({"delivered": 0, "relayed": false})));
     for client in [&mut a1, &mut a2, &mut bob] {
         client.assert_nothing_pending().await;
     }
@@ -136,7 +137,7 @@ async fn role_route_reaches_only_holders_of_the_role() {
     let reply = server
         .post("/api/roles/admin/messages", json!({"type": "alert"}))
         .await;
-    assert_eq!(reply, (200, json!({"delivered": 2})));
+    assert_eq!(reply, (200, json!({"delivered": 2, "relayed": false})));
     for client in [&mut admin1, &mut admin2] {
         assert_eq!(
             without_timestamp(client.recv().await),
@@ -149,7 +150,7 @@ async fn role_route_reaches_only_holders_of_the_role() {
     let reply = server
         .post("/api/roles/ops/messages", json!({"type": "page"}))
         .await;
-    assert_eq!(reply, (200, json!({"delivered": 2})));
+    assert_eq!(reply, (200, json!({"delivered": 2, "relayed": false})));
     for client in [&mut admin1, &mut ops] {
         assert_eq!(client.recv().await["type"], "page");
     }
@@ -165,7 +166,7 @@ async fn connection_route_reaches_exactly_one_socket() {
     let mut a2 = server.connect("alice", &[]).await;
     let path = format!("/api/connections/{}/messages", a2.id);
     let reply = server.post(&path, json!({"type": "only-you"})).await;
-    assert_eq!(reply, (200, json!({"delivered": 1})));
+    assert_eq!(reply, (200, json!({"delivered": 1, "relayed": false})));
     assert_eq!(
         without_timestamp(a2.recv().await),
         json!({"type": "only-you"})
@@ -196,7 +197,7 @@ async fn topic_route_reaches_subscribers_with_the_topic_set() {
             json!({"type": "order-updated", "topic": "spoofed", "status": "paid"}),
         )
         .await;
-    assert_eq!(reply, (200, json!({"delivered": 2})));
+    assert_eq!(reply, (200, json!({"delivered": 2, "relayed": false})));
     for client in [&mut a, &mut b] {
         assert_eq!(
             without_timestamp(client.recv().await),
@@ -209,7 +210,7 @@ async fn topic_route_reaches_subscribers_with_the_topic_set() {
     let reply = server
         .post("/api/topics/order:nobody/messages", json!({"type": "x"}))
         .await;
-    assert_eq!(reply, (200, json!({"delivered": 0})));
+    assert_eq!(reply, (200, json!({"delivered": 0, "relayed": false})));
 }
 
 #[tokio::test]
@@ -276,17 +277,22 @@ async fn invalid_topic_names_are_rejected() {
     let reply = server
         .post(&format!("/api/topics/{max}/messages"), json!({"type": "x"}))
         .await;
-    assert_eq!(reply, (200, json!({"delivered": 0})));
+    assert_eq!(reply, (200, json!({"delivered": 0, "relayed": false})));
 }
 
 #[tokio::test]
 async fn unknown_connection_ids_are_not_found() {
     let server = TestServer::start().await;
     let mut a = server.connect("alice", &[]).await;
+    // An id of the right shape from this very node (its tag) that was never handed out.
+    let own_tag = realtime::NodeTag::of_connection(&a.id.parse().unwrap());
+    let never_issued = own_tag.connection_id([0x5a; 16]).to_string();
+    assert_ne!(never_issued, a.id);
     for id in [
         "00000000-0000-0000-0000-000000000000",
         "7d444840-9dc0-11d1-b245-5ffdce74fad2",
         "not-a-uuid",
+        never_issued.as_str(),
     ] {
         assert_api_error(
             server
@@ -346,7 +352,10 @@ async fn body_over_one_mebibyte_is_payload_too_large() {
         body
     };
     let (status, body) = server.post_raw("/api/broadcast", frame(MIB)).await;
-    assert_eq!((status, body), (200, json!({"delivered": 1})));
+    assert_eq!(
+        (status, body),
+        (200, json!({"delivered": 1, "relayed": false}))
+    );
     let msg = a.recv().await;
     assert_eq!(msg["type"], "big");
     assert_eq!(msg["pad"].as_str().unwrap().len(), MIB - 23);
@@ -371,7 +380,10 @@ async fn list_connections_reports_each_connection() {
     let server = TestServer::start().await;
     assert_eq!(
         server.get("/api/connections").await,
-        (200, json!({"count": 0, "connections": []}))
+        (
+            200,
+            json!({"scope": "local", "count": 0, "connections": []})
+        )
     );
     let mut alice = server.connect("alice", &["admin", "ops"]).await;
     let bob = server.connect("bob", &[]).await;
@@ -383,7 +395,9 @@ async fn list_connections_reports_each_connection() {
     }
     let (status, body) = server.get("/api/connections").await;
     assert_eq!(status, 200);
+    assert_eq!(body["scope"], "local");
     assert_eq!(body["count"], 2);
+    assert_eq!(body.as_object().unwrap().len(), 3, "{body}");
     let list = body["connections"].as_array().unwrap();
     assert_eq!(list.len(), 2);
     let find = |id: &str| -> Value {
@@ -425,7 +439,7 @@ async fn list_topics_reports_subscriber_counts() {
     let server = TestServer::start().await;
     assert_eq!(
         server.get("/api/topics").await,
-        (200, json!({"count": 0, "topics": {}}))
+        (200, json!({"scope": "local", "count": 0, "topics": {}}))
     );
     let mut a = server.connect("alice", &[]).await;
     let mut b = server.connect("bob", &[]).await;
@@ -443,7 +457,7 @@ async fn list_topics_reports_subscriber_counts() {
         server.get("/api/topics").await,
         (
             200,
-            json!({"count": 2, "topics": {"news": 2, "order:1": 1}})
+            json!({"scope": "local", "count": 2, "topics": {"news": 2, "order:1": 1}})
         )
     );
     let reply = a
@@ -452,15 +466,119 @@ async fn list_topics_reports_subscriber_counts() {
     assert_eq!(reply["type"], "unsubscribed");
     assert_eq!(
         server.get("/api/topics").await,
-        (200, json!({"count": 1, "topics": {"news": 2}}))
+        (
+            200,
+            json!({"scope": "local", "count": 1, "topics": {"news": 2}})
+        )
     );
     // A closed connection leaves its topics.
     drop(b);
     server.wait_for_connections(1).await;
     assert_eq!(
         server.get("/api/topics").await,
-        (200, json!({"count": 1, "topics": {"news": 1}}))
+        (
+            200,
+            json!({"scope": "local", "count": 1, "topics": {"news": 1}})
+        )
     );
+}
+
+#[tokio::test]
+async fn cluster_scope_on_a_single_node_reports_this_node() {
+    let server = TestServer::start().await;
+    assert_eq!(
+        server.get("/api/connections?scope=cluster").await,
+        (
+            200,
+            json!({"scope": "cluster", "count": 0, "connections": []})
+        )
+    );
+    assert_eq!(
+        server.get("/api/topics?scope=cluster").await,
+        (200, json!({"scope": "cluster", "count": 0, "topics": {}}))
+    );
+    let mut alice = server.connect("alice", &["admin"]).await;
+    let mut bob = server.connect("bob", &[]).await;
+    for topic in ["news", "order:1"] {
+        let reply = alice
+            .command(json!({"action": "subscribe", "topic": topic}))
+            .await;
+        assert_eq!(reply, json!({"type": "subscribed", "topic": topic}));
+    }
+    let reply = bob
+        .command(json!({"action": "subscribe", "topic": "news"}))
+        .await;
+    assert_eq!(reply, json!({"type": "subscribed", "topic": "news"}));
+
+    // `scope=local` is the default.
+    let (status, local) = server.get("/api/connections").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        server.get("/api/connections?scope=local").await,
+        (200, local.clone())
+    );
+    assert_eq!(local["scope"], "local");
+    assert_eq!(local["count"], 2);
+
+    // The cluster view is the local list, each connection labelled with node `local`.
+    let (status, cluster) = server.get("/api/connections?scope=cluster").await;
+    assert_eq!(status, 200, "{cluster}");
+    let expected: Vec<Value> = local["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            c.as_object_mut()
+                .unwrap()
+                .insert("node".into(), json!("local"));
+            c
+        })
+        .collect();
+    assert_eq!(
+        cluster,
+        json!({"scope": "cluster", "count": 2, "connections": expected})
+    );
+    let ids: Vec<&str> = expected.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&alice.id.as_str()) && ids.contains(&bob.id.as_str()));
+
+    let topics = json!({"news": 2, "order:1": 1});
+    assert_eq!(
+        server.get("/api/topics?scope=cluster").await,
+        (
+            200,
+            json!({"scope": "cluster", "count": 2, "topics": topics})
+        )
+    );
+    assert_eq!(
+        server.get("/api/topics?scope=local").await,
+        (200, json!({"scope": "local", "count": 2, "topics": topics}))
+    );
+    alice.assert_nothing_pending().await;
+    bob.assert_nothing_pending().await;
+}
+
+#[tokio::test]
+async fn an_invalid_scope_is_a_bad_request() {
+    let server = TestServer::start().await;
+    let mut alice = server.connect("alice", &[]).await;
+    for list in ["/api/connections", "/api/topics"] {
+        for scope in ["bogus", "Cluster", "LOCAL", "", "cluster%20"] {
+            assert_api_error(
+                server.get(&format!("{list}?scope={scope}")).await,
+                400,
+                "bad_request",
+            );
+        }
+    }
+    // The API key is still checked first.
+    let reply = server
+        .request_with_auth(Method::GET, "/api/topics?scope=bogus", None)
+        .await;
+    assert_api_error(reply, 401, "unauthorized");
+    assert_eq!(server.rt.connection_count(), 1);
+    alice.assert_nothing_pending().await;
 }
 
 #[tokio::test]
@@ -493,7 +611,7 @@ async fn server_side_subscribe_and_unsubscribe() {
     let reply = server
         .post("/api/topics/news/messages", json!({"type": "headline"}))
         .await;
-    assert_eq!(reply, (200, json!({"delivered": 1})));
+    assert_eq!(reply, (200, json!({"delivered": 1, "relayed": false})));
     assert_eq!(
         without_timestamp(a.recv().await),
         json!({"type": "headline", "topic": "news"})
@@ -524,7 +642,7 @@ async fn server_side_subscribe_and_unsubscribe() {
     let reply = server
         .post("/api/topics/news/messages", json!({"type": "headline"}))
         .await;
-    assert_eq!(reply, (200, json!({"delivered": 0})));
+    assert_eq!(reply, (200, json!({"delivered": 0, "relayed": false})));
     a.assert_nothing_pending().await;
 
     // Bad bodies and topics.
@@ -581,7 +699,7 @@ async fn delete_user_connections_closes_all_of_them() {
     let mut bob = server.connect("bob", &[]).await;
     assert_eq!(
         server.delete("/api/users/alice/connections").await,
-        (200, json!({"disconnected": 2}))
+        (200, json!({"disconnected": 2, "relayed": false}))
     );
     a1.expect_close(3503).await;
     a2.expect_close(3503).await;
@@ -589,13 +707,14 @@ async fn delete_user_connections_closes_all_of_them() {
     bob.assert_nothing_pending().await;
     assert_eq!(
         server.delete("/api/users/alice/connections").await,
-        (200, json!({"disconnected": 0}))
+        (200, json!({"disconnected": 0, "relayed": false}))
     );
     let reply = server
         .post("/api/users/alice/messages", json!({"type": "x"}))
         .await;
-    assert_eq!(reply, (200, json!({"delivered": 0})));
+    assert_eq!(reply, (200, json!({"delivered": 0, "relayed": false})));
     let (_, list) = server.get("/api/connections").await;
+    assert_eq!(list["scope"], "local");
     assert_eq!(list["count"], 1);
     assert_eq!(list["connections"][0]["user_id"], "bob");
 }
@@ -651,12 +770,12 @@ async fn metrics_expose_connections_and_messages_by_route() {
     let _b = server.connect("bob", &[]).await;
     for _ in 0..2 {
         let reply = server.post("/api/broadcast", json!({"type": "x"})).await;
-        assert_eq!(reply, (200, json!({"delivered": 2})));
+        assert_eq!(reply, (200, json!({"delivered": 2, "relayed": false})));
     }
     let reply = server
         .post("/api/users/alice/messages", json!({"type": "x"}))
         .await;
-    assert_eq!(reply, (200, json!({"delivered": 1})));
+    assert_eq!(reply, (200, json!({"delivered": 1, "relayed": false})));
     // A refused send is not counted.
     assert_eq!(
         server.post("/api/broadcast", json!({"no": "type"})).await.0,

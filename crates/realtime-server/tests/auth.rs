@@ -35,7 +35,10 @@ async fn assert_no_connections(server: &TestServer) {
     assert_eq!(server.rt.connection_count(), 0);
     let (status, list) = server.get("/api/connections").await;
     assert_eq!(status, 200);
-    assert_eq!(list, json!({"count": 0, "connections": []}));
+    assert_eq!(
+        list,
+        json!({"scope": "local", "count": 0, "connections": []})
+    );
 }
 
 /// Asserts the attempt was accepted and its welcome names `user`; returns the client.
@@ -324,6 +327,7 @@ async fn extra_claims_appear_as_metadata() {
     let alice = assert_accepted(server.handshake(Some(&t), None).await, "alice").await;
     let (status, list) = server.get("/api/connections").await;
     assert_eq!(status, 200);
+    assert_eq!(list["scope"], "local");
     assert_eq!(list["count"], 1);
     let conn = &list["connections"][0];
     assert_eq!(conn["id"], alice.id.as_str());

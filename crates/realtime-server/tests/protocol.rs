@@ -162,7 +162,7 @@ async fn client_publish_on_an_opened_topic_reaches_subscribers() {
         .await;
     assert_eq!(
         reply,
-        json!({"type": "published", "ref": "p1", "delivered": 2})
+        json!({"type": "published", "ref": "p1", "delivered": 2, "relayed": false})
     );
     for client in [&mut a, &mut b] {
         let msg = client.recv().await;
@@ -188,7 +188,10 @@ async fn client_publish_on_an_opened_topic_reaches_subscribers() {
     } else {
         (first, second)
     };
-    assert_eq!(ack, json!({"type": "published", "ref": 9, "delivered": 2}));
+    assert_eq!(
+        ack,
+        json!({"type": "published", "ref": 9, "delivered": 2, "relayed": false})
+    );
     assert_eq!(
         own,
         json!({"type": "chat", "text": "me too", "topic": "chat:lobby", "timestamp": own["timestamp"]})
@@ -208,7 +211,10 @@ async fn client_publish_on_an_opened_topic_reaches_subscribers() {
             "message": {"type": "chat"}
         }))
         .await;
-    assert_eq!(reply, json!({"type": "published", "delivered": 0}));
+    assert_eq!(
+        reply,
+        json!({"type": "published", "delivered": 0, "relayed": false})
+    );
 }
 
 #[tokio::test]
@@ -280,7 +286,7 @@ async fn user_topics_only_for_their_user() {
     let reply = server
         .post("/api/topics/user:bob/messages", json!({"type": "x"}))
         .await;
-    assert_eq!(reply, (200, json!({"delivered": 0})));
+    assert_eq!(reply, (200, json!({"delivered": 0, "relayed": false})));
 }
 
 #[tokio::test]
@@ -312,7 +318,7 @@ async fn role_topics_only_for_holders_of_the_role() {
     let reply = server
         .post("/api/topics/role:admin/messages", json!({"type": "alert"}))
         .await;
-    assert_eq!(reply, (200, json!({"delivered": 1})));
+    assert_eq!(reply, (200, json!({"delivered": 1, "relayed": false})));
     assert_eq!(admin.recv().await["topic"], "role:admin");
     admin.assert_nothing_pending().await;
     plain.assert_nothing_pending().await;
@@ -404,6 +410,7 @@ async fn invalid_topics_are_reported() {
     );
     let (_, topics) = server.get("/api/topics").await;
     assert_eq!(topics["count"], 1);
+    assert_eq!(topics["topics"], json!({longest.as_str(): 1}));
 }
 
 #[tokio::test]
@@ -444,7 +451,7 @@ async fn unsubscribed_clients_no_longer_receive_topic_messages() {
     let reply = server
         .post("/api/topics/news/messages", json!({"type": "n", "seq": 1}))
         .await;
-    assert_eq!(reply, (200, json!({"delivered": 2})));
+    assert_eq!(reply, (200, json!({"delivered": 2, "relayed": false})));
     assert_eq!(a.recv().await["seq"], 1);
     assert_eq!(b.recv().await["seq"], 1);
 
@@ -458,7 +465,7 @@ async fn unsubscribed_clients_no_longer_receive_topic_messages() {
     let reply = server
         .post("/api/topics/news/messages", json!({"type": "n", "seq": 2}))
         .await;
-    assert_eq!(reply, (200, json!({"delivered": 1})));
+    assert_eq!(reply, (200, json!({"delivered": 1, "relayed": false})));
     assert_eq!(b.recv().await["seq"], 2);
     a.assert_nothing_pending().await;
     b.assert_nothing_pending().await;
@@ -472,18 +479,24 @@ async fn every_connection_of_a_user_receives_send_to_user() {
     let mut bob = server.connect("bob", &[]).await;
     assert_ne!(phone.id, laptop.id);
 
-    let n = server
+    let delivery = server
         .rt
         .send_to_user("alice", json!({"type": "notification", "n": 1}))
         .unwrap();
-    assert_eq!(n, 2);
+    assert_eq!(
+        delivery,
+        realtime::Delivery {
+            local: 2,
+            relayed: false
+        }
+    );
     let reply = server
         .post(
             "/api/users/alice/messages",
             json!({"type": "notification", "n": 2}),
         )
         .await;
-    assert_eq!(reply, (200, json!({"delivered": 2})));
+    assert_eq!(reply, (200, json!({"delivered": 2, "relayed": false})));
     for client in [&mut phone, &mut laptop] {
         for n in [1, 2] {
             let msg = client.recv().await;
@@ -504,7 +517,11 @@ async fn messages_from_one_publisher_arrive_in_order() {
     let path = format!("/api/connections/{}/messages", a.id);
     for seq in 0..200 {
         let reply = server.post(&path, json!({"type": "seq", "seq": seq})).await;
-        assert_eq!(reply, (200, json!({"delivered": 1})), "message {seq}");
+        assert_eq!(
+            reply,
+            (200, json!({"delivered": 1, "relayed": false})),
+            "message {seq}"
+        );
     }
     for seq in 0..200 {
         let msg = a.recv().await;
@@ -516,11 +533,14 @@ async fn messages_from_one_publisher_arrive_in_order() {
     // session writes out in batches.
     let id = a.id.parse().unwrap();
     for seq in 0..200 {
-        assert!(
+        assert_eq!(
             server
                 .rt
-                .send_to_connection(id, json!({"type": "seq", "seq": seq}))
-                .unwrap()
+                .send_to_connection(id, json!({"type": "seq", "seq": seq})),
+            Ok(realtime::Delivery {
+                local: 1,
+                relayed: false
+            })
         );
     }
     for seq in 0..200 {

@@ -22,7 +22,10 @@ async fn connect_subscribe_and_receive_a_published_message() {
             json!({"type": "order-updated", "status": "shipped"}),
         )
         .await;
-    assert_eq!((status, body), (200, json!({"delivered": 1})));
+    assert_eq!(
+        (status, body),
+        (200, json!({"delivered": 1, "relayed": false}))
+    );
     let msg = alice.recv().await;
     assert_eq!(msg["type"], "order-updated");
     assert_eq!(msg["topic"], "order:123");

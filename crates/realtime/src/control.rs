@@ -255,11 +255,11 @@ impl Realtime {
                     }
                     Err(_) => false,
                 };
-                relay.reply(reply_to, id, answer(found, queued));
+                self.reply_later(relay, reply_to, id, answer(found, queued));
             }
             ControlOp::Disconnect { connection } => {
                 let found = self.disconnect_local(connection);
-                relay.reply(reply_to, id, answer(found, found));
+                self.reply_later(relay, reply_to, id, answer(found, found));
             }
             ControlOp::Subscribe { connection, topic }
             | ControlOp::Unsubscribe { connection, topic }
@@ -299,6 +299,24 @@ impl Realtime {
                 });
             }
         }
+    }
+
+    /// Answers a request from a task rather than from inside the inbox. The
+    /// in-memory bus runs the inbox within the requester's publish, under the
+    /// requester's sequence lock; publishing the answer there takes this node's
+    /// sequence lock too, and two requests crossing in opposite directions on two
+    /// threads would deadlock.
+    fn reply_later(&self, relay: &Relay, to: NodeTag, id: u64, reply: ControlReply) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            relay.reply(to, id, reply);
+            return;
+        }
+        let rt = self.clone();
+        tokio::spawn(async move {
+            if let Some(relay) = &rt.inner.relay {
+                relay.reply(to, id, reply);
+            }
+        });
     }
 }
 

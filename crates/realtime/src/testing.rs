@@ -8,7 +8,8 @@
 //!
 //! let rt = Realtime::new(realtime::testing::RejectAll, RealtimeConfig::default());
 //! let mut alice = TestConnection::connect(&rt, "alice", &["admin"]);
-//! assert_eq!(rt.send_to_role("admin", json!({"type": "alert"})).unwrap(), 1);
+//! let delivery = rt.send_to_role("admin", json!({"type": "alert"})).unwrap();
+//! assert_eq!((delivery.local, delivery.relayed), (1, false));
 //! assert_eq!(alice.recv().await.unwrap()["type"], "alert");
 //! # }
 //! ```

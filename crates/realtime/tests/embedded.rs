@@ -8,7 +8,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use realtime::{ClaimRules, CloseCode, ConnectionId, JwtVerifier, Realtime, RealtimeConfig};
+use realtime::{
+    ClaimRules, CloseCode, ConnectionId, Delivery, JwtVerifier, Realtime, RealtimeConfig, SendError,
+};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -98,6 +100,14 @@ fn token(user: &str, roles: &[&str]) -> String {
     .expect("token signs")
 }
 
+/// What a single-node send reports: `local` connections reached, nothing relayed.
+fn sent(local: usize) -> Result<Delivery, SendError> {
+    Ok(Delivery {
+        local,
+        relayed: false,
+    })
+}
+
 fn connection_id(welcome: &Value) -> ConnectionId {
     welcome["connection_id"]
         .as_str()
@@ -153,7 +163,9 @@ async fn welcome_is_the_first_frame() {
     assert_eq!(welcome["user_id"], "alice");
     assert_eq!(welcome["roles"], json!(["admin", "staff"]));
     let id = connection_id(&welcome);
-    assert_eq!(id.get_version_num(), 4);
+    // Version 8: the first six bytes are this node's tag.
+    assert_eq!(id.get_version_num(), 8);
+    assert!(app.rt.is_local(&id));
 
     let ts = welcome["timestamp"].as_str().expect("string timestamp");
     assert!(ts.ends_with('Z'), "UTC: {ts}");
@@ -171,7 +183,7 @@ async fn welcome_is_the_first_frame() {
     // The welcome precedes anything sent once the connection is reachable.
     assert_eq!(
         app.rt.send_to_connection(id, json!({"type": "hello"})),
-        Ok(true)
+        sent(1)
     );
     assert_eq!(next_json(&mut ws).await["type"], "hello");
 }
@@ -187,9 +199,11 @@ async fn the_welcome_precedes_sends_racing_the_connect() {
         let (mut attempts, mut reached) = (0u64, 0u64);
         while reached < 3 {
             attempts += 1;
-            reached += rt
+            let delivery = rt
                 .broadcast(json!({"type": "race", "n": attempts}))
-                .unwrap() as u64;
+                .unwrap();
+            assert!(!delivery.relayed, "a single node relays nothing");
+            reached += delivery.local as u64;
             tokio::task::yield_now().await;
         }
         attempts
@@ -226,7 +240,7 @@ async fn a_closing_client_is_unregistered_with_its_subscriptions() {
         next_json(&mut ws).await,
         json!({"type": "subscribed", "topic": "chat:lobby", "ref": "1"})
     );
-    assert_eq!(app.rt.subscribe(id, "order:1"), Ok(true));
+    assert_eq!(app.rt.subscribe(id, "order:1").await, Ok(true));
     assert_eq!(app.rt.topics().len(), 2);
 
     ws.close(None).await.unwrap();
@@ -244,9 +258,9 @@ async fn a_closing_client_is_unregistered_with_its_subscriptions() {
     app.wait_for_connections(0).await;
     assert!(app.rt.topics().is_empty(), "{:?}", app.rt.topics());
     assert!(app.rt.connections().is_empty());
-    assert_eq!(app.rt.publish("chat:lobby", json!({"type": "t"})), Ok(0));
+    assert_eq!(app.rt.publish("chat:lobby", json!({"type": "t"})), sent(0));
     assert_eq!(
-        app.rt.subscribe(id, "order:1"),
+        app.rt.subscribe(id, "order:1").await,
         Err(realtime::SubscribeError::UnknownConnection)
     );
 }
@@ -257,14 +271,14 @@ async fn a_vanished_client_is_unregistered_with_its_subscriptions() {
     let (ws, welcome) = app.connect("alice", &[]).await;
     let (mut other, _) = app.connect("bob", &[]).await;
     let id = connection_id(&welcome);
-    assert_eq!(app.rt.subscribe(id, "news"), Ok(true));
+    assert_eq!(app.rt.subscribe(id, "news").await, Ok(true));
     app.wait_for_connections(2).await;
 
     drop(ws); // TCP closed with no close handshake
     app.wait_for_connections(1).await;
     assert!(app.rt.topics().is_empty(), "{:?}", app.rt.topics());
     assert!(app.rt.connection(id).is_none());
-    assert_eq!(app.rt.broadcast(json!({"type": "still-here"})), Ok(1));
+    assert_eq!(app.rt.broadcast(json!({"type": "still-here"})), sent(1));
     assert_eq!(next_json(&mut other).await["type"], "still-here");
 }
 
@@ -339,7 +353,7 @@ async fn a_client_that_stops_answering_pings_is_closed_with_3012() {
     assert_eq!(frame.reason.as_str(), "no pong");
 
     // The answering client is still served.
-    assert_eq!(app.rt.broadcast(json!({"type": "alive"})), Ok(1));
+    assert_eq!(app.rt.broadcast(json!({"type": "alive"})), sent(1));
     let text = tokio::time::timeout(WAIT, texts.recv())
         .await
         .expect("in time")
@@ -367,8 +381,8 @@ async fn a_slow_socket_consumer_is_closed_with_3008_while_a_reader_gets_everythi
     let (mut slow, slow_welcome) = app.connect("slow", &[]).await;
     let (mut reader, reader_welcome) = app.connect("reader", &[]).await;
     let (slow_id, reader_id) = (connection_id(&slow_welcome), connection_id(&reader_welcome));
-    assert_eq!(app.rt.subscribe(slow_id, "feed"), Ok(true));
-    assert_eq!(app.rt.subscribe(reader_id, "feed"), Ok(true));
+    assert_eq!(app.rt.subscribe(slow_id, "feed").await, Ok(true));
+    assert_eq!(app.rt.subscribe(reader_id, "feed").await, Ok(true));
 
     let pad = "x".repeat(32 * 1024);
     let started = Instant::now();
@@ -376,10 +390,12 @@ async fn a_slow_socket_consumer_is_closed_with_3008_while_a_reader_gets_everythi
     let mut published = 0;
     while published < MAX_MESSAGES {
         let seq = published;
-        let delivered = app
+        let delivery = app
             .rt
             .publish("feed", json!({"type": "tick", "seq": seq, "pad": pad}))
             .unwrap();
+        assert!(!delivery.relayed, "a single node relays nothing");
+        let delivered = delivery.local;
         published += 1;
         match first_refused {
             None if delivered == 2 => {}
@@ -472,9 +488,10 @@ async fn disconnect_flushes_queued_frames_then_closes_with_3503() {
 
     assert_eq!(
         app.rt.send_to_connection(id, json!({"type": "bye-soon"})),
-        Ok(true)
+        sent(1)
     );
-    assert!(app.rt.disconnect(id));
+    assert_eq!(app.rt.disconnect(id).await, Ok(true));
+    assert_eq!(app.rt.disconnect(id).await, Ok(false), "already gone");
     assert_eq!(app.rt.connection_count(), 0, "unregistered at once");
 
     assert_eq!(next_json(&mut ws).await["type"], "bye-soon");

@@ -1,13 +1,17 @@
 //! Library-level tests of the `Realtime` API through `testing::TestConnection` (no
 //! sockets): routing and delivery counts, message stamping, validation errors,
-//! server-side subscriptions, state reporting, disconnects, unregistration on drop
+//! server-side subscriptions, state reporting (and the single-node cluster views),
+//! confirmed sends, disconnects, unregistration on drop
 //! and slow-consumer handling.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use realtime::testing::{RejectAll, TestConnection};
-use realtime::{CloseCode, Realtime, RealtimeConfig, Route, SendError, SubscribeError, Topic};
+use realtime::{
+    BusStatus, CloseCode, ControlReply, Delivery, DirectoryEntry, NodeTag, Realtime,
+    RealtimeConfig, Route, SendError, SubscribeError, Topic,
+};
 use realtime_core::{Identity, InvalidTopic, MessageError};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -36,6 +40,14 @@ async fn recv(conn: &mut TestConnection) -> Option<Value> {
         .expect("recv resolves within the wait bound")
 }
 
+/// What a single-node send reports: `local` connections reached, nothing relayed.
+fn sent(local: usize) -> Result<Delivery, SendError> {
+    Ok(Delivery {
+        local,
+        relayed: false,
+    })
+}
+
 fn topics(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
     pairs.iter().map(|(t, n)| (t.to_string(), *n)).collect()
 }
@@ -47,26 +59,23 @@ async fn each_route_reaches_exactly_its_recipients() {
     let mut alice2 = TestConnection::connect(&rt, "alice", &[]);
     let mut bob = TestConnection::connect(&rt, "bob", &["staff"]);
     let mut carol = TestConnection::connect(&rt, "carol", &["admin", "staff"]);
-    assert_eq!(rt.subscribe(alice2.id(), "order:1"), Ok(true));
-    assert_eq!(rt.subscribe(bob.id(), "order:1"), Ok(true));
-    assert_eq!(rt.subscribe(carol.id(), "order:2"), Ok(true));
+    assert_eq!(rt.subscribe(alice2.id(), "order:1").await, Ok(true));
+    assert_eq!(rt.subscribe(bob.id(), "order:1").await, Ok(true));
+    assert_eq!(rt.subscribe(carol.id(), "order:2").await, Ok(true));
 
     let msg = |n: u32| json!({"type": "t", "n": n});
-    assert_eq!(rt.send_to_user("alice", msg(1)), Ok(2));
-    assert_eq!(rt.send_to_user("nobody", msg(2)), Ok(0));
-    assert_eq!(rt.send_to_role("admin", msg(3)), Ok(2));
-    assert_eq!(rt.send_to_role("staff", msg(4)), Ok(2));
-    assert_eq!(rt.send_to_role("ghost", msg(5)), Ok(0));
-    assert_eq!(rt.broadcast(msg(6)), Ok(4));
-    assert_eq!(rt.send_to_connection(bob.id(), msg(7)), Ok(true));
-    assert_eq!(
-        rt.send_to_connection(uuid::Uuid::new_v4(), msg(8)),
-        Ok(false)
-    );
-    assert_eq!(rt.publish("order:1", msg(9)), Ok(2));
-    assert_eq!(rt.publish("order:2", msg(10)), Ok(1));
-    assert_eq!(rt.publish("order:3", msg(11)), Ok(0));
-    assert_eq!(rt.send(Route::User("carol".into()), msg(12)), Ok(1));
+    assert_eq!(rt.send_to_user("alice", msg(1)), sent(2));
+    assert_eq!(rt.send_to_user("nobody", msg(2)), sent(0));
+    assert_eq!(rt.send_to_role("admin", msg(3)), sent(2));
+    assert_eq!(rt.send_to_role("staff", msg(4)), sent(2));
+    assert_eq!(rt.send_to_role("ghost", msg(5)), sent(0));
+    assert_eq!(rt.broadcast(msg(6)), sent(4));
+    assert_eq!(rt.send_to_connection(bob.id(), msg(7)), sent(1));
+    assert_eq!(rt.send_to_connection(uuid::Uuid::new_v4(), msg(8)), sent(0));
+    assert_eq!(rt.publish("order:1", msg(9)), sent(2));
+    assert_eq!(rt.publish("order:2", msg(10)), sent(1));
+    assert_eq!(rt.publish("order:3", msg(11)), sent(0));
+    assert_eq!(rt.send(Route::User("carol".into()), msg(12)), sent(1));
 
     assert_eq!(received(&mut alice1), [json!(1), json!(3), json!(6)]);
     assert_eq!(received(&mut alice2), [json!(1), json!(6), json!(9)]);
@@ -81,12 +90,12 @@ async fn each_route_reaches_exactly_its_recipients() {
 async fn messages_are_stamped_and_topic_messages_carry_their_topic() {
     let rt = engine();
     let mut conn = TestConnection::connect(&rt, "alice", &[]);
-    assert_eq!(rt.subscribe(conn.id(), "order:7"), Ok(true));
+    assert_eq!(rt.subscribe(conn.id(), "order:7").await, Ok(true));
     let before = OffsetDateTime::now_utc();
 
     assert_eq!(
         rt.send_to_user("alice", json!({"type": "note", "x": 1})),
-        Ok(1)
+        sent(1)
     );
     let msg = recv(&mut conn).await.expect("a message");
     let ts = msg["timestamp"]
@@ -105,7 +114,7 @@ async fn messages_are_stamped_and_topic_messages_carry_their_topic() {
 
     assert_eq!(
         rt.broadcast(json!({"type": "note", "timestamp": "kept-as-is"})),
-        Ok(1)
+        sent(1)
     );
     assert_eq!(
         recv(&mut conn).await,
@@ -118,7 +127,7 @@ async fn messages_are_stamped_and_topic_messages_carry_their_topic() {
             "order:7",
             json!({"type": "update", "topic": "spoofed", "timestamp": "t0"})
         ),
-        Ok(1)
+        sent(1)
     );
     assert_eq!(
         recv(&mut conn).await,
@@ -131,7 +140,7 @@ async fn messages_are_stamped_and_topic_messages_carry_their_topic() {
             Route::Topic(Topic::parse("order:7").unwrap()),
             br#"{"type":"raw"}"#
         ),
-        Ok(1)
+        sent(1)
     );
     let raw = recv(&mut conn).await.expect("a message");
     assert_eq!(raw["type"], "raw");
@@ -147,7 +156,7 @@ async fn invalid_messages_and_topics_are_refused_and_deliver_nothing() {
         ..Default::default()
     });
     let mut conn = TestConnection::connect(&rt, "alice", &["admin"]);
-    assert_eq!(rt.subscribe(conn.id(), "ok"), Ok(true));
+    assert_eq!(rt.subscribe(conn.id(), "ok").await, Ok(true));
     let not_object = Err(SendError::InvalidMessage(MessageError::NotAnObject));
     let missing_type = Err(SendError::InvalidMessage(MessageError::MissingType));
 
@@ -191,7 +200,11 @@ async fn invalid_messages_and_topics_are_refused_and_deliver_nothing() {
     );
 
     assert_eq!(conn.drain(), Vec::<Value>::new(), "nothing was delivered");
-    assert_eq!(rt.publish("abcdefgh", valid()), Ok(0), "8 bytes is allowed");
+    assert_eq!(
+        rt.publish("abcdefgh", valid()),
+        sent(0),
+        "8 bytes is allowed"
+    );
 }
 
 #[tokio::test]
@@ -200,42 +213,45 @@ async fn server_side_subscribe_ignores_policy_and_reports_changes() {
     let mut alice = TestConnection::connect(&rt, "alice", &[]);
 
     // A client could subscribe to neither (another user's topic, a role it lacks).
-    assert_eq!(rt.subscribe(alice.id(), "user:bob"), Ok(true));
-    assert_eq!(rt.subscribe(alice.id(), "role:admin"), Ok(true));
-    assert_eq!(rt.subscribe(alice.id(), "user:bob"), Ok(false));
+    assert_eq!(rt.subscribe(alice.id(), "user:bob").await, Ok(true));
+    assert_eq!(rt.subscribe(alice.id(), "role:admin").await, Ok(true));
+    assert_eq!(rt.subscribe(alice.id(), "user:bob").await, Ok(false));
     assert_eq!(rt.topics(), topics(&[("role:admin", 1), ("user:bob", 1)]));
 
-    assert_eq!(rt.publish("user:bob", json!({"type": "t", "n": 1})), Ok(1));
+    assert_eq!(
+        rt.publish("user:bob", json!({"type": "t", "n": 1})),
+        sent(1)
+    );
     let got = recv(&mut alice).await.expect("a message");
     assert_eq!(
         (got["n"].clone(), got["topic"].clone()),
         (json!(1), json!("user:bob"))
     );
 
-    assert_eq!(rt.unsubscribe(alice.id(), "user:bob"), Ok(true));
-    assert_eq!(rt.unsubscribe(alice.id(), "user:bob"), Ok(false));
-    assert_eq!(rt.unsubscribe(alice.id(), "never"), Ok(false));
-    assert_eq!(rt.publish("user:bob", json!({"type": "t"})), Ok(0));
+    assert_eq!(rt.unsubscribe(alice.id(), "user:bob").await, Ok(true));
+    assert_eq!(rt.unsubscribe(alice.id(), "user:bob").await, Ok(false));
+    assert_eq!(rt.unsubscribe(alice.id(), "never").await, Ok(false));
+    assert_eq!(rt.publish("user:bob", json!({"type": "t"})), sent(0));
     assert_eq!(rt.topics(), topics(&[("role:admin", 1)]));
     assert_eq!(rt.connection(alice.id()).unwrap().topics, ["role:admin"]);
 
     assert_eq!(
-        rt.subscribe(alice.id(), "a b"),
+        rt.subscribe(alice.id(), "a b").await,
         Err(SubscribeError::InvalidTopic(InvalidTopic::BadCharacter {
             position: 1
         }))
     );
     assert!(matches!(
-        rt.unsubscribe(alice.id(), "bad topic"),
+        rt.unsubscribe(alice.id(), "bad topic").await,
         Err(SubscribeError::InvalidTopic(_))
     ));
     let unknown = uuid::Uuid::new_v4();
     assert_eq!(
-        rt.subscribe(unknown, "news"),
+        rt.subscribe(unknown, "news").await,
         Err(SubscribeError::UnknownConnection)
     );
     assert_eq!(
-        rt.unsubscribe(unknown, "news"),
+        rt.unsubscribe(unknown, "news").await,
         Err(SubscribeError::UnknownConnection)
     );
     assert_eq!(rt.topics(), topics(&[("role:admin", 1)]));
@@ -261,9 +277,9 @@ async fn topics_and_connections_report_the_registry() {
         },
     );
     for topic in ["b", "a"] {
-        assert_eq!(rt.subscribe(alice.id(), topic), Ok(true));
+        assert_eq!(rt.subscribe(alice.id(), topic).await, Ok(true));
     }
-    assert_eq!(rt.subscribe(bob.id(), "b"), Ok(true));
+    assert_eq!(rt.subscribe(bob.id(), "b").await, Ok(true));
 
     assert_eq!(rt.topics(), topics(&[("a", 1), ("b", 2)]));
     assert_eq!(rt.connection_count(), 2);
@@ -296,21 +312,103 @@ async fn topics_and_connections_report_the_registry() {
 }
 
 #[tokio::test]
+async fn a_single_node_reports_itself_as_the_whole_cluster() {
+    let rt = engine();
+    assert_eq!(rt.bus_status(), BusStatus::Up);
+    let mut alice = TestConnection::connect(&rt, "alice", &["admin"]);
+    let bob = TestConnection::connect(&rt, "bob", &[]);
+    // Version-8 ids that start with this node's tag.
+    let tag = NodeTag::of_connection(&alice.id());
+    assert_eq!(alice.id().get_version_num(), 8);
+    assert_eq!(NodeTag::of_connection(&bob.id()), tag);
+    assert_ne!(alice.id(), bob.id());
+    assert!(rt.is_local(&alice.id()) && rt.is_local(&bob.id()));
+    let foreign = NodeTag::from_random(tag.as_u64() ^ 1).connection_id([7; 16]);
+    assert!(!rt.is_local(&foreign));
+    assert_eq!(rt.subscribe(alice.id(), "news").await, Ok(true));
+    assert_eq!(rt.subscribe(alice.id(), "order:1").await, Ok(true));
+    assert_eq!(rt.subscribe(bob.id(), "news").await, Ok(true));
+
+    // A confirmed send answers for the connection itself.
+    assert_eq!(
+        rt.send_json_confirmed(alice.id(), br#"{"type":"c","n":1}"#)
+            .await,
+        Ok(ControlReply {
+            found: true,
+            changed: true
+        })
+    );
+    let got = recv(&mut alice).await.expect("the confirmed message");
+    assert_eq!(
+        got,
+        json!({"type": "c", "n": 1, "timestamp": got["timestamp"].clone()})
+    );
+    assert!(got["timestamp"].is_string(), "{got}");
+    let unknown = tag.connection_id([9; 16]);
+    assert!(rt.is_local(&unknown));
+    assert_eq!(
+        rt.send_json_confirmed(unknown, br#"{"type":"c"}"#).await,
+        Ok(ControlReply {
+            found: false,
+            changed: false
+        })
+    );
+    assert!(matches!(
+        rt.send_json_confirmed(alice.id(), b"{nope").await,
+        Err(SendError::InvalidMessage(MessageError::InvalidJson(_)))
+    ));
+    assert_eq!(
+        rt.send_json_confirmed(alice.id(), br#"{"no":"type"}"#)
+            .await,
+        Err(SendError::InvalidMessage(MessageError::MissingType))
+    );
+    assert_eq!(alice.try_recv(), None);
+
+    // The cluster views are this node's views, labelled `local`.
+    let expected: Vec<DirectoryEntry> = rt
+        .connections()
+        .into_iter()
+        .map(|connection| DirectoryEntry {
+            node: "local".into(),
+            connection,
+        })
+        .collect();
+    assert_eq!(expected.len(), 2);
+    assert_eq!(rt.cluster_connections().await, Ok(expected));
+    assert_eq!(
+        rt.cluster_topics().await,
+        Ok(topics(&[("news", 2), ("order:1", 1)]))
+    );
+    assert_eq!(rt.cluster_topics().await, Ok(rt.topics()));
+    drop(bob);
+    let listed = rt.cluster_connections().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].node.as_str(), listed[0].connection.id),
+        ("local", alice.id())
+    );
+    assert_eq!(
+        rt.cluster_topics().await,
+        Ok(topics(&[("news", 1), ("order:1", 1)]))
+    );
+}
+
+#[tokio::test]
 async fn disconnect_closes_with_3503_and_stops_routing() {
     let rt = engine();
     let mut alice1 = TestConnection::connect(&rt, "alice", &["admin"]);
     let alice2 = TestConnection::connect(&rt, "alice", &[]);
     let alice3 = TestConnection::connect(&rt, "alice", &[]);
     let mut bob = TestConnection::connect(&rt, "bob", &["admin"]);
-    assert_eq!(rt.subscribe(alice1.id(), "t"), Ok(true));
-    assert_eq!(rt.subscribe(bob.id(), "t"), Ok(true));
+    assert_eq!(rt.subscribe(alice1.id(), "t").await, Ok(true));
+    assert_eq!(rt.subscribe(bob.id(), "t").await, Ok(true));
 
     assert_eq!(
         rt.send_to_connection(alice1.id(), json!({"type": "t", "n": "before"})),
-        Ok(true)
+        sent(1)
     );
-    assert!(rt.disconnect(alice1.id()));
-    assert!(!rt.disconnect(alice1.id()), "already gone");
+    assert_eq!(rt.disconnect(alice1.id()).await, Ok(true));
+    assert_eq!(rt.disconnect(alice1.id()).await, Ok(false), "already gone");
     assert_eq!(alice1.close_code(), Some(CloseCode::ForceDisconnect));
 
     // Gone from every index at once.
@@ -318,16 +416,16 @@ async fn disconnect_closes_with_3503_and_stops_routing() {
     assert_eq!(*rt.watch_connection_count().borrow(), 3);
     assert!(rt.connection(alice1.id()).is_none());
     assert_eq!(rt.topics(), topics(&[("t", 1)]));
-    assert_eq!(rt.send_to_user("alice", json!({"type": "t"})), Ok(2));
-    assert_eq!(rt.send_to_role("admin", json!({"type": "t"})), Ok(1));
+    assert_eq!(rt.send_to_user("alice", json!({"type": "t"})), sent(2));
+    assert_eq!(rt.send_to_role("admin", json!({"type": "t"})), sent(1));
     assert_eq!(
         rt.send_to_connection(alice1.id(), json!({"type": "t"})),
-        Ok(false)
+        sent(0)
     );
-    assert_eq!(rt.publish("t", json!({"type": "t"})), Ok(1));
-    assert_eq!(rt.broadcast(json!({"type": "t"})), Ok(3));
+    assert_eq!(rt.publish("t", json!({"type": "t"})), sent(1));
+    assert_eq!(rt.broadcast(json!({"type": "t"})), sent(3));
     assert_eq!(
-        rt.subscribe(alice1.id(), "t"),
+        rt.subscribe(alice1.id(), "t").await,
         Err(SubscribeError::UnknownConnection)
     );
 
@@ -336,15 +434,15 @@ async fn disconnect_closes_with_3503_and_stops_routing() {
     assert_eq!(before["n"], "before");
     assert_eq!(recv(&mut alice1).await, None);
 
-    assert_eq!(rt.disconnect_user("alice"), 2);
+    assert_eq!(rt.disconnect_user("alice"), sent(2));
     assert_eq!(alice2.close_code(), Some(CloseCode::ForceDisconnect));
     assert_eq!(alice3.close_code(), Some(CloseCode::ForceDisconnect));
     assert_eq!(bob.close_code(), None);
-    assert_eq!(rt.disconnect_user("alice"), 0);
-    assert_eq!(rt.disconnect_user("nobody"), 0);
+    assert_eq!(rt.disconnect_user("alice"), sent(0));
+    assert_eq!(rt.disconnect_user("nobody"), sent(0));
     assert_eq!(rt.connection_count(), 1);
     assert_eq!(rt.connections()[0].id, bob.id());
-    assert_eq!(rt.send_to_user("alice", json!({"type": "t"})), Ok(0));
+    assert_eq!(rt.send_to_user("alice", json!({"type": "t"})), sent(0));
 
     // Dropping the disconnected handles does not disturb the remaining count.
     drop((alice1, alice2, alice3));
@@ -368,9 +466,9 @@ async fn dropping_a_test_connection_unregisters_it_and_its_subscriptions() {
     assert!(count.has_changed().unwrap());
     assert_eq!(*count.borrow_and_update(), 2);
     for topic in ["t", "u"] {
-        assert_eq!(rt.subscribe(alice.id(), topic), Ok(true));
+        assert_eq!(rt.subscribe(alice.id(), topic).await, Ok(true));
     }
-    assert_eq!(rt.subscribe(bob.id(), "t"), Ok(true));
+    assert_eq!(rt.subscribe(bob.id(), "t").await, Ok(true));
     assert_eq!(rt.topics(), topics(&[("t", 2), ("u", 1)]));
 
     let alice_id = alice.id();
@@ -380,13 +478,13 @@ async fn dropping_a_test_connection_unregisters_it_and_its_subscriptions() {
     assert_eq!(rt.connection_count(), 1);
     assert!(rt.connection(alice_id).is_none());
     assert_eq!(rt.topics(), topics(&[("t", 1)]));
-    assert_eq!(rt.send_to_user("alice", json!({"type": "x"})), Ok(0));
-    assert_eq!(rt.send_to_role("admin", json!({"type": "x"})), Ok(0));
-    assert_eq!(rt.publish("u", json!({"type": "x"})), Ok(0));
-    assert_eq!(rt.publish("t", json!({"type": "x", "n": 1})), Ok(1));
-    assert_eq!(rt.broadcast(json!({"type": "x", "n": 2})), Ok(1));
+    assert_eq!(rt.send_to_user("alice", json!({"type": "x"})), sent(0));
+    assert_eq!(rt.send_to_role("admin", json!({"type": "x"})), sent(0));
+    assert_eq!(rt.publish("u", json!({"type": "x"})), sent(0));
+    assert_eq!(rt.publish("t", json!({"type": "x", "n": 1})), sent(1));
+    assert_eq!(rt.broadcast(json!({"type": "x", "n": 2})), sent(1));
     assert_eq!(
-        rt.subscribe(alice_id, "t"),
+        rt.subscribe(alice_id, "t").await,
         Err(SubscribeError::UnknownConnection)
     );
     assert_eq!(received(&mut bob), [json!(1), json!(2)]);
@@ -408,13 +506,16 @@ async fn slow_consumer_is_closed_while_a_reader_gets_everything() {
     let mut stalled = TestConnection::connect(&rt, "stalled", &[]);
     let mut reader = TestConnection::connect(&rt, "reader", &[]);
     for conn in [&stalled, &reader] {
-        assert_eq!(rt.subscribe(conn.id(), "feed"), Ok(true));
+        assert_eq!(rt.subscribe(conn.id(), "feed").await, Ok(true));
     }
 
     for n in 0..20usize {
         let delivered = rt.publish("feed", json!({"type": "tick", "n": n})).unwrap();
         // The stalled queue takes QUEUE frames; the next one overflows it.
-        let expected = if n < QUEUE { 2 } else { 1 };
+        let expected = Delivery {
+            local: if n < QUEUE { 2 } else { 1 },
+            relayed: false,
+        };
         assert_eq!(delivered, expected, "delivery count of message {n}");
         let code = if n < QUEUE {
             None
@@ -447,11 +548,11 @@ async fn slow_consumer_is_closed_while_a_reader_gets_everything() {
     assert_eq!(rt.topics().get("feed"), Some(&1));
     assert_eq!(
         rt.send_to_connection(stalled.id(), json!({"type": "t"})),
-        Ok(false)
+        sent(0)
     );
     assert_eq!(
         rt.send_to_connection(reader.id(), json!({"type": "t", "n": "last"})),
-        Ok(true)
+        sent(1)
     );
     assert_eq!(recv(&mut reader).await.unwrap()["n"], "last");
 }

@@ -48,8 +48,9 @@ impl TestServer {
     }
 
     pub async fn start_with(options: Options) -> TestServer {
+        // Only the node label is generated here (its first 12 characters are used).
         let settings: Settings = options
-            .resolve(|| "generated".into())
+            .resolve(|| "generated-0123456789".into())
             .expect("valid settings");
         let server = Server::bind(settings).await.expect("server binds");
         let addr = server.local_addr();
