@@ -8,7 +8,6 @@
 //! of losing them; receivers drop the rare duplicate by sequence number.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,7 +53,6 @@ pub struct RedisBus {
             mpsc::Receiver<Outgoing>,
         )>,
     >,
-    started: AtomicBool,
 }
 
 impl RedisBus {
@@ -70,7 +68,6 @@ impl RedisBus {
             changes,
             outbox,
             receivers: Mutex::new(Some((changes_rx, outbox_rx))),
-            started: AtomicBool::new(false),
         }
     }
 
@@ -103,13 +100,7 @@ impl RedisBus {
 
 impl MessageBus for RedisBus {
     fn start(&self, inbox: Inbox, always: Vec<String>) {
-        if self.started.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        self.desired
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(always);
+        // Taking the receivers makes the first call the only one that starts tasks.
         let Some((changes, outbox)) = self
             .receivers
             .lock()
@@ -118,6 +109,10 @@ impl MessageBus for RedisBus {
         else {
             return;
         };
+        self.desired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(always);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             self.subscriber
                 .mark_down(&"the bus must be started inside a tokio runtime");

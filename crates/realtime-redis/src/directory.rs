@@ -7,7 +7,6 @@
 //! found missing (Redis restarted empty), the node rewrites all of its records.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use realtime::cluster::bus::{
@@ -50,7 +49,6 @@ pub struct RedisDirectory {
     link: Arc<Link>,
     commands: mpsc::UnboundedSender<Command>,
     receiver: Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
-    started: AtomicBool,
 }
 
 impl RedisDirectory {
@@ -62,7 +60,6 @@ impl RedisDirectory {
             link: Arc::new(Link::new("directory")),
             commands,
             receiver: Mutex::new(Some(receiver)),
-            started: AtomicBool::new(false),
         }
     }
 
@@ -82,9 +79,6 @@ impl RedisDirectory {
 
 impl ClusterDirectory for RedisDirectory {
     fn start(&self, node: String, snapshot: Snapshot) {
-        if self.started.swap(true, Ordering::AcqRel) {
-            return;
-        }
         let Some(receiver) = self
             .receiver
             .lock()
