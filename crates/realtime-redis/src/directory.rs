@@ -270,18 +270,16 @@ async fn execute(
                 .await;
             answer(done, r)
         }
-        Command::List(done) => {
-            let r = list(con, keys).await;
-            let failed = r.as_ref().err().map(|e| {
-                redis::RedisError::from((redis::ErrorKind::Io, "list failed", e.to_string()))
-            });
-            let _ =
-                done.send(r.map_err(|e| BusError::Unavailable(format!("redis directory: {e}"))));
-            match failed {
-                Some(e) => Err(e),
-                None => Ok(()),
+        Command::List(done) => match list(con, keys).await {
+            Ok(entries) => {
+                let _ = done.send(Ok(entries));
+                Ok(())
             }
-        }
+            Err(e) => {
+                let _ = done.send(Err(BusError::Unavailable(format!("redis directory: {e}"))));
+                Err(e)
+            }
+        },
     }
 }
 

@@ -86,7 +86,7 @@ async fn execute(
             let prepared = PreparedMessage::from_map(message, &now_rfc3339(), Some(&topic))
                 .map_err(|e| error(&reference, ErrorCode::BadRequest, e.to_string()))?;
             let delivery = rt
-                .dispatch_checked(&Route::Topic(topic), prepared)
+                .dispatch(&Route::Topic(topic), prepared)
                 .map_err(|e| match e {
                     SendError::Cluster(c) => {
                         error(&reference, ErrorCode::BusUnavailable, c.to_string())

@@ -189,14 +189,12 @@ impl Realtime {
 
     /// Sends `message` along `route`: validated, stamped, serialized once.
     pub fn send(&self, route: Route, message: Value) -> Result<Delivery, SendError> {
-        self.ensure_bus()?;
         let prepared = PreparedMessage::new(message, &now_rfc3339(), route_topic(&route))?;
         self.dispatch(&route, prepared)
     }
 
     /// As [`send`](Self::send), from raw JSON bytes (e.g. an HTTP request body).
     pub fn send_json(&self, route: Route, body: &[u8]) -> Result<Delivery, SendError> {
-        self.ensure_bus()?;
         let prepared = PreparedMessage::from_slice(body, &now_rfc3339(), route_topic(&route))?;
         self.dispatch(&route, prepared)
     }
@@ -209,25 +207,17 @@ impl Realtime {
             .map_or(BusStatus::Up, Relay::status)
     }
 
-    fn ensure_bus(&self) -> Result<(), SendError> {
-        match &self.inner.relay {
-            Some(relay) => relay.ensure_up().map_err(SendError::from),
-            None => Ok(()),
-        }
-    }
-
-    /// As `dispatch`, after checking the bus is up.
-    pub(crate) fn dispatch_checked(
+    /// Delivers locally and relays to the other nodes when the route can reach them.
+    /// While the bus is down nothing is delivered, locally either, so a refused send
+    /// can be retried without duplicates.
+    pub(crate) fn dispatch(
         &self,
         route: &Route,
         message: PreparedMessage,
     ) -> Result<Delivery, SendError> {
-        self.ensure_bus()?;
-        self.dispatch(route, message)
-    }
-
-    /// Delivers locally and relays to the other nodes when the route can reach them.
-    fn dispatch(&self, route: &Route, message: PreparedMessage) -> Result<Delivery, SendError> {
+        if let Some(relay) = &self.inner.relay {
+            relay.ensure_up()?;
+        }
         let relay = self.inner.relay.as_ref().filter(|_| match route {
             Route::Connection(id) => !self.is_local(id),
             _ => true,
