@@ -4,6 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use realtime::Realtime;
 use tokio::net::TcpListener;
 
@@ -65,7 +66,11 @@ impl Server {
     /// shutdown timeout. Returns whether every connection closed in time.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> bool {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+        // Frames are small and latency matters more than packet count: no Nagle delay.
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let serve = axum::serve(listener, self.router).with_graceful_shutdown(async move {
             let _ = stop_rx.await;
         });
         let serving = tokio::spawn(async move { serve.await });

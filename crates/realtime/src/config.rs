@@ -12,7 +12,12 @@ pub struct RealtimeConfig {
     /// Outbound queue capacity per connection, in messages. A connection whose queue
     /// is full when a message arrives is closed as a slow consumer (3008). Default 1024.
     pub outbound_queue: usize,
-    /// How many queued frames the writer sends before one flush. Default 64.
+    /// Outbound queue capacity per connection, in bytes of queued frames; past it
+    /// the connection is closed as a slow consumer (3008) like a full message
+    /// count. A single frame larger than this is still sent to a connection whose
+    /// queue is empty. Default 1 MiB.
+    pub outbound_queue_bytes: usize,
+    /// Most frames the writer sends before one flush. Default 64.
     pub write_batch: usize,
     /// Interval between server pings. Default 25 s.
     pub ping_interval: Duration,
@@ -40,6 +45,7 @@ impl Default for RealtimeConfig {
         RealtimeConfig {
             max_message_size: 64 * 1024,
             outbound_queue: 1024,
+            outbound_queue_bytes: 1024 * 1024,
             write_batch: 64,
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(10),

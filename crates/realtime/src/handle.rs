@@ -1,5 +1,5 @@
-//! A registered connection as the rest of the engine sees it: identity, the sending
-//! end of its bounded outbound queue, its close signal and its topic set.
+//! A registered connection as the rest of the engine sees it: identity, its
+//! bounded outbound queue, its close signal and its topic set.
 //!
 //! Sending never waits: a full queue marks the connection as a slow consumer and
 //! signals its session to close it, so one stalled client never delays another.
@@ -10,13 +10,15 @@ use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 
 use axum::extract::ws::Utf8Bytes;
 use realtime_core::{CloseCode, ConnectionId, ConnectionInfo, Topic};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
+
+use crate::outbox::Outbox;
 
 /// One connection's handle, shared by the registry, topic index and its session.
 #[derive(Debug)]
 pub struct ConnectionHandle {
     info: ConnectionInfo,
-    queue: mpsc::Sender<Utf8Bytes>,
+    outbox: Outbox,
     /// 0 while open, else the [`CloseCode`] number that closed it (first one wins).
     close_code: AtomicU16,
     close_signal: Notify,
@@ -37,17 +39,21 @@ struct TopicSet {
 pub(crate) struct ConnectionGone;
 
 impl ConnectionHandle {
-    pub(crate) fn new(info: ConnectionInfo, capacity: usize) -> (Self, mpsc::Receiver<Utf8Bytes>) {
-        let (queue, rx) = mpsc::channel(capacity.max(1));
-        let handle = ConnectionHandle {
+    /// A handle whose queue holds at most `max_frames` frames and `max_bytes` bytes.
+    pub(crate) fn new(info: ConnectionInfo, max_frames: usize, max_bytes: usize) -> Self {
+        ConnectionHandle {
             info,
-            queue,
+            outbox: Outbox::new(max_frames, max_bytes),
             close_code: AtomicU16::new(0),
             close_signal: Notify::new(),
             topics: Mutex::new(TopicSet::default()),
             finished: AtomicBool::new(false),
-        };
-        (handle, rx)
+        }
+    }
+
+    /// The outbound queue; only the connection's writer takes from it.
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     pub fn id(&self) -> ConnectionId {
@@ -58,19 +64,18 @@ impl ConnectionHandle {
         &self.info
     }
 
-    /// Queues one frame. Returns whether it was queued. A full queue closes the
-    /// connection as a slow consumer; the frame is not queued.
+    /// Queues one frame. Returns whether it was queued. A full queue (frames or
+    /// bytes) closes the connection as a slow consumer; the frame is not queued.
     pub(crate) fn try_send(&self, frame: &Utf8Bytes) -> bool {
         if self.is_closing() {
             return false;
         }
-        match self.queue.try_send(frame.clone()) {
+        match self.outbox.push(frame) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(crate::outbox::Refused::Full) => {
                 self.close(CloseCode::SlowConsumer);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 

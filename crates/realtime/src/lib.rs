@@ -28,6 +28,7 @@ mod control;
 mod error;
 mod handle;
 mod metrics;
+mod outbox;
 mod registry;
 mod service;
 mod session;

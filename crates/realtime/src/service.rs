@@ -17,7 +17,7 @@ use realtime_core::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::TokenVerifier;
@@ -355,17 +355,15 @@ impl Realtime {
         &self,
         identity: Identity,
         first_frame: impl FnOnce(&ConnectionInfo) -> Option<String>,
-    ) -> (
-        Arc<ConnectionHandle>,
-        mpsc::Receiver<Utf8Bytes>,
-        Option<BusFuture>,
-    ) {
+    ) -> (Arc<ConnectionHandle>, Option<BusFuture>) {
         let id = self
             .inner
             .tag
             .connection_id(*uuid::Uuid::new_v4().as_bytes());
         let info = ConnectionInfo::new(id, identity, now_rfc3339());
-        let (handle, rx) = ConnectionHandle::new(info, self.inner.config.outbound_queue);
+        let config = &self.inner.config;
+        let handle =
+            ConnectionHandle::new(info, config.outbound_queue, config.outbound_queue_bytes);
         if let Some(frame) = first_frame(handle.info()) {
             handle.try_send(&Utf8Bytes::from(frame));
         }
@@ -382,7 +380,7 @@ impl Realtime {
         });
         self.inner.metrics.accepted.inc();
         self.inner.metrics.active_connections.inc();
-        (handle, rx, ready)
+        (handle, ready)
     }
 
     /// Makes an opened connection reachable.

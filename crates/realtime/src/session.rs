@@ -2,18 +2,20 @@
 //! the bounded outbound queue in batches, one flush per batch), reads and answers
 //! client commands, pings on an interval, and closes with the right code.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
 use realtime_core::{CloseCode, Identity, ServerFrame};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::commands;
+use crate::config::RealtimeConfig;
 use crate::handle::ConnectionHandle;
 use crate::metrics::ErrorKind;
+use crate::outbox;
 use crate::service::Realtime;
 
 /// How the read/write loop ended.
@@ -29,7 +31,7 @@ enum Ending {
 
 /// Runs an accepted, authenticated connection until it closes.
 pub(crate) async fn run(rt: Realtime, mut socket: WebSocket, identity: Identity) {
-    let (handle, mut rx, ready) = rt.open_connection(identity, |info| {
+    let (handle, ready) = rt.open_connection(identity, |info| {
         Some(
             ServerFrame::Welcome {
                 connection_id: info.id,
@@ -44,7 +46,7 @@ pub(crate) async fn run(rt: Realtime, mut socket: WebSocket, identity: Identity)
         // In a cluster the welcome means "reachable from every node": wait (bounded)
         // until this node receives the user's and roles' channels. If the bus is
         // down the interest is re-applied when it returns; the client is served.
-        match tokio::time::timeout(rt.config().close_timeout, ready).await {
+        match Box::pin(tokio::time::timeout(rt.config().close_timeout, ready)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::debug!(error = %e, "connection accepted while the bus is down"),
             Err(_) => tracing::debug!("connection accepted before the bus confirmed its channels"),
@@ -57,62 +59,82 @@ pub(crate) async fn run(rt: Realtime, mut socket: WebSocket, identity: Identity)
         handle.close(CloseCode::ServerShutdown);
     }
 
-    let ending = serve(&rt, &handle, &mut socket, &mut rx).await;
+    let mut batch = VecDeque::new();
+    let ending = serve(&rt, &handle, &mut socket, &mut batch).await;
     if let Ending::Close(code) = ending {
         handle.close(code);
     }
     // Unregister before the close handshake: from here on nothing is sent to this
     // connection, and counts no longer include it while its socket winds down.
     rt.connection_closed(&handle);
-    let close_timeout = rt.config().close_timeout;
+    // Boxed: the close handshake is cold and would otherwise size every task.
+    let config = rt.config();
+    Box::pin(finish(&mut socket, &handle, &mut batch, ending, config)).await;
+    tracing::debug!(connection = %handle.id(), code = ?handle.close_code(), "connection closed");
+}
+
+/// Sends what is still queued (unless the client is a slow consumer or gone) and
+/// completes the close handshake, each bounded by `close_timeout`.
+async fn finish(
+    socket: &mut WebSocket,
+    handle: &ConnectionHandle,
+    batch: &mut VecDeque<Utf8Bytes>,
+    ending: Ending,
+    config: &RealtimeConfig,
+) {
+    let close_timeout = config.close_timeout;
     match ending {
         Ending::Close(code) => {
             if code != CloseCode::SlowConsumer {
                 // Frames queued before the close (e.g. `server-shutdown`) still go out.
-                let _ =
-                    tokio::time::timeout(close_timeout, write_queued(&mut socket, &mut rx)).await;
+                let write = write_queued(socket, handle, batch, config.write_batch);
+                let _ = tokio::time::timeout(close_timeout, write).await;
             }
-            close_socket(&mut socket, code, close_timeout).await;
+            close_socket(socket, code, close_timeout).await;
         }
         Ending::ClientClosed => {
             let _ = tokio::time::timeout(close_timeout, socket.flush()).await;
         }
         Ending::Gone => {}
     }
-    tracing::debug!(connection = %handle.id(), code = ?handle.close_code(), "connection closed");
 }
 
 async fn serve(
     rt: &Realtime,
     handle: &Arc<ConnectionHandle>,
     socket: &mut WebSocket,
-    rx: &mut mpsc::Receiver<Utf8Bytes>,
+    batch: &mut VecDeque<Utf8Bytes>,
 ) -> Ending {
     let config = rt.config();
     let mut heartbeat = Heartbeat::new(config.ping_interval, config.pong_timeout);
     let timer = tokio::time::sleep_until(heartbeat.deadline());
     tokio::pin!(timer);
+    // One close signal future for the whole session: it registers with the handle
+    // once instead of on every wake-up. Once it resolves the session ends, so it is
+    // never polled again.
+    let closed = handle.closed();
+    tokio::pin!(closed);
+    let close_ending = || Ending::Close(handle.close_code().unwrap_or(CloseCode::InternalError));
     loop {
+        // Biased: the close signal first, then queued frames, then the socket; no
+        // random branch order to compute on every wake-up.
         tokio::select! {
-            () = handle.closed() => {
-                return Ending::Close(handle.close_code().unwrap_or(CloseCode::InternalError));
-            }
-            frame = rx.recv() => {
-                // The handle holds the sender, so the queue cannot end while we run.
-                let Some(frame) = frame else { return Ending::Close(CloseCode::InternalError) };
-                let write = write_batch(socket, frame, rx, config.write_batch);
+            biased;
+            () = &mut closed => return close_ending(),
+            () = handle.outbox().take(batch) => {
+                let write = write_batch(socket, batch, config.write_batch);
                 tokio::pin!(write);
                 let written = tokio::select! {
                     biased;
                     r = &mut write => r,
                     // A slow consumer's stalled write is abandoned at once; any other
                     // close lets the frames already taken from the queue go out first.
-                    () = handle.closed() => match handle.close_code() {
-                        Some(CloseCode::SlowConsumer) => continue,
-                        _ => tokio::time::timeout(config.close_timeout, &mut write)
-                            .await
-                            .unwrap_or(Ok(())),
-                    },
+                    () = &mut closed => {
+                        if handle.close_code() != Some(CloseCode::SlowConsumer) {
+                            let _ = Box::pin(tokio::time::timeout(config.close_timeout, &mut write)).await;
+                        }
+                        return close_ending();
+                    }
                 };
                 if written.is_err() {
                     rt.inner.metrics.error(ErrorKind::Socket);
@@ -128,7 +150,11 @@ async fn serve(
                             timer.as_mut().reset(heartbeat.deadline());
                         }
                         match msg {
-                            Message::Text(text) => commands::handle_text(rt, handle, &text).await,
+                            // Boxed: command handling (cluster round trips included)
+                            // would otherwise size every idle connection's task.
+                            Message::Text(text) => {
+                                Box::pin(commands::handle_text(rt, handle, &text)).await
+                            }
                             Message::Binary(_) => commands::binary_frame_reply(rt),
                             Message::Ping(_) | Message::Pong(_) => continue,
                             Message::Close(_) => return Ending::ClientClosed,
@@ -141,8 +167,9 @@ async fn serve(
                 match heartbeat.on_timer() {
                     Beat::SendPing => {
                         let sent = tokio::select! {
+                            biased;
+                            () = &mut closed => return close_ending(),
                             r = socket.send(Message::Ping(Default::default())) => r,
-                            () = handle.closed() => continue,
                         };
                         if sent.is_err() {
                             return Ending::Gone;
@@ -156,33 +183,38 @@ async fn serve(
     }
 }
 
-/// Writes `first` and whatever else is already queued (up to `batch` frames), then
-/// flushes once: one syscall for many frames under load.
+/// Writes a batch taken from the queue, flushing after every `per_flush` frames
+/// and at the end: one syscall for many frames under load.
 async fn write_batch(
     socket: &mut WebSocket,
-    first: Utf8Bytes,
-    rx: &mut mpsc::Receiver<Utf8Bytes>,
-    batch: usize,
+    batch: &mut VecDeque<Utf8Bytes>,
+    per_flush: usize,
 ) -> Result<(), axum::Error> {
-    socket.feed(Message::Text(first)).await?;
-    for _ in 1..batch {
-        match rx.try_recv() {
-            Ok(frame) => socket.feed(Message::Text(frame)).await?,
-            Err(_) => break,
+    let mut unflushed = 0;
+    while let Some(frame) = batch.pop_front() {
+        socket.feed(Message::Text(frame)).await?;
+        unflushed += 1;
+        if unflushed == per_flush.max(1) {
+            socket.flush().await?;
+            unflushed = 0;
         }
     }
+    outbox::recycle(batch);
     socket.flush().await
 }
 
-/// Writes every frame still queued, then flushes.
+/// Writes what the interrupted batch still holds and every frame still queued.
 async fn write_queued(
     socket: &mut WebSocket,
-    rx: &mut mpsc::Receiver<Utf8Bytes>,
+    handle: &ConnectionHandle,
+    batch: &mut VecDeque<Utf8Bytes>,
+    per_flush: usize,
 ) -> Result<(), axum::Error> {
-    while let Ok(frame) = rx.try_recv() {
-        socket.feed(Message::Text(frame)).await?;
+    write_batch(socket, batch, per_flush).await?;
+    if handle.outbox().try_take(batch) {
+        write_batch(socket, batch, per_flush).await?;
     }
-    socket.flush().await
+    Ok(())
 }
 
 /// Sends the close frame and waits (bounded) for the client's answering close.

@@ -14,13 +14,13 @@
 //! # }
 //! ```
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::extract::ws::Utf8Bytes;
 use realtime_core::{AuthError, CloseCode, ConnectionId, Identity};
 use serde_json::Value;
-use tokio::sync::mpsc;
 
 use crate::auth::TokenVerifier;
 use crate::handle::ConnectionHandle;
@@ -34,7 +34,8 @@ use crate::service::Realtime;
 pub struct TestConnection {
     rt: Realtime,
     handle: Arc<ConnectionHandle>,
-    rx: mpsc::Receiver<Utf8Bytes>,
+    /// Frames taken from the connection's queue and not yet returned.
+    received: VecDeque<Utf8Bytes>,
     /// Plays the session's part: unregisters the connection when the engine
     /// closes it (slow consumer, disconnect, shutdown).
     watcher: Option<tokio::task::JoinHandle<()>>,
@@ -58,7 +59,7 @@ impl TestConnection {
     pub fn connect_identity(rt: &Realtime, identity: Identity) -> TestConnection {
         // Interest and directory changes are requested here; the in-memory bus
         // applies them at once.
-        let (handle, rx, _ready) = rt.open_connection(identity, |_| None);
+        let (handle, _ready) = rt.open_connection(identity, |_| None);
         rt.activate(&handle);
         let watcher = tokio::runtime::Handle::try_current().ok().map(|runtime| {
             let (rt, handle) = (rt.clone(), handle.clone());
@@ -70,7 +71,7 @@ impl TestConnection {
         TestConnection {
             rt: rt.clone(),
             handle,
-            rx,
+            received: VecDeque::new(),
             watcher,
         }
     }
@@ -82,16 +83,28 @@ impl TestConnection {
     /// The next frame, parsed; `None` once the connection was closed and its
     /// queue is empty.
     pub async fn recv(&mut self) -> Option<Value> {
-        tokio::select! {
-            biased;
-            frame = self.rx.recv() => frame.map(parse),
-            () = self.handle.closed() => self.rx.try_recv().ok().map(parse),
+        if self.received.is_empty() {
+            let mut batch = VecDeque::new();
+            tokio::select! {
+                biased;
+                () = self.handle.outbox().take(&mut batch) => {}
+                () = self.handle.closed() => {
+                    self.handle.outbox().try_take(&mut batch);
+                }
+            }
+            self.received = batch;
         }
+        self.received.pop_front().map(parse)
     }
 
     /// The next frame if one is already queued.
     pub fn try_recv(&mut self) -> Option<Value> {
-        self.rx.try_recv().ok().map(parse)
+        if self.received.is_empty() {
+            let mut batch = VecDeque::new();
+            self.handle.outbox().try_take(&mut batch);
+            self.received = batch;
+        }
+        self.received.pop_front().map(parse)
     }
 
     /// Every frame queued so far.

@@ -1,0 +1,771 @@
+//! Saved outputs of a run (JSON, Markdown, SVGs) and docs/BENCHMARKS.md, regenerated
+//! from the saved JSON: machine, how to rerun, headline against targets, each run.
+
+use std::fmt::Write as _;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::Context as _;
+
+use crate::plot;
+use crate::record::{Machine, RunRecord, ServerResult};
+use crate::report::{self, grouped, sensible, thousands};
+
+/// The order runs appear in docs/BENCHMARKS.md; other scenarios follow alphabetically.
+const ORDER: [&str; 6] = [
+    "idle",
+    "fanout",
+    "saturation",
+    "topics",
+    "cross-node",
+    "slow-consumer",
+];
+
+const REPORT_COMMAND: &str = "cargo run --release -p realtime-bench -- report";
+
+/// Saves `<dir>/<scenario>.json`, `.md`, and `-latency.svg` / `-throughput.svg` when the
+/// run has data for them. Returns the paths written.
+pub fn write_run_outputs(record: &RunRecord, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut written = vec![record.save(dir)?];
+    let markdown = dir.join(format!("{}.md", record.scenario));
+    std::fs::write(&markdown, report::markdown(record))
+        .with_context(|| format!("writing {}", markdown.display()))?;
+    written.push(markdown);
+    written.extend(write_svgs(record, dir)?);
+    Ok(written)
+}
+
+/// The two plots of `record`, next to its JSON; the paths of those that had data.
+fn write_svgs(record: &RunRecord, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    let latency = svg_path(dir, &record.scenario, "latency");
+    if plot::latency_svg(record, &latency)? {
+        written.push(latency);
+    }
+    let throughput = svg_path(dir, &record.scenario, "throughput");
+    if plot::throughput_svg(record, &throughput)? {
+        written.push(throughput);
+    }
+    Ok(written)
+}
+
+fn svg_path(dir: &Path, scenario: &str, kind: &str) -> PathBuf {
+    dir.join(format!("{scenario}-{kind}.svg"))
+}
+
+/// Reads every `*.json` run in `results_dir`, redraws its SVGs there, and writes the
+/// whole of docs/BENCHMARKS.md to `out`.
+pub fn regenerate(results_dir: &Path, out: &Path) -> anyhow::Result<()> {
+    let records = load_all(results_dir)?;
+    let out_dir = match out.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&out_dir)?;
+    let link_base = relative_path(&absolute(&out_dir)?, &absolute(results_dir)?);
+    let mut images = Vec::new();
+    for record in &records {
+        let svgs = write_svgs(record, results_dir)?;
+        images.push(svgs.iter().map(|p| image_link(&link_base, p)).collect());
+    }
+    let text = benchmarks_md(&records, &images, &link_base);
+    std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))
+}
+
+/// Every run record in `dir`, in [`ORDER`] then alphabetically.
+fn load_all(dir: &Path) -> anyhow::Result<Vec<RunRecord>> {
+    let mut records = Vec::new();
+    let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let record =
+                RunRecord::load(&path).with_context(|| format!("loading {}", path.display()))?;
+            records.push(record);
+        }
+    }
+    records.sort_by_key(|r| order_key(&r.scenario));
+    Ok(records)
+}
+
+fn order_key(scenario: &str) -> (usize, String) {
+    let known = ORDER.iter().position(|s| *s == scenario);
+    (known.unwrap_or(ORDER.len()), scenario.to_owned())
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    match path.canonicalize() {
+        Ok(path) => Ok(path),
+        Err(_) if path.is_absolute() => Ok(path.to_owned()),
+        Err(_) => Ok(std::env::current_dir()?.join(path)),
+    }
+}
+
+/// The path of `to` relative to the directory `from`: `/w/docs`, `/w/c/r` → `../c/r`.
+/// Both must be absolute and free of `.`/`..` (as `canonicalize` returns them).
+fn relative_path(from: &Path, to: &Path) -> PathBuf {
+    let from: Vec<Component> = from.components().collect();
+    let to: Vec<Component> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut rel: PathBuf = from[common..].iter().map(|_| "..").collect();
+    rel.extend(to[common..].iter());
+    rel
+}
+
+/// A Markdown image of `svg`, linked relative to the docs file.
+fn image_link(base: &Path, svg: &Path) -> String {
+    let name = svg.file_name().map(|n| n.to_string_lossy().into_owned());
+    let name = name.unwrap_or_default();
+    let target = base.join(&name).to_string_lossy().replace('\\', "/");
+    let alt = name.trim_end_matches(".svg").replace('-', " ");
+    format!("![{alt}]({target})")
+}
+
+/// The whole of docs/BENCHMARKS.md; `images[i]` are the image links of `records[i]`.
+fn benchmarks_md(records: &[RunRecord], images: &[Vec<String>], link_base: &Path) -> String {
+    let mut out = String::new();
+    header(&mut out, link_base);
+    machine(&mut out, records);
+    rerun(&mut out, records);
+    headline(&mut out, records);
+    for (record, images) in records.iter().zip(images) {
+        out.push_str(&report::markdown(record));
+        for image in images {
+            let _ = writeln!(out, "{image}\n");
+        }
+    }
+    limits(&mut out, records);
+    out
+}
+
+fn header(out: &mut String, link_base: &Path) {
+    let dir = link_base.to_string_lossy().replace('\\', "/");
+    let _ = writeln!(
+        out,
+        "# Benchmarks\n\n\
+         <!-- Generated file: do not edit by hand. -->\n\n\
+         This file is generated by `{REPORT_COMMAND}` from the JSON run records in \
+         [`{dir}`]({dir}). Do not edit it by hand: rerun the scenarios, then the report \
+         command.\n\n\
+         Every server is measured on the same machine, by the same generator, in the same \
+         run: **realtime** is this project, **ceiling** is a bare axum WebSocket server \
+         doing the least possible work (what the machine allows), **socketio** is a \
+         Socket.IO peer.\n"
+    );
+}
+
+fn machine(out: &mut String, records: &[RunRecord]) {
+    out.push_str("## Machine\n\n");
+    let Some(first) = records.first() else {
+        out.push_str("No run recorded yet.\n\n");
+        return;
+    };
+    let m = &first.machine;
+    let _ = writeln!(
+        out,
+        "- CPU: {} ({} cores)\n- memory: {:.1} GiB\n- kernel: {}\n- open files limit per process: {}\n",
+        m.cpu_model,
+        m.cores,
+        m.memory_gib,
+        m.kernel,
+        thousands(m.open_files_limit),
+    );
+    for other in records.iter().filter(|r| !same_machine(&r.machine, m)) {
+        let _ = writeln!(
+            out,
+            "Note: `{}` ran on a different machine ({}, {} cores, {:.1} GiB); its figures \
+             do not compare directly with the others.\n",
+            other.scenario, other.machine.cpu_model, other.machine.cores, other.machine.memory_gib
+        );
+    }
+}
+
+fn same_machine(a: &Machine, b: &Machine) -> bool {
+    a.cpu_model == b.cpu_model && a.cores == b.cores && a.kernel == b.kernel
+}
+
+fn rerun(out: &mut String, records: &[RunRecord]) {
+    out.push_str("## How to rerun\n\nEach run, then this file:\n\n```sh\n");
+    for record in records {
+        let _ = writeln!(out, "{}", record.command.trim());
+    }
+    let _ = writeln!(out, "{REPORT_COMMAND}\n```\n");
+}
+
+/// Whether a target is met.
+#[derive(Debug, Clone, PartialEq)]
+enum Verdict {
+    Met,
+    NotMet,
+    NotMeasured,
+    /// Measured, but not under the target's conditions.
+    Unproven(String),
+}
+
+impl Verdict {
+    fn of(met: bool) -> Self {
+        if met { Self::Met } else { Self::NotMet }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Self::Met => "yes".to_owned(),
+            Self::NotMet => "**no**".to_owned(),
+            Self::NotMeasured => "not measured".to_owned(),
+            Self::Unproven(why) => format!("not shown: {why}"),
+        }
+    }
+}
+
+/// One headline row: what, the measured value, the target, the verdict.
+struct Headline {
+    what: &'static str,
+    value: String,
+    target: &'static str,
+    verdict: Verdict,
+}
+
+impl Headline {
+    fn not_measured(what: &'static str, target: &'static str, why: &str) -> Self {
+        let verdict = Verdict::NotMeasured;
+        Self {
+            what,
+            value: why.to_owned(),
+            target,
+            verdict,
+        }
+    }
+}
+
+fn headline(out: &mut String, records: &[RunRecord]) {
+    out.push_str("## Headline\n\n");
+    let find = |scenario: &str| records.iter().find(|r| r.scenario == scenario);
+    let rows = [
+        efficiency(find("fanout")),
+        fanout_loss(find("fanout")),
+        saturation_rate(find("saturation")),
+        saturation_loss(find("saturation")),
+        idle_memory(find("idle")),
+        topics_latency(find("topics")),
+        handshakes(find("idle")),
+    ];
+    let header = ["figure", "value", "target", "met"].map(str::to_owned);
+    let rows = rows.into_iter().map(|h| {
+        vec![
+            h.what.to_owned(),
+            h.value,
+            h.target.to_owned(),
+            h.verdict.text(),
+        ]
+    });
+    report::aligned_table(out, &header, rows, false);
+    out.push_str(
+        "Ratios are realtime ÷ ceiling, measured in the same run. A value marked *quick* \
+         comes from a `--quick` smoke run and is too short to quote. For topics the row \
+         reads the `realtime` result whose label names the rate `5,000/s` (or `5000/s`).\n\n",
+    );
+}
+
+/// `realtime` and `ceiling` of `record`, both present.
+fn pair(record: &RunRecord) -> Option<(&ServerResult, &ServerResult)> {
+    Some((record.result("realtime")?, record.result("ceiling")?))
+}
+
+fn quick(record: &RunRecord, value: String) -> String {
+    if record.quick {
+        format!("{value} (*quick*)")
+    } else {
+        value
+    }
+}
+
+const EFFICIENCY: (&str, &str) = ("fanout: server CPU per delivery", "≤ 1.10 × ceiling");
+
+fn efficiency(record: Option<&RunRecord>) -> Headline {
+    let (what, target) = EFFICIENCY;
+    let Some(record) = record else {
+        return Headline::not_measured(what, target, "no fanout run");
+    };
+    let figures = pair(record).and_then(|(ours, ceiling)| {
+        Some((ours.cpu_us_per_delivery?, ceiling.cpu_us_per_delivery?))
+    });
+    let Some((ours, ceiling)) = figures.filter(|f| f.1 > 0.0) else {
+        return Headline::not_measured(what, target, "no CPU/delivery for realtime and ceiling");
+    };
+    let ratio = ours / ceiling;
+    let value = format!(
+        "{} µs vs {} µs ({ratio:.2}×)",
+        sensible(ours),
+        sensible(ceiling)
+    );
+    Headline {
+        what,
+        value: quick(record, value),
+        target,
+        verdict: Verdict::of(ours <= 1.1 * ceiling),
+    }
+}
+
+fn fanout_loss(record: Option<&RunRecord>) -> Headline {
+    let (what, target) = ("fanout: lost and duplicated", "0 and 0");
+    let Some(record) = record else {
+        return Headline::not_measured(what, target, "no fanout run");
+    };
+    let ours = record.result("realtime");
+    let Some((lost, dup)) = ours.and_then(|r| Some((r.lost?, r.duplicated?))) else {
+        return Headline::not_measured(what, target, "no loss count for realtime");
+    };
+    let value = format!("lost {}, duplicated {}", thousands(lost), thousands(dup));
+    Headline {
+        what,
+        value: quick(record, value),
+        target,
+        verdict: Verdict::of(lost == 0 && dup == 0),
+    }
+}
+
+fn saturation_rate(record: Option<&RunRecord>) -> Headline {
+    let (what, target) = ("saturation: deliveries/s", "≥ 0.9 × ceiling");
+    let Some(record) = record else {
+        return Headline::not_measured(what, target, "no saturation run");
+    };
+    let figures = pair(record)
+        .and_then(|(ours, ceiling)| Some((ours.deliveries_per_s?, ceiling.deliveries_per_s?)));
+    let Some((ours, ceiling)) = figures.filter(|f| f.1 > 0.0) else {
+        return Headline::not_measured(what, target, "no deliveries/s for realtime and ceiling");
+    };
+    let value = format!(
+        "{}/s vs {}/s ({:.2}×)",
+        grouped(ours, 0),
+        grouped(ceiling, 0),
+        ours / ceiling
+    );
+    Headline {
+        what,
+        value: quick(record, value),
+        target,
+        verdict: Verdict::of(ours >= 0.9 * ceiling),
+    }
+}
+
+fn saturation_loss(record: Option<&RunRecord>) -> Headline {
+    let (what, target) = (
+        "saturation: silent loss",
+        "lost 0 (undelivered accounted by close)",
+    );
+    let Some(record) = record else {
+        return Headline::not_measured(what, target, "no saturation run");
+    };
+    let Some(ours) = record.result("realtime").filter(|r| r.lost.is_some()) else {
+        return Headline::not_measured(what, target, "no loss count for realtime");
+    };
+    let lost = ours.lost.unwrap_or_default();
+    let closed = ours.accounted_by_close.unwrap_or_default();
+    let value = format!(
+        "lost {}, {} accounted by close",
+        thousands(lost),
+        thousands(closed)
+    );
+    Headline {
+        what,
+        value: quick(record, value),
+        target,
+        verdict: Verdict::of(lost == 0),
+    }
+}
+
+/// Connections the idle target must be shown at.
+const IDLE_CONNECTIONS: usize = 15_000;
+
+fn idle_memory(record: Option<&RunRecord>) -> Headline {
+    let (what, target) = (
+        "idle: server RSS per connection",
+        "≤ 8.0 KiB at ≥ 15,000 connections",
+    );
+    let Some(record) = record else {
+        return Headline::not_measured(what, target, "no idle run");
+    };
+    let ours = record.result("realtime");
+    let Some((kib, conns)) = ours.and_then(|r| Some((r.rss_per_connection_kib?, r.connections)))
+    else {
+        return Headline::not_measured(what, target, "no RSS/connection for realtime");
+    };
+    let value = format!("{kib:.2} KiB at {} connections", thousands(conns as u64));
+    let verdict = match (kib <= 8.0, conns >= IDLE_CONNECTIONS) {
+        (false, _) => Verdict::NotMet,
+        (true, true) => Verdict::Met,
+        (true, false) => Verdict::Unproven(format!(
+            "only {} connections (target needs ≥ 15,000)",
+            thousands(conns as u64)
+        )),
+    };
+    Headline {
+        what,
+        value: quick(record, value),
+        target,
+        verdict,
+    }
+}
+
+/// Whether `label` names the rate `5,000` or `5000` (and not, say, `15,000`).
+fn names_5000(label: &str) -> bool {
+    ["5,000", "5000"].iter().any(|rate| {
+        label.match_indices(rate).any(|(at, _)| {
+            let before = label[..at].chars().next_back();
+            let after = label[at + rate.len()..].chars().next();
+            !before.is_some_and(|c| c.is_ascii_digit() || c == ',' || c == '.')
+                && !after.is_some_and(|c| c.is_ascii_digit() || c == ',')
+        })
+    })
+}
+
+fn topics_latency(record: Option<&RunRecord>) -> Headline {
+    let (what, target) = ("topics: p99 latency at 5,000 publishes/s", "≤ 5 ms");
+    let Some(record) = record else {
+        return Headline::not_measured(what, target, "no topics run");
+    };
+    let at_5000 = record
+        .results
+        .iter()
+        .find(|r| r.server == "realtime" && names_5000(&r.label));
+    let Some((label, p99)) = at_5000.and_then(|r| Some((&r.label, r.latency.as_ref()?.p99_us)))
+    else {
+        return Headline::not_measured(what, target, "no realtime result labelled 5,000/s");
+    };
+    let value = format!("{} ms ({label})", report::ms(p99));
+    Headline {
+        what,
+        value: quick(record, value),
+        target,
+        verdict: Verdict::of(p99 <= 5_000.0),
+    }
+}
+
+fn handshakes(record: Option<&RunRecord>) -> Headline {
+    let (what, target) = ("idle: handshakes/s", "≥ 0.8 × ceiling");
+    let Some(record) = record else {
+        return Headline::not_measured(what, target, "no idle run");
+    };
+    let figures = pair(record)
+        .and_then(|(ours, ceiling)| Some((ours.handshakes_per_s?, ceiling.handshakes_per_s?)));
+    let Some((ours, ceiling)) = figures.filter(|f| f.1 > 0.0) else {
+        return Headline::not_measured(what, target, "no handshakes/s for realtime and ceiling");
+    };
+    let value = format!(
+        "{}/s vs {}/s ({:.2}×)",
+        grouped(ours, 0),
+        grouped(ceiling, 0),
+        ours / ceiling
+    );
+    Headline {
+        what,
+        value: quick(record, value),
+        target,
+        verdict: Verdict::of(ours >= 0.8 * ceiling),
+    }
+}
+
+fn limits(out: &mut String, records: &[RunRecord]) {
+    out.push_str("## What limits each figure\n\n");
+    let machine = records.first().map(|r| &r.machine);
+    out.push_str(&general_limits(machine));
+    for record in records {
+        let _ = writeln!(out, "### {}\n", record.scenario);
+        if let Some(text) = scenario_limits(&record.scenario) {
+            let _ = writeln!(out, "{text}\n");
+        }
+        let notes: Vec<String> = record
+            .results
+            .iter()
+            .flat_map(|r| {
+                r.notes
+                    .iter()
+                    .map(move |n| format!("- {}: {n}", report::label(r)))
+            })
+            .collect();
+        if !notes.is_empty() {
+            let _ = writeln!(out, "{}\n", notes.join("\n"));
+        }
+    }
+}
+
+fn general_limits(machine: Option<&Machine>) -> String {
+    let cores = machine.map_or_else(|| "few".to_owned(), |m| m.cores.to_string());
+    let files = machine.map_or_else(
+        || "The open-files limit".to_owned(),
+        |m| {
+            format!(
+                "The open-files limit ({} per process)",
+                thousands(m.open_files_limit)
+            )
+        },
+    );
+    format!(
+        "- The load generator runs on the same machine as the server and shares its {cores} \
+         cores: every microsecond the generator spends is one the server does not get, so \
+         throughput figures are lower bounds for a server on its own machine.\n\
+         - Server CPU per delivery is read from `/proc/<pid>/stat` (utime + stime, all \
+         threads) of the server process(es) and divided by deliveries. It counts the \
+         server's own work whatever else runs, so it is the figure that survives a noisy \
+         machine and the one to compare between servers.\n\
+         - Latency is measured from the publisher's send to the subscriber's receive in the \
+         generator, so it includes the generator's own scheduling delay on a busy machine; \
+         the server's share is smaller.\n\
+         - {files} bounds the sockets, and so the connections, one generator process can \
+         hold; the server under test has the same limit.\n\
+         - In the multi-node scenarios (topics, cross-node) Redis runs on the same machine \
+         too, competing for the same cores, and its CPU is not counted in the server's \
+         CPU.\n\n"
+    )
+}
+
+fn scenario_limits(scenario: &str) -> Option<&'static str> {
+    Some(match scenario {
+        "idle" => {
+            "Idle connections measure memory and handshake rate, not delivery. RSS per \
+             connection is the server's RSS after connecting minus before, divided by the \
+             connections: it includes allocator slack and whatever else the server \
+             allocated meanwhile. Handshakes/s is plain `ws://` connect and upgrade \
+             (authenticated where the server requires it), bounded by the generator \
+             opening connections on the same cores."
+        }
+        "fanout" => {
+            "One topic, many subscribers, a fixed publish rate below saturation: every server \
+             keeps up, so deliveries/s is the offered rate and the comparable figure is CPU \
+             per delivery. Latency at this rate is mostly scheduling delay."
+        }
+        "saturation" => {
+            "Fanout offered beyond what the machine can serve (see the parameters). \
+             Deliveries/s is what the server delivered while the generator, on the same \
+             cores, was itself busy receiving, so it measures the pair, not the server \
+             alone. A server that closes subscribers which fall behind (close 3008) sheds \
+             load; their undelivered messages are counted as accounted by close, not lost."
+        }
+        "topics" => {
+            "Nodes over Redis with subscribers and publishes spread across topics and nodes. \
+             Redis and every node share the machine's cores with the generator, so the \
+             p99 latency includes a Redis round trip and contention between all of them; \
+             server CPU is summed over the nodes."
+        }
+        "cross-node" => {
+            "Publishes on node A reach subscribers on node B through Redis on the same \
+             machine, compared with the same fan-out on one node. Latency includes the \
+             Redis hop; CPU per delivery counts both nodes but not Redis. There is no \
+             ceiling here."
+        }
+        "slow-consumer" => {
+            "One subscriber stops reading. The figure that matters is that the others keep \
+             receiving and that the stalled one is closed (3008) with its undelivered \
+             messages accounted by close; how soon depends on the outbound queue size and \
+             the socket buffers of the kernel."
+        }
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::record::Latency;
+    use crate::report::tests::{delivery, fanout, idle, machine};
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "realtime-bench-docs-{name}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        absolute(&dir).unwrap()
+    }
+
+    fn saturation(ours_per_s: f64, lost: u64) -> RunRecord {
+        let mut ours = delivery("realtime", "realtime", 4.9, ours_per_s);
+        ours.lost = Some(lost);
+        ours.accounted_by_close = Some(3_000);
+        ours.notes = vec!["subscribers closed with 3008 when their queue filled".into()];
+        let mut record = fanout(false);
+        record.scenario = "saturation".into();
+        record.command = "cargo run --release -p realtime-bench -- saturation".into();
+        record.results = vec![ours, delivery("ceiling", "ceiling", 4.7, 400_000.0)];
+        record
+    }
+
+    fn topics(p99_at_5000_us: f64) -> RunRecord {
+        let at = |label: &str, p99_us: f64| {
+            let mut r = delivery("realtime", label, 6.0, 50_000.0);
+            r.latency = Some(Latency {
+                count: 1_000,
+                p50_us: 900.0,
+                p95_us: p99_us * 0.8,
+                p99_us,
+                p999_us: p99_us * 2.0,
+                max_us: p99_us * 3.0,
+            });
+            r
+        };
+        RunRecord {
+            scenario: "topics".into(),
+            started_at: "2025-01-01T13:00:00Z".into(),
+            command: "cargo run --release -p realtime-bench -- topics".into(),
+            quick: false,
+            machine: machine(),
+            params: json!({"nodes": 3, "rates": [1000.0, 5000.0, 15000.0]}),
+            results: vec![
+                at("realtime 3 nodes, 1,000/s", 1_000.0),
+                at("realtime 3 nodes, 15,000/s", 4_000.0),
+                at("realtime 3 nodes, 5,000/s", p99_at_5000_us),
+            ],
+        }
+    }
+
+    fn row<'a>(md: &'a str, figure: &str) -> &'a str {
+        md.lines()
+            .find(|l| l.starts_with(&format!("| {figure} |")))
+            .unwrap_or_else(|| panic!("no headline row {figure}:\n{md}"))
+    }
+
+    #[test]
+    fn relative_path_climbs_out_of_the_docs_dir() {
+        let rel = relative_path(
+            Path::new("/work/main/docs"),
+            Path::new("/work/main/crates/realtime-bench/results"),
+        );
+        assert_eq!(rel, Path::new("../crates/realtime-bench/results"));
+        assert_eq!(
+            relative_path(Path::new("/a/b"), Path::new("/a/b")),
+            Path::new("")
+        );
+        assert_eq!(
+            relative_path(Path::new("/a"), Path::new("/a/r")),
+            Path::new("r")
+        );
+    }
+
+    #[test]
+    fn names_5000_ignores_other_rates() {
+        assert!(names_5000("realtime 3 nodes, 5,000/s"));
+        assert!(names_5000("realtime 5000/s"));
+        assert!(!names_5000("realtime 3 nodes, 15,000/s"));
+        assert!(!names_5000("realtime 50000/s"));
+        assert!(!names_5000("realtime 1,000/s"));
+    }
+
+    #[test]
+    fn order_puts_known_scenarios_first() {
+        let mut names = ["zeta", "topics", "alpha", "idle", "slow-consumer", "fanout"];
+        names.sort_by_key(|s| order_key(s));
+        assert_eq!(
+            names,
+            ["idle", "fanout", "topics", "slow-consumer", "alpha", "zeta"]
+        );
+    }
+
+    #[test]
+    fn write_run_outputs_writes_json_markdown_and_plots() {
+        let dir = temp_dir("outputs");
+        let written = write_run_outputs(&fanout(true), &dir).unwrap();
+        let names: Vec<String> = written
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "fanout.json",
+                "fanout.md",
+                "fanout-latency.svg",
+                "fanout-throughput.svg"
+            ]
+        );
+        assert!(written.iter().all(|p| p.exists()));
+        let md = std::fs::read_to_string(dir.join("fanout.md")).unwrap();
+        assert!(md.contains("Quick smoke run"));
+        let idle_written = write_run_outputs(&idle(15_000, 6.0, 9_000.0, 10_000.0), &dir).unwrap();
+        assert_eq!(idle_written.len(), 2, "idle has no latency or timeline");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn regenerate_writes_headline_verdicts_and_relative_images() {
+        let root = temp_dir("regenerate");
+        let results = root.join("crates/realtime-bench/results");
+        let docs = root.join("docs/BENCHMARKS.md");
+        fanout(false).save(&results).unwrap();
+        // realtime 380,000/s vs ceiling 400,000/s = 0.95, but 5 lost: rate met, loss not.
+        saturation(380_000.0, 5).save(&results).unwrap();
+        // 7.5 KiB but only 10,000 connections; handshakes 7,000 vs 10,000 = 0.7.
+        idle(10_000, 7.5, 7_000.0, 10_000.0).save(&results).unwrap();
+        topics(6_200.0).save(&results).unwrap();
+        regenerate(&results, &docs).unwrap();
+        let md = std::fs::read_to_string(&docs).unwrap();
+
+        assert!(md.contains("generated by `cargo run --release -p realtime-bench -- report`"));
+        assert!(md.contains("- CPU: AMD EPYC 7B13 (2 cores)"));
+        let eff = row(&md, "fanout: server CPU per delivery");
+        assert!(
+            eff.contains("5.00 µs vs 4.70 µs (1.06×)") && eff.ends_with("| yes |"),
+            "{eff}"
+        );
+        assert!(row(&md, "fanout: lost and duplicated").ends_with("| yes |"));
+        let rate = row(&md, "saturation: deliveries/s");
+        assert!(rate.contains("380,000/s vs 400,000/s (0.95×)") && rate.ends_with("| yes |"));
+        let loss = row(&md, "saturation: silent loss");
+        assert!(loss.contains("lost 5, 3,000 accounted by close") && loss.ends_with("| **no** |"));
+        let memory = row(&md, "idle: server RSS per connection");
+        assert!(
+            memory.contains("not shown: only 10,000 connections"),
+            "{memory}"
+        );
+        let topics = row(&md, "topics: p99 latency at 5,000 publishes/s");
+        assert!(
+            topics.contains("6.20 ms (realtime 3 nodes, 5,000/s)"),
+            "{topics}"
+        );
+        assert!(topics.ends_with("| **no** |"), "{topics}");
+        let hs = row(&md, "idle: handshakes/s");
+        assert!(hs.contains("(0.70×)") && hs.ends_with("| **no** |"), "{hs}");
+
+        let idle_at = md.find("## idle\n").unwrap();
+        let fanout_at = md.find("## fanout\n").unwrap();
+        let saturation_at = md.find("## saturation\n").unwrap();
+        let topics_at = md.find("## topics\n").unwrap();
+        assert!(idle_at < fanout_at && fanout_at < saturation_at && saturation_at < topics_at);
+        assert!(
+            md.contains("![fanout latency](../crates/realtime-bench/results/fanout-latency.svg)")
+        );
+        assert!(results.join("topics-throughput.svg").exists());
+        assert!(md.contains("## What limits each figure"));
+        assert!(md.contains("- realtime: subscribers closed with 3008 when their queue filled"));
+        assert!(md.contains("open-files limit (20,000 per process)"));
+        assert!(
+            md.contains("|---|---|---|---|"),
+            "headline columns are text"
+        );
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn regenerate_marks_missing_runs_not_measured() {
+        let root = temp_dir("missing");
+        let results = root.join("results");
+        idle(20_000, 6.1, 9_000.0, 10_000.0).save(&results).unwrap();
+        let docs = root.join("BENCHMARKS.md");
+        regenerate(&results, &docs).unwrap();
+        let md = std::fs::read_to_string(&docs).unwrap();
+        assert!(row(&md, "idle: server RSS per connection").ends_with("| yes |"));
+        assert!(row(&md, "idle: handshakes/s").ends_with("| yes |"));
+        let eff = row(&md, "fanout: server CPU per delivery");
+        assert!(
+            eff.contains("no fanout run") && eff.ends_with("| not measured |"),
+            "{eff}"
+        );
+        assert!(row(&md, "saturation: silent loss").ends_with("| not measured |"));
+        assert!(!md.contains("!["), "idle has no plots");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+}

@@ -1,0 +1,77 @@
+//! The idle scenario: open N authenticated connections to one server, then report
+//! handshakes per second and server RSS per connection.
+
+use crate::client::ConnSpec;
+use crate::delivery::round;
+use crate::fleet::{Fleet, Member};
+use crate::procstat::ProcWatch;
+use crate::progress;
+use crate::record::ServerResult;
+use crate::servers::{Kind, ServerProcess};
+
+/// Opens `connections` idle connections to `server` and measures it.
+pub async fn run(server: &ServerProcess, connections: usize) -> anyhow::Result<ServerResult> {
+    let watch = ProcWatch::new(vec![server.pid()]);
+    let tokens = match server.kind {
+        Kind::Realtime => crate::tokens::mint(connections),
+        _ => Vec::new(),
+    };
+    let members: Vec<Member> = (0..connections)
+        .map(|i| Member {
+            spec: ConnSpec {
+                kind: server.kind,
+                server: server.addr,
+                index: i,
+                token: tokens.get(i).cloned(),
+                topic: None,
+            },
+            topic: 0,
+            stalled: false,
+        })
+        .collect();
+    let before = watch.sample();
+    let bar = progress::bar(connections as u64, "connecting");
+    let fleet = Fleet::open(members, || bar.inc(1)).await;
+    bar.finish_and_clear();
+    // Every handshake ended with the server's last frame: nothing is pending.
+    let after = watch.sample();
+    let handshake_cpu = after.cpu_since(&before);
+    let open = fleet.len();
+    let mut notes = Vec::new();
+    if let Some(e) = &fleet.first_error {
+        notes.push(format!(
+            "{} connections failed; first error: {e}",
+            fleet.failed
+        ));
+    }
+    if server.kind == Kind::Realtime {
+        notes.push(
+            "a handshake ends when the welcome frame arrives (JWT verified, connection registered)"
+                .into(),
+        );
+    }
+    let result = ServerResult {
+        server: server.kind.name().to_owned(),
+        label: server.kind.name().to_owned(),
+        connections: open,
+        failed_connections: fleet.failed,
+        handshakes_per_s: Some(round(
+            open as f64 / fleet.open_elapsed.as_secs_f64().max(1e-6),
+            0,
+        )),
+        rss_per_connection_kib: (open > 0).then(|| {
+            round(
+                (after.rss_kib.saturating_sub(before.rss_kib)) as f64 / open as f64,
+                2,
+            )
+        }),
+        rss_before_kib: Some(before.rss_kib),
+        rss_after_kib: Some(after.rss_kib),
+        rss_peak_kib: Some(after.rss_kib),
+        server_cpu_s: Some(round(handshake_cpu, 3)),
+        notes,
+        ..ServerResult::default()
+    };
+    fleet.finish().await;
+    Ok(result)
+}

@@ -1,0 +1,352 @@
+//! `realtime-bench`: run a benchmark scenario against our server, the bare axum
+//! ceiling and the Socket.IO peer, save the run (JSON, Markdown, SVG plots) and
+//! regenerate docs/BENCHMARKS.md from the saved runs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use realtime_bench::record::RunRecord;
+use realtime_bench::scenarios::{self, Common, Fanout, Topics};
+use realtime_bench::servers::{Binaries, Kind};
+use realtime_bench::{docs, machine};
+
+#[derive(Debug, Parser)]
+#[command(name = "realtime-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Open N idle authenticated connections: RSS per connection, handshakes/s.
+    Idle {
+        #[arg(long)]
+        connections: Option<usize>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// N subscribers on one topic, publishes at a fixed rate (below saturation).
+    Fanout(FanoutArgs),
+    /// Fan-out at 4× the fanout load: throughput and accounting of every message.
+    Saturation(FanoutArgs),
+    /// Several nodes over Redis, subscribers spread over topics, several rates.
+    Topics {
+        #[arg(long)]
+        nodes: Option<usize>,
+        #[arg(long)]
+        subscribers: Option<usize>,
+        #[arg(long)]
+        topics: Option<usize>,
+        /// Publishes per second, comma-separated; one measurement each.
+        #[arg(long, value_delimiter = ',')]
+        rates: Vec<f64>,
+        #[arg(long)]
+        size: Option<usize>,
+        #[arg(long, value_parser = humantime_secs)]
+        duration: Option<Duration>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Subscribers on node B, publisher on node A via Redis, against one node.
+    CrossNode(FanoutArgs),
+    /// One subscriber that stops reading among N.
+    SlowConsumer(FanoutArgs),
+    /// Every scenario in turn, then the report.
+    All {
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Regenerate docs/BENCHMARKS.md (and the plots) from the saved JSON.
+    Report {
+        #[arg(long)]
+        results: Option<PathBuf>,
+        #[arg(long)]
+        docs: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+struct RunArgs {
+    /// A smoke run that finishes in under a minute: small numbers, results saved
+    /// outside the repository, and a failure exit if any message is lost.
+    #[arg(long)]
+    quick: bool,
+    /// Servers to measure side by side: realtime, ceiling, socketio.
+    #[arg(long, value_delimiter = ',')]
+    servers: Vec<String>,
+    /// Where runs are saved. [default: crates/realtime-bench/results, or a temp
+    /// directory with --quick]
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+struct FanoutArgs {
+    #[arg(long)]
+    subscribers: Option<usize>,
+    /// Publishes per second.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Message size in bytes.
+    #[arg(long)]
+    size: Option<usize>,
+    /// How long to publish, e.g. `20s`.
+    #[arg(long, value_parser = humantime_secs)]
+    duration: Option<Duration>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+fn humantime_secs(s: &str) -> Result<Duration, String> {
+    s.trim_end_matches('s')
+        .parse::<f64>()
+        .map(Duration::from_secs_f64)
+        .map_err(|e| format!("`{s}` is not a number of seconds: {e}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("realtime-bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("realtime-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a command; `Ok(false)` when a quick run found lost or duplicated messages.
+async fn run(command: Command) -> anyhow::Result<bool> {
+    match command {
+        Command::Report { results, docs } => {
+            let results = results.unwrap_or_else(default_results);
+            let docs = docs.unwrap_or_else(|| workspace().join("docs/BENCHMARKS.md"));
+            docs::regenerate(&results, &docs)?;
+            eprintln!("wrote {}", docs.display());
+            Ok(true)
+        }
+        Command::All { run } => {
+            let mut ok = true;
+            for scenario in [
+                "idle",
+                "fanout",
+                "saturation",
+                "topics",
+                "cross-node",
+                "slow-consumer",
+            ] {
+                ok &= one(scenario_command(scenario, run.clone())).await?;
+            }
+            if !run.quick {
+                let out = run.out.clone().unwrap_or_else(default_results);
+                docs::regenerate(&out, &workspace().join("docs/BENCHMARKS.md"))?;
+            }
+            Ok(ok)
+        }
+        other => one(other).await,
+    }
+}
+
+fn scenario_command(name: &str, run: RunArgs) -> Command {
+    let fanout = FanoutArgs {
+        subscribers: None,
+        rate: None,
+        size: None,
+        duration: None,
+        run: run.clone(),
+    };
+    match name {
+        "idle" => Command::Idle {
+            connections: None,
+            run,
+        },
+        "fanout" => Command::Fanout(fanout),
+        "saturation" => Command::Saturation(fanout),
+        "topics" => Command::Topics {
+            nodes: None,
+            subscribers: None,
+            topics: None,
+            rates: Vec::new(),
+            size: None,
+            duration: None,
+            run,
+        },
+        "cross-node" => Command::CrossNode(fanout),
+        _ => Command::SlowConsumer(fanout),
+    }
+}
+
+/// Runs one scenario and saves its record.
+async fn one(command: Command) -> anyhow::Result<bool> {
+    let (record, run) = match command {
+        Command::Idle { connections, run } => {
+            let common = common(&run, &["realtime", "ceiling", "socketio"])?;
+            let n = connections.unwrap_or(if run.quick { 300 } else { 15_000 });
+            check_open_files(n)?;
+            (scenarios::idle(&common, n).await?, run)
+        }
+        Command::Fanout(f) => {
+            let common = common(&f.run, &["realtime", "ceiling", "socketio"])?;
+            let params = fanout(&f, (5000, 20.0, 20), (200, 20.0, 3));
+            (scenarios::fanout(&common, "fanout", params).await?, f.run)
+        }
+        Command::Saturation(f) => {
+            let common = common(&f.run, &["realtime", "ceiling", "socketio"])?;
+            let params = fanout(&f, (5000, 80.0, 20), (200, 80.0, 3));
+            (
+                scenarios::fanout(&common, "saturation", params).await?,
+                f.run,
+            )
+        }
+        Command::CrossNode(f) => {
+            let common = common(&f.run, &["realtime"])?;
+            let params = fanout(&f, (1000, 20.0, 20), (100, 20.0, 3));
+            (scenarios::cross_node(&common, params).await?, f.run)
+        }
+        Command::SlowConsumer(f) => {
+            let common = common(&f.run, &["realtime", "ceiling"])?;
+            let params = fanout(&f, (1000, 200.0, 20), (100, 50.0, 3));
+            (scenarios::slow_consumer(&common, params).await?, f.run)
+        }
+        Command::Topics {
+            nodes,
+            subscribers,
+            topics,
+            rates,
+            size,
+            duration,
+            run,
+        } => {
+            let common = common(&run, &["realtime"])?;
+            let q = run.quick;
+            let t = Topics {
+                nodes: nodes.unwrap_or(3),
+                subscribers: subscribers.unwrap_or(if q { 90 } else { 900 }),
+                topics: topics.unwrap_or(if q { 10 } else { 100 }),
+                rates: match rates.is_empty() {
+                    false => rates,
+                    true if q => vec![200.0],
+                    true => vec![1000.0, 5000.0],
+                },
+                size: size.unwrap_or(100),
+                duration: duration.unwrap_or(Duration::from_secs(if q { 3 } else { 20 })),
+            };
+            (scenarios::topics(&common, &t).await?, run)
+        }
+        Command::All { .. } | Command::Report { .. } => unreachable!("handled by run"),
+    };
+    let out = run.out.clone().unwrap_or_else(|| match run.quick {
+        true => std::env::temp_dir().join("realtime-bench-quick"),
+        false => default_results(),
+    });
+    for path in docs::write_run_outputs(&record, &out)? {
+        eprintln!("wrote {}", path.display());
+    }
+    print_summary(&record);
+    Ok(!run.quick || clean(&record))
+}
+
+/// A quick run passes when every connection opened and no message was lost or
+/// duplicated.
+fn clean(record: &RunRecord) -> bool {
+    let mut ok = true;
+    for r in &record.results {
+        let (lost, dup) = (r.lost.unwrap_or(0), r.duplicated.unwrap_or(0));
+        if lost > 0 || dup > 0 || r.failed_connections > 0 {
+            eprintln!(
+                "{} / {}: {lost} lost, {dup} duplicated, {} connections failed",
+                record.scenario, r.label, r.failed_connections
+            );
+            ok = false;
+        }
+    }
+    ok
+}
+
+fn print_summary(record: &RunRecord) {
+    for r in &record.results {
+        let mut line = format!("{:>14} | {:<32}", record.scenario, r.label);
+        if let Some(v) = r.handshakes_per_s {
+            line += &format!(" handshakes/s {v:.0}");
+        }
+        if let Some(v) = r.rss_per_connection_kib {
+            line += &format!(" RSS/conn {v:.2} KiB");
+        }
+        if let Some(v) = r.deliveries_per_s {
+            line += &format!(" deliveries/s {v:.0}");
+        }
+        if let Some(v) = r.cpu_us_per_delivery {
+            line += &format!(" CPU/delivery {v:.2} µs");
+        }
+        if let Some(l) = &r.latency {
+            line += &format!(
+                " p50 {:.2} ms p99 {:.2} ms",
+                l.p50_us / 1000.0,
+                l.p99_us / 1000.0
+            );
+        }
+        if let (Some(lost), Some(dup)) = (r.lost, r.duplicated) {
+            line += &format!(" lost {lost} dup {dup}");
+        }
+        println!("{line}");
+    }
+}
+
+fn fanout(f: &FanoutArgs, full: (usize, f64, u64), quick: (usize, f64, u64)) -> Fanout {
+    let (subs, rate, secs) = if f.run.quick { quick } else { full };
+    Fanout {
+        subscribers: f.subscribers.unwrap_or(subs),
+        rate: f.rate.unwrap_or(rate),
+        size: f.size.unwrap_or(100),
+        duration: f.duration.unwrap_or(Duration::from_secs(secs)),
+    }
+}
+
+fn common(run: &RunArgs, default_servers: &[&str]) -> anyhow::Result<Common> {
+    let names: Vec<&str> = match run.servers.is_empty() {
+        true => default_servers.to_vec(),
+        false => run.servers.iter().map(String::as_str).collect(),
+    };
+    Ok(Common {
+        quick: run.quick,
+        servers: names
+            .into_iter()
+            .map(Kind::parse)
+            .collect::<anyhow::Result<_>>()?,
+        bins: Binaries::locate()?,
+    })
+}
+
+/// The generator holds one file per connection; say where the limit bites.
+fn check_open_files(connections: usize) -> anyhow::Result<()> {
+    let limit = machine::open_files_limit();
+    if connections as u64 + 256 > limit {
+        anyhow::bail!(
+            "{connections} connections need more open files than this process may hold ({limit}); \
+             lower --connections or raise `ulimit -n`"
+        );
+    }
+    Ok(())
+}
+
+fn workspace() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+fn default_results() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results"))
+}

@@ -1,0 +1,51 @@
+//! Server process figures read from /proc: CPU time (user + system, all threads)
+//! and resident memory, summed over the processes under test.
+
+use procfs::process::Process;
+
+/// CPU time and RSS of a set of processes at one instant.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    /// User + system CPU time, in seconds.
+    pub cpu_s: f64,
+    /// Resident set size, in KiB.
+    pub rss_kib: u64,
+}
+
+/// Reads [`Sample`]s of fixed processes.
+#[derive(Debug, Clone)]
+pub struct ProcWatch {
+    pids: Vec<i32>,
+    ticks_per_s: f64,
+    page_kib: u64,
+}
+
+impl ProcWatch {
+    pub fn new(pids: Vec<u32>) -> Self {
+        ProcWatch {
+            pids: pids.into_iter().map(|p| p as i32).collect(),
+            ticks_per_s: procfs::ticks_per_second() as f64,
+            page_kib: procfs::page_size() / 1024,
+        }
+    }
+
+    /// Sums the processes' CPU time and RSS. A process that is gone counts as zero.
+    pub fn sample(&self) -> Sample {
+        let mut sample = Sample::default();
+        for &pid in &self.pids {
+            let Ok(stat) = Process::new(pid).and_then(|p| p.stat()) else {
+                continue;
+            };
+            sample.cpu_s += (stat.utime + stat.stime) as f64 / self.ticks_per_s;
+            sample.rss_kib += stat.rss * self.page_kib;
+        }
+        sample
+    }
+}
+
+impl Sample {
+    /// CPU seconds used between `earlier` and `self`.
+    pub fn cpu_since(&self, earlier: &Sample) -> f64 {
+        (self.cpu_s - earlier.cpu_s).max(0.0)
+    }
+}
