@@ -40,10 +40,13 @@ pub struct DeliveryPlan {
     pub size: usize,
     /// How many subscribers never read.
     pub stalled: usize,
+    /// The private Redis of a multi-node run, whose CPU use is reported too.
+    pub redis_pid: Option<u32>,
 }
 
 /// Runs `plan`, reading the server processes through `watch`.
 pub async fn run(plan: &DeliveryPlan, watch: &ProcWatch) -> anyhow::Result<ServerResult> {
+    let others = Others::new(plan.redis_pid);
     let members = fleet::subscribers(
         plan.kind,
         &plan.subscribe_nodes,
@@ -64,6 +67,7 @@ pub async fn run(plan: &DeliveryPlan, watch: &ProcWatch) -> anyhow::Result<Serve
         );
     }
     let before = watch.sample();
+    let others_before = others.sample();
     let (timeline_stop, timeline) = sample_timeline(&fleet, watch.clone());
     let start = Instant::now();
 
@@ -84,12 +88,62 @@ pub async fn run(plan: &DeliveryPlan, watch: &ProcWatch) -> anyhow::Result<Serve
     drain(&fleet, expected_live).await;
     let window = start.elapsed();
     let after = watch.sample();
+    let others_after = others.sample();
     let _ = timeline_stop.send(true);
     let timeline = timeline.await.unwrap_or_default();
     let trackers = fleet.finish().await;
-    Ok(account(
+    let mut result = account(
         plan, &published, &trackers, &before, &after, window, timeline,
-    ))
+    );
+    result.notes.push(machine_load(
+        after.cpu_since(&before),
+        &others_before,
+        &others_after,
+        window,
+    ));
+    Ok(result)
+}
+
+/// The generator itself and the run's Redis, whose CPU shares the machine.
+struct Others {
+    generator: ProcWatch,
+    redis: Option<ProcWatch>,
+}
+
+impl Others {
+    fn new(redis_pid: Option<u32>) -> Self {
+        Others {
+            generator: ProcWatch::new(vec![std::process::id()]),
+            redis: redis_pid.map(|pid| ProcWatch::new(vec![pid])),
+        }
+    }
+
+    fn sample(&self) -> (Sample, Option<Sample>) {
+        (
+            self.generator.sample(),
+            self.redis.as_ref().map(ProcWatch::sample),
+        )
+    }
+}
+
+/// How busy the machine was: servers, Redis and the generator, in % of one core.
+fn machine_load(
+    server_cpu: f64,
+    before: &(Sample, Option<Sample>),
+    after: &(Sample, Option<Sample>),
+    window: Duration,
+) -> String {
+    let pct = |cpu: f64| cpu / window.as_secs_f64().max(1e-6) * 100.0;
+    let generator = pct(after.0.cpu_since(&before.0));
+    let redis = match (&before.1, &after.1) {
+        (Some(b), Some(a)) => format!(", Redis {:.0}%", pct(a.cpu_since(b))),
+        _ => String::new(),
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) * 100;
+    format!(
+        "CPU during the measurement (% of one core, {cores}% in all): server {:.0}%{redis}, generator {generator:.0}%",
+        pct(server_cpu)
+    )
 }
 
 /// Deliveries expected on connections that read: accepted publishes per topic ×

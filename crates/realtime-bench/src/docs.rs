@@ -185,8 +185,12 @@ fn same_machine(a: &Machine, b: &Machine) -> bool {
 
 fn rerun(out: &mut String, records: &[RunRecord]) {
     out.push_str("## How to rerun\n\nEach run, then this file:\n\n```sh\n");
+    let mut seen = std::collections::HashSet::new();
     for record in records {
-        let _ = writeln!(out, "{}", record.command.trim());
+        let command = record.command.trim();
+        if seen.insert(command) {
+            let _ = writeln!(out, "{command}");
+        }
     }
     let _ = writeln!(out, "{REPORT_COMMAND}\n```\n");
 }

@@ -44,6 +44,12 @@ pub async fn run(server: &ServerProcess, connections: usize) -> anyhow::Result<S
             fleet.failed
         ));
     }
+    if open > 0 {
+        notes.push(format!(
+            "server CPU per handshake: {:.0} µs",
+            handshake_cpu * 1e6 / open as f64
+        ));
+    }
     if server.kind == Kind::Realtime {
         notes.push(
             "a handshake ends when the welcome frame arrives (JWT verified, connection registered)"

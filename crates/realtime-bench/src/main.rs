@@ -149,7 +149,7 @@ async fn run(command: Command) -> anyhow::Result<bool> {
                 "cross-node",
                 "slow-consumer",
             ] {
-                ok &= one(scenario_command(scenario, run.clone())).await?;
+                ok &= one(scenario_command(scenario, run.clone()), true).await?;
             }
             if !run.quick {
                 let out = run.out.clone().unwrap_or_else(default_results);
@@ -157,7 +157,7 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             }
             Ok(ok)
         }
-        other => one(other).await,
+        other => one(other, false).await,
     }
 }
 
@@ -190,9 +190,10 @@ fn scenario_command(name: &str, run: RunArgs) -> Command {
     }
 }
 
-/// Runs one scenario and saves its record.
-async fn one(command: Command) -> anyhow::Result<bool> {
-    let (record, run) = match command {
+/// Runs one scenario and saves its record. Run as part of `all`, the record names
+/// the scenario's own command, so each can be rerun alone.
+async fn one(command: Command, via_all: bool) -> anyhow::Result<bool> {
+    let (mut record, run) = match command {
         Command::Idle { connections, run } => {
             let common = common(&run, &["realtime", "ceiling", "socketio"])?;
             let n = connections.unwrap_or(if run.quick { 300 } else { 15_000 });
@@ -249,6 +250,13 @@ async fn one(command: Command) -> anyhow::Result<bool> {
         }
         Command::All { .. } | Command::Report { .. } => unreachable!("handled by run"),
     };
+    if via_all {
+        let quick = if run.quick { " --quick" } else { "" };
+        record.command = format!(
+            "cargo run --release -p realtime-bench -- {}{quick}",
+            record.scenario
+        );
+    }
     let out = run.out.clone().unwrap_or_else(|| match run.quick {
         true => std::env::temp_dir().join("realtime-bench-quick"),
         false => default_results(),

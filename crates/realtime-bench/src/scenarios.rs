@@ -12,6 +12,14 @@ use crate::procstat::ProcWatch;
 use crate::record::{RunRecord, ServerResult};
 use crate::servers::{Binaries, Kind, Redis, ServerProcess};
 
+/// Environment for nodes that share this machine with other nodes: three nodes
+/// on two cores with a runtime thread per core each would mostly measure thread
+/// wake-ups, so each node runs one worker (as each would own one machine's cores
+/// in a real deployment).
+fn shared_machine_env() -> Vec<(String, String)> {
+    vec![("REALTIME_WORKER_THREADS".into(), "1".into())]
+}
+
 /// Settings every scenario shares.
 #[derive(Debug, Clone)]
 pub struct Common {
@@ -102,6 +110,9 @@ pub async fn slow_consumer(common: &Common, f: Fanout) -> anyhow::Result<RunReco
             let plan = single_node_plan(kind, &label, &server, f, stalled);
             let mut result = delivery::run(&plan, &ProcWatch::new(vec![server.pid()])).await?;
             if stalled > 0 {
+                if let Some(note) = results.last().and_then(|base| p99_change(base, &result)) {
+                    result.notes.push(note);
+                }
                 result.notes.push(
                     "latency and loss are those of the reading subscribers; the stalled one's missing deliveries count as accounted only if the server closed it".into(),
                 );
@@ -146,11 +157,12 @@ pub async fn cross_node(common: &Common, f: Fanout) -> anyhow::Result<RunRecord>
         duration: f.duration,
         size: f.size,
         stalled: 0,
+        redis_pid: Some(redis.pid()),
     };
     let mut result = delivery::run(&plan, &ProcWatch::new(vec![a.pid(), b.pid()])).await?;
     result
         .notes
-        .push("server CPU is summed over both nodes (Redis's own CPU is not included)".into());
+        .push("server CPU is summed over both nodes (Redis's own CPU is not included); each node runs one worker thread".into());
     if let (Some(one), Some(two)) = (&results[0].latency, &result.latency) {
         result.notes.push(format!(
             "latency added over one node: p50 +{:.2} ms, p99 +{:.2} ms",
@@ -190,7 +202,11 @@ pub async fn topics(common: &Common, t: &Topics) -> anyhow::Result<RunRecord> {
             nodes.push(
                 common
                     .bins
-                    .realtime(Some(&redis.url()), &format!("node-{i}"), &[])
+                    .realtime(
+                        Some(&redis.url()),
+                        &format!("node-{i}"),
+                        &shared_machine_env(),
+                    )
                     .await?,
             );
         }
@@ -206,12 +222,13 @@ pub async fn topics(common: &Common, t: &Topics) -> anyhow::Result<RunRecord> {
             duration: t.duration,
             size: t.size,
             stalled: 0,
+            redis_pid: Some(redis.pid()),
         };
         let watch = ProcWatch::new(nodes.iter().map(ServerProcess::pid).collect());
         let mut result = delivery::run(&plan, &watch).await?;
         result
             .notes
-            .push(format!("server CPU is summed over the {} nodes", t.nodes));
+            .push(format!("server CPU is summed over the {} nodes; each node runs one worker thread (REALTIME_WORKER_THREADS=1) since they share this machine's cores", t.nodes));
         results.push(result);
         for node in nodes {
             node.stop().await;
@@ -227,6 +244,20 @@ pub async fn topics(common: &Common, t: &Topics) -> anyhow::Result<RunRecord> {
         "duration_s": t.duration.as_secs_f64(),
     });
     Ok(common.record("topics", params, results))
+}
+
+/// How the reading subscribers' p99 and the server's peak RSS moved against the
+/// run without a stalled subscriber.
+fn p99_change(base: &ServerResult, stalled: &ServerResult) -> Option<String> {
+    let (b, s) = (base.latency.as_ref()?, stalled.latency.as_ref()?);
+    Some(format!(
+        "p99 of the reading subscribers {:+.0}% against all reading ({:.2} → {:.2} ms); peak server RSS {} → {} KiB",
+        (s.p99_us / b.p99_us - 1.0) * 100.0,
+        b.p99_us / 1000.0,
+        s.p99_us / 1000.0,
+        base.rss_peak_kib.unwrap_or(0),
+        stalled.rss_peak_kib.unwrap_or(0),
+    ))
 }
 
 fn single_node_plan(
@@ -247,6 +278,7 @@ fn single_node_plan(
         duration: f.duration,
         size: f.size,
         stalled,
+        redis_pid: None,
     }
 }
 

@@ -256,7 +256,7 @@ fn strip_ansi(line: &str) -> String {
 /// A private `redis-server` on a free port, for multi-node scenarios.
 pub struct Redis {
     pub port: u16,
-    _child: Child,
+    child: Child,
 }
 
 impl Redis {
@@ -284,10 +284,11 @@ impl Redis {
         .await
         .context("redis-server did not come up")??;
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Redis {
-            port,
-            _child: child,
-        })
+        Ok(Redis { port, child })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
     }
 
     pub fn url(&self) -> String {

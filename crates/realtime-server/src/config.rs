@@ -116,6 +116,15 @@ pub struct Options {
     /// Log filter in `tracing` syntax, e.g. `info` or `realtime=debug`. [default: info]
     #[arg(long, env = "REALTIME_LOG")]
     pub log: Option<String>,
+
+    /// Bytes of frames queued per connection before it is a slow consumer (3008),
+    /// on top of the message count. [default: 1048576]
+    #[arg(long, env = "REALTIME_OUTBOUND_QUEUE_BYTES")]
+    pub outbound_queue_bytes: Option<usize>,
+
+    /// Runtime worker threads. [default: one per CPU]
+    #[arg(long, env = "REALTIME_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
 }
 
 /// A configuration that cannot start a server.
@@ -168,6 +177,8 @@ pub struct Settings {
     pub engine: RealtimeConfig,
     pub shutdown_timeout: Duration,
     pub log: String,
+    /// Runtime worker threads; `None` means one per CPU.
+    pub worker_threads: Option<usize>,
     pub provider: Provider,
     pub node_id: String,
 }
@@ -197,7 +208,9 @@ impl Options {
             ping_interval,
             pong_timeout,
             shutdown_timeout,
-            log
+            log,
+            outbound_queue_bytes,
+            worker_threads
         );
         if self.client_publish.is_empty() {
             self.client_publish = file.client_publish;
@@ -256,6 +269,9 @@ impl Options {
         }
         if let Some(n) = self.outbound_queue {
             engine.outbound_queue = n.max(1);
+        }
+        if let Some(n) = self.outbound_queue_bytes {
+            engine.outbound_queue_bytes = n.max(1);
         }
         if let Some(d) = self.ping_interval {
             engine.ping_interval = d;
@@ -333,6 +349,7 @@ impl Options {
             engine,
             shutdown_timeout: self.shutdown_timeout.unwrap_or(Duration::from_secs(10)),
             log: self.log.unwrap_or_else(|| "info".into()),
+            worker_threads: self.worker_threads.filter(|n| *n > 0),
         })
     }
 }
@@ -400,6 +417,26 @@ mod tests {
             ..Default::default()
         };
         assert!(o.resolve(generated).is_err());
+    }
+
+    #[test]
+    fn queue_bytes_and_worker_threads_reach_the_settings() {
+        let s = Options::default().resolve(generated).unwrap();
+        assert_eq!(s.worker_threads, None);
+        assert_eq!(s.engine.outbound_queue_bytes, 1024 * 1024);
+        let o = Options {
+            worker_threads: Some(1),
+            outbound_queue_bytes: Some(4096),
+            ..Default::default()
+        };
+        let s = o.resolve(generated).unwrap();
+        assert_eq!(s.worker_threads, Some(1));
+        assert_eq!(s.engine.outbound_queue_bytes, 4096);
+        let zero = Options {
+            worker_threads: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(zero.resolve(generated).unwrap().worker_threads, None);
     }
 
     #[test]

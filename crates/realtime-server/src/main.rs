@@ -6,8 +6,12 @@ use clap::Parser;
 use realtime_server::{Options, Server, dev, shutdown_signal};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// mimalloc instead of glibc's malloc: fewer CPU cycles per handshake and per
+/// delivery (measured in docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
     let settings = match Options::parse()
         .merge_file()
         .and_then(|o| o.resolve(dev::random_secret))
@@ -25,7 +29,20 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = settings.worker_threads {
+        runtime.worker_threads(n);
+    }
+    match runtime.enable_all().build() {
+        Ok(runtime) => runtime.block_on(run(settings)),
+        Err(e) => {
+            eprintln!("realtime-server: cannot start the runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
 
+async fn run(settings: realtime_server::Settings) -> ExitCode {
     let server = match Server::bind(settings.clone()).await {
         Ok(s) => s,
         Err(e) => {

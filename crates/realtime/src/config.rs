@@ -28,8 +28,9 @@ pub struct RealtimeConfig {
     /// answering close (or for a blocked write to drain) before dropping the socket.
     /// Default 2 s.
     pub close_timeout: Duration,
-    /// Socket read buffer per connection, in bytes. Default 4 KiB: idle connections
-    /// are the common case and this figure dominates their memory.
+    /// Socket read buffer per connection, in bytes. Default 2 KiB: idle connections
+    /// are the common case and this buffer is the largest part of their memory
+    /// (clients mostly receive; a larger inbound message just takes more reads).
     pub read_buffer_size: usize,
     /// Bytes the writer buffers before writing to the socket between flushes.
     /// Default 8 KiB.
@@ -50,7 +51,7 @@ impl Default for RealtimeConfig {
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(2),
-            read_buffer_size: 4 * 1024,
+            read_buffer_size: 2 * 1024,
             write_buffer_size: 8 * 1024,
             max_topic_length: Topic::MAX_LEN,
             topic_policy: TopicPolicy::default(),

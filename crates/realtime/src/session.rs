@@ -29,8 +29,17 @@ enum Ending {
     ClientClosed,
 }
 
-/// Runs an accepted, authenticated connection until it closes.
-pub(crate) async fn run(rt: Realtime, mut socket: WebSocket, identity: Identity) {
+/// Opens an accepted, authenticated connection and returns the task that serves
+/// it until it closes.
+///
+/// A plain function returning an `async move` block, not an `async fn`: an async
+/// fn keeps its arguments and their moved copies side by side in the task, which
+/// costs every idle connection a second copy of its socket.
+pub(crate) fn run(
+    rt: Realtime,
+    mut socket: WebSocket,
+    identity: Identity,
+) -> impl Future<Output = ()> + Send + 'static {
     let (handle, ready) = rt.open_connection(identity, |info| {
         Some(
             ServerFrame::Welcome {
@@ -42,35 +51,41 @@ pub(crate) async fn run(rt: Realtime, mut socket: WebSocket, identity: Identity)
             .to_json(),
         )
     });
-    if let Some(ready) = ready {
-        // In a cluster the welcome means "reachable from every node": wait (bounded)
-        // until this node receives the user's and roles' channels. If the bus is
-        // down the interest is re-applied when it returns; the client is served.
-        match Box::pin(tokio::time::timeout(rt.config().close_timeout, ready)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::debug!(error = %e, "connection accepted while the bus is down"),
-            Err(_) => tracing::debug!("connection accepted before the bus confirmed its channels"),
+    async move {
+        if let Some(ready) = ready {
+            // In a cluster the welcome means "reachable from every node": wait (bounded)
+            // until this node receives the user's and roles' channels. If the bus is
+            // down the interest is re-applied when it returns; the client is served.
+            match Box::pin(tokio::time::timeout(rt.config().close_timeout, ready)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "connection accepted while the bus is down")
+                }
+                Err(_) => {
+                    tracing::debug!("connection accepted before the bus confirmed its channels")
+                }
+            }
         }
-    }
-    rt.activate(&handle);
-    tracing::debug!(connection = %handle.id(), user = %handle.info().user_id, "connection opened");
-    if !rt.is_accepting() {
-        // The upgrade raced the start of a shutdown that has already notified everyone.
-        handle.close(CloseCode::ServerShutdown);
-    }
+        rt.activate(&handle);
+        tracing::debug!(connection = %handle.id(), user = %handle.info().user_id, "connection opened");
+        if !rt.is_accepting() {
+            // The upgrade raced the start of a shutdown that has already notified everyone.
+            handle.close(CloseCode::ServerShutdown);
+        }
 
-    let mut batch = VecDeque::new();
-    let ending = serve(&rt, &handle, &mut socket, &mut batch).await;
-    if let Ending::Close(code) = ending {
-        handle.close(code);
+        let mut batch = VecDeque::new();
+        let ending = serve(&rt, &handle, &mut socket, &mut batch).await;
+        if let Ending::Close(code) = ending {
+            handle.close(code);
+        }
+        // Unregister before the close handshake: from here on nothing is sent to this
+        // connection, and counts no longer include it while its socket winds down.
+        rt.connection_closed(&handle);
+        // Boxed: the close handshake is cold and would otherwise size every task.
+        let config = rt.config();
+        Box::pin(finish(&mut socket, &handle, &mut batch, ending, config)).await;
+        tracing::debug!(connection = %handle.id(), code = ?handle.close_code(), "connection closed");
     }
-    // Unregister before the close handshake: from here on nothing is sent to this
-    // connection, and counts no longer include it while its socket winds down.
-    rt.connection_closed(&handle);
-    // Boxed: the close handshake is cold and would otherwise size every task.
-    let config = rt.config();
-    Box::pin(finish(&mut socket, &handle, &mut batch, ending, config)).await;
-    tracing::debug!(connection = %handle.id(), code = ?handle.close_code(), "connection closed");
 }
 
 /// Sends what is still queued (unless the client is a slow consumer or gone) and

@@ -3,9 +3,11 @@
 //! nothing registered.
 
 use axum::Json;
+use axum::extract::FromRequestParts;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use realtime_core::token::select_token;
@@ -31,9 +33,23 @@ impl Realtime {
     }
 }
 
+/// The `Authorization` header alone: extracting the whole `HeaderMap` would copy
+/// every header of every handshake.
+pub(crate) struct AuthorizationHeader(Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for AuthorizationHeader {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(AuthorizationHeader(
+            parts.headers.get(header::AUTHORIZATION).cloned(),
+        ))
+    }
+}
+
 async fn upgrade(
     State(rt): State<Realtime>,
-    headers: HeaderMap,
+    AuthorizationHeader(authorization): AuthorizationHeader,
     query: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -44,9 +60,7 @@ async fn upgrade(
         )
             .into_response();
     }
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+    let authorization = authorization.as_ref().and_then(|v| v.to_str().ok());
     let query_token = query.as_ref().ok().and_then(|q| q.token.as_deref());
     let identity = match select_token(authorization, query_token).and_then(|token| rt.verify(token))
     {

@@ -556,3 +556,29 @@ async fn slow_consumer_is_closed_while_a_reader_gets_everything() {
     );
     assert_eq!(recv(&mut reader).await.unwrap()["n"], "last");
 }
+
+#[tokio::test]
+async fn a_queue_over_its_byte_bound_is_a_slow_consumer_too() {
+    let rt = engine_with(RealtimeConfig {
+        outbound_queue: 1000,
+        outbound_queue_bytes: 400,
+        ..Default::default()
+    });
+    let stalled = TestConnection::connect(&rt, "stalled", &[]);
+    assert_eq!(rt.subscribe(stalled.id(), "feed").await, Ok(true));
+    let pad = "x".repeat(100);
+    let mut queued = 0;
+    for n in 0..10 {
+        let delivery = rt
+            .publish("feed", json!({"type": "tick", "n": n, "pad": pad}))
+            .unwrap();
+        if delivery.local == 0 {
+            break;
+        }
+        queued += 1;
+    }
+    // Each frame is about 180 bytes (the pad, type, n, timestamp and topic): two fit
+    // in 400 bytes, the third does not, long before the 1000-message bound.
+    assert_eq!(queued, 2);
+    assert_eq!(stalled.close_code(), Some(CloseCode::SlowConsumer));
+}
