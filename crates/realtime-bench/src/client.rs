@@ -41,6 +41,10 @@ pub struct ConnSpec {
     pub token: Option<String>,
     /// Topic to subscribe to (a room for Socket.IO; ignored by the ceiling).
     pub topic: Option<String>,
+    /// A small socket receive buffer, for a client that stops reading: the server
+    /// then sees it fall behind in seconds rather than after filling megabytes of
+    /// kernel buffers (as a slow mobile client would).
+    pub recv_buffer: Option<u32>,
 }
 
 /// The source address of connection `index`: 127.0.0.2 ... 127.0.0.(1 + N).
@@ -64,6 +68,9 @@ pub async fn open(spec: &ConnSpec) -> anyhow::Result<Socket> {
 async fn open_inner(spec: &ConnSpec) -> anyhow::Result<Socket> {
     let tcp = TcpSocket::new_v4()?;
     tcp.bind(SocketAddr::new(source_address(spec.index), 0))?;
+    if let Some(size) = spec.recv_buffer {
+        tcp.set_recv_buffer_size(size)?;
+    }
     let stream = tcp.connect(spec.server).await.context("connect")?;
     stream.set_nodelay(true)?;
     let url = match (spec.kind, &spec.topic) {
@@ -141,13 +148,22 @@ pub async fn receive(
     if stalled {
         let _ = stop.wait_for(|s| *s).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            while let Some(Ok(msg)) = ws.next().await {
-                if let Message::Close(frame) = msg {
-                    tracker.closed(frame.map_or(1005, |f| f.code.into()));
-                    break;
-                }
-                if let Message::Text(text) = msg {
-                    tracker.record(&text, false);
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Close(frame))) => {
+                        tracker.closed(frame.map_or(1005, |f| f.code.into()));
+                        break;
+                    }
+                    Some(Ok(Message::Text(text))) => {
+                        tracker.record(&text, false);
+                    }
+                    Some(Ok(_)) => {}
+                    // Dropped without a close frame: a server cannot send one to a
+                    // client whose socket buffers are full.
+                    Some(Err(_)) | None => {
+                        tracker.closed(1006);
+                        break;
+                    }
                 }
             }
         })

@@ -92,9 +92,22 @@ pub async fn run(plan: &DeliveryPlan, watch: &ProcWatch) -> anyhow::Result<Serve
     let _ = timeline_stop.send(true);
     let timeline = timeline.await.unwrap_or_default();
     let trackers = fleet.finish().await;
+    let mut server_closes = 0;
+    if plan.kind == Kind::Realtime {
+        for node in &plan.subscribe_nodes {
+            server_closes += crate::servers::slow_consumer_closes(*node)
+                .await
+                .unwrap_or(0);
+        }
+    }
     let mut result = account(
         plan, &published, &trackers, &before, &after, window, timeline,
     );
+    if server_closes > 0 {
+        result.notes.push(format!(
+            "the server closed {server_closes} connection(s) as slow consumers (3008, from its /metrics); a client whose socket buffers are full cannot receive the close frame and sees the connection drop (1006)"
+        ));
+    }
     result.notes.push(machine_load(
         after.cpu_since(&before),
         &others_before,

@@ -13,6 +13,9 @@ use crate::client::{self, ConnSpec, Live};
 use crate::servers::Kind;
 use crate::tracker::Tracker;
 
+/// Socket receive buffer of a subscriber that stops reading, in bytes.
+const STALLED_RECV_BUFFER: u32 = 4096;
+
 /// Handshakes in flight at once while opening.
 pub const CONNECT_CONCURRENCY: usize = 128;
 
@@ -129,6 +132,7 @@ pub fn subscribers(
                     topic: (kind != Kind::SocketIo || topics.len() > 1)
                         .then(|| topics.get(topic).cloned())
                         .flatten(),
+                    recv_buffer: (i < stalled).then_some(STALLED_RECV_BUFFER),
                 },
                 topic,
                 stalled: i < stalled,

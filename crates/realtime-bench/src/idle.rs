@@ -24,6 +24,7 @@ pub async fn run(server: &ServerProcess, connections: usize) -> anyhow::Result<S
                 index: i,
                 token: tokens.get(i).cloned(),
                 topic: None,
+                recv_buffer: None,
             },
             topic: 0,
             stalled: false,

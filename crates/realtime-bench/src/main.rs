@@ -220,7 +220,10 @@ async fn one(command: Command, via_all: bool) -> anyhow::Result<bool> {
         }
         Command::SlowConsumer(f) => {
             let common = common(&f.run, &["realtime", "ceiling"])?;
-            let params = fanout(&f, (1000, 200.0, 20), (100, 50.0, 3));
+            let mut params = fanout(&f, (200, 200.0, 20), (100, 50.0, 3));
+            // Large messages, so the stalled subscriber overflows its queue within
+            // the run and its end (3008) is measured, not just its silence.
+            params.size = f.size.unwrap_or(4096);
             (scenarios::slow_consumer(&common, params).await?, f.run)
         }
         Command::Topics {

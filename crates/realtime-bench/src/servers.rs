@@ -295,3 +295,22 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 }
+
+/// How many connections our server closed as slow consumers (3008), read from its
+/// Prometheus `/metrics`.
+pub async fn slow_consumer_closes(node: SocketAddr) -> Option<u64> {
+    use http_body_util::{BodyExt, Empty};
+    let client: hyper_util::client::legacy::Client<_, Empty<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let uri = format!("http://{node}/metrics").parse().ok()?;
+    let response = client.get(uri).await.ok()?;
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    let text = std::str::from_utf8(&body).ok()?;
+    Some(
+        text.lines()
+            .filter(|l| l.starts_with("realtime_disconnects_total{reason=\"slow_consumer\"}"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .sum::<f64>() as u64,
+    )
+}
