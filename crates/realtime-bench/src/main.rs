@@ -141,14 +141,7 @@ async fn run(command: Command) -> anyhow::Result<bool> {
         }
         Command::All { run } => {
             let mut ok = true;
-            for scenario in [
-                "idle",
-                "fanout",
-                "saturation",
-                "topics",
-                "cross-node",
-                "slow-consumer",
-            ] {
+            for scenario in docs::ORDER {
                 ok &= one(scenario_command(scenario, run.clone()), true).await?;
             }
             if !run.quick {

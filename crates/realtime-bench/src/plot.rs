@@ -251,16 +251,7 @@ mod tests {
     use crate::report::tests::{fanout, idle};
 
     fn temp_dir(name: &str) -> PathBuf {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "realtime-bench-plot-{name}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+        crate::report::tests::temp_dir("plot", name)
     }
 
     #[test]

@@ -350,6 +350,20 @@ pub(crate) mod tests {
     use super::*;
     use crate::record::{Latency, Machine, TimelinePoint};
 
+    /// A fresh directory for one test's files, under the system temp dir.
+    pub(crate) fn temp_dir(module: &str, name: &str) -> std::path::PathBuf {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "realtime-bench-{module}-{name}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     pub(crate) fn machine() -> Machine {
         Machine {
             cpu_model: "AMD EPYC 7B13".into(),

@@ -138,31 +138,24 @@ pub async fn cross_node(common: &Common, f: Fanout) -> anyhow::Result<RunRecord>
 
     eprintln!("cross-node: node A → Redis → node B");
     let redis = Redis::start().await?;
+    let env = shared_machine_env();
     let a = common
         .bins
-        .realtime(Some(&redis.url()), "node-a", &[])
+        .realtime(Some(&redis.url()), "node-a", &env)
         .await?;
     let b = common
         .bins
-        .realtime(Some(&redis.url()), "node-b", &[])
+        .realtime(Some(&redis.url()), "node-b", &env)
         .await?;
     let plan = DeliveryPlan {
-        kind: Kind::Realtime,
-        label: "realtime (A → Redis → B)".into(),
-        subscribe_nodes: vec![b.addr],
         publish_nodes: vec![a.addr],
-        subscribers: f.subscribers,
-        topics: vec!["bench".into()],
-        rate: f.rate,
-        duration: f.duration,
-        size: f.size,
-        stalled: 0,
         redis_pid: Some(redis.pid()),
+        ..fanout_plan(Kind::Realtime, "realtime (A → Redis → B)", b.addr, f, 0)
     };
     let mut result = delivery::run(&plan, &ProcWatch::new(vec![a.pid(), b.pid()])).await?;
     result
         .notes
-        .push("server CPU is summed over both nodes (Redis's own CPU is not included); each node runs one worker thread".into());
+        .push("server CPU is summed over both nodes, without Redis; each node runs one worker thread (REALTIME_WORKER_THREADS=1) since they share this machine's cores".into());
     if let (Some(one), Some(two)) = (&results[0].latency, &result.latency) {
         result.notes.push(format!(
             "latency added over one node: p50 +{:.2} ms, p99 +{:.2} ms",
@@ -267,11 +260,22 @@ fn single_node_plan(
     f: Fanout,
     stalled: usize,
 ) -> DeliveryPlan {
+    fanout_plan(kind, label, server.addr, f, stalled)
+}
+
+/// One topic on one node, published to through that node.
+fn fanout_plan(
+    kind: Kind,
+    label: &str,
+    node: std::net::SocketAddr,
+    f: Fanout,
+    stalled: usize,
+) -> DeliveryPlan {
     DeliveryPlan {
         kind,
         label: label.to_owned(),
-        subscribe_nodes: vec![server.addr],
-        publish_nodes: vec![server.addr],
+        subscribe_nodes: vec![node],
+        publish_nodes: vec![node],
         subscribers: f.subscribers,
         topics: vec!["bench".into()],
         rate: f.rate,
