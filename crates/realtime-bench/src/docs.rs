@@ -546,7 +546,12 @@ fn scenario_limits(scenario: &str) -> Option<&'static str> {
         "fanout" => {
             "One topic, many subscribers, a fixed publish rate below saturation: every server \
              keeps up, so deliveries/s is the offered rate and the comparable figure is CPU \
-             per delivery. Latency at this rate is mostly scheduling delay."
+             per delivery. Latency at this rate is mostly scheduling delay: a publish \
+             fans out to every subscriber on two cores shared with the generator \
+             receiving them all. Frames of realtime are about 55 bytes longer than the \
+             posted message (the server adds `timestamp` and `topic`), which costs the \
+             generator more per frame; rerun the ceiling with `--size 160` and its \
+             latency curve meets realtime's."
         }
         "saturation" => {
             "Fanout offered beyond what the machine can serve (see the parameters). \
