@@ -195,12 +195,12 @@ async fn one(command: Command, via_all: bool) -> anyhow::Result<bool> {
         }
         Command::Fanout(f) => {
             let common = common(&f.run, &["realtime", "ceiling", "socketio"])?;
-            let params = fanout(&f, (5000, 20.0, 20), (200, 20.0, 3));
+            let params = fanout(&f, (5000, 20.0, 20), (200, 20.0, 3))?;
             (scenarios::fanout(&common, "fanout", params).await?, f.run)
         }
         Command::Saturation(f) => {
             let common = common(&f.run, &["realtime", "ceiling", "socketio"])?;
-            let params = fanout(&f, (5000, 80.0, 20), (200, 80.0, 3));
+            let params = fanout(&f, (5000, 80.0, 20), (200, 80.0, 3))?;
             (
                 scenarios::fanout(&common, "saturation", params).await?,
                 f.run,
@@ -208,12 +208,12 @@ async fn one(command: Command, via_all: bool) -> anyhow::Result<bool> {
         }
         Command::CrossNode(f) => {
             let common = common(&f.run, &["realtime"])?;
-            let params = fanout(&f, (1000, 20.0, 20), (100, 20.0, 3));
+            let params = fanout(&f, (1000, 20.0, 20), (100, 20.0, 3))?;
             (scenarios::cross_node(&common, params).await?, f.run)
         }
         Command::SlowConsumer(f) => {
             let common = common(&f.run, &["realtime", "ceiling"])?;
-            let mut params = fanout(&f, (200, 200.0, 20), (100, 50.0, 3));
+            let mut params = fanout(&f, (200, 200.0, 20), (100, 50.0, 3))?;
             // Large messages, so the stalled subscriber overflows its queue within
             // the run and its end (3008) is measured, not just its silence.
             params.size = f.size.unwrap_or(4096);
@@ -242,6 +242,7 @@ async fn one(command: Command, via_all: bool) -> anyhow::Result<bool> {
                 size: size.unwrap_or(100),
                 duration: duration.unwrap_or(Duration::from_secs(if q { 3 } else { 20 })),
             };
+            check_open_files(t.subscribers)?;
             (scenarios::topics(&common, &t).await?, run)
         }
         Command::All { .. } | Command::Report { .. } => unreachable!("handled by run"),
@@ -310,14 +311,21 @@ fn print_summary(record: &RunRecord) {
     }
 }
 
-fn fanout(f: &FanoutArgs, full: (usize, f64, u64), quick: (usize, f64, u64)) -> Fanout {
+/// Fan-out parameters: the flags given, else the full or quick defaults.
+fn fanout(
+    f: &FanoutArgs,
+    full: (usize, f64, u64),
+    quick: (usize, f64, u64),
+) -> anyhow::Result<Fanout> {
     let (subs, rate, secs) = if f.run.quick { quick } else { full };
-    Fanout {
-        subscribers: f.subscribers.unwrap_or(subs),
+    let subscribers = f.subscribers.unwrap_or(subs);
+    check_open_files(subscribers)?;
+    Ok(Fanout {
+        subscribers,
         rate: f.rate.unwrap_or(rate),
         size: f.size.unwrap_or(100),
         duration: f.duration.unwrap_or(Duration::from_secs(secs)),
-    }
+    })
 }
 
 fn common(run: &RunArgs, default_servers: &[&str]) -> anyhow::Result<Common> {
@@ -335,13 +343,14 @@ fn common(run: &RunArgs, default_servers: &[&str]) -> anyhow::Result<Common> {
     })
 }
 
-/// The generator holds one file per connection; say where the limit bites.
+/// The generator holds one file per connection (and so does a server under test):
+/// say where the limit bites instead of failing connections half-way.
 fn check_open_files(connections: usize) -> anyhow::Result<()> {
     let limit = machine::open_files_limit();
     if connections as u64 + 256 > limit {
         anyhow::bail!(
             "{connections} connections need more open files than this process may hold ({limit}); \
-             lower --connections or raise `ulimit -n`"
+             lower --connections or --subscribers, or raise `ulimit -n`; one generator process holds them all"
         );
     }
     Ok(())
