@@ -25,8 +25,9 @@ const QUEUE: usize = 1024;
 const WRITE_BATCH: usize = 64;
 
 mod clients {
-    //! The connection list: a mutex-guarded slab of queue senders, each tagged with
-    //! a unique id so a reused slot is never cleared by its previous owner.
+    //! The connection list: a mutex-guarded slab of queue senders with a free list,
+    //! each tagged with a unique id so a reused slot is never cleared by its previous
+    //! owner.
     use std::sync::Mutex;
 
     use axum::extract::ws::Utf8Bytes;
@@ -35,46 +36,62 @@ mod clients {
     type Slot = Option<(u64, mpsc::Sender<Utf8Bytes>)>;
 
     #[derive(Default)]
+    struct Slots {
+        last_id: u64,
+        slots: Vec<Slot>,
+        /// Indexes of empty slots, so adding a connection is O(1).
+        free: Vec<usize>,
+    }
+
+    #[derive(Default)]
     pub struct Clients {
-        slots: Mutex<(u64, Vec<Slot>)>,
+        inner: Mutex<Slots>,
     }
 
     impl Clients {
         /// Registers a queue; returns its (slot, id) for [`Clients::remove`].
         pub fn add(&self, tx: mpsc::Sender<Utf8Bytes>) -> (usize, u64) {
-            let mut guard = self.slots.lock().unwrap();
-            guard.0 += 1;
-            let id = guard.0;
-            let slots = &mut guard.1;
-            let slot = match slots.iter().position(Option::is_none) {
+            let mut guard = self.inner.lock().unwrap();
+            let s = &mut *guard;
+            s.last_id += 1;
+            let id = s.last_id;
+            let slot = match s.free.pop() {
                 Some(i) => i,
                 None => {
-                    slots.push(None);
-                    slots.len() - 1
+                    s.slots.push(None);
+                    s.slots.len() - 1
                 }
             };
-            slots[slot] = Some((id, tx));
+            s.slots[slot] = Some((id, tx));
             (slot, id)
         }
 
         pub fn remove(&self, (slot, id): (usize, u64)) {
-            let mut guard = self.slots.lock().unwrap();
-            if matches!(guard.1[slot], Some((owner, _)) if owner == id) {
-                guard.1[slot] = None;
+            let mut guard = self.inner.lock().unwrap();
+            let s = &mut *guard;
+            match s.slots[slot] {
+                Some((owner, _)) if owner == id => {
+                    s.slots[slot] = None;
+                    s.free.push(slot);
+                }
+                // Already dropped by `send_all` (and freed there), or reused.
+                _ => {}
             }
         }
 
         /// Queues `frame` to everyone; a full queue drops the connection's sender,
         /// which ends its session (the ceiling's slow-consumer rule).
         pub fn send_all(&self, frame: &Utf8Bytes) -> usize {
-            let mut guard = self.slots.lock().unwrap();
+            let mut guard = self.inner.lock().unwrap();
+            let s = &mut *guard;
             let mut sent = 0;
-            for slot in guard.1.iter_mut() {
+            for (i, slot) in s.slots.iter_mut().enumerate() {
                 if let Some((_, tx)) = slot {
                     if tx.try_send(frame.clone()).is_ok() {
                         sent += 1;
                     } else {
                         *slot = None;
+                        s.free.push(i);
                     }
                 }
             }
