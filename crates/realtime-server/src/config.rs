@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use realtime::{JwtAlgorithm, RealtimeConfig};
-use realtime_core::{ClaimRules, PublishRule, TopicPolicy};
+use realtime_core::{ClaimRules, OriginPolicy, PublishRule, TopicPolicy};
 use serde::Deserialize;
 
 /// Boundary Realtime server: WebSocket connections authenticated by JWT, reached by
@@ -88,6 +88,14 @@ pub struct Options {
     #[arg(long, env = "REALTIME_CLIENT_PUBLISH", value_delimiter = ',')]
     #[serde(default)]
     pub client_publish: Vec<String>,
+
+    /// Browser origins that may open connections, comma-separated, e.g.
+    /// `https://app.example.com`; `*` allows every origin. Upgrades without an
+    /// `Origin` header are always allowed. [default: the server's own host only;
+    /// development mode also allows localhost]
+    #[arg(long, env = "REALTIME_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 
     /// Where connections of other nodes are reached: `memory` (a single node, no
     /// dependencies) or `redis` (several nodes sharing one Redis). [default: memory]
@@ -212,6 +220,9 @@ impl Options {
             outbound_queue_bytes,
             worker_threads
         );
+        if self.allowed_origins.is_empty() {
+            self.allowed_origins = file.allowed_origins;
+        }
         if self.client_publish.is_empty() {
             self.client_publish = file.client_publish;
         }
@@ -284,6 +295,8 @@ impl Options {
                 "ping interval and pong timeout must be above zero".into(),
             ));
         }
+        engine.origin_policy =
+            OriginPolicy::allow(&self.allowed_origins).with_localhost(development);
         engine.topic_policy = TopicPolicy {
             publish: self
                 .client_publish

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use realtime_core::{Topic, TopicPolicy};
+use realtime_core::{OriginPolicy, Topic, TopicPolicy};
 
 /// Engine configuration. `Default` gives the documented production defaults.
 #[derive(Debug, Clone)]
@@ -39,6 +39,10 @@ pub struct RealtimeConfig {
     pub max_topic_length: usize,
     /// Who may subscribe to and publish on which topics from a client.
     pub topic_policy: TopicPolicy,
+    /// Which browser origins may open a connection (403 before the upgrade
+    /// otherwise). Default: pages of the server's own host, and any upgrade
+    /// without an `Origin` header (backends, native clients).
+    pub origin_policy: OriginPolicy,
 }
 
 impl Default for RealtimeConfig {
@@ -55,6 +59,7 @@ impl Default for RealtimeConfig {
             write_buffer_size: 8 * 1024,
             max_topic_length: Topic::MAX_LEN,
             topic_policy: TopicPolicy::default(),
+            origin_policy: OriginPolicy::same_host(),
         }
     }
 }

@@ -33,23 +33,30 @@ impl Realtime {
     }
 }
 
-/// The `Authorization` header alone: extracting the whole `HeaderMap` would copy
-/// every header of every handshake.
-pub(crate) struct AuthorizationHeader(Option<HeaderValue>);
+/// The headers a handshake needs, alone: extracting the whole `HeaderMap` would
+/// copy every header of every handshake.
+pub(crate) struct HandshakeHeaders {
+    authorization: Option<HeaderValue>,
+    origin: Option<HeaderValue>,
+    host: Option<HeaderValue>,
+}
 
-impl<S: Send + Sync> FromRequestParts<S> for AuthorizationHeader {
+impl<S: Send + Sync> FromRequestParts<S> for HandshakeHeaders {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(AuthorizationHeader(
-            parts.headers.get(header::AUTHORIZATION).cloned(),
-        ))
+        let get = |name| parts.headers.get(name).cloned();
+        Ok(HandshakeHeaders {
+            authorization: get(header::AUTHORIZATION),
+            origin: get(header::ORIGIN),
+            host: get(header::HOST),
+        })
     }
 }
 
 async fn upgrade(
     State(rt): State<Realtime>,
-    AuthorizationHeader(authorization): AuthorizationHeader,
+    headers: HandshakeHeaders,
     query: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -60,7 +67,25 @@ async fn upgrade(
         )
             .into_response();
     }
-    let authorization = authorization.as_ref().and_then(|v| v.to_str().ok());
+    let origin = header_text(&headers.origin);
+    let host = header_text(&headers.host);
+    if !rt.config().origin_policy.permits(origin, host) {
+        rt.inner.metrics.rejected("forbidden_origin");
+        tracing::debug!(
+            origin = origin.unwrap_or(""),
+            "handshake from a refused origin"
+        );
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({
+                "error": "forbidden_origin",
+                "reason": "forbidden_origin",
+                "message": "this origin may not open connections to this server"
+            })),
+        )
+            .into_response();
+    }
+    let authorization = headers.authorization.as_ref().and_then(|v| v.to_str().ok());
     let query_token = query.as_ref().ok().and_then(|q| q.token.as_deref());
     let identity = match select_token(authorization, query_token).and_then(|token| rt.verify(token))
     {
@@ -93,4 +118,10 @@ async fn upgrade(
         .max_frame_size(config.max_message_size)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
         .on_upgrade(move |socket| sessions.track_future(session::run(rt, socket, identity)))
+}
+
+/// A header as text; a value that is not visible ASCII becomes a NUL, which no
+/// origin rule accepts.
+fn header_text(value: &Option<HeaderValue>) -> Option<&str> {
+    value.as_ref().map(|v| v.to_str().unwrap_or("\u{0}"))
 }

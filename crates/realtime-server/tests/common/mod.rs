@@ -273,11 +273,21 @@ impl Client {
 
     /// Attempts a handshake, optionally with an `Authorization` header.
     pub async fn try_connect(url: &str, authorization: Option<&str>) -> Handshake {
+        let headers: Vec<(&str, &str)> = authorization
+            .map(|value| ("authorization", value))
+            .into_iter()
+            .collect();
+        Self::try_connect_with(url, &headers).await
+    }
+
+    /// Attempts a handshake with extra request headers (e.g. `origin`).
+    pub async fn try_connect_with(url: &str, headers: &[(&str, &str)]) -> Handshake {
         let mut request = url.into_client_request().unwrap();
-        if let Some(value) = authorization {
-            request
-                .headers_mut()
-                .insert("authorization", value.parse().unwrap());
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
         }
         match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
             .await
