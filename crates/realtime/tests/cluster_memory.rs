@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use realtime::cluster::bus::{BusFuture, CountFuture, Inbox};
 use realtime::testing::{RejectAll, TestConnection};
@@ -21,13 +21,13 @@ use realtime::{
 };
 use realtime_core::{Body, Envelope, InvalidTopic, MessageError, PublishRule, TopicPolicy};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// Upper bound for anything a test awaits; never a schedule.
-const WAIT: Duration = Duration::from_secs(5);
+mod support;
+
+use support::{WAIT, Ws, next_json, next_message};
+
 const SECRET: &[u8] = b"cluster-memory-test-secret";
 
 fn cluster(hub: &MemoryHub, node: &str, bus: Arc<dyn MessageBus>) -> ClusterConfig {
@@ -750,8 +750,6 @@ impl Drop for Node {
     }
 }
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
 fn token(user: &str) -> String {
     let now = realtime::unix_seconds(SystemTime::now());
     let claims = json!({"sub": user, "roles": [], "iat": now, "exp": now + 3600});
@@ -761,26 +759,6 @@ fn token(user: &str) -> String {
         &EncodingKey::from_secret(SECRET),
     )
     .expect("token signs")
-}
-
-/// The next message of any kind, bounded by [`WAIT`].
-async fn next_message(ws: &mut Ws) -> Message {
-    tokio::time::timeout(WAIT, ws.next())
-        .await
-        .expect("a frame within the wait bound")
-        .expect("stream open")
-        .expect("frame read")
-}
-
-/// The next JSON text frame, skipping pings and pongs.
-async fn next_json(ws: &mut Ws) -> Value {
-    loop {
-        match next_message(ws).await {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("JSON text"),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
 }
 
 async fn command(ws: &mut Ws, frame: Value) -> Value {

@@ -14,17 +14,15 @@ use realtime::{
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+mod support;
+
+use support::{WAIT, Ws, next_json, next_message};
 
 const SECRET: &[u8] = b"embedded-test-secret";
-/// Upper bound for anything a test awaits; never a schedule.
-const WAIT: Duration = Duration::from_secs(5);
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// An axum app with the realtime route mounted, serving on a free local port.
 struct App {
@@ -113,26 +111,6 @@ fn connection_id(welcome: &Value) -> ConnectionId {
         .as_str()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("welcome carries a UUID connection_id: {welcome}"))
-}
-
-/// The next message of any kind, bounded by [`WAIT`].
-async fn next_message(ws: &mut Ws) -> Message {
-    tokio::time::timeout(WAIT, ws.next())
-        .await
-        .expect("a frame within the wait bound")
-        .expect("stream open")
-        .expect("frame read")
-}
-
-/// The next JSON text frame, skipping pings and pongs.
-async fn next_json(ws: &mut Ws) -> Value {
-    loop {
-        match next_message(ws).await {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("JSON text"),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
 }
 
 /// Reads until the close frame, skipping pings; panics on text or a missing close.

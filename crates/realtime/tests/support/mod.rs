@@ -1,0 +1,36 @@
+//! Socket helpers shared by the library's integration tests: the client socket
+//! type, the wait bound and reading the next frame.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Upper bound for anything a test awaits; never a schedule.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The next message of any kind, bounded by [`WAIT`].
+pub async fn next_message(ws: &mut Ws) -> Message {
+    tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("a frame within the wait bound")
+        .expect("stream open")
+        .expect("frame read")
+}
+
+/// The next JSON text frame, skipping pings and pongs.
+pub async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        match next_message(ws).await {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("JSON text"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
