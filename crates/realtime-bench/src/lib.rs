@@ -3,6 +3,7 @@ pub mod client;
 pub mod delivery;
 pub mod docs;
 pub mod fleet;
+mod headline;
 pub mod idle;
 pub mod machine;
 pub mod plot;

@@ -1,0 +1,283 @@
+//! The headline of docs/BENCHMARKS.md: each target of the benchmark issue, the
+//! figure that answers it, computed from the saved runs, and whether it is met.
+
+use crate::record::{RunRecord, ServerResult};
+use crate::report::{self, grouped, sensible, thousands};
+
+/// Whether a target is met.
+#[derive(Debug, Clone, PartialEq)]
+enum Verdict {
+    Met,
+    NotMet,
+    NotMeasured,
+    /// Measured, but not under the target's conditions.
+    Unproven(String),
+}
+
+impl Verdict {
+    fn of(met: bool) -> Self {
+        if met { Self::Met } else { Self::NotMet }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Self::Met => "yes".to_owned(),
+            Self::NotMet => "**no**".to_owned(),
+            Self::NotMeasured => "not measured".to_owned(),
+            Self::Unproven(why) => format!("not shown: {why}"),
+        }
+    }
+}
+
+/// One headline row: what, the measured value, the target, the verdict.
+struct Headline {
+    what: &'static str,
+    value: String,
+    target: &'static str,
+    verdict: Verdict,
+}
+
+impl Headline {
+    fn not_measured(what: &'static str, target: &'static str, why: &str) -> Self {
+        let verdict = Verdict::NotMeasured;
+        Self {
+            what,
+            value: why.to_owned(),
+            target,
+            verdict,
+        }
+    }
+}
+
+pub(crate) fn headline(out: &mut String, records: &[RunRecord]) {
+    out.push_str("## Headline\n\n");
+    let find = |scenario: &str| records.iter().find(|r| r.scenario == scenario);
+    let rows = [
+        efficiency(find("fanout")),
+        fanout_loss(find("fanout")),
+        saturation_rate(find("saturation")),
+        saturation_loss(find("saturation")),
+        idle_memory(find("idle")),
+        topics_latency(find("topics")),
+        handshakes(find("idle")),
+    ];
+    let header = ["figure", "value", "target", "met"].map(str::to_owned);
+    let rows = rows.into_iter().map(|h| {
+        vec![
+            h.what.to_owned(),
+            h.value,
+            h.target.to_owned(),
+            h.verdict.text(),
+        ]
+    });
+    report::aligned_table(out, &header, rows, false);
+    out.push_str(
+        "Ratios are realtime ÷ ceiling, measured in the same run. A value marked *quick* \
+         comes from a `--quick` smoke run and is too short to quote. For topics the row \
+         reads the `realtime` result whose label names the rate `5,000/s` (or `5000/s`).\n\n",
+    );
+}
+
+/// `realtime` and `ceiling` of `record`, both present.
+fn pair(record: &RunRecord) -> Option<(&ServerResult, &ServerResult)> {
+    Some((record.result("realtime")?, record.result("ceiling")?))
+}
+
+fn quick(record: &RunRecord, value: String) -> String {
+    if record.quick {
+        format!("{value} (*quick*)")
+    } else {
+        value
+    }
+}
+
+const EFFICIENCY: (&str, &str) = ("fanout: server CPU per delivery", "≤ 1.10 × ceiling");
+
+fn efficiency(record: Option<&RunRecord>) -> Headline {
+    let (what, target) = EFFICIENCY;
+    let Some(record) = record else {
+        return Headline::not_measured(what, target, "no fanout run");
+    };
+    let figures = pair(record).and_then(|(ours, ceiling)| {
+        Some((ours.cpu_us_per_delivery?, ceiling.cpu_us_per_delivery?))
+    });
+    let Some((ours, ceiling)) = figures.filter(|f| f.1 > 0.0) else {
+        return Headline::not_measured(what, target, "no CPU/delivery for realtime and ceiling");
+    };
+    let ratio = ours / ceiling;
+    let value = format!(
+        "{} µs vs {} µs ({ratio:.2}×)",
+        sensible(ours),
+        sensible(ceiling)
+    );
+    Headline {
+        what,
+        value: quick(record, value),
+        target,
+        verdict: Verdict::of(ours <= 1.1 * ceiling),
+    }
+}
+
+fn fanout_loss(record: Option<&RunRecord>) -> Headline {
+    let (what, target) = ("fanout: lost and duplicated", "0 and 0");
+    let Some(record) = record else {
+        return Headline::not_measured(what, target, "no fanout run");
+    };
+    let ours = record.result("realtime");
+    let Some((lost, dup)) = ours.and_then(|r| Some((r.lost?, r.duplicated?))) else {
+        return Headline::not_measured(what, target, "no loss count for realtime");
+    };
+    let value = format!("lost {}, duplicated {}", thousands(lost), thousands(dup));
+    Headline {
+        what,
+        value: quick(record, value),
+        target,
+        verdict: Verdict::of(lost == 0 && dup == 0),
+    }
+}
+
+fn saturation_rate(record: Option<&RunRecord>) -> Headline {
+    let what = ("saturation: deliveries/s", "≥ 0.9 × ceiling");
+    rate_ratio(record, what, 0.9, "saturation", |r| r.deliveries_per_s)
+}
+
+/// A per-second figure of realtime against the ceiling's, met at `min` × or more.
+fn rate_ratio(
+    record: Option<&RunRecord>,
+    (what, target): (&'static str, &'static str),
+    min: f64,
+    scenario: &str,
+    figure: impl Fn(&ServerResult) -> Option<f64>,
+) -> Headline {
+    let Some(record) = record else {
+        return Headline::not_measured(what, target, &format!("no {scenario} run"));
+    };
+    let figures = pair(record).and_then(|(ours, ceiling)| Some((figure(ours)?, figure(ceiling)?)));
+    let Some((ours, ceiling)) = figures.filter(|f| f.1 > 0.0) else {
+        return Headline::not_measured(what, target, "no figure for both realtime and ceiling");
+    };
+    let value = format!(
+        "{}/s vs {}/s ({:.2}×)",
+        grouped(ours, 0),
+        grouped(ceiling, 0),
+        ours / ceiling
+    );
+    Headline {
+        what,
+        value: quick(record, value),
+        target,
+        verdict: Verdict::of(ours >= min * ceiling),
+    }
+}
+
+fn saturation_loss(record: Option<&RunRecord>) -> Headline {
+    let (what, target) = (
+        "saturation: silent loss",
+        "lost 0 (undelivered accounted by close)",
+    );
+    let Some(record) = record else {
+        return Headline::not_measured(what, target, "no saturation run");
+    };
+    let Some(ours) = record.result("realtime").filter(|r| r.lost.is_some()) else {
+        return Headline::not_measured(what, target, "no loss count for realtime");
+    };
+    let lost = ours.lost.unwrap_or_default();
+    let closed = ours.accounted_by_close.unwrap_or_default();
+    let value = format!(
+        "lost {}, {} accounted by close",
+        thousands(lost),
+        thousands(closed)
+    );
+    Headline {
+        what,
+        value: quick(record, value),
+        target,
+        verdict: Verdict::of(lost == 0),
+    }
+}
+
+/// Connections the idle target must be shown at.
+const IDLE_CONNECTIONS: usize = 15_000;
+
+fn idle_memory(record: Option<&RunRecord>) -> Headline {
+    let (what, target) = (
+        "idle: server RSS per connection",
+        "≤ 8.0 KiB at ≥ 15,000 connections",
+    );
+    let Some(record) = record else {
+        return Headline::not_measured(what, target, "no idle run");
+    };
+    let ours = record.result("realtime");
+    let Some((kib, conns)) = ours.and_then(|r| Some((r.rss_per_connection_kib?, r.connections)))
+    else {
+        return Headline::not_measured(what, target, "no RSS/connection for realtime");
+    };
+    let value = format!("{kib:.2} KiB at {} connections", thousands(conns as u64));
+    let verdict = match (kib <= 8.0, conns >= IDLE_CONNECTIONS) {
+        (false, _) => Verdict::NotMet,
+        (true, true) => Verdict::Met,
+        (true, false) => Verdict::Unproven(format!(
+            "only {} connections (target needs ≥ 15,000)",
+            thousands(conns as u64)
+        )),
+    };
+    Headline {
+        what,
+        value: quick(record, value),
+        target,
+        verdict,
+    }
+}
+
+/// Whether `label` names the rate `5,000` or `5000` (and not, say, `15,000`).
+fn names_5000(label: &str) -> bool {
+    ["5,000", "5000"].iter().any(|rate| {
+        label.match_indices(rate).any(|(at, _)| {
+            let before = label[..at].chars().next_back();
+            let after = label[at + rate.len()..].chars().next();
+            !before.is_some_and(|c| c.is_ascii_digit() || c == ',' || c == '.')
+                && !after.is_some_and(|c| c.is_ascii_digit() || c == ',')
+        })
+    })
+}
+
+fn topics_latency(record: Option<&RunRecord>) -> Headline {
+    let (what, target) = ("topics: p99 latency at 5,000 publishes/s", "≤ 5 ms");
+    let Some(record) = record else {
+        return Headline::not_measured(what, target, "no topics run");
+    };
+    let at_5000 = record
+        .results
+        .iter()
+        .find(|r| r.server == "realtime" && names_5000(&r.label));
+    let Some((label, p99)) = at_5000.and_then(|r| Some((&r.label, r.latency.as_ref()?.p99_us)))
+    else {
+        return Headline::not_measured(what, target, "no realtime result labelled 5,000/s");
+    };
+    let value = format!("{} ms ({label})", report::ms(p99));
+    Headline {
+        what,
+        value: quick(record, value),
+        target,
+        verdict: Verdict::of(p99 <= 5_000.0),
+    }
+}
+
+fn handshakes(record: Option<&RunRecord>) -> Headline {
+    let what = ("idle: handshakes/s", "≥ 0.8 × ceiling");
+    rate_ratio(record, what, 0.8, "idle", |r| r.handshakes_per_s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_5000_ignores_other_rates() {
+        assert!(names_5000("realtime 3 nodes, 5,000/s"));
+        assert!(names_5000("realtime 5000/s"));
+        assert!(!names_5000("realtime 3 nodes, 15,000/s"));
+        assert!(!names_5000("realtime 50000/s"));
+        assert!(!names_5000("realtime 1,000/s"));
+    }
+}
