@@ -12,16 +12,25 @@ pub enum CloseCode {
     Normal,
     /// 1001: the server is shutting down; reconnect (to another node) shortly.
     ServerShutdown,
+    /// 1007: a text frame was not valid UTF-8.
+    InvalidPayload,
     /// 1009: an inbound message exceeded the configured size limit.
     MessageTooBig,
     /// 1011: an unexpected server-side failure on this connection.
     InternalError,
+    /// 3005: the connection's token expired without a `refresh`; reconnect with a
+    /// fresh token.
+    TokenExpired,
     /// 3008: the connection's outbound queue overflowed (slow consumer).
     SlowConsumer,
     /// 3012: the client did not answer pings in time.
     NoPong,
+    /// 3013: the client kept sending commands well past its rate limit.
+    TooManyRequests,
     /// 3503: the backend or an operator disconnected this connection.
     ForceDisconnect,
+    /// 3504: the user already has as many connections as this node allows.
+    ConnectionLimit,
 }
 
 impl CloseCode {
@@ -30,11 +39,15 @@ impl CloseCode {
         match self {
             CloseCode::Normal => 1000,
             CloseCode::ServerShutdown => 1001,
+            CloseCode::InvalidPayload => 1007,
             CloseCode::MessageTooBig => 1009,
             CloseCode::InternalError => 1011,
+            CloseCode::TokenExpired => 3005,
             CloseCode::SlowConsumer => 3008,
             CloseCode::NoPong => 3012,
+            CloseCode::TooManyRequests => 3013,
             CloseCode::ForceDisconnect => 3503,
+            CloseCode::ConnectionLimit => 3504,
         }
     }
 
@@ -43,35 +56,65 @@ impl CloseCode {
         match self {
             CloseCode::Normal => "normal closure",
             CloseCode::ServerShutdown => "server shutting down",
+            CloseCode::InvalidPayload => "invalid utf-8",
             CloseCode::MessageTooBig => "message too big",
             CloseCode::InternalError => "internal error",
+            CloseCode::TokenExpired => "token expired",
             CloseCode::SlowConsumer => "slow consumer",
             CloseCode::NoPong => "no pong",
+            CloseCode::TooManyRequests => "too many requests",
             CloseCode::ForceDisconnect => "disconnected by server",
+            CloseCode::ConnectionLimit => "connection limit",
+        }
+    }
+
+    /// A snake_case name for metrics labels and logs.
+    pub const fn label(self) -> &'static str {
+        match self {
+            CloseCode::Normal => "normal",
+            CloseCode::ServerShutdown => "server_shutdown",
+            CloseCode::InvalidPayload => "invalid_payload",
+            CloseCode::MessageTooBig => "message_too_big",
+            CloseCode::InternalError => "internal_error",
+            CloseCode::TokenExpired => "token_expired",
+            CloseCode::SlowConsumer => "slow_consumer",
+            CloseCode::NoPong => "no_pong",
+            CloseCode::TooManyRequests => "too_many_requests",
+            CloseCode::ForceDisconnect => "force_disconnect",
+            CloseCode::ConnectionLimit => "connection_limit",
         }
     }
 
     /// Whether a client should reconnect after receiving this code.
     pub const fn should_reconnect(self) -> bool {
         match self {
-            CloseCode::MessageTooBig | CloseCode::ForceDisconnect => false,
+            CloseCode::InvalidPayload
+            | CloseCode::MessageTooBig
+            | CloseCode::ForceDisconnect
+            | CloseCode::ConnectionLimit => false,
             CloseCode::Normal
             | CloseCode::ServerShutdown
             | CloseCode::InternalError
+            | CloseCode::TokenExpired
             | CloseCode::SlowConsumer
-            | CloseCode::NoPong => true,
+            | CloseCode::NoPong
+            | CloseCode::TooManyRequests => true,
         }
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [CloseCode; 7] = [
+    pub const ALL: [CloseCode; 11] = [
         CloseCode::Normal,
         CloseCode::ServerShutdown,
+        CloseCode::InvalidPayload,
         CloseCode::MessageTooBig,
         CloseCode::InternalError,
+        CloseCode::TokenExpired,
         CloseCode::SlowConsumer,
         CloseCode::NoPong,
+        CloseCode::TooManyRequests,
         CloseCode::ForceDisconnect,
+        CloseCode::ConnectionLimit,
     ];
 
     /// Looks a code up by number.

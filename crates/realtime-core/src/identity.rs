@@ -25,6 +25,8 @@ pub enum AuthError {
     InvalidAlgorithm { found: String, expected: String },
     #[error("token signature does not verify")]
     BadSignature,
+    #[error("token `kid` names no configured key")]
+    UnknownKey,
     #[error("token has expired")]
     Expired,
     #[error("token is not valid yet")]
@@ -45,6 +47,7 @@ impl AuthError {
             AuthError::Malformed(_) => "malformed",
             AuthError::InvalidAlgorithm { .. } => "invalid_algorithm",
             AuthError::BadSignature => "bad_signature",
+            AuthError::UnknownKey => "unknown_key",
             AuthError::Expired => "expired",
             AuthError::NotYetValid => "not_yet_valid",
             AuthError::InvalidIssuer => "invalid_issuer",
@@ -54,11 +57,12 @@ impl AuthError {
     }
 
     /// Every reason code, for metrics labels and documentation.
-    pub const REASONS: [&'static str; 9] = [
+    pub const REASONS: [&'static str; 10] = [
         "missing_token",
         "malformed",
         "invalid_algorithm",
         "bad_signature",
+        "unknown_key",
         "expired",
         "not_yet_valid",
         "invalid_issuer",

@@ -31,6 +31,11 @@ pub enum Command {
     Ping {
         reference: Option<Value>,
     },
+    /// Replace the connection's token before it expires.
+    Refresh {
+        token: String,
+        reference: Option<Value>,
+    },
 }
 
 /// Stable error codes carried by `error` frames.
@@ -49,6 +54,14 @@ pub enum ErrorCode {
     Internal,
     /// The message could not be relayed to the other nodes (the bus is down).
     BusUnavailable,
+    /// A `refresh` token did not verify; the message carries the reason.
+    InvalidToken,
+    /// A `refresh` token names another user or other roles than the connection's.
+    TokenMismatch,
+    /// The connection sent commands faster than its rate limit; this one was dropped.
+    RateLimited,
+    /// A per-connection limit (subscriptions) is reached; the command was refused.
+    LimitExceeded,
 }
 
 impl ErrorCode {
@@ -60,6 +73,10 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Internal => "internal",
             ErrorCode::BusUnavailable => "bus_unavailable",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::TokenMismatch => "token_mismatch",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::LimitExceeded => "limit_exceeded",
         }
     }
 }
@@ -143,6 +160,14 @@ pub fn decode_command(text: &str, max_topic_len: usize) -> Result<Command, Proto
             reference,
         }),
         "ping" => Ok(Command::Ping { reference }),
+        "refresh" => match obj.remove("token") {
+            Some(Value::String(token)) if !token.is_empty() => {
+                Ok(Command::Refresh { token, reference })
+            }
+            Some(Value::String(_)) => Err(bad(&reference, "`token` is empty")),
+            Some(_) => Err(bad(&reference, "`token` must be a string")),
+            None => Err(bad(&reference, "missing field `token`")),
+        },
         "publish" => {
             let topic = topic(&obj, &reference)?;
             let message = match obj.remove("message") {
@@ -170,6 +195,24 @@ pub fn decode_command(text: &str, max_topic_len: usize) -> Result<Command, Proto
     }
 }
 
+/// The `ref` of a command frame, if it is a JSON object with a string or number
+/// `ref`; everything else in it is skipped, not built. For replies to frames
+/// that are refused before decoding (rate limit).
+pub fn peek_reference(text: &str) -> Option<Value> {
+    #[derive(serde::Deserialize)]
+    struct RefOnly {
+        #[serde(rename = "ref")]
+        reference: Option<Value>,
+    }
+    // Serde would also read a struct from an array (`[1]`): objects only.
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    let r: RefOnly = serde_json::from_str(text).ok()?;
+    r.reference
+        .filter(|r| matches!(r, Value::String(_) | Value::Number(_)))
+}
+
 /// A frame the server sends. Serialize with [`ServerFrame::to_json`].
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -179,6 +222,9 @@ pub enum ServerFrame<'a> {
         user_id: &'a str,
         roles: &'a [Arc<str>],
         timestamp: &'a str,
+        /// When the token expires (Unix seconds): refresh before then.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expires_at: Option<i64>,
     },
     Subscribed {
         topic: &'a str,
@@ -201,6 +247,12 @@ pub enum ServerFrame<'a> {
     Pong {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a Value>,
+    },
+    Refreshed {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a Value>,
+        /// The new token's expiry (Unix seconds).
+        expires_at: i64,
     },
     Error {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
@@ -256,6 +308,13 @@ mod tests {
             panic!("expected publish")
         };
         assert_eq!(message.get("text"), Some(&json!("hi")));
+        assert_eq!(
+            decode(r#"{"action":"refresh","token":"a.b.c","ref":"r"}"#).unwrap(),
+            Command::Refresh {
+                token: "a.b.c".into(),
+                reference: Some(json!("r"))
+            }
+        );
     }
 
     #[test]
@@ -314,12 +373,42 @@ mod tests {
                 ErrorCode::BadRequest,
                 None,
             ),
+            (
+                r#"{"action":"refresh","ref":2}"#,
+                ErrorCode::BadRequest,
+                Some(json!(2)),
+            ),
+            (
+                r#"{"action":"refresh","token":7}"#,
+                ErrorCode::BadRequest,
+                None,
+            ),
+            (
+                r#"{"action":"refresh","token":""}"#,
+                ErrorCode::BadRequest,
+                None,
+            ),
         ];
         for (input, code, reference) in cases {
             let e = decode(input).unwrap_err();
             assert_eq!(e.code, *code, "{input}");
             assert_eq!(&e.reference, reference, "{input}");
         }
+    }
+
+    #[test]
+    fn peek_reference_reads_only_a_valid_ref() {
+        assert_eq!(
+            peek_reference(r#"{"action":"ping","ref":"a"}"#),
+            Some(json!("a"))
+        );
+        assert_eq!(
+            peek_reference(r#"{"ref":5,"x":[1,{"y":2}]}"#),
+            Some(json!(5))
+        );
+        assert_eq!(peek_reference(r#"{"ref":{"x":1}}"#), None);
+        assert_eq!(peek_reference(r#"[1]"#), None);
+        assert_eq!(peek_reference("nope"), None);
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub struct App {
 /// The token key could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("cannot read public key {path}: {source}")]
+    #[error("cannot read key file {path}: {source}")]
     ReadKey {
         path: std::path::PathBuf,
         source: std::io::Error,
@@ -39,15 +39,25 @@ pub enum AppError {
 
 /// Builds the engine and every route from resolved settings.
 pub fn build(settings: &Settings) -> Result<App, AppError> {
+    let rules = settings.claims.clone();
+    let read = |path: &std::path::PathBuf| {
+        std::fs::read(path).map_err(|source| AppError::ReadKey {
+            path: path.clone(),
+            source,
+        })
+    };
     let verifier = match &settings.key {
-        TokenKey::Secret(secret) => JwtVerifier::hs256(secret.as_bytes(), settings.claims.clone())?,
-        TokenKey::PublicKey(path) => {
-            let pem = std::fs::read(path).map_err(|source| AppError::ReadKey {
-                path: path.clone(),
-                source,
-            })?;
-            JwtVerifier::from_public_pem(settings.algorithm, &pem, settings.claims.clone())?
+        TokenKey::Secret { current, previous } => {
+            let verifier = JwtVerifier::hs256(current.as_bytes(), rules)?;
+            match previous {
+                Some(previous) => verifier.with_previous_secret(previous.as_bytes())?,
+                None => verifier,
+            }
         }
+        TokenKey::PublicKey(path) => {
+            JwtVerifier::from_public_pem(settings.algorithm, &read(path)?, rules)?
+        }
+        TokenKey::Jwks(path) => JwtVerifier::from_jwks(settings.algorithm, &read(path)?, rules)?,
     };
     let (realtime, redis) = match &settings.provider {
         Provider::Memory => (Realtime::new(verifier, settings.engine.clone()), None),
@@ -78,7 +88,8 @@ pub fn build(settings: &Settings) -> Result<App, AppError> {
         .nest("/api", api::router(realtime.clone(), &settings.api_key))
         .fallback(|| async {
             api::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
-        });
+        })
+        .layer(axum::middleware::from_fn(crate::request_log::log_requests));
     Ok(App {
         realtime,
         router,

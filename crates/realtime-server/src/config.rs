@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use realtime::{JwtAlgorithm, RealtimeConfig};
-use realtime_core::{ClaimRules, OriginPolicy, PublishRule, TopicPolicy};
+use realtime_core::policy::builtin_namespaces;
+use realtime_core::{
+    Access, ClaimRules, Namespace, OriginPolicy, PolicyError, PublishRule, Rules, TopicPolicy,
+};
 use serde::Deserialize;
 
 /// Boundary Realtime server: WebSocket connections authenticated by JWT, reached by
@@ -25,7 +28,9 @@ pub struct Options {
     pub listen: Option<SocketAddr>,
 
     /// TOML file with any of these options (keys are the long flag names with `_`
-    /// for `-`, e.g. `jwt_secret`). Flags and environment variables override it.
+    /// for `-`, e.g. `jwt_secret`), and the topic namespaces (`[[namespaces]]`,
+    /// `[default_namespace]`), which only a file can set. Flags and environment
+    /// variables override it.
     #[arg(long, env = "REALTIME_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
@@ -133,6 +138,60 @@ pub struct Options {
     /// Runtime worker threads. [default: one per CPU]
     #[arg(long, env = "REALTIME_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+
+    /// The HS256 secret being rotated out: tokens signed with it are still
+    /// accepted until it is removed. [default: none]
+    #[arg(long, env = "REALTIME_JWT_PREVIOUS_SECRET", hide_env_values = true)]
+    pub jwt_previous_secret: Option<String>,
+
+    /// Path to a JWKS file (`{"keys":[...]}`) with the RS256 or ES256 public keys;
+    /// a token's `kid` picks its key. Instead of REALTIME_JWT_PUBLIC_KEY.
+    #[arg(long, env = "REALTIME_JWT_JWKS_FILE")]
+    pub jwt_jwks_file: Option<PathBuf>,
+
+    /// Most connections one user may hold on this node; the next one is closed
+    /// with 3504. 0 means no limit. [default: 0]
+    #[arg(long, env = "REALTIME_MAX_CONNECTIONS_PER_USER")]
+    pub max_connections_per_user: Option<usize>,
+
+    /// Most topics one connection may subscribe to itself; more get a
+    /// `limit_exceeded` error. 0 means no limit. [default: 1024]
+    #[arg(long, env = "REALTIME_MAX_SUBSCRIPTIONS")]
+    pub max_subscriptions: Option<usize>,
+
+    /// Client commands per second per connection; over it commands get
+    /// `rate_limited`, and sustained abuse is closed with 3013. 0 turns the limit
+    /// off. [default: 100]
+    #[arg(long, env = "REALTIME_COMMAND_RATE")]
+    pub command_rate: Option<f32>,
+
+    /// Commands a connection may send at once after a quiet period. [default: 2 × rate]
+    #[arg(long, env = "REALTIME_COMMAND_BURST")]
+    pub command_burst: Option<f32>,
+
+    /// Longest topic name, in bytes (at most 255). [default: 255]
+    #[arg(long, env = "REALTIME_MAX_TOPIC_LENGTH")]
+    pub max_topic_length: Option<usize>,
+
+    /// Topic namespaces (`[[namespaces]]` in the file only). When given they
+    /// replace the built-in `user:{sub}` and `role:{role}` namespaces entirely.
+    #[arg(skip)]
+    pub namespaces: Option<Vec<NamespaceOptions>>,
+
+    /// Rules for topics no namespace covers (`[default_namespace]` in the file
+    /// only). [default: subscribe "authenticated", publish "nobody"]
+    #[arg(skip)]
+    pub default_namespace: Option<Rules>,
+}
+
+/// One `[[namespaces]]` entry of the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceOptions {
+    /// `:`-separated segments, each a literal or `{sub}` / `{role}`.
+    pub pattern: String,
+    pub subscribe: Access,
+    pub publish: Access,
 }
 
 /// A configuration that cannot start a server.
@@ -155,8 +214,15 @@ pub enum ConfigError {
 /// How client tokens are verified.
 #[derive(Debug, Clone)]
 pub enum TokenKey {
-    Secret(String),
+    /// HS256: the current secret and, during a rotation, the previous one.
+    Secret {
+        current: String,
+        previous: Option<String>,
+    },
+    /// RS256/ES256: a PEM public key file.
     PublicKey(PathBuf),
+    /// RS256/ES256: a JWKS file.
+    Jwks(PathBuf),
 }
 
 /// Where the other nodes are.
@@ -218,7 +284,9 @@ impl Options {
             shutdown_timeout,
             log,
             outbound_queue_bytes,
-            worker_threads
+            worker_threads,
+            namespaces,
+            default_namespace
         );
         if self.allowed_origins.is_empty() {
             self.allowed_origins = file.allowed_origins;
@@ -232,31 +300,56 @@ impl Options {
     /// Resolves defaults and checks consistency. `generate` supplies random secrets
     /// for development mode.
     pub fn resolve(self, generate: impl Fn() -> String) -> Result<Settings, ConfigError> {
-        let algorithm = match (&self.jwt_algorithm, &self.jwt_public_key) {
+        let public = match (self.jwt_public_key, self.jwt_jwks_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "give either REALTIME_JWT_PUBLIC_KEY or REALTIME_JWT_JWKS_FILE, not both"
+                        .into(),
+                ));
+            }
+            (Some(pem), None) => Some(TokenKey::PublicKey(pem)),
+            (None, Some(jwks)) => Some(TokenKey::Jwks(jwks)),
+            (None, None) => None,
+        };
+        let algorithm = match (&self.jwt_algorithm, &public) {
             (Some(a), _) => a.parse::<JwtAlgorithm>().map_err(ConfigError::Invalid)?,
             (None, Some(_)) => JwtAlgorithm::Rs256,
             (None, None) => JwtAlgorithm::Hs256,
         };
-        let (key, development) = match (algorithm, self.jwt_secret, self.jwt_public_key) {
+        let previous = self.jwt_previous_secret.filter(|p| !p.is_empty());
+        if previous.is_some() && (algorithm != JwtAlgorithm::Hs256 || self.jwt_secret.is_none()) {
+            return Err(ConfigError::Invalid(
+                "REALTIME_JWT_PREVIOUS_SECRET needs REALTIME_JWT_SECRET (HS256)".into(),
+            ));
+        }
+        let (key, development) = match (algorithm, self.jwt_secret, public) {
             (JwtAlgorithm::Hs256, Some(_), Some(_)) => {
                 return Err(ConfigError::Invalid(
-                    "give either REALTIME_JWT_SECRET (HS256) or REALTIME_JWT_PUBLIC_KEY (RS256/ES256), not both".into(),
+                    "give either REALTIME_JWT_SECRET (HS256) or a public key (RS256/ES256), not both".into(),
                 ));
             }
             (JwtAlgorithm::Hs256, Some(secret), None) if secret.is_empty() => {
                 return Err(ConfigError::Invalid("REALTIME_JWT_SECRET is empty".into()));
             }
-            (JwtAlgorithm::Hs256, Some(secret), None) => (TokenKey::Secret(secret), false),
-            (JwtAlgorithm::Hs256, None, None) => (TokenKey::Secret(generate()), true),
+            (JwtAlgorithm::Hs256, Some(current), None) => {
+                (TokenKey::Secret { current, previous }, false)
+            }
+            (JwtAlgorithm::Hs256, None, None) => (
+                TokenKey::Secret {
+                    current: generate(),
+                    previous: None,
+                },
+                true,
+            ),
             (JwtAlgorithm::Hs256, None, Some(_)) => {
                 return Err(ConfigError::Invalid(
                     "HS256 uses REALTIME_JWT_SECRET, not a public key; set REALTIME_JWT_ALGORITHM to RS256 or ES256".into(),
                 ));
             }
-            (_, _, Some(path)) => (TokenKey::PublicKey(path), false),
+            (_, _, Some(public)) => (public, false),
             (alg, _, None) => {
                 return Err(ConfigError::Invalid(format!(
-                    "{} needs REALTIME_JWT_PUBLIC_KEY (a PEM public key file)",
+                    "{} needs REALTIME_JWT_PUBLIC_KEY (a PEM public key file) or REALTIME_JWT_JWKS_FILE",
                     alg.as_str()
                 )));
             }
@@ -290,6 +383,30 @@ impl Options {
         if let Some(d) = self.pong_timeout {
             engine.pong_timeout = d;
         }
+        if let Some(n) = self.max_connections_per_user {
+            engine.max_connections_per_user = n;
+        }
+        if let Some(n) = self.max_subscriptions {
+            engine.max_subscriptions = n;
+        }
+        if let Some(n) = self.max_topic_length {
+            if n == 0 || n > realtime_core::Topic::MAX_LEN {
+                return Err(ConfigError::Invalid(format!(
+                    "max topic length must be 1 to {}",
+                    realtime_core::Topic::MAX_LEN
+                )));
+            }
+            engine.max_topic_length = n;
+        }
+        let rate = self.command_rate.unwrap_or(engine.command_rate.rate);
+        let burst = self.command_burst.unwrap_or(2.0 * rate);
+        if !rate.is_finite() || rate < 0.0 || !burst.is_finite() || burst < 0.0 {
+            return Err(ConfigError::Invalid(
+                "command rate and burst must be zero or positive numbers".into(),
+            ));
+        }
+        engine.command_rate = realtime_core::RateLimit { rate, burst };
+        engine.expiry_grace = Duration::from_secs(self.jwt_leeway.unwrap_or(0));
         if engine.ping_interval.is_zero() || engine.pong_timeout.is_zero() {
             return Err(ConfigError::Invalid(
                 "ping interval and pong timeout must be above zero".into(),
@@ -297,14 +414,14 @@ impl Options {
         }
         engine.origin_policy =
             OriginPolicy::allow(&self.allowed_origins).with_localhost(development);
-        engine.topic_policy = TopicPolicy {
-            publish: self
-                .client_publish
-                .into_iter()
-                .filter(|p| !p.is_empty())
-                .map(PublishRule::new)
-                .collect(),
-        };
+        engine.topic_policy = topic_policy(self.namespaces, self.default_namespace)
+            .map_err(|e| ConfigError::Invalid(format!("topic policy: {e}")))?;
+        engine.topic_policy.publish = self
+            .client_publish
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .map(PublishRule::new)
+            .collect();
         let provider = match self
             .provider
             .as_deref()
@@ -365,6 +482,30 @@ impl Options {
             worker_threads: self.worker_threads.filter(|n| *n > 0),
         })
     }
+}
+
+/// The configured namespaces (the built-in ones when none are configured) and
+/// default rules, checked.
+fn topic_policy(
+    namespaces: Option<Vec<NamespaceOptions>>,
+    default: Option<Rules>,
+) -> Result<TopicPolicy, PolicyError> {
+    let namespaces = match namespaces {
+        None => builtin_namespaces(),
+        Some(list) => list
+            .into_iter()
+            .map(|n| {
+                Namespace::new(
+                    &n.pattern,
+                    Rules {
+                        subscribe: n.subscribe,
+                        publish: n.publish,
+                    },
+                )
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    TopicPolicy::new(namespaces, default.unwrap_or_default())
 }
 
 fn read_file(path: &Path) -> Result<Options, ConfigError> {
@@ -515,5 +656,222 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(o.merge_file(), Err(ConfigError::ParseFile { .. })));
+    }
+
+    /// Settings from a config file's text (flags and environment left unset).
+    fn from_toml(text: &str) -> Result<Settings, ConfigError> {
+        let options: Options = toml::from_str(text).map_err(|source| ConfigError::ParseFile {
+            path: "test.toml".into(),
+            source,
+        })?;
+        options.resolve(generated)
+    }
+
+    fn invalid(text: &str) -> String {
+        match from_toml(text) {
+            Err(ConfigError::Invalid(message)) => message,
+            other => panic!("expected ConfigError::Invalid, got {other:?}"),
+        }
+    }
+
+    /// The default list exactly as docs/OPERATIONS.md prints it.
+    const DOCUMENTED_DEFAULT: &str = r#"
+[[namespaces]]
+pattern = "user:{sub}"
+subscribe = "owner"
+publish = "nobody"
+
+[[namespaces]]
+pattern = "role:{role}"
+subscribe = "owner"
+publish = "nobody"
+
+[default_namespace]
+subscribe = "authenticated"
+publish = "nobody"
+"#;
+
+    #[test]
+    fn no_namespaces_configured_is_the_default_policy() {
+        let s = from_toml("").unwrap();
+        assert_eq!(s.engine.topic_policy, TopicPolicy::default());
+        let s = from_toml(DOCUMENTED_DEFAULT).unwrap();
+        assert_eq!(
+            s.engine.topic_policy,
+            TopicPolicy::default(),
+            "the documented default list is the built-in one"
+        );
+    }
+
+    #[test]
+    fn configured_namespaces_replace_the_builtin_ones() {
+        let s = from_toml(
+            r#"
+client_publish = ["news:*"]
+
+[[namespaces]]
+pattern = "chat"
+subscribe = "authenticated"
+publish = "authenticated"
+
+[[namespaces]]
+pattern = "user:{sub}"
+subscribe = "owner"
+publish = "owner"
+
+[[namespaces]]
+pattern = "ops"
+subscribe = { roles = ["admin", "ops"] }
+publish = "nobody"
+"#,
+        )
+        .unwrap();
+        let policy = &s.engine.topic_policy;
+        let listed: Vec<(&str, &Rules)> = policy
+            .namespaces
+            .iter()
+            .map(|n| (n.pattern().as_str(), n.rules()))
+            .collect();
+        let rules = |subscribe, publish| Rules { subscribe, publish };
+        assert_eq!(
+            listed,
+            vec![
+                ("chat", &rules(Access::Authenticated, Access::Authenticated)),
+                ("user:{sub}", &rules(Access::Owner, Access::Owner)),
+                (
+                    "ops",
+                    &rules(
+                        Access::Roles(vec!["admin".into(), "ops".into()]),
+                        Access::Nobody
+                    )
+                ),
+            ]
+        );
+        assert!(
+            policy.namespace_for("role:admin").is_none(),
+            "role:{{role}} is not kept"
+        );
+        assert_eq!(policy.default, Rules::default());
+        assert!(policy.publish[0].matches("news:today"));
+
+        let s = from_toml(
+            "[default_namespace]\nsubscribe = \"nobody\"\npublish = { roles = [\"admin\"] }\n",
+        )
+        .unwrap();
+        let policy = &s.engine.topic_policy;
+        assert_eq!(
+            policy.namespaces,
+            builtin_namespaces(),
+            "only the default changed"
+        );
+        assert_eq!(
+            policy.default,
+            rules(Access::Nobody, Access::Roles(vec!["admin".into()]))
+        );
+
+        let s = from_toml("namespaces = []\n").unwrap();
+        assert!(
+            s.engine.topic_policy.namespaces.is_empty(),
+            "an empty list is a list"
+        );
+    }
+
+    #[test]
+    fn invalid_namespaces_name_the_namespace() {
+        let owner = invalid(
+            "[[namespaces]]\npattern = \"chat\"\nsubscribe = \"owner\"\npublish = \"nobody\"\n",
+        );
+        assert_eq!(
+            owner,
+            "topic policy: namespace \"chat\": subscribe = \"owner\" needs a `{sub}` or `{role}` placeholder in the pattern"
+        );
+        let wildcard = invalid(
+            "[[namespaces]]\npattern = \"chat:*\"\nsubscribe = \"authenticated\"\npublish = \"nobody\"\n",
+        );
+        assert!(
+            wildcard.starts_with("topic policy: namespace \"chat:*\": "),
+            "{wildcard}"
+        );
+        let placeholder = invalid(
+            "[[namespaces]]\npattern = \"user:{id}\"\nsubscribe = \"owner\"\npublish = \"nobody\"\n",
+        );
+        assert!(
+            placeholder.contains("unknown placeholder `{id}`"),
+            "{placeholder}"
+        );
+        let shadowed = invalid(
+            "[[namespaces]]\npattern = \"x:{sub}\"\nsubscribe = \"owner\"\npublish = \"nobody\"\n\
+             [[namespaces]]\npattern = \"x:{role}\"\nsubscribe = \"owner\"\npublish = \"nobody\"\n",
+        );
+        assert!(
+            shadowed.contains("namespace \"x:{role}\" never applies"),
+            "{shadowed}"
+        );
+        let empty_roles = invalid(
+            "[[namespaces]]\npattern = \"ops\"\nsubscribe = { roles = [] }\npublish = \"nobody\"\n",
+        );
+        assert!(empty_roles.contains("empty role list"), "{empty_roles}");
+        let default_owner =
+            invalid("[default_namespace]\nsubscribe = \"owner\"\npublish = \"nobody\"\n");
+        assert!(
+            default_owner.starts_with("topic policy: default namespace: "),
+            "{default_owner}"
+        );
+    }
+
+    #[test]
+    fn malformed_namespace_entries_are_parse_errors() {
+        for text in [
+            "[[namespaces]]\npattern = \"chat\"\nsubscribe = \"everyone\"\npublish = \"nobody\"\n",
+            "[[namespaces]]\npattern = \"chat\"\nsubscribe = \"authenticated\"\n",
+            "[[namespaces]]\npattern = \"chat\"\nsubscribe = \"authenticated\"\npublish = \"nobody\"\nowner = true\n",
+            "[default_namespace]\nsubscribe = \"authenticated\"\n",
+        ] {
+            assert!(
+                matches!(from_toml(text), Err(ConfigError::ParseFile { .. })),
+                "{text}"
+            );
+        }
+        let Err(ConfigError::ParseFile { source, .. }) = from_toml(
+            "[[namespaces]]\npattern = \"chat\"\nsubscribe = \"everyone\"\npublish = \"nobody\"\n",
+        ) else {
+            unreachable!()
+        };
+        assert!(
+            source.to_string().contains("unknown access \"everyone\""),
+            "{source}"
+        );
+    }
+
+    #[test]
+    fn namespaces_are_not_command_line_options() {
+        use clap::CommandFactory;
+        Options::command().debug_assert();
+        let o = Options::try_parse_from(["realtime-server"]).unwrap();
+        assert_eq!((o.namespaces, o.default_namespace), (None, None));
+        assert!(Options::try_parse_from(["realtime-server", "--namespaces", "chat"]).is_err());
+    }
+
+    #[test]
+    fn namespaces_come_from_the_file() {
+        let dir = std::env::temp_dir().join(format!("rt-namespaces-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("realtime.toml");
+        std::fs::write(
+            &path,
+            "[[namespaces]]\npattern = \"chat\"\nsubscribe = \"authenticated\"\npublish = \"authenticated\"\n",
+        )
+        .unwrap();
+        let o = Options {
+            config: Some(path),
+            ..Default::default()
+        };
+        let s = o.merge_file().unwrap().resolve(generated).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(s.engine.topic_policy.namespaces.len(), 1);
+        assert_eq!(
+            s.engine.topic_policy.namespaces[0].rules().publish,
+            Access::Authenticated
+        );
     }
 }

@@ -35,7 +35,10 @@ pub fn mint_token(
 
 /// The development-mode banner, printed once at start.
 pub fn banner(settings: &Settings, local_addr: std::net::SocketAddr) -> String {
-    let TokenKey::Secret(secret) = &settings.key else {
+    let TokenKey::Secret {
+        current: secret, ..
+    } = &settings.key
+    else {
         return String::new();
     };
     let token = mint_token(

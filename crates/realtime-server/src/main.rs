@@ -3,8 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use realtime_server::{Options, Server, dev, shutdown_signal};
-use tracing_subscriber::EnvFilter;
+use realtime_server::{Options, Server, dev, request_log, shutdown_signal};
 
 /// mimalloc instead of glibc's malloc: fewer CPU cycles per handshake and per
 /// delivery (measured in docs/BENCHMARKS.md).
@@ -22,9 +21,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = EnvFilter::try_new(&settings.log).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(request_log::log_filter(&settings.log))
         .with_target(false)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use realtime_server::Options;
 use serde_json::{Value, json};
 
 /// Asserts the attempt was refused with 401 and `reason`, and that the server holds
@@ -363,4 +364,115 @@ async fn rejections_are_counted_by_reason_in_metrics() {
     ] {
         assert!(metrics.contains(line), "missing {line:?} in:\n{metrics}");
     }
+}
+
+#[tokio::test]
+async fn a_previous_secret_is_still_accepted_during_a_rotation() {
+    let server = TestServer::start_with(Options {
+        jwt_secret: Some("the-new-secret".into()),
+        jwt_previous_secret: Some("the-old-secret".into()),
+        ..options()
+    })
+    .await;
+    for secret in ["the-new-secret", "the-old-secret"] {
+        let signed = sign_hs256(&claims("rotating", &[]), secret);
+        assert_accepted(server.handshake(Some(&signed), None).await, "rotating").await;
+    }
+    let other = sign_hs256(&claims("rotating", &[]), "some-other-secret");
+    assert_token_rejected(&server, &other, "bad_signature").await;
+}
+
+#[test]
+fn a_previous_secret_needs_hs256() {
+    let o = Options {
+        jwt_secret: None,
+        jwt_public_key: Some(fixture("rsa-public.pem")),
+        jwt_previous_secret: Some("old".into()),
+        ..options()
+    };
+    assert!(o.resolve(|| "x".into()).is_err());
+}
+
+/// Signs `claims` with the fixture RSA or EC private key and puts `kid` in the header.
+fn sign_with_kid(claims: &Value, algorithm: jsonwebtoken::Algorithm, kid: &str) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let mut header = Header::new(algorithm);
+    header.kid = Some(kid.into());
+    let key = match algorithm {
+        Algorithm::RS256 => {
+            EncodingKey::from_rsa_pem(&std::fs::read(fixture("rsa-private.pem")).unwrap())
+        }
+        _ => EncodingKey::from_ec_pem(&std::fs::read(fixture("ec-private.pem")).unwrap()),
+    };
+    jsonwebtoken::encode(&header, claims, &key.unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn jwks_keys_are_picked_by_kid() {
+    use jsonwebtoken::Algorithm;
+    let server = TestServer::start_with(Options {
+        jwt_secret: None,
+        jwt_jwks_file: Some(fixture("jwks.json")),
+        ..options()
+    })
+    .await;
+    let good = sign_with_kid(&claims("jwks-user", &[]), Algorithm::RS256, "rsa-2026");
+    assert_accepted(server.handshake(Some(&good), None).await, "jwks-user").await;
+    // No `kid`: every usable key is tried.
+    assert_accepted(
+        server
+            .handshake(Some(&sign_rs256(&claims("no-kid", &[]))), None)
+            .await,
+        "no-kid",
+    )
+    .await;
+    let unknown = sign_with_kid(&claims("jwks-user", &[]), Algorithm::RS256, "retired");
+    assert_token_rejected(&server, &unknown, "unknown_key").await;
+    // The encryption-only key with the same modulus is not a verification key.
+    let enc = sign_with_kid(&claims("jwks-user", &[]), Algorithm::RS256, "rsa-enc");
+    assert_token_rejected(&server, &enc, "unknown_key").await;
+    // The EC key is in the file but the server is pinned to RS256.
+    let ec = sign_with_kid(&claims("jwks-user", &[]), Algorithm::ES256, "ec-1");
+    assert_token_rejected(&server, &ec, "invalid_algorithm").await;
+}
+
+#[tokio::test]
+async fn jwks_serves_es256_when_pinned() {
+    use jsonwebtoken::Algorithm;
+    let server = TestServer::start_with(Options {
+        jwt_secret: None,
+        jwt_algorithm: Some("ES256".into()),
+        jwt_jwks_file: Some(fixture("jwks.json")),
+        ..options()
+    })
+    .await;
+    let ec = sign_with_kid(&claims("ec-user", &[]), Algorithm::ES256, "ec-1");
+    assert_accepted(server.handshake(Some(&ec), None).await, "ec-user").await;
+    // A kid naming the RSA key: it was skipped as unusable for ES256.
+    let wrong = sign_with_kid(&claims("ec-user", &[]), Algorithm::ES256, "rsa-2026");
+    assert_token_rejected(&server, &wrong, "unknown_key").await;
+}
+
+#[test]
+fn a_jwks_file_without_usable_keys_stops_the_server() {
+    let dir = std::env::temp_dir().join(format!("rt-jwks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("empty.json");
+    std::fs::write(&path, r#"{"keys":[]}"#).unwrap();
+    let settings = Options {
+        jwt_secret: None,
+        jwt_jwks_file: Some(path.clone()),
+        ..options()
+    }
+    .resolve(|| "x".into())
+    .unwrap();
+    let err = realtime_server::app::build(&settings)
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("no key usable for RS256"), "{err}");
+    std::fs::write(&path, "not json").unwrap();
+    let err = realtime_server::app::build(&settings)
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("JWKS"), "{err}");
 }

@@ -2,10 +2,13 @@
 //!
 //! The JWT adapter verifies the signature with `jsonwebtoken` for exactly one pinned
 //! algorithm, then hands the claims to `realtime_core::Identity::from_claims`, which
-//! applies exp/nbf/iat/iss/aud at the time given by the caller.
+//! applies exp/nbf/iat/iss/aud at the time given by the caller. It may hold several
+//! keys: a previous HMAC secret during a rotation, or every key of a JWKS file
+//! (picked by the token's `kid`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use realtime_core::{AuthError, ClaimRules, Identity, token};
 use serde_json::{Map, Value};
@@ -67,12 +70,25 @@ pub enum KeyError {
         algorithm: &'static str,
         source: jsonwebtoken::errors::Error,
     },
+    #[error("a previous secret only applies to HS256")]
+    PreviousSecretNeedsHs256,
+    #[error("the JWKS document is not valid: {0}")]
+    BadJwks(String),
+    #[error("the JWKS document has no key usable for {0} signatures")]
+    NoUsableJwk(&'static str),
+}
+
+/// One verification key, with the `kid` it answers to (JWKS keys).
+struct VerifyKey {
+    kid: Option<String>,
+    key: DecodingKey,
 }
 
 /// Verifies compact JWTs signed with one pinned algorithm.
 pub struct JwtVerifier {
     algorithm: JwtAlgorithm,
-    key: DecodingKey,
+    /// Tried in order; the first is the current key.
+    keys: Vec<VerifyKey>,
     validation: Validation,
     rules: ClaimRules,
 }
@@ -82,6 +98,7 @@ impl std::fmt::Debug for JwtVerifier {
         // The key is deliberately not printed.
         f.debug_struct("JwtVerifier")
             .field("algorithm", &self.algorithm)
+            .field("keys", &self.keys.len())
             .field("rules", &self.rules)
             .finish_non_exhaustive()
     }
@@ -118,6 +135,50 @@ impl JwtVerifier {
         Ok(Self::with_key(algorithm, key, rules))
     }
 
+    /// Also accepts tokens signed with `previous` (HS256 only), for a secret
+    /// rotation: deploy the new secret with the old one as previous, move token
+    /// issuers to the new secret, then drop the previous one.
+    pub fn with_previous_secret(mut self, previous: &[u8]) -> Result<Self, KeyError> {
+        if self.algorithm != JwtAlgorithm::Hs256 {
+            return Err(KeyError::PreviousSecretNeedsHs256);
+        }
+        if previous.is_empty() {
+            return Err(KeyError::EmptySecret);
+        }
+        self.keys.push(VerifyKey {
+            kid: None,
+            key: DecodingKey::from_secret(previous),
+        });
+        Ok(self)
+    }
+
+    /// Every key of a JWKS document (`{"keys": [...]}`) that can verify
+    /// `algorithm` signatures: RSA keys for RS256, P-256 keys for ES256, `oct`
+    /// keys for HS256. Keys marked for encryption or for another `alg` are skipped.
+    /// A token whose `kid` matches a key is checked against that key only.
+    pub fn from_jwks(
+        algorithm: JwtAlgorithm,
+        jwks: &[u8],
+        rules: ClaimRules,
+    ) -> Result<Self, KeyError> {
+        let set: JwkSet =
+            serde_json::from_slice(jwks).map_err(|e| KeyError::BadJwks(e.to_string()))?;
+        let mut keys = Vec::new();
+        for jwk in set.keys.iter().filter(|k| usable(k, algorithm)) {
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| KeyError::BadJwks(e.to_string()))?;
+            keys.push(VerifyKey {
+                kid: jwk.common.key_id.clone(),
+                key,
+            });
+        }
+        if keys.is_empty() {
+            return Err(KeyError::NoUsableJwk(algorithm.as_str()));
+        }
+        let mut verifier = Self::with_key(algorithm, keys[0].key.clone(), rules);
+        verifier.keys = keys;
+        Ok(verifier)
+    }
+
     fn with_key(algorithm: JwtAlgorithm, key: DecodingKey, rules: ClaimRules) -> Self {
         let mut validation = Validation::new(algorithm.jsonwebtoken());
         // Time and audience rules live in realtime-core, applied with an explicit `now`.
@@ -127,7 +188,7 @@ impl JwtVerifier {
         validation.required_spec_claims.clear();
         JwtVerifier {
             algorithm,
-            key,
+            keys: vec![VerifyKey { kid: None, key }],
             validation,
             rules,
         }
@@ -140,16 +201,70 @@ impl JwtVerifier {
 
 impl TokenVerifier for JwtVerifier {
     fn verify(&self, token: &str, now: SystemTime) -> Result<Identity, AuthError> {
-        let alg = token::header_algorithm(token)?;
-        if alg != self.algorithm.as_str() {
+        let header = token::read_header(token)?;
+        if header.alg != self.algorithm.as_str() {
             return Err(AuthError::InvalidAlgorithm {
-                found: alg,
+                found: header.alg.chars().take(16).collect(),
                 expected: self.algorithm.as_str().into(),
             });
         }
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
-            .map_err(map_jwt_error)?;
-        Identity::from_claims(data.claims, unix_seconds(now), &self.rules)
+        // A `kid` that names a key selects it alone; otherwise every key without a
+        // `kid` is a candidate (a token without `kid` tries them all).
+        let named = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.keys.iter().find(|k| k.kid.as_deref() == Some(kid)));
+        let candidates: Vec<&VerifyKey> = match (named, &header.kid) {
+            (Some(key), _) => vec![key],
+            (None, Some(_)) => self.keys.iter().filter(|k| k.kid.is_none()).collect(),
+            (None, None) => self.keys.iter().collect(),
+        };
+        if candidates.is_empty() {
+            return Err(AuthError::UnknownKey);
+        }
+        let mut outcome = Err(AuthError::BadSignature);
+        for candidate in candidates {
+            match jsonwebtoken::decode::<Map<String, Value>>(
+                token,
+                &candidate.key,
+                &self.validation,
+            ) {
+                Ok(data) => {
+                    outcome = Ok(data.claims);
+                    break;
+                }
+                Err(e) => {
+                    outcome = Err(map_jwt_error(e));
+                    if outcome != Err(AuthError::BadSignature) {
+                        break;
+                    }
+                }
+            }
+        }
+        Identity::from_claims(outcome?, unix_seconds(now), &self.rules)
+    }
+}
+
+/// Whether a JWK can verify `algorithm` signatures.
+fn usable(jwk: &Jwk, algorithm: JwtAlgorithm) -> bool {
+    if matches!(
+        jwk.common.public_key_use,
+        Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_))
+    ) {
+        return false;
+    }
+    if let Some(alg) = jwk.common.key_algorithm
+        && format!("{alg:?}") != algorithm.as_str()
+    {
+        return false;
+    }
+    match (&jwk.algorithm, algorithm) {
+        (AlgorithmParameters::RSA(_), JwtAlgorithm::Rs256) => true,
+        (AlgorithmParameters::EllipticCurve(p), JwtAlgorithm::Es256) => {
+            p.curve == EllipticCurve::P256
+        }
+        (AlgorithmParameters::OctetKey(_), JwtAlgorithm::Hs256) => true,
+        _ => false,
     }
 }
 

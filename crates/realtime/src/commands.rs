@@ -54,6 +54,14 @@ async fn execute(
             policy
                 .can_subscribe(handle.info(), &topic)
                 .map_err(|e| error(&reference, ErrorCode::Forbidden, e.to_string()))?;
+            let max = rt.config().max_subscriptions;
+            if !handle.has_room_for(&topic, max) {
+                return Err(error(
+                    &reference,
+                    ErrorCode::LimitExceeded,
+                    format!("a connection may subscribe to at most {max} topics"),
+                ));
+            }
             rt.subscribe_local(handle, &topic).await.map_err(|_| {
                 error(
                     &reference,
@@ -104,5 +112,52 @@ async fn execute(
             reference: reference.as_ref(),
         }
         .to_json()),
+        Command::Refresh { token, reference } => refresh(rt, handle, &token, reference),
     }
+}
+
+/// Replaces the connection's token: the new one must verify and name the same
+/// user with the same roles; the connection's expiry moves to the new `exp`.
+fn refresh(
+    rt: &Realtime,
+    handle: &ConnectionHandle,
+    token: &str,
+    reference: Option<Value>,
+) -> Result<String, ProtocolError> {
+    let identity = rt.verify(token).map_err(|e| {
+        ProtocolError::new(
+            reference.clone(),
+            ErrorCode::InvalidToken,
+            format!("{}: {e}", e.reason()),
+        )
+    })?;
+    let info = handle.info();
+    let same_roles =
+        identity.roles.len() == info.roles.len() && identity.roles.iter().all(|r| info.has_role(r));
+    if identity.user_id != *info.user_id || !same_roles {
+        return Err(ProtocolError::new(
+            reference,
+            ErrorCode::TokenMismatch,
+            "the token names another user or other roles; reconnect with it instead",
+        ));
+    }
+    handle.set_expires_at(identity.expires_at);
+    Ok(ServerFrame::Refreshed {
+        reference: reference.as_ref(),
+        expires_at: identity.expires_at.unwrap_or(i64::MAX),
+    }
+    .to_json())
+}
+
+/// The reply to a command dropped by the rate limit. The frame is only scanned
+/// for its `ref`, so the reply can be matched to the command.
+pub(crate) fn rate_limited_reply(rt: &Realtime, text: &str) -> String {
+    rt.inner.metrics.error(ErrorKind::RateLimited);
+    ProtocolError::new(
+        realtime_core::protocol::peek_reference(text),
+        ErrorCode::RateLimited,
+        "too many commands; slow down",
+    )
+    .frame()
+    .to_json()
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use realtime_core::{OriginPolicy, Topic, TopicPolicy};
+use realtime_core::{OriginPolicy, RateLimit, Topic, TopicPolicy};
 
 /// Engine configuration. `Default` gives the documented production defaults.
 #[derive(Debug, Clone)]
@@ -37,6 +37,22 @@ pub struct RealtimeConfig {
     pub write_buffer_size: usize,
     /// Longest accepted topic name, in bytes. Default 255.
     pub max_topic_length: usize,
+    /// Most connections one user may hold on this node; one more is accepted and
+    /// closed at once with 3504. 0 means no limit (the default).
+    pub max_connections_per_user: usize,
+    /// Most topics one connection may subscribe to itself; one more is refused
+    /// with a `limit_exceeded` error. Server-side subscriptions (the HTTP API) are
+    /// not limited. 0 means no limit. Default 1024.
+    pub max_subscriptions: usize,
+    /// Client commands per second per connection (token bucket). Over it a command
+    /// is answered `rate_limited`; a client that keeps sending at more than about
+    /// twice the rate is closed with 3013. Default 100/s, burst 200.
+    /// [`RateLimit::OFF`] disables it.
+    pub command_rate: RateLimit,
+    /// How long past its token's `exp` a connection stays open before it is closed
+    /// with 3005, unless it sent a `refresh`. The server sets it to the JWT
+    /// leeway, so a token accepted within the leeway is not closed at once. Default 0.
+    pub expiry_grace: Duration,
     /// Who may subscribe to and publish on which topics from a client.
     pub topic_policy: TopicPolicy,
     /// Which browser origins may open a connection (403 before the upgrade
@@ -58,6 +74,13 @@ impl Default for RealtimeConfig {
             read_buffer_size: 2 * 1024,
             write_buffer_size: 8 * 1024,
             max_topic_length: Topic::MAX_LEN,
+            max_connections_per_user: 0,
+            max_subscriptions: 1024,
+            command_rate: RateLimit {
+                rate: 100.0,
+                burst: 200.0,
+            },
+            expiry_grace: Duration::ZERO,
             topic_policy: TopicPolicy::default(),
             origin_policy: OriginPolicy::same_host(),
         }

@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, Ordering};
 
 use axum::extract::ws::Utf8Bytes;
 use realtime_core::{CloseCode, ConnectionId, ConnectionInfo, Topic};
@@ -25,6 +25,9 @@ pub struct ConnectionHandle {
     topics: Mutex<TopicSet>,
     /// Set once the connection's end has been accounted for (metrics, count).
     finished: AtomicBool,
+    /// The token's `exp` (Unix seconds); `i64::MAX` when it has none. A `refresh`
+    /// moves it.
+    expires_at: AtomicI64,
 }
 
 #[derive(Debug, Default)]
@@ -40,8 +43,14 @@ pub(crate) struct ConnectionGone;
 
 impl ConnectionHandle {
     /// A handle whose queue holds at most `max_frames` frames and `max_bytes` bytes.
-    pub(crate) fn new(info: ConnectionInfo, max_frames: usize, max_bytes: usize) -> Self {
+    pub(crate) fn new(
+        info: ConnectionInfo,
+        expires_at: Option<i64>,
+        max_frames: usize,
+        max_bytes: usize,
+    ) -> Self {
         ConnectionHandle {
+            expires_at: AtomicI64::new(expires_at.unwrap_or(i64::MAX)),
             info,
             outbox: Outbox::new(max_frames, max_bytes),
             close_code: AtomicU16::new(0),
@@ -62,6 +71,25 @@ impl ConnectionHandle {
 
     pub fn info(&self) -> &ConnectionInfo {
         &self.info
+    }
+
+    /// When the connection's token expires (Unix seconds), if it does.
+    pub fn expires_at(&self) -> Option<i64> {
+        let at = self.expires_at.load(Ordering::Acquire);
+        (at != i64::MAX).then_some(at)
+    }
+
+    /// Records the expiry of a refreshed token.
+    pub(crate) fn set_expires_at(&self, at: Option<i64>) {
+        self.expires_at
+            .store(at.unwrap_or(i64::MAX), Ordering::Release);
+    }
+
+    /// Whether subscribing to `topic` keeps the connection within `max` topics
+    /// (0: no limit). A topic it already has always fits.
+    pub(crate) fn has_room_for(&self, topic: &Topic, max: usize) -> bool {
+        let set = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+        max == 0 || set.topics.len() < max || set.topics.contains(topic)
     }
 
     /// Queues one frame. Returns whether it was queued. A full queue (frames or

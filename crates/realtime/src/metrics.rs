@@ -16,14 +16,21 @@ pub(crate) enum ErrorKind {
     Protocol,
     /// A socket read or write failed.
     Socket,
+    /// A client command was dropped by the connection's rate limit.
+    RateLimited,
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 2] = [ErrorKind::Protocol, ErrorKind::Socket];
+    const ALL: [ErrorKind; 3] = [
+        ErrorKind::Protocol,
+        ErrorKind::Socket,
+        ErrorKind::RateLimited,
+    ];
     fn label(self) -> &'static str {
         match self {
             ErrorKind::Protocol => "protocol",
             ErrorKind::Socket => "socket",
+            ErrorKind::RateLimited => "rate_limited",
         }
     }
 }
@@ -41,7 +48,7 @@ pub(crate) struct Metrics {
     // Resolved handles, indexed like the enums they count.
     messages_by_route: [Counter; 5],
     deliveries_by_route: [Counter; 5],
-    errors_by_kind: [Counter; 2],
+    errors_by_kind: [Counter; 3],
 }
 
 impl Metrics {
@@ -76,16 +83,7 @@ impl Metrics {
     }
 
     pub(crate) fn disconnected(&self, code: Option<CloseCode>) {
-        let label = match code {
-            None => "client",
-            Some(CloseCode::Normal) => "normal",
-            Some(CloseCode::ServerShutdown) => "server_shutdown",
-            Some(CloseCode::MessageTooBig) => "message_too_big",
-            Some(CloseCode::InternalError) => "internal_error",
-            Some(CloseCode::SlowConsumer) => "slow_consumer",
-            Some(CloseCode::NoPong) => "no_pong",
-            Some(CloseCode::ForceDisconnect) => "force_disconnect",
-        };
+        let label = code.map_or("client", CloseCode::label);
         self.disconnects.get_or_create(&[("reason", label)]).inc();
     }
 

@@ -21,6 +21,9 @@ pub(crate) struct Registry {
     users: DashMap<Arc<str>, Members>,
     roles: DashMap<Arc<str>, Members>,
     topics: DashMap<Topic, Members>,
+    /// Connections per user, counted from open to close (a connection counts
+    /// before it is reachable, so concurrent handshakes cannot overshoot a limit).
+    user_slots: DashMap<Arc<str>, usize>,
 }
 
 impl Registry {
@@ -32,6 +35,25 @@ impl Registry {
             add_member(&self.roles, role.clone(), &handle);
         }
         self.connections.insert(id, handle);
+    }
+
+    /// Counts one more connection for `user` unless it already has `max` (0: no
+    /// limit). Returns whether it was counted.
+    pub(crate) fn reserve_user_slot(&self, user: &Arc<str>, max: usize) -> bool {
+        let mut slots = self.user_slots.entry(user.clone()).or_insert(0);
+        if max != 0 && *slots >= max {
+            return false;
+        }
+        *slots += 1;
+        true
+    }
+
+    /// Gives back a slot taken by [`reserve_user_slot`](Self::reserve_user_slot).
+    pub(crate) fn release_user_slot(&self, user: &str) {
+        self.user_slots.remove_if_mut(user, |_, slots| {
+            *slots = slots.saturating_sub(1);
+            *slots == 0
+        });
     }
 
     /// Removes a connection from every index. Returns its handle and the topics it

@@ -355,15 +355,28 @@ impl Realtime {
         &self,
         identity: Identity,
         first_frame: impl FnOnce(&ConnectionInfo) -> Option<String>,
-    ) -> (Arc<ConnectionHandle>, Option<BusFuture>) {
+    ) -> Result<(Arc<ConnectionHandle>, Option<BusFuture>), ConnectionLimitReached> {
+        let config = &self.inner.config;
+        let expires_at = identity.expires_at;
         let id = self
             .inner
             .tag
             .connection_id(*uuid::Uuid::new_v4().as_bytes());
         let info = ConnectionInfo::new(id, identity, now_rfc3339());
-        let config = &self.inner.config;
-        let handle =
-            ConnectionHandle::new(info, config.outbound_queue, config.outbound_queue_bytes);
+        if !self
+            .inner
+            .registry
+            .reserve_user_slot(&info.user_id, config.max_connections_per_user)
+        {
+            self.inner.metrics.rejected("connection_limit");
+            return Err(ConnectionLimitReached);
+        }
+        let handle = ConnectionHandle::new(
+            info,
+            expires_at,
+            config.outbound_queue,
+            config.outbound_queue_bytes,
+        );
         if let Some(frame) = first_frame(handle.info()) {
             handle.try_send(&Utf8Bytes::from(frame));
         }
@@ -380,7 +393,7 @@ impl Realtime {
         });
         self.inner.metrics.accepted.inc();
         self.inner.metrics.active_connections.inc();
-        (handle, ready)
+        Ok((handle, ready))
     }
 
     /// Makes an opened connection reachable.
@@ -413,6 +426,9 @@ impl Realtime {
         if !handle.mark_finished() {
             return;
         }
+        self.inner
+            .registry
+            .release_user_slot(&handle.info().user_id);
         self.inner.metrics.active_connections.dec();
         self.inner.metrics.disconnected(handle.close_code());
     }
@@ -444,6 +460,10 @@ fn route_topic(route: &Route) -> Option<&Topic> {
         _ => None,
     }
 }
+
+/// The user already holds `max_connections_per_user` connections on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnectionLimitReached;
 
 pub(crate) fn summary(h: &ConnectionHandle) -> ConnectionSummary {
     let info = h.info();

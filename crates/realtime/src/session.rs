@@ -3,11 +3,12 @@
 //! client commands, pings on an interval, and closes with the right code.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
+use realtime_core::ratelimit::{Bucket, Verdict};
 use realtime_core::{CloseCode, Identity, ServerFrame};
 use tokio::time::Instant;
 
@@ -40,18 +41,31 @@ pub(crate) fn run(
     mut socket: WebSocket,
     identity: Identity,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let (handle, ready) = rt.open_connection(identity, |info| {
+    let expires_at = identity.expires_at;
+    let opened = rt.open_connection(identity, |info| {
         Some(
             ServerFrame::Welcome {
                 connection_id: info.id,
                 user_id: &info.user_id,
                 roles: &info.roles,
                 timestamp: &info.connected_at,
+                expires_at,
             }
             .to_json(),
         )
     });
     async move {
+        let Ok((handle, ready)) = opened else {
+            // Over the user's connection limit: told why, never registered.
+            let timeout = rt.config().close_timeout;
+            Box::pin(close_socket(
+                &mut socket,
+                CloseCode::ConnectionLimit,
+                timeout,
+            ))
+            .await;
+            return;
+        };
         if let Some(ready) = ready {
             // In a cluster the welcome means "reachable from every node": wait (bounded)
             // until this node receives the user's and roles' channels. If the bus is
@@ -122,6 +136,8 @@ async fn serve(
 ) -> Ending {
     let config = rt.config();
     let mut heartbeat = Heartbeat::new(config.ping_interval, config.pong_timeout);
+    heartbeat.expire_at(handle.expires_at(), config.expiry_grace);
+    let mut bucket = Bucket::new(&config.command_rate, seconds());
     let timer = tokio::time::sleep_until(heartbeat.deadline());
     tokio::pin!(timer);
     // One close signal future for the whole session: it registers with the handle
@@ -167,10 +183,23 @@ async fn serve(
                         match msg {
                             // Boxed: command handling (cluster round trips included)
                             // would otherwise size every idle connection's task.
-                            Message::Text(text) => {
-                                Box::pin(commands::handle_text(rt, handle, &text)).await
-                            }
-                            Message::Binary(_) => commands::binary_frame_reply(rt),
+                            Message::Text(text) => match bucket.check(&config.command_rate, seconds()) {
+                                Verdict::Allow => {
+                                    let reply = Box::pin(commands::handle_text(rt, handle, &text)).await;
+                                    // A `refresh` moves the expiry.
+                                    if heartbeat.expire_at(handle.expires_at(), config.expiry_grace) {
+                                        timer.as_mut().reset(heartbeat.deadline());
+                                    }
+                                    reply
+                                }
+                                Verdict::Refuse => commands::rate_limited_reply(rt, &text),
+                                Verdict::Disconnect => return Ending::Close(CloseCode::TooManyRequests),
+                            },
+                            Message::Binary(_) => match bucket.check(&config.command_rate, seconds()) {
+                                Verdict::Disconnect => return Ending::Close(CloseCode::TooManyRequests),
+                                Verdict::Refuse => commands::rate_limited_reply(rt, ""),
+                                Verdict::Allow => commands::binary_frame_reply(rt),
+                            },
                             Message::Ping(_) | Message::Pong(_) => continue,
                             Message::Close(_) => return Ending::ClientClosed,
                         }
@@ -191,6 +220,7 @@ async fn serve(
                         }
                     }
                     Beat::Expired => return Ending::Close(CloseCode::NoPong),
+                    Beat::TokenExpired => return Ending::Close(CloseCode::TokenExpired),
                 }
                 timer.as_mut().reset(heartbeat.deadline());
             }
@@ -252,7 +282,7 @@ fn read_error(rt: &Realtime, e: axum::Error) -> Ending {
         Some(tungstenite::Error::Capacity(_)) => Ending::Close(CloseCode::MessageTooBig),
         Some(tungstenite::Error::Utf8(_)) => {
             rt.inner.metrics.error(ErrorKind::Protocol);
-            Ending::Gone
+            Ending::Close(CloseCode::InvalidPayload)
         }
         _ => {
             rt.inner.metrics.error(ErrorKind::Socket);
@@ -261,18 +291,30 @@ fn read_error(rt: &Realtime, e: axum::Error) -> Ending {
     }
 }
 
+/// Seconds since the first session started: the rate limiter's clock.
+fn seconds() -> f64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    ORIGIN.get_or_init(Instant::now).elapsed().as_secs_f64()
+}
+
 enum Beat {
     SendPing,
     Expired,
+    TokenExpired,
 }
 
 /// Ping schedule: a ping every `interval`; if nothing at all arrives within
-/// `timeout` of a ping, the client is considered gone.
+/// `timeout` of a ping, the client is considered gone. It also holds the token's
+/// expiry, so one timer serves both.
 struct Heartbeat {
     interval: Duration,
     timeout: Duration,
     last_ping: Instant,
     awaiting: bool,
+    /// The token's `exp` the expiry below was computed from.
+    expires_at: Option<i64>,
+    /// When the connection is closed with 3005 unless refreshed.
+    expiry: Option<Instant>,
 }
 
 impl Heartbeat {
@@ -282,14 +324,35 @@ impl Heartbeat {
             timeout,
             last_ping: Instant::now(),
             awaiting: false,
+            expires_at: None,
+            expiry: None,
         }
     }
 
+    /// Sets the token expiry (Unix seconds) plus `grace`; returns whether it changed.
+    fn expire_at(&mut self, expires_at: Option<i64>, grace: Duration) -> bool {
+        if expires_at == self.expires_at {
+            return false;
+        }
+        self.expires_at = expires_at;
+        self.expiry = expires_at.and_then(|exp| {
+            let at =
+                UNIX_EPOCH.checked_add(Duration::from_secs(u64::try_from(exp).unwrap_or(0)))?;
+            let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+            Instant::now().checked_add(left.checked_add(grace)?)
+        });
+        true
+    }
+
     fn deadline(&self) -> Instant {
-        if self.awaiting {
+        let beat = if self.awaiting {
             self.last_ping + self.timeout
         } else {
             self.last_ping + self.interval
+        };
+        match self.expiry {
+            Some(expiry) if expiry < beat => expiry,
+            _ => beat,
         }
     }
 
@@ -299,11 +362,71 @@ impl Heartbeat {
     }
 
     fn on_timer(&mut self) -> Beat {
+        if self.expiry.is_some_and(|e| Instant::now() >= e) {
+            return Beat::TokenExpired;
+        }
         if self.awaiting {
             return Beat::Expired;
         }
         self.awaiting = true;
         self.last_ping = Instant::now();
         Beat::SendPing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unix_now() -> i64 {
+        crate::auth::unix_seconds(SystemTime::now())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_token_expiry_shares_the_ping_timer() {
+        let mut beat = Heartbeat::new(Duration::from_secs(25), Duration::from_secs(10));
+        assert!(
+            !beat.expire_at(None, Duration::ZERO),
+            "no expiry, no change"
+        );
+        let ping_at = beat.deadline();
+        // Expiring long after the next ping: the ping comes first.
+        assert!(beat.expire_at(Some(unix_now() + 3600), Duration::ZERO));
+        assert_eq!(beat.deadline(), ping_at);
+        // Expiring before it: the timer fires at the expiry.
+        assert!(beat.expire_at(Some(unix_now() + 5), Duration::from_secs(2)));
+        assert!(!beat.expire_at(beat.expires_at, Duration::from_secs(2)));
+        let expiry = beat.deadline();
+        assert!(expiry < ping_at);
+        let left = expiry - Instant::now();
+        assert!(
+            left > Duration::from_secs(5) && left <= Duration::from_secs(7),
+            "{left:?}"
+        );
+        tokio::time::advance(left).await;
+        assert!(matches!(beat.on_timer(), Beat::TokenExpired));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refresh_moves_the_deadline_back_to_the_ping() {
+        let mut beat = Heartbeat::new(Duration::from_secs(25), Duration::from_secs(10));
+        let ping_at = beat.deadline();
+        beat.expire_at(Some(unix_now() + 1), Duration::ZERO);
+        assert!(beat.deadline() < ping_at);
+        assert!(beat.expire_at(Some(unix_now() + 3600), Duration::ZERO));
+        assert_eq!(beat.deadline(), ping_at);
+        tokio::time::advance(Duration::from_secs(25)).await;
+        assert!(matches!(beat.on_timer(), Beat::SendPing));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_already_expired_token_expires_at_once() {
+        let mut beat = Heartbeat::new(Duration::from_secs(25), Duration::from_secs(10));
+        beat.expire_at(Some(unix_now() - 10), Duration::ZERO);
+        assert!(matches!(beat.on_timer(), Beat::TokenExpired));
+        // Absurd expiries neither overflow nor expire.
+        let mut far = Heartbeat::new(Duration::from_secs(25), Duration::from_secs(10));
+        far.expire_at(Some(i64::MAX - 1), Duration::MAX);
+        assert!(matches!(far.on_timer(), Beat::SendPing));
     }
 }

@@ -59,7 +59,9 @@ impl TestConnection {
     pub fn connect_identity(rt: &Realtime, identity: Identity) -> TestConnection {
         // Interest and directory changes are requested here; the in-memory bus
         // applies them at once.
-        let (handle, _ready) = rt.open_connection(identity, |_| None);
+        let (handle, _ready) = rt
+            .open_connection(identity, |_| None)
+            .expect("TestConnection: the user already has max_connections_per_user connections");
         rt.activate(&handle);
         let watcher = tokio::runtime::Handle::try_current().ok().map(|runtime| {
             let (rt, handle) = (rt.clone(), handle.clone());
@@ -110,6 +112,16 @@ impl TestConnection {
     /// Every frame queued so far.
     pub fn drain(&mut self) -> Vec<Value> {
         std::iter::from_fn(|| self.try_recv()).collect()
+    }
+
+    /// Runs a client command (`{"action": "subscribe", ...}`) as the connection's
+    /// socket session would, client topic policy included, and returns the reply
+    /// frame. The reply is returned, not queued: [`recv`](Self::recv) sees only
+    /// what the engine sends, such as the messages a publish delivered.
+    pub async fn command(&mut self, frame: Value) -> Value {
+        let text = frame.to_string();
+        let reply = crate::commands::handle_text(&self.rt, &self.handle, &text).await;
+        serde_json::from_str(&reply).expect("command replies are JSON")
     }
 
     /// The close code, once the engine closed this connection (e.g. 3008 when its

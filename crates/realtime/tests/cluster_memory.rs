@@ -783,6 +783,7 @@ async fn socket_clients_are_reached_across_nodes() {
     let publishing = RealtimeConfig {
         topic_policy: TopicPolicy {
             publish: vec![PublishRule::new("chat:*")],
+            ..Default::default()
         },
         ..Default::default()
     };

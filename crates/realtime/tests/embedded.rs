@@ -136,7 +136,14 @@ async fn welcome_is_the_first_frame() {
     keys.sort_unstable();
     assert_eq!(
         keys,
-        ["connection_id", "roles", "timestamp", "type", "user_id"]
+        [
+            "connection_id",
+            "expires_at",
+            "roles",
+            "timestamp",
+            "type",
+            "user_id"
+        ]
     );
     assert_eq!(welcome["user_id"], "alice");
     assert_eq!(welcome["roles"], json!(["admin", "staff"]));

@@ -1,0 +1,158 @@
+//! Topic namespaces configured in a TOML file, over real sockets: a server started
+//! with `--config` applies each namespace's subscribe and publish rules, answers
+//! refusals with `forbidden` error frames naming the rule, and drops the built-in
+//! `user:{sub}` / `role:{role}` namespaces the file did not list.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+const CONFIG: &str = r#"
+[[namespaces]]
+pattern = "chat"
+subscribe = "authenticated"
+publish = "authenticated"
+
+[[namespaces]]
+pattern = "user:{sub}"
+subscribe = "owner"
+publish = "owner"
+
+[[namespaces]]
+pattern = "ops"
+subscribe = { roles = ["admin"] }
+publish = "nobody"
+
+[default_namespace]
+subscribe = "authenticated"
+publish = "nobody"
+"#;
+
+/// A server whose options come from [`CONFIG`], read through `--config`.
+async fn server() -> TestServer {
+    let dir = std::env::temp_dir().join(format!("rt-namespaces-it-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("realtime.toml");
+    std::fs::write(&path, CONFIG).unwrap();
+    let options = realtime_server::Options {
+        config: Some(path),
+        ..options()
+    }
+    .merge_file()
+    .expect("the config file is valid");
+    let _ = std::fs::remove_dir_all(&dir);
+    TestServer::start_with(options).await
+}
+
+fn forbidden(reference: &str, message: &str) -> Value {
+    json!({"type": "error", "ref": reference, "code": "forbidden", "message": message})
+}
+
+async fn subscribe(client: &mut Client, topic: &str) -> Value {
+    client
+        .command(json!({"action": "subscribe", "topic": topic, "ref": topic}))
+        .await
+}
+
+async fn publish(client: &mut Client, topic: &str, text: &str) -> Value {
+    client
+        .command(json!({
+            "action": "publish", "topic": topic, "ref": topic,
+            "message": {"type": "note", "text": text}
+        }))
+        .await
+}
+
+fn subscribed(topic: &str) -> Value {
+    json!({"type": "subscribed", "topic": topic, "ref": topic})
+}
+
+fn published(topic: &str, delivered: usize) -> Value {
+    json!({"type": "published", "ref": topic, "delivered": delivered, "relayed": false})
+}
+
+#[tokio::test]
+async fn configured_namespaces_allow_and_deny_over_the_socket() {
+    let server = server().await;
+    let mut alice = server.connect("alice", &[]).await;
+    let mut root = server.connect("root", &["admin"]).await;
+
+    // `chat`: anyone reads and writes, deeper topics included.
+    assert_eq!(
+        subscribe(&mut root, "chat:lobby").await,
+        subscribed("chat:lobby")
+    );
+    assert_eq!(
+        publish(&mut alice, "chat:lobby", "hi").await,
+        published("chat:lobby", 1)
+    );
+    let message = root.recv().await;
+    assert_eq!(
+        (&message["topic"], &message["text"]),
+        (&json!("chat:lobby"), &json!("hi"))
+    );
+
+    // `ops`: admins read; nobody writes from a client.
+    assert_eq!(
+        subscribe(&mut alice, "ops:alerts").await,
+        forbidden(
+            "ops:alerts",
+            "topic ops:alerts requires a role this connection does not hold (namespace ops)"
+        )
+    );
+    assert_eq!(
+        subscribe(&mut root, "ops:alerts").await,
+        subscribed("ops:alerts")
+    );
+    assert_eq!(
+        publish(&mut root, "ops:alerts", "x").await,
+        forbidden(
+            "ops:alerts",
+            "client publishing is not enabled on topic ops:alerts (namespace ops)"
+        )
+    );
+
+    // `user:{sub}`: the owner reads and writes, others neither.
+    assert_eq!(
+        subscribe(&mut alice, "user:alice").await,
+        subscribed("user:alice")
+    );
+    // The publisher is subscribed: its copy is queued before the reply.
+    assert_eq!(
+        publish(&mut alice, "user:alice", "note to self").await["text"],
+        "note to self"
+    );
+    assert_eq!(alice.recv().await, published("user:alice", 1));
+    assert_eq!(
+        subscribe(&mut root, "user:alice").await,
+        forbidden("user:alice", "topic user:alice belongs to another user")
+    );
+    assert_eq!(
+        publish(&mut root, "user:alice", "x").await,
+        forbidden("user:alice", "topic user:alice belongs to another user")
+    );
+
+    // Not listed, so `role:{role}` is gone: `role:admin` follows the default
+    // namespace, which reads for anyone and writes for nobody.
+    assert_eq!(
+        subscribe(&mut alice, "role:admin").await,
+        subscribed("role:admin")
+    );
+    assert_eq!(
+        publish(&mut alice, "role:admin", "x").await,
+        forbidden(
+            "role:admin",
+            "client publishing is not enabled on topic role:admin"
+        )
+    );
+
+    // The server's own publishes reach exactly the subscribers the rules admitted.
+    let (status, body) = server
+        .post("/api/topics/ops:alerts/messages", json!({"type": "page"}))
+        .await;
+    assert_eq!((status, &body["delivered"]), (200, &json!(1)), "{body}");
+    assert_eq!(root.recv().await["type"], "page");
+    alice.assert_nothing_pending().await;
+    root.assert_nothing_pending().await;
+}
