@@ -15,6 +15,8 @@ pub enum MessageError {
     NotAnObject,
     #[error("message must have a string `type`")]
     MissingType,
+    #[error("`topic` is set by the server on topic messages only; send to the topic route or remove it")]
+    ReservedTopic,
 }
 
 impl MessageError {
@@ -22,7 +24,9 @@ impl MessageError {
     pub const fn code(&self) -> &'static str {
         match self {
             MessageError::InvalidJson(_) => "invalid_json",
-            MessageError::NotAnObject | MessageError::MissingType => "invalid_message",
+            MessageError::NotAnObject | MessageError::MissingType | MessageError::ReservedTopic => {
+                "invalid_message"
+            }
         }
     }
 }
@@ -33,8 +37,9 @@ pub struct PreparedMessage(String);
 
 impl PreparedMessage {
     /// Validates `value`, adds `timestamp` when absent and, for topic messages, sets
-    /// `topic` (overwriting any `topic` the sender supplied, so subscribers can trust
-    /// it), then serializes.
+    /// `topic` (overwriting any `topic` the sender supplied), then serializes. A
+    /// message for any other route may not carry `topic`, so a receiver can trust
+    /// that a message with `topic` came through that topic.
     pub fn new(value: Value, timestamp: &str, topic: Option<&Topic>) -> Result<Self, MessageError> {
         match value {
             Value::Object(map) => Self::from_map(map, timestamp, topic),
@@ -65,8 +70,12 @@ impl PreparedMessage {
         if !map.contains_key("timestamp") {
             map.insert("timestamp".into(), Value::String(timestamp.to_owned()));
         }
-        if let Some(topic) = topic {
-            map.insert("topic".into(), Value::String(topic.as_str().to_owned()));
+        match topic {
+            Some(topic) => {
+                map.insert("topic".into(), Value::String(topic.as_str().to_owned()));
+            }
+            None if map.contains_key("topic") => return Err(MessageError::ReservedTopic),
+            None => {}
         }
         // Serializing a Map of Values cannot fail (keys are strings, no custom impls).
         Ok(PreparedMessage(
@@ -120,6 +129,11 @@ mod tests {
 
     #[test]
     fn topic_messages_carry_their_topic() {
+        assert_eq!(
+            PreparedMessage::new(json!({"type":"n","topic":"order:1"}), TS, None),
+            Err(MessageError::ReservedTopic),
+            "only the topic route sets `topic`"
+        );
         let topic = Topic::parse("order:1").unwrap();
         let m =
             PreparedMessage::new(json!({"type":"n","topic":"spoof"}), TS, Some(&topic)).unwrap();

@@ -199,18 +199,36 @@ pub fn decode_command(text: &str, max_topic_len: usize) -> Result<Command, Proto
 /// `ref`; everything else in it is skipped, not built. For replies to frames
 /// that are refused before decoding (rate limit).
 pub fn peek_reference(text: &str) -> Option<Value> {
-    #[derive(serde::Deserialize)]
-    struct RefOnly {
-        #[serde(rename = "ref")]
-        reference: Option<Value>,
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+
+    /// Visits an object's entries, keeping the last `ref` like `decode_command`
+    /// (which reads a `Value`, where a repeated key overwrites) and skipping the rest.
+    struct LastRef;
+
+    impl<'de> Visitor<'de> for LastRef {
+        type Value = Option<Value>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut reference = None;
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if key == "ref" {
+                    reference = Some(map.next_value::<Value>()?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(reference)
+        }
     }
-    // Serde would also read a struct from an array (`[1]`): objects only.
-    if !text.trim_start().starts_with('{') {
-        return None;
-    }
-    let r: RefOnly = serde_json::from_str(text).ok()?;
-    r.reference
-        .filter(|r| matches!(r, Value::String(_) | Value::Number(_)))
+
+    let mut de = serde_json::Deserializer::from_str(text);
+    let reference = de.deserialize_map(LastRef).ok()?;
+    de.end().ok()?;
+    reference.filter(|r| matches!(r, Value::String(_) | Value::Number(_)))
 }
 
 /// A frame the server sends. Serialize with [`ServerFrame::to_json`].
@@ -409,6 +427,12 @@ mod tests {
         assert_eq!(peek_reference(r#"{"ref":{"x":1}}"#), None);
         assert_eq!(peek_reference(r#"[1]"#), None);
         assert_eq!(peek_reference("nope"), None);
+        assert_eq!(
+            peek_reference(r#"{"ref":1,"ref":2}"#),
+            Some(json!(2)),
+            "the last wins"
+        );
+        assert_eq!(peek_reference(r#"{"ref":1} trailing"#), None);
     }
 
     #[test]

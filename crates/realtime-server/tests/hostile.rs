@@ -508,6 +508,11 @@ fn api_cases() -> Vec<Case> {
             Outcome::Http(400, "invalid_message"),
         ),
         case(
+            "API: a direct message posing as a topic message",
+            post("/api/users/hostile-user/messages", br#"{"type":"t","topic":"order:1"}"#),
+            Outcome::Http(400, "invalid_message"),
+        ),
+        case(
             "API: invalid UTF-8 body",
             post("/api/broadcast", &[b'{', 0xff, b'}']),
             Outcome::Http(400, "invalid_json"),

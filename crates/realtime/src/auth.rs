@@ -278,7 +278,11 @@ fn map_jwt_error(e: jsonwebtoken::errors::Error) -> AuthError {
                 expected: "configured".into(),
             }
         }
-        ErrorKind::Json(_) => AuthError::Malformed("claims are not a JSON object".into()),
+        // The header (e.g. a non-string `typ`) or the claims do not have the
+        // expected JSON shape.
+        ErrorKind::Json(_) => {
+            AuthError::Malformed("header or claims are not the expected JSON".into())
+        }
         ErrorKind::Base64(_) | ErrorKind::Utf8(_) | ErrorKind::InvalidToken => {
             AuthError::Malformed("token is not a well-formed JWT".into())
         }

@@ -135,8 +135,8 @@ async fn serve(
     batch: &mut VecDeque<Utf8Bytes>,
 ) -> Ending {
     let config = rt.config();
-    let mut heartbeat = Heartbeat::new(config.ping_interval, config.pong_timeout);
-    heartbeat.expire_at(handle.expires_at(), config.expiry_grace);
+    let mut heartbeat = Heartbeat::new(config);
+    heartbeat.expire_at(handle.expires_at());
     let mut bucket = Bucket::new(&config.command_rate, seconds());
     let timer = tokio::time::sleep_until(heartbeat.deadline());
     tokio::pin!(timer);
@@ -187,7 +187,7 @@ async fn serve(
                                 Verdict::Allow => {
                                     let reply = Box::pin(commands::handle_text(rt, handle, &text)).await;
                                     // A `refresh` moves the expiry.
-                                    if heartbeat.expire_at(handle.expires_at(), config.expiry_grace) {
+                                    if heartbeat.expire_at(handle.expires_at()) {
                                         timer.as_mut().reset(heartbeat.deadline());
                                     }
                                     reply
@@ -303,12 +303,12 @@ enum Beat {
     TokenExpired,
 }
 
-/// Ping schedule: a ping every `interval`; if nothing at all arrives within
-/// `timeout` of a ping, the client is considered gone. It also holds the token's
-/// expiry, so one timer serves both.
-struct Heartbeat {
-    interval: Duration,
-    timeout: Duration,
+/// Ping schedule: a ping every `ping_interval`; if nothing at all arrives within
+/// `pong_timeout` of a ping, the client is considered gone. It also holds the
+/// token's expiry, so one timer serves both. It borrows the durations from the
+/// config rather than copying them into every idle connection's task.
+struct Heartbeat<'a> {
+    config: &'a RealtimeConfig,
     last_ping: Instant,
     awaiting: bool,
     /// The token's `exp` the expiry below was computed from.
@@ -317,11 +317,10 @@ struct Heartbeat {
     expiry: Option<Instant>,
 }
 
-impl Heartbeat {
-    fn new(interval: Duration, timeout: Duration) -> Self {
+impl<'a> Heartbeat<'a> {
+    fn new(config: &'a RealtimeConfig) -> Self {
         Heartbeat {
-            interval,
-            timeout,
+            config,
             last_ping: Instant::now(),
             awaiting: false,
             expires_at: None,
@@ -329,8 +328,10 @@ impl Heartbeat {
         }
     }
 
-    /// Sets the token expiry (Unix seconds) plus `grace`; returns whether it changed.
-    fn expire_at(&mut self, expires_at: Option<i64>, grace: Duration) -> bool {
+    /// Sets the token expiry (Unix seconds; the connection closes at it plus
+    /// `expiry_grace`); returns whether it changed.
+    fn expire_at(&mut self, expires_at: Option<i64>) -> bool {
+        let grace = self.config.expiry_grace;
         if expires_at == self.expires_at {
             return false;
         }
@@ -346,9 +347,9 @@ impl Heartbeat {
 
     fn deadline(&self) -> Instant {
         let beat = if self.awaiting {
-            self.last_ping + self.timeout
+            self.last_ping + self.config.pong_timeout
         } else {
-            self.last_ping + self.interval
+            self.last_ping + self.config.ping_interval
         };
         match self.expiry {
             Some(expiry) if expiry < beat => expiry,
@@ -382,20 +383,27 @@ mod tests {
         crate::auth::unix_seconds(SystemTime::now())
     }
 
+    fn config(grace: u64) -> RealtimeConfig {
+        RealtimeConfig {
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(10),
+            expiry_grace: Duration::from_secs(grace),
+            ..RealtimeConfig::default()
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_token_expiry_shares_the_ping_timer() {
-        let mut beat = Heartbeat::new(Duration::from_secs(25), Duration::from_secs(10));
-        assert!(
-            !beat.expire_at(None, Duration::ZERO),
-            "no expiry, no change"
-        );
+        let config = config(2);
+        let mut beat = Heartbeat::new(&config);
+        assert!(!beat.expire_at(None), "no expiry, no change");
         let ping_at = beat.deadline();
         // Expiring long after the next ping: the ping comes first.
-        assert!(beat.expire_at(Some(unix_now() + 3600), Duration::ZERO));
+        assert!(beat.expire_at(Some(unix_now() + 3600)));
         assert_eq!(beat.deadline(), ping_at);
-        // Expiring before it: the timer fires at the expiry.
-        assert!(beat.expire_at(Some(unix_now() + 5), Duration::from_secs(2)));
-        assert!(!beat.expire_at(beat.expires_at, Duration::from_secs(2)));
+        // Expiring before it: the timer fires at the expiry, plus the grace.
+        assert!(beat.expire_at(Some(unix_now() + 5)));
+        assert!(!beat.expire_at(beat.expires_at));
         let expiry = beat.deadline();
         assert!(expiry < ping_at);
         let left = expiry - Instant::now();
@@ -409,11 +417,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_refresh_moves_the_deadline_back_to_the_ping() {
-        let mut beat = Heartbeat::new(Duration::from_secs(25), Duration::from_secs(10));
+        let config = config(0);
+        let mut beat = Heartbeat::new(&config);
         let ping_at = beat.deadline();
-        beat.expire_at(Some(unix_now() + 1), Duration::ZERO);
+        beat.expire_at(Some(unix_now() + 1));
         assert!(beat.deadline() < ping_at);
-        assert!(beat.expire_at(Some(unix_now() + 3600), Duration::ZERO));
+        assert!(beat.expire_at(Some(unix_now() + 3600)));
         assert_eq!(beat.deadline(), ping_at);
         tokio::time::advance(Duration::from_secs(25)).await;
         assert!(matches!(beat.on_timer(), Beat::SendPing));
@@ -421,12 +430,17 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_already_expired_token_expires_at_once() {
-        let mut beat = Heartbeat::new(Duration::from_secs(25), Duration::from_secs(10));
-        beat.expire_at(Some(unix_now() - 10), Duration::ZERO);
+        let config = config(0);
+        let mut beat = Heartbeat::new(&config);
+        beat.expire_at(Some(unix_now() - 10));
         assert!(matches!(beat.on_timer(), Beat::TokenExpired));
         // Absurd expiries neither overflow nor expire.
-        let mut far = Heartbeat::new(Duration::from_secs(25), Duration::from_secs(10));
-        far.expire_at(Some(i64::MAX - 1), Duration::MAX);
+        let far_config = RealtimeConfig {
+            expiry_grace: Duration::MAX,
+            ..config
+        };
+        let mut far = Heartbeat::new(&far_config);
+        far.expire_at(Some(i64::MAX - 1));
         assert!(matches!(far.on_timer(), Beat::SendPing));
     }
 }
