@@ -6,7 +6,9 @@ use std::path::Path;
 /// Runs `check` on every file of `fuzz/corpus/<target>`; fails naming the first
 /// seed that panics, and when the corpus is suspiciously small.
 pub fn replay(manifest_dir: &str, target: &str, check: fn(&[u8])) {
-    let dir = Path::new(manifest_dir).join("../../fuzz/corpus").join(target);
+    let dir = Path::new(manifest_dir)
+        .join("../../fuzz/corpus")
+        .join(target);
     let mut seeds = 0;
     for entry in std::fs::read_dir(&dir).expect("the seed corpus directory") {
         let path = entry.expect("a directory entry").path();

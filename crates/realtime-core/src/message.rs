@@ -15,7 +15,9 @@ pub enum MessageError {
     NotAnObject,
     #[error("message must have a string `type`")]
     MissingType,
-    #[error("`topic` is set by the server on topic messages only; send to the topic route or remove it")]
+    #[error(
+        "`topic` is set by the server on topic messages only; send to the topic route or remove it"
+    )]
     ReservedTopic,
 }
 

@@ -42,6 +42,7 @@ pub fn router(rt: Realtime, api_key: &str) -> Router {
         .route("/connections", get(list_connections))
         .route("/connections/{id}", get(get_connection).delete(disconnect))
         .route("/topics", get(list_topics))
+        .route("/stats", get(stats))
         .route("/connections/{id}/subscriptions", post(subscribe))
         .route(
             "/connections/{id}/subscriptions/{topic}",
@@ -268,6 +269,11 @@ async fn get_connection(State(s): State<ApiState>, Path(id): Path<String>) -> Ap
         s.rt.connection(connection_id(&id)?)
             .ok_or_else(ApiError::unknown_connection)?;
     Ok(Json(json!(c)))
+}
+
+/// This node's counts: connections, topics, messages and deliveries since start.
+async fn stats(State(s): State<ApiState>) -> ApiResult {
+    Ok(Json(json!(s.rt.stats())))
 }
 
 async fn list_topics(

@@ -86,6 +86,7 @@ pub fn build(settings: &Settings) -> Result<App, AppError> {
         .route("/health", get(health).with_state(realtime.clone()))
         .route("/metrics", get(metrics).with_state(registry))
         .nest("/api", api::router(realtime.clone(), &settings.api_key))
+        .merge(crate::pages::router(settings))
         .fallback(|| async {
             api::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })

@@ -509,7 +509,10 @@ fn api_cases() -> Vec<Case> {
         ),
         case(
             "API: a direct message posing as a topic message",
-            post("/api/users/hostile-user/messages", br#"{"type":"t","topic":"order:1"}"#),
+            post(
+                "/api/users/hostile-user/messages",
+                br#"{"type":"t","topic":"order:1"}"#,
+            ),
             Outcome::Http(400, "invalid_message"),
         ),
         case(

@@ -43,4 +43,4 @@ pub use config::RealtimeConfig;
 pub use error::{SendError, SubscribeError};
 pub use realtime_core;
 pub use realtime_core::{ClaimRules, CloseCode, ConnectionId, ControlReply, NodeTag, Route, Topic};
-pub use service::{ConnectionSummary, Delivery, Realtime};
+pub use service::{ConnectionSummary, Delivery, Realtime, Stats};

@@ -87,6 +87,12 @@ impl Metrics {
         self.disconnects.get_or_create(&[("reason", label)]).inc();
     }
 
+    /// Messages sent and frames delivered since start, over every route.
+    pub(crate) fn totals(&self) -> (u64, u64) {
+        let sum = |counters: &[Counter]| counters.iter().map(Counter::get).sum();
+        (sum(&self.messages_by_route), sum(&self.deliveries_by_route))
+    }
+
     pub(crate) fn error(&self, kind: ErrorKind) {
         let i = ErrorKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
         self.errors_by_kind[i].inc();

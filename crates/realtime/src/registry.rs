@@ -120,6 +120,11 @@ impl Registry {
         })
     }
 
+    /// How many topics have a subscriber.
+    pub(crate) fn topic_count(&self) -> usize {
+        self.topics.len()
+    }
+
     /// Topic name → subscriber count, for every topic with a subscriber.
     pub(crate) fn topic_counts(&self) -> Vec<(Topic, usize)> {
         self.topics

@@ -341,6 +341,18 @@ impl Realtime {
         self.inner.accepting.load(Ordering::Acquire)
     }
 
+    /// Counts for dashboards: open connections, topics with subscribers, and the
+    /// messages sent and frames delivered since start (rates come from two reads).
+    pub fn stats(&self) -> Stats {
+        let (messages, deliveries) = self.inner.metrics.totals();
+        Stats {
+            connections: self.connection_count(),
+            topics: self.inner.registry.topic_count(),
+            messages,
+            deliveries,
+        }
+    }
+
     /// Registers the engine's metrics in an application's Prometheus registry.
     pub fn register_metrics(&self, registry: &mut MetricsRegistry) {
         self.inner.metrics.register(registry);
@@ -459,6 +471,17 @@ fn route_topic(route: &Route) -> Option<&Topic> {
         Route::Topic(t) => Some(t),
         _ => None,
     }
+}
+
+/// What [`Realtime::stats`] reports, for this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    pub connections: usize,
+    pub topics: usize,
+    /// Messages sent (one per send, whatever the route) since start.
+    pub messages: u64,
+    /// Frames queued to connections since start.
+    pub deliveries: u64,
 }
 
 /// The user already holds `max_connections_per_user` connections on this node.

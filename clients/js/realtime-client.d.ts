@@ -1,0 +1,356 @@
+// Type declarations for realtime-client.js (Boundary Realtime JavaScript client).
+// The wire protocol is described in docs/PROTOCOL.md; the API in README.md.
+
+/** What the client is doing. */
+export type ConnectionState = "disconnected" | "connecting" | "connected";
+
+/** Backoff jitter: `"equal"` (delay in [d/2, d]), `"full"` ([0, d]) or `"none"` (d). */
+export type Jitter = "equal" | "full" | "none";
+
+/** What the token function is called for. */
+export interface TokenRequest {
+  /** `"connect"`: a connection attempt (the first one or a reconnect); `"refresh"`: a `refresh` before expiry. */
+  reason: "connect" | "refresh";
+  /** Consecutive failed attempts so far (connect only). */
+  attempt?: number;
+}
+
+/** Returns a JWT; called on every connection attempt and before every refresh. */
+export type TokenFunction = (request: TokenRequest) => string | Promise<string>;
+
+/** Any class constructible like the standard `WebSocket` (browsers, Node 22+, undici, `ws`). */
+export interface WebSocketLike {
+  readonly readyState: number;
+  onopen: ((event: any) => void) | null;
+  onmessage: ((event: { data: any }) => void) | null;
+  onerror: ((event: any) => void) | null;
+  onclose: ((event: { code: number; reason: string }) => void) | null;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+}
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+/** Backoff settings (also accepted by {@link backoffDelay}). */
+export interface BackoffOptions {
+  /** Delay of the first retry before jitter, ms. Default 250. */
+  initialDelay?: number;
+  /** Growth factor per consecutive failed attempt. Default 2. */
+  factor?: number;
+  /** Cap on the delay before jitter, ms. Default 10000. */
+  maxDelay?: number;
+  /** Default `"equal"`. */
+  jitter?: Jitter;
+}
+
+export interface RealtimeClientOptions extends BackoffOptions {
+  /**
+   * The JWT, or a function returning one (sync or async). A function is called
+   * on every connection attempt and before every refresh, so expired tokens are
+   * replaced; a static string is for short demos (it cannot be refreshed, and
+   * once expired every reconnect is refused).
+   */
+  token: string | TokenFunction;
+  /** WebSocket implementation. Default `globalThis.WebSocket`. */
+  WebSocket?: WebSocketConstructor;
+  /** Connect from the constructor (on the next microtask). Default true. */
+  autoConnect?: boolean;
+  /** A connection that stayed welcomed this long resets the backoff, ms. Default 5000. */
+  stableAfter?: number;
+  /** Give up after this many consecutive failed attempts. Default Infinity. */
+  maxReconnectAttempts?: number;
+  /** After a `server-shutdown` notice or close 1001, reconnect after a uniform random delay in [0, shutdownJitter] ms. Default 1000. */
+  shutdownJitter?: number;
+  /** Longest wait for a command's reply (subscribe, unsubscribe, publish, ping, refresh), ms. Default 10000. */
+  timeout?: number;
+  /** Longest wait from the start of an attempt (token fetch included) to the welcome frame, ms. Default 10000. */
+  connectTimeout?: number;
+  /** Largest refresh margin, ms: refresh at `expiresAt - min(refreshMargin, 20% of the time left)`. Default 30000. */
+  refreshMargin?: number;
+  /** Refresh the token before expiry when `token` is a function. Default true. */
+  refresh?: boolean;
+  /** Application ping interval to detect dead links while connected, ms; 0 disables. Default 30000. */
+  heartbeatInterval?: number;
+  /** Subscribes sent at once after connecting (restores and queued ones); the rest are paced. Default 100. */
+  restoreBatch?: number;
+  /** Pace of the remaining subscribes, per second. Default 80 (under the server's default 100/s). */
+  restoreRate?: number;
+  /** A restore answered `rate_limited` is queued again and the paced queue pauses this long, ms. Default 1000. */
+  rateLimitRetryDelay?: number;
+  /** Random source in [0, 1) for jitter (a test hook). Default Math.random. */
+  random?: () => number;
+}
+
+/** The defaults of every option. */
+export declare const DEFAULT_OPTIONS: Readonly<Required<Omit<RealtimeClientOptions, "token" | "WebSocket" | "random">>>;
+
+/**
+ * Error with a stable `code`: a server error code (`bad_request`,
+ * `unknown_action`, `invalid_topic`, `forbidden`, `internal`,
+ * `bus_unavailable`, `invalid_token`, `token_mismatch`, `rate_limited`,
+ * `limit_exceeded`) or a client one:
+ * - `timeout`: no reply within the timeout (or no welcome within connectTimeout)
+ * - `not_connected`: a command issued while not connected
+ * - `disconnected`: the connection closed before the reply (or for good, for a queued subscribe)
+ * - `closed`: `close()` was called before a queued subscribe was confirmed
+ * - `unsubscribed`: `unsubscribe()` was called before the server confirmed the subscribe
+ * - `token`: the token function threw or returned no string
+ * - `socket`: the WebSocket constructor threw
+ * - `bad_frame`: the server sent something that is not a JSON object
+ */
+export declare class RealtimeError extends Error {
+  constructor(code: string, message?: string, extra?: object);
+  readonly name: "RealtimeError";
+  readonly code: string;
+  /** The topic, for subscribe failures. */
+  topic?: string;
+  /** The server's `error` frame, when the error came from one. */
+  frame?: { type: "error"; code: string; message: string; ref?: string | number };
+  /** The close code, for `disconnected`. */
+  closeCode?: number;
+}
+
+/** A message delivered by the server: an object with a string `type` and a `timestamp`; topic messages carry `topic`. */
+export interface RealtimeMessage {
+  type: string;
+  /** RFC 3339 UTC with milliseconds. */
+  timestamp: string;
+  /** Set by the server on topic messages. */
+  topic?: string;
+  [field: string]: unknown;
+}
+
+export type MessageHandler<M extends RealtimeMessage = RealtimeMessage> = (message: M) => void;
+
+/** The server's welcome frame. */
+export interface WelcomeFrame {
+  type: "welcome";
+  connection_id: string;
+  user_id: string;
+  roles: string[];
+  timestamp: string;
+  expires_at?: number;
+}
+
+export interface ConnectingEvent {
+  type: "connecting";
+  /** Consecutive failed attempts before this one. */
+  attempt: number;
+}
+
+export interface ConnectedEvent {
+  type: "connected";
+  /** The welcome's `connection_id`: how a backend reaches this one connection. */
+  connectionId: string;
+  userId: string;
+  roles: string[];
+  /** Token expiry, Unix seconds (null if the server sent none). */
+  expiresAt: number | null;
+  welcome: WelcomeFrame;
+}
+
+export interface DisconnectedEvent {
+  type: "disconnected";
+  /**
+   * Close code as seen by the client: the server's (1001, 3005, 3503, ...),
+   * 1006 for a failed handshake or lost link, 1000 after `close()`, 4000 after a
+   * refused refresh, 4001 after an unanswered heartbeat, 0 when the token
+   * function failed and no socket was opened.
+   */
+  code: number;
+  reason: string;
+  /** Whether a reconnect is scheduled. */
+  willReconnect: boolean;
+  /** Whether this ends a welcomed connection (false: a failed attempt). */
+  wasConnected: boolean;
+  /** Delay before the next attempt, ms (when willReconnect). */
+  delay?: number;
+}
+
+export interface ErrorEvent {
+  type: "error";
+  error: RealtimeError | Error;
+  /** The topic, when a subscription restore failed. */
+  topic?: string;
+  /** The message, when a message handler threw. */
+  message?: RealtimeMessage;
+}
+
+export interface RefreshedEvent {
+  type: "refreshed";
+  /** The new expiry, Unix seconds. */
+  expiresAt: number | null;
+}
+
+export interface RealtimeClientEventMap {
+  connecting: ConnectingEvent;
+  connected: ConnectedEvent;
+  disconnected: DisconnectedEvent;
+  error: ErrorEvent;
+  refreshed: RefreshedEvent;
+}
+
+export interface PublishedReply {
+  type: "published";
+  ref: string;
+  /** Connections on this server node the message was queued to. */
+  delivered: number;
+  /** Whether it was also handed to the bus for other nodes. */
+  relayed: boolean;
+}
+
+export interface CommandOptions {
+  /** Overrides the `timeout` option for this call, ms. */
+  timeout?: number;
+}
+
+/**
+ * A connection to a Boundary Realtime server: reconnects by itself with
+ * backoff, restores subscriptions after every reconnect and refreshes its token
+ * before expiry.
+ */
+export declare class RealtimeClient {
+  /**
+   * @param url the server's WebSocket endpoint, e.g. `wss://rt.example.com/ws`
+   *   (http/https URLs are turned into ws/wss; in a browser a relative URL is
+   *   resolved against the page). Existing query parameters are kept; the token
+   *   goes in `token`.
+   * @throws if no WebSocket implementation is available, the token is missing,
+   *   or the URL is not ws/wss/http/https
+   */
+  constructor(url: string | URL, options: RealtimeClientOptions);
+
+  /** The options in force (defaults merged). */
+  readonly options: Readonly<Required<Omit<RealtimeClientOptions, "token" | "WebSocket" | "random">>>;
+  /** Current state. */
+  readonly state: ConnectionState;
+  /** The welcome's `connection_id`; null when not connected. */
+  readonly connectionId: string | null;
+  /** The user id of the last welcome; null before the first. */
+  readonly userId: string | null;
+  /** The roles of the last welcome. */
+  readonly roles: string[];
+  /** Token expiry (Unix seconds) from the last welcome or refresh; null when unknown. */
+  readonly expiresAt: number | null;
+  /** Topics kept: subscribed, or waiting to be. */
+  readonly topics: string[];
+
+  /**
+   * Starts connecting (done by the constructor unless `autoConnect: false`).
+   * While waiting to reconnect it tries at once; a no-op while connecting or
+   * connected. From then on the client reconnects by itself until `close()` or
+   * a terminal close code.
+   */
+  connect(): void;
+
+  /**
+   * Closes for good: no reconnect, every timer cleared (Node can exit).
+   * Commands in flight are rejected with `disconnected`, subscribes never
+   * confirmed with `closed`. `connect()` may be called again; confirmed
+   * subscriptions are then restored.
+   */
+  close(): void;
+
+  /**
+   * Subscribes `handler` to `topic` (several handlers per topic are fine).
+   * Resolves on `subscribed`; rejects with a {@link RealtimeError} whose code is
+   * the server's (`forbidden`, `invalid_topic`, `limit_exceeded`,
+   * `rate_limited`, ...), `timeout`, `closed`, `unsubscribed`, or
+   * `disconnected` (terminal close); a rejected topic is not kept. While not
+   * connected the subscribe is queued and sent once connected (the timeout
+   * runs from the send). Kept topics are re-subscribed after every reconnect;
+   * a failure there is an `error` event.
+   */
+  subscribe<M extends RealtimeMessage = RealtimeMessage>(
+    topic: string,
+    handler: MessageHandler<M>,
+    options?: CommandOptions,
+  ): Promise<{ topic: string }>;
+
+  /**
+   * Removes `handler` from `topic`, or every handler when omitted. When none
+   * remain the topic is forgotten and `unsubscribe` is sent if connected; the
+   * promise resolves on `unsubscribed` (at once when nothing had to be sent).
+   */
+  unsubscribe(topic: string, handler?: MessageHandler<any>): Promise<void>;
+
+  /**
+   * Publishes `message` (an object with a string `type`) on `topic`. Refused
+   * with `forbidden` unless the server opens the topic to client publishing.
+   * Rejects with `not_connected` when not connected.
+   */
+  publish(topic: string, message: { type: string; [field: string]: unknown }, options?: CommandOptions): Promise<PublishedReply>;
+
+  /** Application-level round trip; resolves with the round-trip time in ms. */
+  ping(options?: CommandOptions): Promise<number>;
+
+  /**
+   * Sends `refresh` now with `token`, or a fresh token from the token function
+   * (the current string otherwise). Resolves with the new expiry (Unix
+   * seconds). Automatic refreshes need no call to this.
+   */
+  refreshToken(token?: string): Promise<number>;
+
+  /**
+   * Handles messages without a `topic` field whose `type` is `type`
+   * (including the `server-shutdown` notice); `"*"` gets every message, topic
+   * messages included. Returns a function that removes the handler.
+   */
+  on<M extends RealtimeMessage = RealtimeMessage>(type: string, handler: MessageHandler<M>): () => void;
+
+  /** Removes a handler added with {@link on}; every handler of `type` when omitted. */
+  off(type: string, handler?: MessageHandler<any>): void;
+
+  /**
+   * Listens to client events (never message types): `connecting`, `connected`,
+   * `disconnected`, `error`, `refreshed`. The listener receives a plain object.
+   */
+  addEventListener<K extends keyof RealtimeClientEventMap>(
+    type: K,
+    listener: (event: RealtimeClientEventMap[K]) => void,
+    options?: { once?: boolean },
+  ): void;
+
+  /** Removes a listener added with {@link addEventListener}. */
+  removeEventListener<K extends keyof RealtimeClientEventMap>(
+    type: K,
+    listener: (event: RealtimeClientEventMap[K]) => void,
+  ): void;
+}
+
+export default RealtimeClient;
+
+/**
+ * Reconnect delay after `attempt` consecutive failures (0 for the first
+ * retry): `min(maxDelay, initialDelay * factor ** attempt)`, jittered. Pure.
+ * @param random returns a number in [0, 1); default Math.random
+ */
+export declare function backoffDelay(attempt: number, options?: BackoffOptions, random?: () => number): number;
+
+/** Counts consecutive failed attempts and hands out their delays. */
+export declare class Backoff {
+  constructor(options?: BackoffOptions, random?: () => number);
+  options: BackoffOptions;
+  /** Failed attempts since the last reset. */
+  attempt: number;
+  /** The next delay, ms; counts one more failure. */
+  next(): number;
+  /** Back to the shortest delay. */
+  reset(): void;
+}
+
+/** Delay after a shutdown notice or close 1001: uniform in [0, shutdownJitter] ms. */
+export declare function shutdownDelay(options?: { shutdownJitter?: number }, random?: () => number): number;
+
+/**
+ * When to refresh, in ms from `nowMs`: `expiresAtMs - min(refreshMargin, 20%
+ * of the time left)`, never sooner than 1 s from now unless less than 1.1 s are
+ * left (then 100 ms before expiry or at 80% of the time left, whichever is later).
+ */
+export declare function refreshDelay(expiresAtMs: number, nowMs: number, options?: { refreshMargin?: number }): number;
+
+/**
+ * What a close code means for reconnecting: `"terminal"` (3500–3999,
+ * 4500–4999, 1007, 1008, 1009: no reconnect), `"shutdown"` (1001: short random
+ * delay), `"token"` (3005: at once, fresh token), `"backoff"` (anything else).
+ */
+export declare function closeAction(code: number): "terminal" | "shutdown" | "token" | "backoff";

@@ -1,0 +1,945 @@
+// Boundary Realtime JavaScript client.
+//
+// One ES module, no imports and no build step: it runs as is in browsers (the
+// server serves this file at /client/realtime-client.js) and in Node 20+ (with
+// `--experimental-websocket`, or with any WebSocket class passed as
+// `options.WebSocket`). docs/PROTOCOL.md is the wire contract it implements;
+// README.md next to this file documents the API.
+//
+// Only standard web APIs are used (WebSocket, URL, setTimeout, Date), never a
+// Node-only one.
+
+/** Default options. Every one of them can be overridden in the constructor. */
+export const DEFAULT_OPTIONS = Object.freeze({
+  /** Connect from the constructor. */
+  autoConnect: true,
+  /** Backoff: delay of the first retry (before jitter), ms. */
+  initialDelay: 250,
+  /** Backoff: growth factor per failed attempt. */
+  factor: 2,
+  /** Backoff: cap on the delay (before jitter), ms. */
+  maxDelay: 10000,
+  /** Backoff jitter: "equal" (delay in [d/2, d]), "full" ([0, d]) or "none". */
+  jitter: "equal",
+  /** A connection that stayed welcomed this long resets the backoff, ms. */
+  stableAfter: 5000,
+  /** Give up after this many consecutive failed attempts (Infinity: never). */
+  maxReconnectAttempts: Infinity,
+  /** After a `server-shutdown` notice or close 1001: reconnect after a uniform random delay in [0, shutdownJitter], ms. */
+  shutdownJitter: 1000,
+  /** Longest wait for a command's reply (subscribe, unsubscribe, publish, ping, refresh), ms. */
+  timeout: 10000,
+  /** Longest wait from starting a connection attempt to the welcome frame, ms. */
+  connectTimeout: 10000,
+  /** Refresh the token this long before it expires at most, ms (see refreshDelay). */
+  refreshMargin: 30000,
+  /** Refresh tokens before expiry when `token` is a function. */
+  refresh: true,
+  /** Send an application ping this often while connected to detect dead links, ms (0: never). */
+  heartbeatInterval: 30000,
+  /** Subscribes sent at once after connecting (restores and queued ones); the rest are paced. */
+  restoreBatch: 100,
+  /** Pace of the remaining subscribes after the first batch, per second. */
+  restoreRate: 80,
+  /** Pause the paced subscribes this long after a `rate_limited` answer, ms. */
+  rateLimitRetryDelay: 1000,
+});
+
+// Paced subscribes go out every this many ms.
+const RESTORE_STEP_MS = 250;
+
+/** Error with a stable `code`: a server error code (`forbidden`, `invalid_topic`,
+ * `limit_exceeded`, `rate_limited`, ...) or a client one (`timeout`,
+ * `not_connected`, `disconnected`, `closed`, `token`, `unsubscribed`,
+ * `bad_frame`, `refresh_unsupported`). */
+export class RealtimeError extends Error {
+  constructor(code, message, extra) {
+    super(message || code);
+    this.name = "RealtimeError";
+    this.code = code;
+    if (extra) Object.assign(this, extra);
+  }
+}
+
+/**
+ * Reconnect delay for a given number of consecutive failed attempts (0 for the
+ * first retry): `min(maxDelay, initialDelay * factor ** attempt)`, then jittered.
+ * Pure: `random` is injectable, so it can be tested without timers.
+ * @param {number} attempt
+ * @param {{initialDelay?: number, factor?: number, maxDelay?: number, jitter?: "equal"|"full"|"none"}} [options]
+ * @param {() => number} [random] returns a number in [0, 1)
+ * @returns {number} milliseconds
+ */
+export function backoffDelay(attempt, options = {}, random = Math.random) {
+  const initial = options.initialDelay ?? DEFAULT_OPTIONS.initialDelay;
+  const factor = options.factor ?? DEFAULT_OPTIONS.factor;
+  const max = options.maxDelay ?? DEFAULT_OPTIONS.maxDelay;
+  const jitter = options.jitter ?? DEFAULT_OPTIONS.jitter;
+  const n = Math.max(0, Math.floor(Number(attempt) || 0));
+  // Computed in steps so a huge attempt number neither overflows nor loops long.
+  let base = Math.min(initial, max);
+  for (let i = 0; i < n && base < max; i++) base = Math.min(max, base * factor);
+  const r = Math.min(Math.max(random(), 0), 1);
+  switch (jitter) {
+    case "none":
+      return base;
+    case "full":
+      return r * base;
+    case "equal":
+      return base / 2 + (r * base) / 2;
+    default:
+      throw new RangeError(`unknown jitter ${JSON.stringify(jitter)}: use "equal", "full" or "none"`);
+  }
+}
+
+/**
+ * Counts consecutive failed attempts and hands out their delays.
+ */
+export class Backoff {
+  constructor(options = {}, random = Math.random) {
+    this.options = options;
+    this.random = random;
+    /** Failed attempts since the last reset. */
+    this.attempt = 0;
+  }
+  /** The delay before the next attempt; counts one more failure. */
+  next() {
+    return backoffDelay(this.attempt++, this.options, this.random);
+  }
+  /** Back to the first, shortest delay. */
+  reset() {
+    this.attempt = 0;
+  }
+}
+
+/**
+ * Delay after a `server-shutdown` notice or close 1001: uniform in
+ * [0, shutdownJitter] so a fleet of clients does not reconnect in one burst.
+ */
+export function shutdownDelay(options = {}, random = Math.random) {
+  const jitter = options.shutdownJitter ?? DEFAULT_OPTIONS.shutdownJitter;
+  return Math.min(Math.max(random(), 0), 1) * jitter;
+}
+
+/**
+ * When to refresh a token, in ms from `now`: at `expiresAt - margin` where
+ * `margin = min(refreshMargin, 20% of the time left)`, and never sooner than
+ * 1 s from now, unless less than 1.1 s are left (then 100 ms before expiry, or
+ * at 80% of the time left if that is later).
+ * @param {number} expiresAtMs expiry, ms since the epoch
+ * @param {number} nowMs
+ * @param {{refreshMargin?: number}} [options]
+ */
+export function refreshDelay(expiresAtMs, nowMs, options = {}) {
+  const maxMargin = options.refreshMargin ?? DEFAULT_OPTIONS.refreshMargin;
+  const left = expiresAtMs - nowMs;
+  if (!(left > 0)) return 0;
+  const margin = Math.min(Math.max(maxMargin, 0), left * 0.2);
+  return Math.max(left - margin, Math.min(1000, left - 100));
+}
+
+/**
+ * What a close code means for reconnecting (docs/PROTOCOL.md, *Close codes*):
+ * - `"terminal"`: do not reconnect (3500–3999, 4500–4999, 1007, 1008, 1009)
+ * - `"shutdown"`: reconnect after a short random delay (1001)
+ * - `"token"`: reconnect at once with a fresh token (3005)
+ * - `"backoff"`: reconnect with backoff (anything else: 1000, 1006, 1011, 3000–3499, ...)
+ * @param {number} code
+ * @returns {"terminal"|"shutdown"|"token"|"backoff"}
+ */
+export function closeAction(code) {
+  if (code === 1007 || code === 1008 || code === 1009) return "terminal";
+  if ((code >= 3500 && code <= 3999) || (code >= 4500 && code <= 4999)) return "terminal";
+  if (code === 1001) return "shutdown";
+  if (code === 3005) return "token";
+  return "backoff";
+}
+
+// Codes after which the next attempt starts at a longer delay even if the
+// connection had been stable: the server is failing or this client overloaded it.
+const BACKOFF_FLOOR_CODES = new Set([1011, 3008, 3013]);
+const BACKOFF_FLOOR_ATTEMPT = 2;
+
+// Reply type expected for each command.
+const REPLY_TYPES = {
+  subscribe: "subscribed",
+  unsubscribe: "unsubscribed",
+  publish: "published",
+  ping: "pong",
+  refresh: "refreshed",
+};
+
+const REPLY_FRAME_TYPES = new Set([...Object.values(REPLY_TYPES), "error"]);
+
+const EVENT_TYPES = new Set(["connecting", "connected", "disconnected", "error", "refreshed"]);
+
+const OPEN = 1;
+
+function now() {
+  return Date.now();
+}
+
+function monotonic() {
+  const perf = globalThis.performance;
+  return perf && typeof perf.now === "function" ? perf.now() : Date.now();
+}
+
+function reportUncaught(error) {
+  if (typeof globalThis.reportError === "function") {
+    globalThis.reportError(error);
+  } else if (globalThis.console) {
+    globalThis.console.error(error);
+  }
+}
+
+/** Resolves `url` (absolute ws/wss/http/https, or relative to the page in a browser) to a ws:/wss: URL. */
+function resolveUrl(url) {
+  const base = globalThis.location && globalThis.location.href ? globalThis.location.href : undefined;
+  const u = new URL(String(url), base);
+  if (u.protocol === "http:") u.protocol = "ws:";
+  else if (u.protocol === "https:") u.protocol = "wss:";
+  if (u.protocol !== "ws:" && u.protocol !== "wss:") {
+    throw new TypeError(`RealtimeClient: unsupported URL scheme ${u.protocol} (use ws:, wss:, http: or https:)`);
+  }
+  return u;
+}
+
+/**
+ * A connection to a Boundary Realtime server that reconnects by itself,
+ * restores subscriptions and refreshes its token. See README.md.
+ */
+export class RealtimeClient {
+  /**
+   * @param {string | URL} url e.g. `wss://rt.example.com/ws`
+   * @param {object} options see README.md and DEFAULT_OPTIONS
+   */
+  constructor(url, options = {}) {
+    if (!options || typeof options !== "object") throw new TypeError("RealtimeClient: options must be an object");
+    const WS = options.WebSocket ?? globalThis.WebSocket;
+    if (typeof WS !== "function") {
+      throw new Error(
+        "RealtimeClient: no WebSocket implementation available. In Node 20 run with " +
+          "`node --experimental-websocket` (Node 22+ has it built in) or pass one: " +
+          "new RealtimeClient(url, { WebSocket })",
+      );
+    }
+    const token = options.token;
+    if (typeof token !== "string" && typeof token !== "function") {
+      throw new TypeError("RealtimeClient: options.token must be a string or a function returning one");
+    }
+    this._url = resolveUrl(url);
+    this._WebSocket = WS;
+    this._token = token;
+    this.options = { ...DEFAULT_OPTIONS };
+    for (const [key, value] of Object.entries(options)) {
+      if (key !== "WebSocket" && key !== "token" && value !== undefined) this.options[key] = value;
+    }
+    const random = typeof options.random === "function" ? options.random : Math.random;
+    this._random = random;
+    this._backoff = new Backoff(this.options, random);
+
+    /** @type {"disconnected"|"connecting"|"connected"} */
+    this.state = "disconnected";
+    /** The welcome frame's `connection_id`; null when not connected. */
+    this.connectionId = null;
+    /** The user id of the last welcome; null before the first. */
+    this.userId = null;
+    /** The roles of the last welcome. */
+    this.roles = [];
+    /** Token expiry (Unix seconds) from the welcome or the last refresh; null when unknown. */
+    this.expiresAt = null;
+
+    this._ws = null;
+    this._wanted = false; // connect() called and neither close() nor a terminal close since
+    this._generation = 0; // bumps on every attempt and every socket teardown
+    this._nextRef = 1;
+    this._pending = new Map(); // ref -> {expect, resolve, reject, timer}
+    this._topics = new Map(); // topic -> {handlers:Set, active:bool, ref, waiters:[], timeout}
+    this._restoreQueue = []; // topics whose subscribe waits for its turn (pacing)
+    this._restoreTimer = null;
+    this._handlers = new Map(); // message type -> Set
+    this._listeners = new Map(); // event type -> Set of {fn, once}
+    this._reconnectTimer = null;
+    this._connectTimer = null;
+    this._refreshTimer = null;
+    this._heartbeatTimer = null;
+    this._welcomedAt = 0;
+    this._shutdownNotice = false;
+    this._refreshUnsupported = false;
+
+    // Connect on the next microtask, so listeners added right after the
+    // constructor see the first `connecting` event.
+    this._autoConnectPending = Boolean(this.options.autoConnect);
+    if (this._autoConnectPending) {
+      queueMicrotask(() => {
+        if (this._autoConnectPending) this.connect();
+      });
+    }
+  }
+
+  // ---------------------------------------------------------------- public API
+
+  /** Starts connecting; while waiting to reconnect, tries at once; a no-op while connecting or connected.
+   * After that the client reconnects by itself until close() or a terminal close code. */
+  connect() {
+    this._autoConnectPending = false;
+    this._wanted = true;
+    if (this.state !== "disconnected") return;
+    if (this._reconnectTimer) {
+      // Waiting to reconnect: try now (e.g. the browser says it is online again).
+      this._clearTimer("_reconnectTimer");
+    } else {
+      this._backoff.reset();
+    }
+    this._attempt();
+  }
+
+  /** Closes the connection for good: no reconnect, every timer cleared. Commands in flight are
+   * rejected with `disconnected`, subscriptions never confirmed with `closed`. `connect()` may be
+   * called again later; confirmed subscriptions are then restored. */
+  close() {
+    this._autoConnectPending = false;
+    this._wanted = false;
+    this._clearTimer("_reconnectTimer");
+    if (this._ws || this.state !== "disconnected") {
+      this._teardown(1000, "client closed", { final: true, code: "closed", sendClose: true });
+    } else {
+      this._rejectQueued("closed", "the client was closed");
+    }
+  }
+
+  /**
+   * Subscribes `handler` to `topic`. Resolves once the server answered
+   * `subscribed`; rejects with a RealtimeError whose `code` is the server's error
+   * code, `timeout`, `closed`, or `disconnected` (terminal close). While
+   * disconnected the subscription is queued and sent once connected.
+   * @param {string} topic
+   * @param {(message: object) => void} handler
+   * @param {{timeout?: number}} [options]
+   * @returns {Promise<{topic: string}>}
+   */
+  subscribe(topic, handler, options = {}) {
+    if (typeof topic !== "string" || topic === "") {
+      return Promise.reject(new TypeError("subscribe: topic must be a non-empty string"));
+    }
+    if (typeof handler !== "function") {
+      return Promise.reject(new TypeError("subscribe: handler must be a function"));
+    }
+    let entry = this._topics.get(topic);
+    if (entry) {
+      entry.handlers.add(handler);
+      if (entry.active) return Promise.resolve({ topic });
+    } else {
+      entry = { handlers: new Set([handler]), active: false, ref: null, waiters: [], timeout: undefined };
+      this._topics.set(topic, entry);
+    }
+    if (options.timeout !== undefined) entry.timeout = options.timeout;
+    const promise = new Promise((resolve, reject) => entry.waiters.push({ resolve, reject, handler }));
+    if (entry.ref === null && this.state === "connected") {
+      // While earlier subscribes are being paced, wait for a turn behind them.
+      if (this._restoreQueue.length > 0) {
+        if (!this._restoreQueue.includes(topic)) this._restoreQueue.push(topic);
+      } else {
+        this._sendSubscribe(topic, entry, false);
+      }
+    }
+    return promise;
+  }
+
+  /**
+   * Removes `handler` from `topic` (every handler when omitted). When none
+   * remain the topic is forgotten and, if connected, `unsubscribe` is sent.
+   * @returns {Promise<void>} resolves on `unsubscribed` (at once when nothing had to be sent)
+   */
+  unsubscribe(topic, handler) {
+    const entry = this._topics.get(topic);
+    if (!entry) return Promise.resolve();
+    if (handler !== undefined) {
+      entry.handlers.delete(handler);
+      if (entry.handlers.size > 0) return Promise.resolve();
+    }
+    this._topics.delete(topic);
+    const wasSent = entry.active || entry.ref !== null;
+    this._settleWaiters(entry, new RealtimeError("unsubscribed", `unsubscribed from ${topic} before the server answered`, { topic }));
+    if (!wasSent || this.state !== "connected") return Promise.resolve();
+    return this._request({ action: "unsubscribe", topic }).then(
+      () => undefined,
+      (error) => {
+        // The connection went away: nothing is left to undo on the server.
+        if (error.code === "disconnected") return undefined;
+        throw error;
+      },
+    );
+  }
+
+  /**
+   * Publishes `message` (an object with a string `type`) on `topic`.
+   * @returns {Promise<{type: "published", delivered: number, relayed: boolean}>}
+   */
+  publish(topic, message, options = {}) {
+    return this._command({ action: "publish", topic, message }, options.timeout);
+  }
+
+  /**
+   * Application-level round trip.
+   * @returns {Promise<number>} round-trip time in ms
+   */
+  ping(options = {}) {
+    const started = monotonic();
+    return this._command({ action: "ping" }, options.timeout).then(() => monotonic() - started);
+  }
+
+  /**
+   * Sends `refresh` now with `token`, or with a fresh one from the token
+   * function. Resolves with the new expiry (Unix seconds).
+   * @param {string} [token]
+   * @returns {Promise<number>}
+   */
+  async refreshToken(token) {
+    if (this.state !== "connected") throw new RealtimeError("not_connected", "not connected");
+    const generation = this._generation;
+    const fresh = token ?? (typeof this._token === "function" ? await this._token({ reason: "refresh" }) : this._token);
+    if (generation !== this._generation || this.state !== "connected") {
+      throw new RealtimeError("disconnected", "the connection closed while fetching a token");
+    }
+    const reply = await this._command({ action: "refresh", token: fresh });
+    this._onRefreshed(reply);
+    return reply.expires_at;
+  }
+
+  /**
+   * Handles messages without a `topic` field by their `type` (`"*"`: every
+   * message, topic messages included).
+   * @returns {() => void} removes the handler
+   */
+  on(type, handler) {
+    if (typeof handler !== "function") throw new TypeError("on: handler must be a function");
+    let set = this._handlers.get(type);
+    if (!set) this._handlers.set(type, (set = new Set()));
+    set.add(handler);
+    return () => this.off(type, handler);
+  }
+
+  /** Removes a handler added with `on` (every handler of `type` when omitted). */
+  off(type, handler) {
+    const set = this._handlers.get(type);
+    if (!set) return;
+    if (handler === undefined) set.clear();
+    else set.delete(handler);
+    if (set.size === 0) this._handlers.delete(type);
+  }
+
+  /**
+   * Listens to client events: `connecting`, `connected`, `disconnected`,
+   * `error`, `refreshed`. The listener gets a plain object with a `type` field.
+   * @param {{once?: boolean}} [options]
+   */
+  addEventListener(type, listener, options = {}) {
+    if (!EVENT_TYPES.has(type)) {
+      throw new TypeError(`addEventListener: unknown event ${JSON.stringify(type)} (${[...EVENT_TYPES].join(", ")})`);
+    }
+    if (typeof listener !== "function") throw new TypeError("addEventListener: listener must be a function");
+    let set = this._listeners.get(type);
+    if (!set) this._listeners.set(type, (set = new Set()));
+    for (const l of set) if (l.fn === listener) return;
+    set.add({ fn: listener, once: Boolean(options && options.once) });
+  }
+
+  /** Removes a listener added with addEventListener. */
+  removeEventListener(type, listener) {
+    const set = this._listeners.get(type);
+    if (!set) return;
+    for (const l of set) if (l.fn === listener) set.delete(l);
+  }
+
+  /** Topics currently kept (subscribed or waiting to be). */
+  get topics() {
+    return [...this._topics.keys()];
+  }
+
+  // ------------------------------------------------------------- connecting
+
+  async _attempt() {
+    this._reconnectTimer = null;
+    if (!this._wanted) return;
+    const generation = ++this._generation;
+    this._setState("connecting");
+    this._emit("connecting", { attempt: this._backoff.attempt });
+    if (generation !== this._generation) return; // a listener closed the client
+    this._connectTimer = setTimeout(() => {
+      this._connectTimer = null;
+      if (generation !== this._generation) return;
+      this._emit("error", { error: new RealtimeError("timeout", "no welcome within connectTimeout") });
+      this._teardown(1006, "connect timeout", { sendClose: true });
+    }, this.options.connectTimeout);
+
+    let token;
+    try {
+      token = typeof this._token === "function" ? await this._token({ reason: "connect", attempt: this._backoff.attempt }) : this._token;
+      if (typeof token !== "string" || token === "") throw new TypeError("the token function returned no string");
+    } catch (err) {
+      if (generation !== this._generation) return;
+      const error = new RealtimeError("token", `token function failed: ${err && err.message ? err.message : err}`, { cause: err });
+      this._emit("error", { error });
+      this._teardown(0, "token function failed", {});
+      return;
+    }
+    if (generation !== this._generation) return;
+
+    const url = new URL(this._url.href);
+    url.searchParams.set("token", token);
+    let ws;
+    try {
+      ws = new this._WebSocket(url.href);
+    } catch (err) {
+      this._emit("error", { error: new RealtimeError("socket", `WebSocket failed: ${err && err.message ? err.message : err}`, { cause: err }) });
+      this._teardown(1006, "WebSocket constructor failed", {});
+      return;
+    }
+    this._ws = ws;
+    let opened = false;
+    ws.onopen = () => {
+      opened = true;
+    };
+    ws.onmessage = (event) => {
+      if (this._ws !== ws) return;
+      this._onFrame(event.data);
+    };
+    ws.onerror = () => {
+      if (this._ws !== ws) return;
+      // Some implementations (Node 20's) report a refused handshake with an error
+      // and never a close event: before the socket opened, an error ends the attempt.
+      if (!opened && ws.readyState !== OPEN) this._teardown(1006, "connection failed", { sendClose: true });
+    };
+    ws.onclose = (event) => {
+      if (this._ws !== ws) return;
+      this._teardown(event.code || 1005, event.reason || "", {});
+    };
+  }
+
+  /**
+   * Ends the current socket (or attempt) and decides what comes next.
+   * @param {number} code close code (as seen by this client)
+   * @param {string} reason
+   * @param {{final?: boolean, code?: string, sendClose?: boolean, clientCode?: number, reconnectNow?: boolean}} how
+   */
+  _teardown(code, reason, how) {
+    const ws = this._ws;
+    this._ws = null;
+    this._generation++;
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+      if (how.sendClose) {
+        try {
+          if (how.final) ws.close(1000, "client closed");
+          else if (how.clientCode) ws.close(how.clientCode, reason);
+          else ws.close();
+        } catch {
+          // Already closing.
+        }
+      }
+    }
+    const wasConnected = this.state === "connected";
+    const welcomedAt = this._welcomedAt;
+    this._clearTimer("_connectTimer");
+    this._clearTimer("_refreshTimer");
+    this._clearTimer("_heartbeatTimer");
+    this._clearTimer("_restoreTimer");
+    this._restoreQueue = [];
+    this.connectionId = null;
+    this._welcomedAt = 0;
+
+    // Pending commands fail; subscriptions in flight go back to the queue.
+    const pending = [...this._pending.values()];
+    this._pending.clear();
+    for (const p of pending) {
+      clearTimeout(p.timer);
+      p.reject(new RealtimeError("disconnected", `connection closed (${code}${reason ? " " + reason : ""})`, { closeCode: code }));
+    }
+    for (const entry of this._topics.values()) entry.ref = null;
+
+    let willReconnect = false;
+    let delay;
+    if (how.final) {
+      this._rejectQueued(how.code || "closed", "the client was closed");
+    } else {
+      const action = this._shutdownNotice ? "shutdown" : closeAction(code);
+      if (action === "terminal" || !this._wanted) {
+        this._wanted = false;
+        this._rejectQueued("disconnected", `connection closed for good (${code}${reason ? " " + reason : ""})`);
+      } else {
+        willReconnect = true;
+        if (welcomedAt && now() - welcomedAt >= this.options.stableAfter) this._backoff.reset();
+        if (action === "shutdown") {
+          this._backoff.reset();
+          delay = shutdownDelay(this.options, this._random);
+        } else if (action === "token" || how.reconnectNow) {
+          delay = 0;
+        } else {
+          if (BACKOFF_FLOOR_CODES.has(code)) this._backoff.attempt = Math.max(this._backoff.attempt, BACKOFF_FLOOR_ATTEMPT);
+          if (this._backoff.attempt >= this.options.maxReconnectAttempts) {
+            willReconnect = false;
+            this._wanted = false;
+            this._rejectQueued("disconnected", "gave up reconnecting (maxReconnectAttempts)");
+          } else {
+            delay = this._backoff.next();
+          }
+        }
+      }
+    }
+    this._shutdownNotice = false;
+    this._setState("disconnected");
+    if (willReconnect) {
+      this._reconnectTimer = setTimeout(() => this._attempt(), delay);
+    }
+    const event = { code, reason, willReconnect, wasConnected };
+    if (willReconnect) event.delay = delay;
+    this._emit("disconnected", event);
+  }
+
+  _onFrame(data) {
+    if (typeof data !== "string") {
+      this._emit("error", { error: new RealtimeError("bad_frame", "binary frame from the server ignored") });
+      return;
+    }
+    let frame;
+    try {
+      frame = JSON.parse(data);
+    } catch {
+      this._emit("error", { error: new RealtimeError("bad_frame", "frame from the server is not JSON") });
+      return;
+    }
+    if (!frame || typeof frame !== "object" || Array.isArray(frame)) {
+      this._emit("error", { error: new RealtimeError("bad_frame", "frame from the server is not an object") });
+      return;
+    }
+    const type = frame.type;
+    if (this.state === "connecting") {
+      if (type === "welcome") this._onWelcome(frame);
+      return;
+    }
+    // Replies and error frames are the server's own frames: they never carry a
+    // `timestamp`, while every message a backend sends does (the server adds it).
+    if (REPLY_FRAME_TYPES.has(type) && !("timestamp" in frame)) {
+      const pending = frame.ref !== undefined && frame.ref !== null ? this._pending.get(String(frame.ref)) : undefined;
+      if (pending && (type === pending.expect || type === "error")) {
+        this._pending.delete(String(frame.ref));
+        clearTimeout(pending.timer);
+        if (type === "error") {
+          pending.reject(new RealtimeError(frame.code || "error", frame.message || frame.code || "error", { frame }));
+        } else {
+          pending.resolve(frame);
+        }
+      } else if (type === "error" && (frame.ref === undefined || frame.ref === null)) {
+        // An error for a frame whose ref the server could not read.
+        this._emit("error", { error: new RealtimeError(frame.code || "error", frame.message || "error frame", { frame }) });
+      }
+      // Otherwise a late reply to a command that already timed out: dropped.
+      return;
+    }
+    if (type === "server-shutdown") this._shutdownNotice = true;
+    this._dispatch(frame);
+  }
+
+  _dispatch(message) {
+    if (typeof message.topic === "string") {
+      const entry = this._topics.get(message.topic);
+      if (entry) for (const h of [...entry.handlers]) this._call(h, message);
+    } else {
+      const set = this._handlers.get(message.type);
+      if (set) for (const h of [...set]) this._call(h, message);
+    }
+    const all = this._handlers.get("*");
+    if (all) for (const h of [...all]) this._call(h, message);
+  }
+
+  _onWelcome(frame) {
+    this._clearTimer("_connectTimer");
+    this.connectionId = frame.connection_id ?? null;
+    this.userId = frame.user_id ?? null;
+    this.roles = Array.isArray(frame.roles) ? frame.roles : [];
+    this.expiresAt = typeof frame.expires_at === "number" ? frame.expires_at : null;
+    this._welcomedAt = now();
+    this._shutdownNotice = false;
+    this._refreshUnsupported = false;
+    this._setState("connected");
+    // Every kept topic again (and those queued while disconnected): a first
+    // batch at once, the rest paced under the server's command rate limit.
+    this._restoreQueue = [...this._topics.keys()];
+    this._pumpSubscribes(this.options.restoreBatch);
+    this._scheduleRefresh();
+    this._scheduleHeartbeat();
+    this._emit("connected", {
+      connectionId: this.connectionId,
+      userId: this.userId,
+      roles: this.roles,
+      expiresAt: this.expiresAt,
+      welcome: frame,
+    });
+  }
+
+  // ---------------------------------------------------------------- commands
+
+  _command(frame, timeout) {
+    if (this.state !== "connected" || !this._ws) {
+      return Promise.reject(new RealtimeError("not_connected", `cannot ${frame.action}: not connected`));
+    }
+    return this._request(frame, timeout);
+  }
+
+  _request(frame, timeout) {
+    return this._send(frame, timeout).promise;
+  }
+
+  /** Sends a command with a fresh `ref`; the promise settles with its reply. */
+  _send(frame, timeout = this.options.timeout) {
+    const ws = this._ws;
+    if (!ws || this.state !== "connected") {
+      return { ref: null, promise: Promise.reject(new RealtimeError("not_connected", `cannot ${frame.action}: not connected`)) };
+    }
+    const ref = String(this._nextRef++);
+    const promise = new Promise((resolve, reject) => {
+      const pending = { expect: REPLY_TYPES[frame.action], resolve, reject, timer: null };
+      pending.timer = setTimeout(() => {
+        if (this._pending.get(ref) !== pending) return;
+        this._pending.delete(ref);
+        reject(new RealtimeError("timeout", `no reply to ${frame.action} within ${timeout} ms`));
+      }, timeout);
+      this._pending.set(ref, pending);
+      try {
+        ws.send(JSON.stringify({ ...frame, ref }));
+      } catch (err) {
+        this._pending.delete(ref);
+        clearTimeout(pending.timer);
+        reject(new RealtimeError("not_connected", `send failed: ${err && err.message ? err.message : err}`));
+      }
+    });
+    return { ref, promise };
+  }
+
+  /** Sends `subscribe` for a kept topic; `restore` marks a re-subscription after a reconnect. */
+  _sendSubscribe(topic, entry, restore) {
+    if (this.state !== "connected") return;
+    const timeout = entry.timeout ?? this.options.timeout;
+    const generation = this._generation;
+    const { ref, promise: request } = this._send({ action: "subscribe", topic }, timeout);
+    entry.ref = ref;
+    request.then(
+      () => {
+        if (this._topics.get(topic) !== entry || entry.ref !== ref) return;
+        entry.ref = null;
+        entry.active = true;
+        this._settleWaiters(entry, null, { topic });
+      },
+      (error) => {
+        if (this._topics.get(topic) !== entry || entry.ref !== ref) return;
+        entry.ref = null;
+        if (error.code === "disconnected") return; // re-sent after the reconnect (or rejected if terminal)
+        if (restore) {
+          error.topic = topic;
+          if (error.code === "rate_limited") {
+            // Kept and tried again after a pause of the whole paced queue.
+            if (generation === this._generation) {
+              this._restoreQueue.push(topic);
+              this._clearTimer("_restoreTimer");
+              this._restoreTimer = setTimeout(() => this._pumpSubscribes(this._paceBatch()), this.options.rateLimitRetryDelay);
+            }
+            return;
+          }
+          if (error.code === "timeout") {
+            // Kept (restored on the next connection); the connection is probably going away.
+            this._emit("error", { error, topic });
+            return;
+          }
+          this._topics.delete(topic);
+          this._emit("error", { error, topic });
+          return;
+        }
+        // A first subscribe that failed: the topic is not kept.
+        this._topics.delete(topic);
+        error.topic = topic;
+        if (error.code === "timeout" && this.state === "connected") {
+          // The server may still carry it out late: undo it.
+          this._request({ action: "unsubscribe", topic }).catch(() => {});
+        }
+        this._settleWaiters(entry, error);
+      },
+    );
+  }
+
+  /** Sends up to `count` subscribes waiting in the queue; schedules the rest. */
+  _pumpSubscribes(count) {
+    this._restoreTimer = null;
+    if (this.state !== "connected") return;
+    let sent = 0;
+    while (sent < count && this._restoreQueue.length > 0) {
+      const topic = this._restoreQueue.shift();
+      const entry = this._topics.get(topic);
+      if (!entry || entry.ref !== null) continue; // forgotten, or already sent
+      this._sendSubscribe(topic, entry, entry.active);
+      sent++;
+    }
+    if (this._restoreQueue.length > 0 && !this._restoreTimer) {
+      this._restoreTimer = setTimeout(() => this._pumpSubscribes(this._paceBatch()), RESTORE_STEP_MS);
+    }
+  }
+
+  _paceBatch() {
+    return Math.max(1, Math.round((this.options.restoreRate * RESTORE_STEP_MS) / 1000));
+  }
+
+  _settleWaiters(entry, error, value) {
+    const waiters = entry.waiters;
+    entry.waiters = [];
+    for (const w of waiters) {
+      if (error) w.reject(error);
+      else w.resolve(value);
+    }
+  }
+
+  /** Rejects every subscribe never confirmed by the server and forgets its topic. */
+  _rejectQueued(code, message) {
+    for (const [topic, entry] of [...this._topics]) {
+      if (!entry.active) {
+        this._topics.delete(topic);
+        this._settleWaiters(entry, new RealtimeError(code, message, { topic }));
+      }
+    }
+  }
+
+  // ----------------------------------------------------------- token refresh
+
+  _scheduleRefresh() {
+    this._clearTimer("_refreshTimer");
+    if (!this.options.refresh || typeof this._token !== "function" || this._refreshUnsupported) return;
+    if (typeof this.expiresAt !== "number" || !Number.isFinite(this.expiresAt)) return;
+    const delay = refreshDelay(this.expiresAt * 1000, now(), this.options);
+    // Beyond setTimeout's 2^31-1 ms range: nothing to plan yet.
+    if (delay > 0x7fffffff) return;
+    const generation = this._generation;
+    this._refreshTimer = setTimeout(() => {
+      this._refreshTimer = null;
+      if (generation === this._generation) this._autoRefresh(generation);
+    }, delay);
+  }
+
+  async _autoRefresh(generation) {
+    let token;
+    try {
+      token = await this._token({ reason: "refresh" });
+      if (typeof token !== "string" || token === "") throw new TypeError("the token function returned no string");
+    } catch (err) {
+      if (generation !== this._generation) return;
+      this._emit("error", { error: new RealtimeError("token", `token function failed: ${err && err.message ? err.message : err}`, { cause: err }) });
+      this._retryRefreshLater(generation);
+      return;
+    }
+    if (generation !== this._generation || this.state !== "connected") return;
+    let reply;
+    try {
+      reply = await this._request({ action: "refresh", token });
+    } catch (error) {
+      if (generation !== this._generation) return;
+      this._emit("error", { error });
+      if (error.code === "invalid_token" || error.code === "token_mismatch") {
+        // Reconnect at once with a fresh token: the handshake decides.
+        this._teardown(4000, "token refresh failed", { sendClose: true, clientCode: 4000, reconnectNow: true });
+      } else if (error.code === "unknown_action") {
+        this._refreshUnsupported = true;
+      } else {
+        this._retryRefreshLater(generation);
+      }
+      return;
+    }
+    if (generation !== this._generation) return;
+    this._onRefreshed(reply);
+  }
+
+  _retryRefreshLater(generation) {
+    if (typeof this.expiresAt !== "number") return;
+    const left = this.expiresAt * 1000 - now();
+    if (left < 2000) return; // the server will close with 3005; the reconnect fetches a token
+    this._clearTimer("_refreshTimer");
+    this._refreshTimer = setTimeout(() => {
+      this._refreshTimer = null;
+      if (generation === this._generation) this._autoRefresh(generation);
+    }, Math.min(left / 2, 5000));
+  }
+
+  _onRefreshed(reply) {
+    if (typeof reply.expires_at === "number") this.expiresAt = reply.expires_at;
+    this._scheduleRefresh();
+    this._emit("refreshed", { expiresAt: this.expiresAt });
+  }
+
+  // ---------------------------------------------------------------- heartbeat
+
+  _scheduleHeartbeat() {
+    this._clearTimer("_heartbeatTimer");
+    const interval = this.options.heartbeatInterval;
+    if (!interval || interval <= 0) return;
+    const generation = this._generation;
+    this._heartbeatTimer = setTimeout(() => {
+      this._heartbeatTimer = null;
+      if (generation !== this._generation || this.state !== "connected") return;
+      this._request({ action: "ping" }).then(
+        () => {
+          if (generation === this._generation) this._scheduleHeartbeat();
+        },
+        (error) => {
+          if (generation !== this._generation) return;
+          if (error.code === "timeout") {
+            this._emit("error", { error: new RealtimeError("timeout", "heartbeat ping unanswered: reconnecting") });
+            this._teardown(4001, "heartbeat timeout", { sendClose: true, clientCode: 4001 });
+          } else {
+            this._scheduleHeartbeat();
+          }
+        },
+      );
+    }, interval);
+  }
+
+  // ------------------------------------------------------------------ helpers
+
+  _setState(state) {
+    this.state = state;
+  }
+
+  _emit(type, detail) {
+    const set = this._listeners.get(type);
+    if (!set || set.size === 0) {
+      return;
+    }
+    const event = { type, ...detail };
+    for (const l of [...set]) {
+      if (l.once) set.delete(l);
+      try {
+        l.fn.call(this, event);
+      } catch (err) {
+        reportUncaught(err);
+      }
+    }
+  }
+
+  _call(handler, message) {
+    try {
+      handler(message);
+    } catch (err) {
+      if (this._listeners.get("error")?.size) {
+        this._emit("error", { error: err, message });
+      } else {
+        reportUncaught(err);
+      }
+    }
+  }
+
+  _clearTimer(name) {
+    if (this[name]) {
+      clearTimeout(this[name]);
+      this[name] = null;
+    }
+  }
+
+}
+
+export default RealtimeClient;

@@ -1,0 +1,237 @@
+// Browser tests of the demo page, the admin page and the JavaScript client inside
+// them: Debian's chromium (/usr/bin/chromium) driven by playwright-core, against
+// the real realtime-server binary. A screenshot of each page is saved under
+// tests/browser/artifacts/ (or $BROWSER_ARTIFACTS). Every wait is an upper bound
+// on something awaited, never a schedule.
+
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import { API_KEY, TestServer } from "../../clients/js/test/server.js";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const ARTIFACTS = process.env.BROWSER_ARTIFACTS ?? join(here, "artifacts");
+const WAIT = 10000;
+
+const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--no-first-run",
+  "--disable-sync",
+];
+
+let browser;
+
+before(async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  browser = await chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    headless: true,
+    args: CHROMIUM_ARGS,
+  });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+/** A development-mode server (no JWT secret: it serves the demo and /dev/token)
+ *  with a known API key. */
+function developmentServer() {
+  return new TestServer({ env: { REALTIME_JWT_SECRET: undefined } }).start();
+}
+
+/** A page that fails the test on any uncaught page error. */
+async function openPage(url) {
+  const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e));
+  page.errors = errors;
+  await page.goto(url);
+  return page;
+}
+
+async function screenshot(page, name) {
+  const path = join(ARTIFACTS, `${name}.png`);
+  await page.screenshot({ path, fullPage: true });
+  return path;
+}
+
+const status = (page) => page.locator("#status");
+const subscription = (page, topic) => page.locator(`#subscriptions li[data-topic="${topic}"]`);
+const received = (page, topic, text) =>
+  page.locator(`#messages li.message[data-topic="${topic}"]`, { hasText: text });
+
+async function connectedDemo(server, query = "") {
+  const page = await openPage(`${server.httpUrl}/${query}`);
+  await page.locator("#status", { hasText: "connected" }).waitFor({ timeout: WAIT });
+  await subscription(page, "chat:lobby").waitFor({ timeout: WAIT });
+  return page;
+}
+
+test("the demo page connects and shows a message published through the HTTP API", async () => {
+  const server = await developmentServer();
+  try {
+    const page = await connectedDemo(server);
+    assert.match(await page.locator("#connection-id").textContent(), /^[0-9a-f-]{36}$/);
+    assert.equal(await page.locator("#user-id").textContent(), "demo-user");
+
+    // From a backend.
+    const sent = await server.api("POST", "/api/topics/chat:lobby/messages", {
+      type: "greeting",
+      text: "hello from a backend",
+    });
+    assert.equal(sent.status, 200, JSON.stringify(sent.body));
+    const fromBackend = received(page, "chat:lobby", "hello from a backend");
+    await fromBackend.waitFor({ timeout: WAIT });
+    const shown = JSON.parse(await fromBackend.locator("pre").textContent());
+    assert.equal(shown.type, "greeting");
+    assert.equal(shown.topic, "chat:lobby");
+    assert.ok(shown.timestamp, "the full message is shown, timestamp included");
+
+    // From the page's own form, through the HTTP API.
+    await page.fill("#send-text", "hello from the page");
+    await page.click("#send-button");
+    await received(page, "chat:lobby", "hello from the page").waitFor({ timeout: WAIT });
+    assert.match(await page.locator("#send-result").textContent(), /^200 /);
+
+    // Unsubscribing stops delivery: a later message to the topic is not shown,
+    // while one to the user's own topic still is.
+    await subscription(page, "chat:lobby").locator("button.unsubscribe").click();
+    await subscription(page, "chat:lobby").waitFor({ state: "detached", timeout: WAIT });
+    await server.api("POST", "/api/topics/chat:lobby/messages", { type: "t", text: "after unsubscribe" });
+    await server.api("POST", "/api/topics/user:demo-user/messages", { type: "t", text: "still here" });
+    await received(page, "user:demo-user", "still here").waitFor({ timeout: WAIT });
+    assert.equal(await received(page, "chat:lobby", "after unsubscribe").count(), 0);
+
+    // A refused subscription is shown, not swallowed.
+    await page.fill("#topic-input", "user:someone-else");
+    await page.click("#subscribe-button");
+    await page.locator("#subscribe-error", { hasText: "forbidden" }).waitFor({ timeout: WAIT });
+
+    console.log(`screenshot: ${await screenshot(page, "demo")}`);
+    assert.deepEqual(page.errors, []);
+  } finally {
+    await server.stop();
+  }
+});
+
+test("the demo page recovers after the server restarts and its subscriptions receive again", async () => {
+  const server = await developmentServer();
+  try {
+    const page = await connectedDemo(server);
+    await page.fill("#topic-input", "news:today");
+    await page.click("#subscribe-button");
+    await subscription(page, "news:today").waitFor({ timeout: WAIT });
+    const firstId = await page.locator("#connection-id").textContent();
+
+    // A new process: a new generated secret, so the page must fetch a new token.
+    await server.restart();
+    await page.locator("#reconnects", { hasText: "1" }).waitFor({ timeout: WAIT });
+    await page.locator("#status", { hasText: "connected" }).waitFor({ timeout: WAIT });
+    assert.notEqual(await page.locator("#connection-id").textContent(), firstId);
+    await page
+      .locator("#events li", { hasText: "disconnected: 1001" })
+      .first()
+      .waitFor({ timeout: WAIT });
+
+    // The restored subscriptions are live on the new server.
+    for (const topic of ["news:today", "chat:lobby"]) {
+      await waitForSubscriber(server, topic);
+      const sent = await server.api("POST", `/api/topics/${topic}/messages`, {
+        type: "after-restart",
+        text: `back on ${topic}`,
+      });
+      assert.equal(sent.status, 200);
+      await received(page, topic, `back on ${topic}`).waitFor({ timeout: WAIT });
+    }
+    console.log(`screenshot: ${await screenshot(page, "demo-after-restart")}`);
+    assert.deepEqual(page.errors, []);
+  } finally {
+    await server.stop();
+  }
+});
+
+/** Waits (bounded) until the server lists `topic` with a subscriber. */
+async function waitForSubscriber(server, topic) {
+  const deadline = Date.now() + WAIT;
+  for (;;) {
+    const { body } = await server.api("GET", "/api/topics");
+    if (body?.topics?.[topic] >= 1) return;
+    if (Date.now() > deadline) throw new Error(`${topic} has no subscriber: ${JSON.stringify(body)}`);
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+test("the admin page shows the connection and can disconnect it", async () => {
+  const server = await developmentServer();
+  try {
+    const demo = await connectedDemo(server, "?user=watched-user");
+    const connectionId = await demo.locator("#connection-id").textContent();
+
+    const admin = await openPage(`${server.httpUrl}/admin`);
+    await admin.locator("#admin-status", { hasText: "live" }).waitFor({ timeout: WAIT });
+    await admin.locator("#connection-count", { hasText: "1" }).waitFor({ timeout: WAIT });
+    const row = admin.locator(`#connections tr[data-id="${connectionId}"]`);
+    await row.waitFor({ timeout: WAIT });
+    assert.equal(await row.getAttribute("data-user"), "watched-user");
+    await admin
+      .locator('#topics li[data-topic="chat:lobby"]', { hasText: "1 subscriber" })
+      .waitFor({ timeout: WAIT });
+
+    // Traffic shows on the chart's rate line.
+    for (let i = 0; i < 5; i++) {
+      await server.api("POST", "/api/topics/chat:lobby/messages", { type: "tick", n: i });
+    }
+    await admin.waitForFunction(() => Number(document.getElementById("rate").textContent) > 0, null, {
+      timeout: WAIT,
+    });
+    console.log(`screenshot: ${await screenshot(admin, "admin")}`);
+
+    await row.locator("button.disconnect").click();
+    await demo
+      .locator("#events li", { hasText: "disconnected: 3503" })
+      .waitFor({ timeout: WAIT });
+    await demo.locator("#status", { hasText: "disconnected" }).waitFor({ timeout: WAIT });
+    await admin.locator("#connection-count", { hasText: "0" }).waitFor({ timeout: WAIT });
+    await row.waitFor({ state: "detached", timeout: WAIT });
+    assert.ok(
+      await demo.locator("#events li", { hasText: "not reconnecting" }).count(),
+      "3503 is terminal: the client does not reconnect",
+    );
+    assert.deepEqual(demo.errors, []);
+    assert.deepEqual(admin.errors, []);
+  } finally {
+    await server.stop();
+  }
+});
+
+test("the admin page needs the API key outside development mode", async () => {
+  const server = await new TestServer().start();
+  try {
+    const admin = await openPage(`${server.httpUrl}/admin`);
+    assert.equal(await admin.locator("#admin-status").textContent(), "locked");
+    await admin.fill("#api-key", "a-wrong-key");
+    await admin.click("#api-key-save");
+    await admin.locator("#admin-status", { hasText: "wrong key" }).waitFor({ timeout: WAIT });
+    await admin.fill("#api-key", API_KEY);
+    await admin.click("#api-key-save");
+    await admin.locator("#admin-status", { hasText: "live" }).waitFor({ timeout: WAIT });
+    await admin.locator("#connection-count", { hasText: "0" }).waitFor({ timeout: WAIT });
+    // The demo and its token endpoint do not exist in production mode.
+    const demo = await fetch(`${server.httpUrl}/`);
+    assert.equal(demo.status, 404);
+    const token = await fetch(`${server.httpUrl}/dev/token`);
+    assert.equal(token.status, 404);
+    console.log(`screenshot: ${await screenshot(admin, "admin-production")}`);
+    assert.deepEqual(admin.errors, []);
+  } finally {
+    await server.stop();
+  }
+});
