@@ -156,3 +156,32 @@ async fn configured_namespaces_allow_and_deny_over_the_socket() {
     alice.assert_nothing_pending().await;
     root.assert_nothing_pending().await;
 }
+
+#[tokio::test]
+async fn the_binary_refuses_to_start_with_an_invalid_namespace() {
+    let dir = std::env::temp_dir().join(format!("rt-namespaces-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[namespaces]]\npattern = \"chat\"\nsubscribe = \"owner\"\npublish = \"nobody\"\n",
+    )
+    .unwrap();
+    let output = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_realtime-server"))
+            .env_clear()
+            .arg("--config")
+            .arg(&path)
+            .output(),
+    )
+    .await
+    .expect("exits in time")
+    .expect("runs");
+    assert_eq!(output.status.code(), Some(2), "a configuration error exits with 2");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("namespace \"chat\"") && stderr.contains("placeholder"),
+        "the error names the namespace and the rule: {stderr}"
+    );
+}
