@@ -192,6 +192,17 @@ test("the admin page shows the connection and can disconnect it", async () => {
     await admin.waitForFunction(() => Number(document.getElementById("rate").textContent) > 0, null, {
       timeout: WAIT,
     });
+    // ...and as bars on the chart: count the chart's blue pixels.
+    const barPixels = await admin.evaluate(() => {
+      const canvas = document.getElementById("chart");
+      const { data } = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
+      let blue = 0;
+      for (let i = 0; i < data.length; i += 4) {
+        if (data[i] === 0x24 && data[i + 1] === 0x56 && data[i + 2] === 0xd6) blue += 1;
+      }
+      return blue;
+    });
+    assert.ok(barPixels > 20, `the chart shows the rate as bars (${barPixels} bar pixels)`);
     console.log(`screenshot: ${await screenshot(admin, "admin")}`);
 
     await row.locator("button.disconnect").click();

@@ -129,16 +129,14 @@ function drawChart() {
   ctx.font = "12px system-ui";
   ctx.fillText(`${max.toFixed(1)}/s`, 4, 12);
   if (points.length > 0) {
-    ctx.strokeStyle = "#2456d6";
-    ctx.lineWidth = 2;
-    ctx.beginPath();
+    // One bar per second, the newest at the right edge.
+    const slot = width / HISTORY;
+    ctx.fillStyle = "#2456d6";
     points.forEach((p, i) => {
-      const x = (i / Math.max(1, HISTORY - 1)) * width;
-      const y = height - 2 - (p.messages / max) * (height - 18);
-      if (i === 0) ctx.moveTo(x, y);
-      else ctx.lineTo(x, y);
+      const h = (p.messages / max) * (height - 18);
+      const x = width - (points.length - i) * slot;
+      ctx.fillRect(x + 1, height - 1 - h, Math.max(1, slot - 2), h);
     });
-    ctx.stroke();
     const last = points[points.length - 1];
     $("rate").textContent = last.messages.toFixed(1);
     $("delivery-rate").textContent = last.deliveries.toFixed(1);

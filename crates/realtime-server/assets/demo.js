@@ -86,10 +86,17 @@ function showSubscription(topic) {
   const button = document.createElement("button");
   button.className = "secondary unsubscribe";
   button.textContent = "Unsubscribe";
-  button.addEventListener("click", () => {
-    client.unsubscribe(topic);
-    li.remove();
-    logEvent(`unsubscribed ${topic}`);
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      // Removed from the list once the server confirms: nothing for it arrives after.
+      await client.unsubscribe(topic);
+      li.remove();
+      logEvent(`unsubscribed ${topic}`);
+    } catch (e) {
+      button.disabled = false;
+      logEvent(`unsubscribe ${topic} failed: ${e.code ?? ""} ${e.message}`);
+    }
   });
   li.append(name, button);
   $("subscriptions").append(li);
