@@ -112,7 +112,7 @@ test("subscribe to another user's topic rejects with forbidden and is not kept",
 
 test("subscribe rejects with timeout when the server does not answer, and the topic is dropped", async () => {
   const { client } = await connect("dave");
-  server.freeze();
+  await server.freeze();
   const started = Date.now();
   try {
     await assert.rejects(client.subscribe("slow:topic", () => {}, { timeout: 300 }), (e) => e.code === "timeout");
@@ -229,7 +229,7 @@ test("a handshake refused with 401 is retried with backoff, never connected", as
 test("heartbeat: an unanswered application ping drops a dead link and reconnects", async () => {
   const { client, connected } = await connect("jack", { heartbeatInterval: 150, timeout: 300 });
   const droppedP = nextEvent(client, "disconnected");
-  server.freeze();
+  await server.freeze();
   let dropped;
   try {
     dropped = await droppedP;

@@ -7,7 +7,7 @@
 
 import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -85,6 +85,16 @@ for (const signal of ["SIGINT", "SIGTERM"]) {
 
 // eslint-disable-next-line no-control-regex
 const ANSI = /\x1b\[[0-9;]*m/g;
+
+/** A process's scheduler state from /proc (`R`, `S`, `T`...), or null. */
+function processState(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0];
+  } catch {
+    return null;
+  }
+}
 
 export class TestServer {
   /**
@@ -195,11 +205,17 @@ export class TestServer {
     return this.start();
   }
 
-  /** SIGSTOP: the process stops answering anything. */
-  freeze() {
-    if (this.child && !this.frozen) {
-      process.kill(this.child.pid, "SIGSTOP");
-      this.frozen = true;
+  /** SIGSTOP, resolved once the process is really stopped (signals are delivered
+   *  asynchronously: until then it may still answer). */
+  async freeze() {
+    if (!this.child || this.frozen) return;
+    process.kill(this.child.pid, "SIGSTOP");
+    this.frozen = true;
+    const deadline = Date.now() + PROCESS_TIMEOUT_MS;
+    // Linux: the third field of /proc/<pid>/stat is the state, `T` once stopped.
+    while (processState(this.child.pid) !== "T") {
+      if (Date.now() > deadline) throw new Error("the server did not stop on SIGSTOP");
+      await new Promise((r) => setImmediate(r));
     }
   }
 
