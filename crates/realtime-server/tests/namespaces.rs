@@ -178,7 +178,11 @@ async fn the_binary_refuses_to_start_with_an_invalid_namespace() {
     .await
     .expect("exits in time")
     .expect("runs");
-    assert_eq!(output.status.code(), Some(2), "a configuration error exits with 2");
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "a configuration error exits with 2"
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("namespace \"chat\"") && stderr.contains("placeholder"),
