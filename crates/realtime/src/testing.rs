@@ -55,7 +55,12 @@ impl TestConnection {
         )
     }
 
-    /// Registers a connection with a full identity.
+    /// Registers a connection with a full identity. Token expiry and the command
+    /// rate limit belong to the socket session and do not apply here.
+    ///
+    /// # Panics
+    ///
+    /// When the user already holds `max_connections_per_user` connections.
     pub fn connect_identity(rt: &Realtime, identity: Identity) -> TestConnection {
         // Interest and directory changes are requested here; the in-memory bus
         // applies them at once.
