@@ -37,19 +37,27 @@ impl Registry {
         self.connections.insert(id, handle);
     }
 
-    /// Counts one more connection for `user` unless it already has `max` (0: no
-    /// limit). Returns whether it was counted.
+    /// Counts one more connection for `user` unless it already has `max`. Returns
+    /// whether it was counted. With no limit (`max == 0`) nothing is counted, so the
+    /// default configuration keeps no per-user entry.
     pub(crate) fn reserve_user_slot(&self, user: &Arc<str>, max: usize) -> bool {
+        if max == 0 {
+            return true;
+        }
         let mut slots = self.user_slots.entry(user.clone()).or_insert(0);
-        if max != 0 && *slots >= max {
+        if *slots >= max {
             return false;
         }
         *slots += 1;
         true
     }
 
-    /// Gives back a slot taken by [`reserve_user_slot`](Self::reserve_user_slot).
-    pub(crate) fn release_user_slot(&self, user: &str) {
+    /// Gives back a slot taken by [`reserve_user_slot`](Self::reserve_user_slot)
+    /// with the same `max`.
+    pub(crate) fn release_user_slot(&self, user: &str, max: usize) {
+        if max == 0 {
+            return;
+        }
         self.user_slots.remove_if_mut(user, |_, slots| {
             *slots = slots.saturating_sub(1);
             *slots == 0

@@ -438,9 +438,10 @@ impl Realtime {
         if !handle.mark_finished() {
             return;
         }
-        self.inner
-            .registry
-            .release_user_slot(&handle.info().user_id);
+        self.inner.registry.release_user_slot(
+            &handle.info().user_id,
+            self.inner.config.max_connections_per_user,
+        );
         self.inner.metrics.active_connections.dec();
         self.inner.metrics.disconnected(handle.close_code());
     }
