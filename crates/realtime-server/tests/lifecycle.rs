@@ -119,3 +119,22 @@ async fn a_refused_refresh_leaves_the_expiry_as_it_was() {
     // The refused refreshes changed nothing: the original expiry still closes it.
     client.expect_close(3005).await;
 }
+
+#[tokio::test]
+async fn refresh_compares_roles_as_a_set() {
+    let server = TestServer::start().await;
+    let exp = now() + 3600;
+    let token = sign_hs256(&claims_until("bea", &["a", "b"], exp), SECRET);
+    let mut client = Client::connect(&server.ws_url(&token)).await;
+    assert_eq!(client.recv().await["type"], "welcome");
+    let missing_b = sign_hs256(&claims_until("bea", &["a", "a"], exp + 1), SECRET);
+    let reply = client
+        .command(json!({"action": "refresh", "token": missing_b}))
+        .await;
+    assert_eq!(reply["code"], "token_mismatch", "{reply}");
+    let reordered = sign_hs256(&claims_until("bea", &["b", "a", "a"], exp + 2), SECRET);
+    let reply = client
+        .command(json!({"action": "refresh", "token": reordered}))
+        .await;
+    assert_eq!(reply, json!({"type": "refreshed", "expires_at": exp + 2}));
+}

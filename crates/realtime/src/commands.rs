@@ -132,8 +132,12 @@ fn refresh(
         )
     })?;
     let info = handle.info();
-    let same_roles =
-        identity.roles.len() == info.roles.len() && identity.roles.iter().all(|r| info.has_role(r));
+    // The same set of roles, whatever their order or repetitions.
+    let same_roles = identity.roles.iter().all(|r| info.has_role(r))
+        && info
+            .roles
+            .iter()
+            .all(|r| identity.roles.iter().any(|s| s == &**r));
     if identity.user_id != *info.user_id || !same_roles {
         return Err(ProtocolError::new(
             reference,
