@@ -89,8 +89,12 @@ pub fn build(settings: &Settings) -> Result<App, AppError> {
         .merge(crate::pages::router(settings))
         .fallback(|| async {
             api::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
-        })
-        .layer(axum::middleware::from_fn(crate::request_log::log_requests));
+        });
+    let router = if crate::request_log::enabled() {
+        router.layer(axum::middleware::from_fn(crate::request_log::log_requests))
+    } else {
+        router
+    };
     Ok(App {
         realtime,
         router,

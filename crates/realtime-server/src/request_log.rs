@@ -25,11 +25,14 @@ pub fn log_filter(spec: &str) -> tracing_subscriber::EnvFilter {
 /// What replaces a redacted value.
 pub const REDACTED: &str = "[redacted]";
 
+/// Whether request lines would be logged; the filter is fixed at start, so the
+/// router adds [`log_requests`] only when this holds and costs nothing otherwise.
+pub fn enabled() -> bool {
+    tracing::enabled!(target: "realtime_server::request_log", tracing::Level::DEBUG)
+}
+
 /// Logs each request's method, path, redacted query and status at `debug`.
 pub async fn log_requests(request: Request, next: Next) -> Response {
-    if !tracing::enabled!(tracing::Level::DEBUG) {
-        return next.run(request).await;
-    }
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let query = redact_query(request.uri().query().unwrap_or("")).into_owned();

@@ -181,27 +181,29 @@ async fn serve(
                             timer.as_mut().reset(heartbeat.deadline());
                         }
                         match msg {
-                            // Boxed: command handling (cluster round trips included)
-                            // would otherwise size every idle connection's task.
-                            Message::Text(text) => match bucket.check(&config.command_rate, seconds()) {
-                                Verdict::Allow => {
-                                    let reply = Box::pin(commands::handle_text(rt, handle, &text)).await;
-                                    // A `refresh` moves the expiry.
-                                    if heartbeat.expire_at(handle.expires_at()) {
-                                        timer.as_mut().reset(heartbeat.deadline());
-                                    }
-                                    reply
-                                }
-                                Verdict::Refuse => commands::rate_limited_reply(rt, &text),
-                                Verdict::Disconnect => return Ending::Close(CloseCode::TooManyRequests),
-                            },
-                            Message::Binary(_) => match bucket.check(&config.command_rate, seconds()) {
-                                Verdict::Disconnect => return Ending::Close(CloseCode::TooManyRequests),
-                                Verdict::Refuse => commands::rate_limited_reply(rt, ""),
-                                Verdict::Allow => commands::binary_frame_reply(rt),
-                            },
                             Message::Ping(_) | Message::Pong(_) => continue,
                             Message::Close(_) => return Ending::ClientClosed,
+                            // Text and binary frames are commands for the rate limit.
+                            data => match bucket.check(&config.command_rate, seconds()) {
+                                Verdict::Disconnect => return Ending::Close(CloseCode::TooManyRequests),
+                                Verdict::Refuse => {
+                                    commands::rate_limited_reply(rt, data.to_text().unwrap_or(""))
+                                }
+                                Verdict::Allow => match data {
+                                    // Boxed: command handling (cluster round trips
+                                    // included) would otherwise size every idle
+                                    // connection's task.
+                                    Message::Text(text) => {
+                                        let reply = Box::pin(commands::handle_text(rt, handle, &text)).await;
+                                        // A `refresh` moves the expiry.
+                                        if heartbeat.expire_at(handle.expires_at()) {
+                                            timer.as_mut().reset(heartbeat.deadline());
+                                        }
+                                        reply
+                                    }
+                                    _ => commands::binary_frame_reply(rt),
+                                },
+                            },
                         }
                     }
                 };
