@@ -255,6 +255,8 @@ pub struct Settings {
     pub worker_threads: Option<usize>,
     pub provider: Provider,
     pub node_id: String,
+    /// Header, keep-alive and upgrade timeouts and the connection cap.
+    pub http: crate::limits::HttpLimits,
 }
 
 impl Options {
@@ -462,6 +464,7 @@ impl Options {
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| format!("node-{}", generate().chars().take(12).collect::<String>()));
         Ok(Settings {
+            http: crate::limits::HttpLimits::default(),
             provider,
             node_id,
             listen: self

@@ -6,6 +6,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod dev;
+pub mod limits;
 pub mod pages;
 pub mod request_log;
 pub mod server;

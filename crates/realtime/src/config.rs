@@ -28,6 +28,10 @@ pub struct RealtimeConfig {
     /// answering close (or for a blocked write to drain) before dropping the socket.
     /// Default 2 s.
     pub close_timeout: Duration,
+    /// Longest a single socket write (a batch of frames and its flush) may stay
+    /// blocked on a peer that stopped reading before the connection is closed
+    /// as a slow consumer (3008), even if its queue has not overflowed. Default 10 s.
+    pub write_timeout: Duration,
     /// Socket read buffer per connection, in bytes. Default 2 KiB: idle connections
     /// are the common case and this buffer is the largest part of their memory
     /// (clients mostly receive; a larger inbound message just takes more reads).
@@ -71,6 +75,7 @@ impl Default for RealtimeConfig {
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(2),
+            write_timeout: Duration::from_secs(10),
             read_buffer_size: 2 * 1024,
             write_buffer_size: 8 * 1024,
             max_topic_length: Topic::MAX_LEN,
