@@ -9,6 +9,82 @@ use common::*;
 use realtime_server::Options;
 use serde_json::json;
 
+/// What the test harness generates for every secret in development mode.
+const GENERATED: &str = "generated-0123456789";
+
+/// Development mode: no key material and no API key, on a free loopback port.
+fn development_options() -> Options {
+    Options {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Default::default()
+    }
+}
+
+/// Sends `GET path` with exactly the `Host` header given (or none) over a raw TCP
+/// connection; returns the status and the JSON body.
+async fn get_with_host(
+    server: &TestServer,
+    path: &str,
+    host: Option<&str>,
+) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let host = host.map(|h| format!("Host: {h}\r\n")).unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\n{host}Connection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut response))
+        .await
+        .expect("response in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response);
+    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = text.split_once("\r\n\r\n").unwrap().1;
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn development_pages_answer_only_loopback_hosts() {
+    let server = TestServer::start_with(development_options()).await;
+    let port = server.addr.port();
+    for host in [
+        format!("127.0.0.1:{port}"),
+        "127.0.0.1".into(),
+        format!("localhost:{port}"),
+        "LocalHost".into(),
+        format!("demo.localhost:{port}"),
+        format!("[::1]:{port}"),
+        "127.8.9.10".into(),
+    ] {
+        let (status, body) = get_with_host(&server, "/dev/token", Some(&host)).await;
+        assert_eq!(status, 200, "{host}: {body}");
+        assert_eq!(body["api_key"], GENERATED, "{host}");
+    }
+    // A DNS-rebinding page sends its own name; nothing else is loopback either.
+    for host in [
+        Some(format!("attacker.example:{port}")),
+        Some("attacker.example".into()),
+        Some("localhost.attacker.example".into()),
+        Some(format!("10.1.2.3:{port}")),
+        Some(format!("[::ffff:7f00:1]x:{port}")),
+        None,
+    ] {
+        for path in ["/dev/token", "/", "/assets/demo.js"] {
+            let (status, body) = get_with_host(&server, path, host.as_deref()).await;
+            assert_eq!(status, 403, "{host:?} {path}: {body}");
+            assert_eq!(body["error"], "forbidden_host", "{host:?} {path}");
+            assert!(body["message"].is_string(), "{body}");
+            assert!(body.get("api_key").is_none());
+        }
+    }
+    // Pages that reveal nothing are served to any host.
+    let (status, _) = get_with_host(&server, "/health", Some("attacker.example")).await;
+    assert_eq!(status, 200);
+}
+
 async fn fetch(server: &TestServer, path: &str) -> reqwest::Response {
     server.http.get(server.url(path)).send().await.unwrap()
 }
@@ -56,11 +132,7 @@ async fn the_demo_and_dev_tokens_exist_only_in_development_mode() {
         assert_eq!(body["error"], "not_found", "{path}");
     }
 
-    let development = TestServer::start_with(Options {
-        jwt_secret: None,
-        ..options()
-    })
-    .await;
+    let development = TestServer::start_with(development_options()).await;
     let page = fetch(&development, "/").await;
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("/assets/demo.js"));
@@ -72,7 +144,7 @@ async fn the_demo_and_dev_tokens_exist_only_in_development_mode() {
             .unwrap();
     assert_eq!(handed["user_id"], "visitor");
     assert_eq!(handed["roles"], json!(["a", "b"]));
-    assert_eq!(handed["api_key"], API_KEY);
+    assert_eq!(handed["api_key"], GENERATED, "the generated API key");
     let expires_at = handed["expires_at"].as_i64().unwrap();
     assert!((now() + 59..=now() + 61).contains(&expires_at), "{handed}");
     // The token it hands out opens a connection for that user and those roles.
