@@ -3,6 +3,7 @@
 //! demo page and `/dev/token` only in development mode, and `/api/stats`, which
 //! the admin page charts.
 
+mod binary;
 mod common;
 
 use common::*;
@@ -20,30 +21,25 @@ fn development_options() -> Options {
     }
 }
 
-/// Sends `GET path` with exactly the `Host` header given (or none) over a raw TCP
-/// connection; returns the status and the JSON body.
+/// `GET path` with exactly the `Host` header given (or none).
 async fn get_with_host(
     server: &TestServer,
     path: &str,
     host: Option<&str>,
 ) -> (u16, serde_json::Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let host = host.map(|h| format!("Host: {h}\r\n")).unwrap_or_default();
-    let request = format!("GET {path} HTTP/1.1\r\n{host}Connection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, tcp.read_to_end(&mut response))
-        .await
-        .expect("response in time")
-        .unwrap();
-    let text = String::from_utf8_lossy(&response);
-    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = text.split_once("\r\n\r\n").unwrap().1;
-    (
-        status,
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    let host = host.map(|h| format!("Host: {h}"));
+    binary::request(
+        server.addr,
+        "GET",
+        path,
+        host.as_slice()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice(),
+        "",
     )
+    .await
 }
 
 #[tokio::test]
