@@ -1,6 +1,7 @@
 //! Server configuration: command-line flags, `REALTIME_*` environment variables and an
 //! optional TOML file, resolved into [`Settings`]. A flag or variable beats the file;
-//! the file beats the built-in default.
+//! the file beats the built-in default. The options themselves are declared once, in
+//! `options.rs`; what a start would use is shown by `--check-config` (`effective.rs`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -53,7 +53,7 @@ pub fn banner(settings: &Settings, local_addr: std::net::SocketAddr) -> String {
     [
         String::new(),
         rule.clone(),
-        " DEVELOPMENT MODE: no REALTIME_JWT_SECRET or REALTIME_JWT_PUBLIC_KEY".into(),
+        " DEVELOPMENT MODE: no JWT key and no API key are configured".into(),
         " A random JWT secret and API key were generated for this run only.".into(),
         " Do not use this mode in production.".into(),
         rule.clone(),
