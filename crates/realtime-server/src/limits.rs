@@ -5,18 +5,25 @@
 use std::time::Duration;
 
 /// Limits applied to every accepted TCP connection, before any request is routed.
+/// A connection past one of these timeouts is closed without an answer; see
+/// docs/OPERATIONS.md.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpLimits {
-    /// Longest time from accepting a connection (or from the end of the previous
-    /// request on a keep-alive connection) until its request headers are complete.
+    /// Longest time a request head may take to arrive completely, counted from
+    /// the accept for the first request and from the request's first byte for
+    /// later ones on a keep-alive connection.
     pub header_read_timeout: Duration,
-    /// Longest time an idle keep-alive connection is kept open between requests.
+    /// Longest time a keep-alive connection may sit idle between the end of a
+    /// response and the first byte of the next request.
     pub keep_alive_timeout: Duration,
-    /// Longest time a WebSocket upgrade may take, from the start of the request
-    /// until the connection is ready to serve (welcome sent).
+    /// Longest time a WebSocket handshake may take, from the start of its request
+    /// (as for `header_read_timeout`) until the `101` is written and the socket is
+    /// handed to its session. A head that is complete only after this time is
+    /// answered `408 upgrade_timeout`; a handshake that runs out while its `101`
+    /// is being written is dropped.
     pub upgrade_timeout: Duration,
     /// Most TCP connections served at once (WebSockets included); one more is
-    /// answered 503 with a JSON body and closed.
+    /// answered `503 too_many_connections` and closed without being read.
     pub max_connections: usize,
 }
 

@@ -1,0 +1,107 @@
+//! The cap on concurrent TCP connections (`max_connections`, WebSockets included):
+//! a slot per served connection, held until its socket closes, and the refusal of
+//! the connections over the cap, with their metrics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+use crate::http_error;
+
+/// How long a refused connection is kept to deliver its 503 and read what the
+/// client sent: closing a socket with unread input resets it, and a reset can
+/// discard the 503 before the client reads it.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// Most bytes read from a refused connection before it is dropped anyway.
+const REFUSAL_DRAIN: usize = 64 * 1024;
+
+/// The connection slots of one server.
+#[derive(Debug, Clone)]
+pub struct ConnectionSlots {
+    free: Arc<Semaphore>,
+    open: Gauge,
+    refused: Counter,
+    open_count: Arc<watch::Sender<usize>>,
+}
+
+/// One served connection's place under the cap; dropping it frees the place.
+#[derive(Debug)]
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    slots: ConnectionSlots,
+}
+
+impl ConnectionSlots {
+    pub fn new(max_connections: usize) -> ConnectionSlots {
+        ConnectionSlots {
+            free: Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),
+            open: Gauge::default(),
+            refused: Counter::default(),
+            open_count: Arc::new(watch::channel(0).0),
+        }
+    }
+
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "realtime_http_connections",
+            "Open TCP connections (HTTP and WebSocket)",
+            self.open.clone(),
+        );
+        registry.register(
+            "realtime_http_connections_refused",
+            "TCP connections refused with 503 because max_connections were open",
+            self.refused.clone(),
+        );
+    }
+
+    /// A slot for a new connection, or `None` at the cap.
+    pub(crate) fn take(&self) -> Option<Slot> {
+        let permit = self.free.clone().try_acquire_owned().ok()?;
+        self.open.inc();
+        self.open_count.send_modify(|n| *n += 1);
+        Some(Slot {
+            _permit: permit,
+            slots: self.clone(),
+        })
+    }
+
+    /// The number of open connections, as it changes.
+    pub fn watch_open(&self) -> watch::Receiver<usize> {
+        self.open_count.subscribe()
+    }
+
+    /// Answers a connection over the cap with `503 too_many_connections` and
+    /// closes it, without reading its request.
+    pub(crate) async fn refuse(&self, mut tcp: TcpStream) {
+        self.refused.inc();
+        tracing::debug!("refusing a connection: max_connections reached");
+        let answer = async {
+            tcp.write_all(&http_error::too_many_connections()).await?;
+            tcp.shutdown().await?;
+            let mut sink = [0u8; 4096];
+            let mut drained = 0;
+            while drained < REFUSAL_DRAIN {
+                match tcp.read(&mut sink).await? {
+                    0 => break,
+                    n => drained += n,
+                }
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        let _ = tokio::time::timeout(REFUSAL_LINGER, answer).await;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots.open.dec();
+        self.slots.open_count.send_modify(|n| *n -= 1);
+    }
+}
