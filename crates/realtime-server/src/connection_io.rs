@@ -17,10 +17,10 @@ use crate::slots::Slot;
 
 pub(crate) struct ConnectionIo {
     tcp: TcpStream,
-    phase: Arc<ConnectionPhase>,
-    /// Set once the app's `101` has gone out: from then on the socket belongs to
-    /// a WebSocket session and this layer only passes bytes through.
-    upgraded: bool,
+    /// `None` once the app's `101` has gone out: from then on the socket belongs
+    /// to a WebSocket session and this layer only passes bytes through (and the
+    /// phase, no longer needed, is not kept for the life of the session).
+    phase: Option<Arc<ConnectionPhase>>,
     /// A JSON error response standing in for hyper's, and how much of it is written.
     replacement: Option<(Vec<u8>, usize)>,
     _slot: Slot,
@@ -30,8 +30,7 @@ impl ConnectionIo {
     pub(crate) fn new(tcp: TcpStream, phase: Arc<ConnectionPhase>, slot: Slot) -> Self {
         ConnectionIo {
             tcp,
-            phase,
-            upgraded: false,
+            phase: Some(phase),
             replacement: None,
             _slot: slot,
         }
@@ -44,8 +43,13 @@ impl ConnectionIo {
         if !head.starts_with(b"HTTP/1.") {
             return false;
         }
-        if self.phase.take_response_ready() {
-            self.upgraded = head.starts_with(b"HTTP/1.1 101 ");
+        let Some(phase) = &self.phase else {
+            return false;
+        };
+        if phase.take_response_ready() {
+            if head.starts_with(b"HTTP/1.1 101 ") {
+                self.phase = None;
+            }
             return false;
         }
         match http_error::replace_parse_error(head) {
@@ -83,8 +87,10 @@ impl AsyncRead for ConnectionIo {
         let this = self.get_mut();
         let before = buf.filled().len();
         let read = Pin::new(&mut this.tcp).poll_read(cx, buf);
-        if !this.upgraded && buf.filled().len() > before {
-            this.phase.bytes_read();
+        if let Some(phase) = &this.phase
+            && buf.filled().len() > before
+        {
+            phase.bytes_read();
         }
         read
     }
@@ -97,7 +103,7 @@ impl AsyncWrite for ConnectionIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if !this.upgraded {
+        if this.phase.is_some() {
             ready!(this.poll_replacement(cx))?;
             if this.intercept(buf) {
                 let _ = this.poll_replacement(cx)?;
@@ -113,7 +119,7 @@ impl AsyncWrite for ConnectionIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if !this.upgraded {
+        if this.phase.is_some() {
             ready!(this.poll_replacement(cx))?;
             let head = bufs.iter().find(|b| !b.is_empty());
             if head.is_some_and(|head| this.intercept(head)) {

@@ -25,26 +25,35 @@ const REFUSAL_DRAIN: usize = 64 * 1024;
 /// The connection slots of one server.
 #[derive(Debug, Clone)]
 pub struct ConnectionSlots {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     free: Arc<Semaphore>,
     open: Gauge,
     refused: Counter,
-    open_count: Arc<watch::Sender<usize>>,
+    open_count: watch::Sender<usize>,
 }
 
 /// One served connection's place under the cap; dropping it frees the place.
+/// Every open WebSocket holds one, so it is kept small.
 #[derive(Debug)]
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
-    slots: ConnectionSlots,
+    slots: Arc<Inner>,
 }
 
 impl ConnectionSlots {
     pub fn new(max_connections: usize) -> ConnectionSlots {
-        ConnectionSlots {
+        let inner = Inner {
             free: Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),
             open: Gauge::default(),
             refused: Counter::default(),
-            open_count: Arc::new(watch::channel(0).0),
+            open_count: watch::channel(0).0,
+        };
+        ConnectionSlots {
+            inner: Arc::new(inner),
         }
     }
 
@@ -52,35 +61,35 @@ impl ConnectionSlots {
         registry.register(
             "realtime_http_connections",
             "Open TCP connections (HTTP and WebSocket)",
-            self.open.clone(),
+            self.inner.open.clone(),
         );
         registry.register(
             "realtime_http_connections_refused",
             "TCP connections refused with 503 because max_connections were open",
-            self.refused.clone(),
+            self.inner.refused.clone(),
         );
     }
 
     /// A slot for a new connection, or `None` at the cap.
     pub(crate) fn take(&self) -> Option<Slot> {
-        let permit = self.free.clone().try_acquire_owned().ok()?;
-        self.open.inc();
-        self.open_count.send_modify(|n| *n += 1);
+        let permit = self.inner.free.clone().try_acquire_owned().ok()?;
+        self.inner.open.inc();
+        self.inner.open_count.send_modify(|n| *n += 1);
         Some(Slot {
             _permit: permit,
-            slots: self.clone(),
+            slots: self.inner.clone(),
         })
     }
 
     /// The number of open connections, as it changes.
     pub fn watch_open(&self) -> watch::Receiver<usize> {
-        self.open_count.subscribe()
+        self.inner.open_count.subscribe()
     }
 
     /// Answers a connection over the cap with `503 too_many_connections` and
     /// closes it, without reading its request.
     pub(crate) async fn refuse(&self, mut tcp: TcpStream) {
-        self.refused.inc();
+        self.inner.refused.inc();
         tracing::debug!("refusing a connection: max_connections reached");
         let answer = async {
             tcp.write_all(&http_error::too_many_connections()).await?;
