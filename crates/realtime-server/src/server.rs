@@ -111,7 +111,10 @@ async fn accept(
     loop {
         let tcp = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok((tcp, peer)) => {
+                    tracing::trace!(%peer, "connection accepted");
+                    tcp
+                }
                 Err(e) => {
                     accept_failed(e).await;
                     continue;
