@@ -1,6 +1,6 @@
 //! Serving one accepted TCP connection: hyper's HTTP/1.1 with upgrades, closed
-//! when its phase outlives its deadline (header read, keep-alive idle, WebSocket
-//! handshake), and shut down gracefully when the server stops.
+//! when its phase outlives its deadline (header read, request, keep-alive idle,
+//! WebSocket handshake), and shut down gracefully when the server stops.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,7 +17,6 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tower_service::Service as _;
 
 use crate::api::ApiError;
@@ -57,10 +56,10 @@ pub(crate) async fn serve(
                 return;
             }
             () = phase.changed() => {}
-            () = until(deadline) => {
-                // Dropping the connection closes the socket: a request head, an
-                // idle keep-alive or a handshake took too long. Nothing is answered:
-                // there is no request to answer, or it is past its time.
+            () = tokio::time::sleep_until(deadline) => {
+                // Dropping the connection closes the socket: a request head, a
+                // request, an idle keep-alive or a handshake took too long. Nothing
+                // is answered: there is no request to answer, or it is past its time.
                 tracing::debug!("closing a connection past its deadline");
                 return;
             }
@@ -75,13 +74,6 @@ pub(crate) async fn serve(
 /// Resolves once `stop` is true (or its sender is gone).
 pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
-}
-
-async fn until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// The router behind one connection, reporting each request's start and end to

@@ -16,9 +16,9 @@ enum Phase {
     /// Waiting for a request head that began at `started`: the accept, or the
     /// first byte after an idle period.
     Head { started: Instant },
-    /// A request is with the app or its response is being written. Unbounded
-    /// here: handlers bound their own work.
-    Serving,
+    /// A request is with the app (its body being read, its handler running) or
+    /// its response is being written, until `deadline`.
+    Serving { deadline: Instant },
     /// A WebSocket handshake that must reach its session by `deadline`.
     Upgrading { deadline: Instant },
     /// Between requests since `since`.
@@ -31,6 +31,7 @@ enum Phase {
 #[derive(Debug)]
 pub(crate) struct ConnectionPhase {
     header_read_timeout: Duration,
+    request_timeout: Duration,
     keep_alive_timeout: Duration,
     upgrade_timeout: Duration,
     phase: Mutex<Phase>,
@@ -46,6 +47,7 @@ impl ConnectionPhase {
     pub(crate) fn accepted(limits: &HttpLimits) -> ConnectionPhase {
         ConnectionPhase {
             header_read_timeout: limits.header_read_timeout,
+            request_timeout: limits.request_timeout,
             keep_alive_timeout: limits.keep_alive_timeout,
             upgrade_timeout: limits.upgrade_timeout,
             phase: Mutex::new(Phase::Head {
@@ -58,12 +60,11 @@ impl ConnectionPhase {
     }
 
     /// When the connection must be closed if it is still in its current phase.
-    pub(crate) fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Instant {
         match *self.lock() {
-            Phase::Head { started } => Some(started + self.header_read_timeout),
-            Phase::Serving => None,
-            Phase::Upgrading { deadline } => Some(deadline),
-            Phase::Idle { since } => Some(since + self.keep_alive_timeout),
+            Phase::Head { started } => started + self.header_read_timeout,
+            Phase::Serving { deadline } | Phase::Upgrading { deadline } => deadline,
+            Phase::Idle { since } => since + self.keep_alive_timeout,
         }
     }
 
@@ -102,14 +103,18 @@ impl ConnectionPhase {
         };
         self.idle.store(false, Ordering::Relaxed);
         self.changed.notify_one();
-        let deadline = started + self.upgrade_timeout;
-        if upgrade && now < deadline {
-            *phase = Phase::Upgrading { deadline };
+        let handshake_deadline = started + self.upgrade_timeout;
+        if upgrade && now < handshake_deadline {
+            *phase = Phase::Upgrading {
+                deadline: handshake_deadline,
+            };
             return true;
         }
-        // A late handshake is answered (and the connection closed) like any
-        // request, so its refusal is not cut off by the deadline it missed.
-        *phase = Phase::Serving;
+        // A plain request; or a late handshake, answered (and its connection
+        // closed) like one, so its refusal is not cut off by the deadline it missed.
+        *phase = Phase::Serving {
+            deadline: now + self.request_timeout,
+        };
         !upgrade
     }
 

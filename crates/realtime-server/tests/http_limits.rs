@@ -21,6 +21,7 @@ use tokio::sync::{oneshot, watch};
 fn patient() -> HttpLimits {
     HttpLimits {
         header_read_timeout: Duration::from_secs(60),
+        request_timeout: Duration::from_secs(60),
         keep_alive_timeout: Duration::from_secs(60),
         upgrade_timeout: Duration::from_secs(60),
         max_connections: 10_000,
@@ -247,6 +248,26 @@ async fn the_header_timeout_of_a_later_request_runs_from_its_first_byte() {
     let sent = read_until_closed(&mut tcp)
         .await
         .expect("the stalled second request is closed");
+    assert!(sent.is_empty(), "nothing is answered: {sent:?}");
+}
+
+#[tokio::test]
+async fn a_request_whose_body_stalls_is_closed_after_the_request_timeout() {
+    let server = LimitedServer::start(HttpLimits {
+        request_timeout: SHORT,
+        ..patient()
+    })
+    .await;
+    let mut tcp = server.connect().await;
+    let head = format!(
+        "POST /api/broadcast HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Authorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{\"type\""
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let sent = read_until_closed(&mut tcp)
+        .await
+        .expect("the request with a stalled body is closed");
     assert!(sent.is_empty(), "nothing is answered: {sent:?}");
 }
 
