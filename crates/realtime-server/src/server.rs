@@ -134,10 +134,7 @@ async fn accept(
                     stop.clone(),
                 ));
             }
-            None => {
-                let slots = slots.clone();
-                tokio::spawn(async move { slots.refuse(tcp).await });
-            }
+            None => slots.refuse(tcp),
         }
     }
     drop(listener);

@@ -22,6 +22,11 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 /// Most bytes read from a refused connection before it is dropped anyway.
 const REFUSAL_DRAIN: usize = 64 * 1024;
 
+/// Most refused connections being answered at once. Beyond it a refused
+/// connection is closed without its 503, so a flood of connections over the cap
+/// holds at most this many file descriptors more than the cap itself.
+const REFUSALS_AT_ONCE: usize = 256;
+
 /// The connection slots of one server.
 #[derive(Debug, Clone)]
 pub struct ConnectionSlots {
@@ -31,6 +36,7 @@ pub struct ConnectionSlots {
 #[derive(Debug)]
 struct Inner {
     free: Arc<Semaphore>,
+    refusing: Arc<Semaphore>,
     open: Gauge,
     refused: Counter,
     open_count: watch::Sender<usize>,
@@ -48,6 +54,7 @@ impl ConnectionSlots {
     pub fn new(max_connections: usize) -> ConnectionSlots {
         let inner = Inner {
             free: Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),
+            refusing: Arc::new(Semaphore::new(REFUSALS_AT_ONCE)),
             open: Gauge::default(),
             refused: Counter::default(),
             open_count: watch::channel(0).0,
@@ -87,24 +94,31 @@ impl ConnectionSlots {
     }
 
     /// Answers a connection over the cap with `503 too_many_connections` and
-    /// closes it, without reading its request.
-    pub(crate) async fn refuse(&self, mut tcp: TcpStream) {
+    /// closes it, without reading its request (in its own task).
+    pub(crate) fn refuse(&self, mut tcp: TcpStream) {
         self.inner.refused.inc();
-        tracing::debug!("refusing a connection: max_connections reached");
-        let answer = async {
-            tcp.write_all(&http_error::too_many_connections()).await?;
-            tcp.shutdown().await?;
-            let mut sink = [0u8; 4096];
-            let mut drained = 0;
-            while drained < REFUSAL_DRAIN {
-                match tcp.read(&mut sink).await? {
-                    0 => break,
-                    n => drained += n,
-                }
-            }
-            Ok::<(), std::io::Error>(())
+        let Ok(answering) = self.inner.refusing.clone().try_acquire_owned() else {
+            tracing::debug!("closing a connection: max_connections reached, refusals busy");
+            return;
         };
-        let _ = tokio::time::timeout(REFUSAL_LINGER, answer).await;
+        tracing::debug!("refusing a connection: max_connections reached");
+        tokio::spawn(async move {
+            let answer = async {
+                tcp.write_all(&http_error::too_many_connections()).await?;
+                tcp.shutdown().await?;
+                let mut sink = [0u8; 4096];
+                let mut drained = 0;
+                while drained < REFUSAL_DRAIN {
+                    match tcp.read(&mut sink).await? {
+                        0 => break,
+                        n => drained += n,
+                    }
+                }
+                Ok::<(), std::io::Error>(())
+            };
+            let _ = tokio::time::timeout(REFUSAL_LINGER, answer).await;
+            drop(answering);
+        });
     }
 }
 
