@@ -280,6 +280,7 @@ impl Options {
                 self.header_read_timeout,
                 self.keep_alive_timeout,
                 self.upgrade_timeout,
+                self.request_timeout,
             ],
             self.max_connections,
         )?;
@@ -372,7 +373,7 @@ impl Options {
 /// The HTTP limits, each checked: a zero timeout or connection cap would refuse
 /// every request.
 fn http_limits(
-    [header_read, keep_alive, upgrade]: [Option<Duration>; 3],
+    [header_read, keep_alive, upgrade, request]: [Option<Duration>; 4],
     max_connections: Option<usize>,
 ) -> Result<crate::limits::HttpLimits, ConfigError> {
     let mut http = crate::limits::HttpLimits::default();
@@ -391,6 +392,11 @@ fn http_limits(
             upgrade,
             &mut http.upgrade_timeout,
             "REALTIME_UPGRADE_TIMEOUT",
+        ),
+        (
+            request,
+            &mut http.request_timeout,
+            "REALTIME_REQUEST_TIMEOUT",
         ),
     ] {
         if let Some(d) = value {
@@ -864,6 +870,7 @@ publish = "nobody"
             "header_read_timeout = \"0s\"",
             "keep_alive_timeout = \"0s\"",
             "upgrade_timeout = \"0s\"",
+            "request_timeout = \"0s\"",
             "write_timeout = \"0s\"",
             "max_connections = 0",
         ] {

@@ -118,6 +118,7 @@ fn sample(option: &OptionSpec, scratch: &Path) -> Sample {
         "header_read_timeout" => string("2s"),
         "keep_alive_timeout" => string("7s"),
         "upgrade_timeout" => string("3s"),
+        "request_timeout" => string("4s"),
         "max_connections" => plain("12", json!(12)),
         "client_publish" => Sample {
             toml: r#"["chat:*", "news"]"#.into(),

@@ -83,6 +83,7 @@ impl Settings {
                 "header_read_timeout": duration(self.http.header_read_timeout),
                 "keep_alive_timeout": duration(self.http.keep_alive_timeout),
                 "upgrade_timeout": duration(self.http.upgrade_timeout),
+                "request_timeout": duration(self.http.request_timeout),
                 "max_connections": self.http.max_connections,
             },
             "provider": provider,

@@ -263,6 +263,12 @@ options! {
             env: "REALTIME_UPGRADE_TIMEOUT", default: "10s", setting: "/http/upgrade_timeout",
             help: "Longest time a WebSocket upgrade may take, until the welcome is sent.",
         }
+        #[arg(value_parser = humantime::parse_duration)]
+        #[serde(default, with = "humantime_opt")]
+        request_timeout: Option<Duration> {
+            env: "REALTIME_REQUEST_TIMEOUT", default: "60s", setting: "/http/request_timeout",
+            help: "Longest time from a complete request head until its response is written.",
+        }
         max_connections: Option<usize> {
             env: "REALTIME_MAX_CONNECTIONS", default: "10000", setting: "/http/max_connections",
             help: "Most TCP connections served at once (WebSockets included); one more is answered 503.",
