@@ -130,7 +130,7 @@ async fn a_streaming_subscriber_is_answered_pinged_and_expired() {
                     break; // the subscriber is gone
                 }
                 published += 1;
-                if published % 256 == 0 {
+                if published.is_multiple_of(256) {
                     tokio::task::yield_now().await;
                 }
             }
