@@ -249,12 +249,6 @@ async fn a_peer_that_stops_reading_is_dropped_after_the_write_timeout() {
         .await
         .expect("the stalled connection is closed after the write timeout")
         .unwrap();
-    let metrics = node.metrics_text().await;
-    assert!(
-        metrics.contains("realtime_disconnects_total{reason=\"slow_consumer\"} 1"),
-        "counted as a slow consumer (3008):\n{metrics}"
-    );
-
     // The socket was dropped, not held for a close handshake: what the client
     // finally reads is ticks, then the end of the stream, and no close frame.
     let mut read = 0usize;
@@ -271,6 +265,12 @@ async fn a_peer_that_stops_reading_is_dropped_after_the_write_timeout() {
     .await;
     assert!(ended.is_ok(), "the socket is closed (read {read} frames)");
     assert!(read < FRAMES, "it stopped short of the stream: {read}");
+    // Read after the socket closed, which follows the accounting.
+    let metrics = node.metrics_text().await;
+    assert!(
+        metrics.contains("realtime_disconnects_total{reason=\"slow_consumer\"} 1"),
+        "counted as a slow consumer (3008):\n{metrics}"
+    );
 }
 
 type Ws = WebSocketStream<TcpStream>;
