@@ -5,6 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use realtime_server::config::Cli;
 use realtime_server::{Server, dev, request_log, shutdown_signal};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// mimalloc instead of glibc's malloc: fewer CPU cycles per handshake and per
 /// delivery (measured in docs/BENCHMARKS.md).
@@ -28,11 +31,14 @@ fn main() -> ExitCode {
         println!("{:#}", settings.effective());
         return ExitCode::SUCCESS;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(request_log::log_filter(&settings.log))
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_target(false)
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(request_log::log_filter(&settings.log)),
+        )
         .init();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = settings.worker_threads {

@@ -8,18 +8,38 @@ use std::borrow::Cow;
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
+use tracing::Subscriber;
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::filter::{EnvFilter, FilterExt, Targets};
+use tracing_subscriber::layer::Filter;
+use tracing_subscriber::registry::LookupSpan;
+
+/// Crates that print every frame (tokens and message contents included, as
+/// text or hex) at `trace`, with their submodules.
+const FRAME_LOGGERS: [&str; 2] = ["tungstenite", "tokio_tungstenite"];
 
 /// The log filter for a `tracing` filter spec (`info`, `realtime=debug`, ...):
-/// an invalid spec falls back to `info`, and `tungstenite`/`tokio_tungstenite`
-/// never log below `debug`, whatever the spec says, because at `trace` they
-/// print every frame, tokens and message contents included.
-pub fn log_filter(spec: &str) -> tracing_subscriber::EnvFilter {
-    let filter = tracing_subscriber::EnvFilter::try_new(spec)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    ["tungstenite=debug", "tokio_tungstenite=debug"]
-        .into_iter()
-        .filter_map(|d| d.parse().ok())
-        .fold(filter, |f, d| f.add_directive(d))
+/// an invalid spec falls back to `info`, and the [`FRAME_LOGGERS`] never log
+/// below `debug`, whatever the spec says.
+///
+/// The cap is a second filter that every event must also pass, not a directive
+/// added to the spec's: a directive can be outranked by a more specific one
+/// (`tungstenite::protocol=trace` beats `tungstenite=debug`), a separate filter
+/// cannot.
+pub fn log_filter<S>(spec: &str) -> impl Filter<S> + Send + Sync + 'static
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let filter = EnvFilter::try_new(spec).unwrap_or_else(|_| EnvFilter::new("info"));
+    filter.and(frame_cap())
+}
+
+/// Everything at any level, except the frame loggers above `debug`.
+fn frame_cap() -> Targets {
+    FRAME_LOGGERS.into_iter().fold(
+        Targets::new().with_default(LevelFilter::TRACE),
+        |cap, target| cap.with_target(target, LevelFilter::DEBUG),
+    )
 }
 
 /// What replaces a redacted value.

@@ -1,7 +1,9 @@
-//! Tokens never reach the logs: a real `realtime-server` process logging at
-//! `trace` level is handed tokens in the query string, in the Authorization
-//! header, in a rejected handshake and in a `refresh`, plus the API key; none of
-//! them appears in anything it writes, while the redacted request lines do.
+//! Tokens and message contents never reach the logs: a real `realtime-server`
+//! process, under each `REALTIME_LOG` spec that turns up the WebSocket and HTTP
+//! crates, is handed tokens in the query string, in the Authorization header, in
+//! a rejected handshake and in a `refresh`, plus the API key, and sends a message
+//! whose body is secret; none of them appears in anything it writes, as text or
+//! as the hex the frame dumps use, while the redacted request lines do.
 
 mod common;
 
@@ -38,12 +40,63 @@ fn collect(
 
 #[tokio::test]
 async fn no_token_or_key_is_ever_logged_even_at_trace() {
+    let lines = assert_no_secret_logged("trace").await;
+    let all = lines.join("\n");
+    assert!(all.contains(" TRACE "), "trace logging is on:\n{all}");
+    assert!(
+        all.contains("token=[redacted]"),
+        "request lines are logged, redacted:\n{all}"
+    );
+}
+
+// Each spec that names a WebSocket crate, one of its modules or the HTTP stack
+// directly: a more specific directive must not lift the cap on frame contents.
+// `info` first, so the listening line (how the test finds the port) is logged.
+
+#[tokio::test]
+async fn nothing_secret_is_logged_with_tungstenite_at_trace() {
+    assert_no_secret_logged("info,tungstenite=trace").await;
+}
+
+#[tokio::test]
+async fn nothing_secret_is_logged_with_tungstenite_protocol_at_trace() {
+    assert_no_secret_logged("info,tungstenite::protocol=trace").await;
+}
+
+#[tokio::test]
+async fn nothing_secret_is_logged_with_tungstenite_frames_at_trace() {
+    assert_no_secret_logged("debug,tungstenite::protocol::frame=trace").await;
+}
+
+#[tokio::test]
+async fn nothing_secret_is_logged_with_tokio_tungstenite_at_trace() {
+    assert_no_secret_logged("info,tokio_tungstenite=trace,tokio_tungstenite::compat=trace").await;
+}
+
+#[tokio::test]
+async fn nothing_secret_is_logged_with_axum_websockets_at_trace() {
+    assert_no_secret_logged("info,axum::extract::ws=trace,axum=trace").await;
+}
+
+#[tokio::test]
+async fn nothing_secret_is_logged_with_hyper_at_trace() {
+    assert_no_secret_logged("info,hyper=trace,hyper_util=trace").await;
+}
+
+#[tokio::test]
+async fn nothing_secret_is_logged_with_trace_everywhere_spelled_twice() {
+    assert_no_secret_logged("trace,tungstenite::protocol=trace,tungstenite=trace").await;
+}
+
+/// Runs a server logging with `spec`, hands it every kind of secret, stops it and
+/// asserts none of them is in its output; returns the lines it wrote.
+async fn assert_no_secret_logged(spec: &str) -> Vec<String> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_realtime-server"))
         .env_clear()
         .env("REALTIME_LISTEN", "127.0.0.1:0")
         .env("REALTIME_JWT_SECRET", SECRET)
         .env("REALTIME_API_KEY", API_KEY)
-        .env("REALTIME_LOG", "trace")
+        .env("REALTIME_LOG", spec)
         .env("REALTIME_SHUTDOWN_TIMEOUT", "2s")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -78,7 +131,9 @@ async fn no_token_or_key_is_ever_logged_even_at_trace() {
     let in_header = token("header-user", &[]);
     let rejected = sign_hs256(&claims("rejected-user", &[]), "wrong-secret");
     let refreshed = token("logged-user", &[]);
+    let body_secret = format!("body-secret-{}", std::process::id());
     let mut secrets = vec![
+        body_secret.clone(),
         in_query.clone(),
         in_header.clone(),
         rejected.clone(),
@@ -114,10 +169,11 @@ async fn no_token_or_key_is_ever_logged_even_at_trace() {
     let (status, _) = answer(
         http.post(format!("http://{addr}/api/broadcast?token={in_query}"))
             .bearer_auth(API_KEY)
-            .json(&json!({"type": "note"})),
+            .json(&json!({"type": "note", "secret": body_secret})),
     )
     .await;
     assert_eq!(status, 200);
+    assert_eq!(client.recv().await["secret"], body_secret.as_str());
     drop(client);
 
     // SIGTERM: a graceful stop flushes the log writers.
@@ -134,20 +190,18 @@ async fn no_token_or_key_is_ever_logged_even_at_trace() {
     err.await.unwrap();
 
     let lines = output.lines.lock().unwrap().clone();
-    let all = lines.join("\n");
-    assert!(all.contains(" TRACE "), "trace logging is on:\n{all}");
-    assert!(
-        all.contains("token=[redacted]"),
-        "request lines are logged, redacted:\n{all}"
-    );
+    assert!(!lines.is_empty(), "{spec}: the server logged");
     for secret in &secrets {
+        // Frame dumps print payloads as hex.
+        let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
         let leaks: Vec<&String> = lines
             .iter()
-            .filter(|l| l.contains(secret.as_str()))
+            .filter(|l| l.contains(secret.as_str()) || l.contains(&hex))
             .collect();
         assert!(
             leaks.is_empty(),
-            "{secret} leaked into the logs: {leaks:#?}"
+            "{spec}: {secret} leaked into the logs: {leaks:#?}"
         );
     }
+    lines
 }

@@ -70,6 +70,13 @@ pub enum KeyError {
         algorithm: &'static str,
         source: jsonwebtoken::errors::Error,
     },
+    /// A public key was given for an HMAC algorithm. Verifying HS256 with the
+    /// key's bytes as the secret would accept any token signed with the (public)
+    /// key: the algorithm-confusion attack.
+    #[error(
+        "{0} verifies with a shared secret, not a public key: use RS256 or ES256 with a PEM key, or an HMAC secret"
+    )]
+    PublicKeyForHmac(&'static str),
     #[error("a previous secret only applies to HS256")]
     PreviousSecretNeedsHs256,
     #[error("the JWKS document is not valid: {0}")]
@@ -117,7 +124,8 @@ impl JwtVerifier {
         ))
     }
 
-    /// RS256 or ES256 with a PEM-encoded public key.
+    /// RS256 or ES256 with a PEM-encoded public key. HS256 is refused with
+    /// [`KeyError::PublicKeyForHmac`]: a public key is no secret.
     pub fn from_public_pem(
         algorithm: JwtAlgorithm,
         pem: &[u8],
@@ -126,7 +134,7 @@ impl JwtVerifier {
         let key = match algorithm {
             JwtAlgorithm::Rs256 => DecodingKey::from_rsa_pem(pem),
             JwtAlgorithm::Es256 => DecodingKey::from_ec_pem(pem),
-            JwtAlgorithm::Hs256 => return Self::hs256(pem, rules),
+            JwtAlgorithm::Hs256 => return Err(KeyError::PublicKeyForHmac(algorithm.as_str())),
         }
         .map_err(|source| KeyError::BadPem {
             algorithm: algorithm.as_str(),
@@ -296,5 +304,58 @@ pub fn unix_seconds(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An RSA public key in PEM form (any PEM: the point is that none is a secret).
+    const PUBLIC_PEM: &[u8] = b"-----BEGIN PUBLIC KEY-----\n\
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAu1SU1LfVLPHCozMxH2Mo\n\
+-----END PUBLIC KEY-----\n";
+
+    #[test]
+    fn a_public_key_never_becomes_an_hmac_secret() {
+        for pem in [PUBLIC_PEM, b"not even a key".as_slice()] {
+            let refused =
+                JwtVerifier::from_public_pem(JwtAlgorithm::Hs256, pem, ClaimRules::default());
+            assert!(
+                matches!(refused, Err(KeyError::PublicKeyForHmac("HS256"))),
+                "{refused:?}"
+            );
+        }
+        // The asymmetric algorithms still parse their PEM (and refuse a bad one).
+        assert!(matches!(
+            JwtVerifier::from_public_pem(JwtAlgorithm::Rs256, b"junk", ClaimRules::default()),
+            Err(KeyError::BadPem {
+                algorithm: "RS256",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_jwks_gives_hs256_only_symmetric_keys() {
+        // An RSA key in a JWKS is not usable as an HMAC secret either: HS256 takes
+        // only `oct` keys from it.
+        let rsa_only = br#"{"keys":[{"kty":"RSA","n":"u1SU1LfVLPHCozMxH2Mo","e":"AQAB"}]}"#;
+        assert!(matches!(
+            JwtVerifier::from_jwks(JwtAlgorithm::Hs256, rsa_only, ClaimRules::default()),
+            Err(KeyError::NoUsableJwk("HS256"))
+        ));
+        let oct = br#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#;
+        let verifier = JwtVerifier::from_jwks(JwtAlgorithm::Hs256, oct, ClaimRules::default())
+            .expect("an oct key verifies HS256");
+        assert_eq!(verifier.algorithm(), JwtAlgorithm::Hs256);
+        // And a previous secret is refused for a public-key verifier.
+        let ec_jwks = br#"{"keys":[{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
+        let es = JwtVerifier::from_jwks(JwtAlgorithm::Es256, ec_jwks, ClaimRules::default())
+            .expect("a P-256 key verifies ES256");
+        assert!(matches!(
+            es.with_previous_secret(b"old"),
+            Err(KeyError::PreviousSecretNeedsHs256)
+        ));
     }
 }

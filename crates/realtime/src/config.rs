@@ -30,7 +30,8 @@ pub struct RealtimeConfig {
     pub close_timeout: Duration,
     /// Longest a single socket write (a batch of frames and its flush) may stay
     /// blocked on a peer that stopped reading before the connection is closed
-    /// as a slow consumer (3008), even if its queue has not overflowed. Default 10 s.
+    /// as a slow consumer (3008), even if its queue has not overflowed. The socket
+    /// is then dropped without a close handshake. Default 10 s.
     pub write_timeout: Duration,
     /// Socket read buffer per connection, in bytes. Default 2 KiB: idle connections
     /// are the common case and this buffer is the largest part of their memory

@@ -33,6 +33,7 @@ mod registry;
 mod service;
 mod session;
 pub mod testing;
+mod writer;
 mod ws;
 
 pub use auth::{JwtAlgorithm, JwtVerifier, KeyError, TokenVerifier, unix_seconds};

@@ -94,7 +94,12 @@ impl Outbox {
         true
     }
 
-    fn poll_take(&self, cx: &mut Context<'_>, batch: &mut VecDeque<Utf8Bytes>) -> Poll<()> {
+    /// Like [`take`](Self::take), as a poll function for the connection's writer.
+    pub(crate) fn poll_take(
+        &self,
+        cx: &mut Context<'_>,
+        batch: &mut VecDeque<Utf8Bytes>,
+    ) -> Poll<()> {
         if self.try_take(batch) {
             return Poll::Ready(());
         }

@@ -1,23 +1,27 @@
 //! One task per WebSocket connection: it is the connection's only writer (draining
 //! the bounded outbound queue in batches, one flush per batch), reads and answers
-//! client commands, pings on an interval, and closes with the right code.
+//! client commands between write batches, pings on an interval, drops a peer whose
+//! writes stay blocked, and closes with the right code.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use realtime_core::ratelimit::{Bucket, Verdict};
 use realtime_core::{CloseCode, Identity, ServerFrame};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::commands;
 use crate::config::RealtimeConfig;
 use crate::handle::ConnectionHandle;
 use crate::metrics::ErrorKind;
-use crate::outbox;
 use crate::service::Realtime;
+use crate::writer::{Writer, write_queued};
 
 /// How the read/write loop ended.
 enum Ending {
@@ -28,6 +32,18 @@ enum Ending {
     Gone,
     /// The client sent a close frame; answer it and stop.
     ClientClosed,
+    /// A write stayed blocked past `write_timeout`: the peer stopped reading. It is
+    /// a slow consumer (3008) whose socket is dropped, since a close frame could
+    /// not get through either.
+    Stalled,
+}
+
+/// What woke the session.
+enum Wake {
+    Closed,
+    Inbound(Option<Result<Message, axum::Error>>),
+    Timer,
+    WriteFailed,
 }
 
 /// Opens an accepted, authenticated connection and returns the task that serves
@@ -87,17 +103,32 @@ pub(crate) fn run(
             handle.close(CloseCode::ServerShutdown);
         }
 
-        let mut batch = VecDeque::new();
-        let ending = serve(&rt, &handle, &mut socket, &mut batch).await;
-        if let Ending::Close(code) = ending {
-            handle.close(code);
+        let mut writer = Writer::default();
+        let ending = serve(&rt, &handle, &mut socket, &mut writer).await;
+        match ending {
+            Ending::Close(code) => {
+                handle.close(code);
+            }
+            Ending::Stalled => {
+                // Counted with the other slow consumers (first code wins, as always).
+                handle.close(CloseCode::SlowConsumer);
+                tracing::debug!(connection = %handle.id(), "write timed out: the peer stopped reading");
+            }
+            Ending::Gone | Ending::ClientClosed => {}
         }
         // Unregister before the close handshake: from here on nothing is sent to this
         // connection, and counts no longer include it while its socket winds down.
         rt.connection_closed(&handle);
         // Boxed: the close handshake is cold and would otherwise size every task.
         let config = rt.config();
-        Box::pin(finish(&mut socket, &handle, &mut batch, ending, config)).await;
+        Box::pin(finish(
+            &mut socket,
+            &handle,
+            &mut writer.batch,
+            ending,
+            config,
+        ))
+        .await;
         tracing::debug!(connection = %handle.id(), code = ?handle.close_code(), "connection closed");
     }
 }
@@ -116,7 +147,7 @@ async fn finish(
         Ending::Close(code) => {
             if code != CloseCode::SlowConsumer {
                 // Frames queued before the close (e.g. `server-shutdown`) still go out.
-                let write = write_queued(socket, handle, batch, config.write_batch);
+                let write = write_queued(socket, handle.outbox(), batch, config.write_batch);
                 let _ = tokio::time::timeout(close_timeout, write).await;
             }
             close_socket(socket, code, close_timeout).await;
@@ -124,15 +155,19 @@ async fn finish(
         Ending::ClientClosed => {
             let _ = tokio::time::timeout(close_timeout, socket.flush()).await;
         }
-        Ending::Gone => {}
+        Ending::Gone | Ending::Stalled => {}
     }
 }
 
+/// Serves the connection until it ends. Each wake-up polls, in this order, the
+/// close signal, the writer (at most one chunk of `write_batch` frames), the
+/// socket's next inbound frame and the one timer, so no outbound rate keeps the
+/// connection from reading its client, running its heartbeat or expiring.
 async fn serve(
     rt: &Realtime,
     handle: &Arc<ConnectionHandle>,
     socket: &mut WebSocket,
-    batch: &mut VecDeque<Utf8Bytes>,
+    writer: &mut Writer,
 ) -> Ending {
     let config = rt.config();
     let mut heartbeat = Heartbeat::new(config);
@@ -147,45 +182,64 @@ async fn serve(
     tokio::pin!(closed);
     let close_ending = || Ending::Close(handle.close_code().unwrap_or(CloseCode::InternalError));
     loop {
-        // Biased: the close signal first, then queued frames, then the socket; no
-        // random branch order to compute on every wake-up.
-        tokio::select! {
-            biased;
-            () = &mut closed => return close_ending(),
-            () = handle.outbox().take(batch) => {
-                let write = write_batch(socket, batch, config.write_batch);
-                tokio::pin!(write);
-                let written = tokio::select! {
-                    biased;
-                    r = &mut write => r,
-                    // A slow consumer's stalled write is abandoned at once; any other
-                    // close lets the frames already taken from the queue go out first.
-                    () = &mut closed => {
-                        if handle.close_code() != Some(CloseCode::SlowConsumer) {
-                            let _ = Box::pin(tokio::time::timeout(config.close_timeout, &mut write)).await;
-                        }
-                        return close_ending();
-                    }
-                };
-                if written.is_err() {
-                    rt.inner.metrics.error(ErrorKind::Socket);
-                    return Ending::Gone;
-                }
+        let wake = poll_fn(|cx| {
+            if closed.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Wake::Closed);
             }
-            inbound = socket.recv() => {
+            let more = match writer.poll_write(socket, handle.outbox(), config.write_batch, cx) {
+                Poll::Ready(Ok(())) => true,
+                Poll::Ready(Err(_)) => return Poll::Ready(Wake::WriteFailed),
+                Poll::Pending => false,
+            };
+            if more || !writer.is_busy() {
+                heartbeat.write_moved();
+            } else if heartbeat.write_blocked() {
+                rearm(timer.as_mut(), heartbeat.deadline());
+            }
+            if let Poll::Ready(inbound) = socket.poll_next_unpin(cx) {
+                return Poll::Ready(Wake::Inbound(inbound));
+            }
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Wake::Timer);
+            }
+            if more {
+                // The next chunk after everyone else had a turn.
+                cx.waker().wake_by_ref();
+            }
+            Poll::Pending
+        })
+        .await;
+        match wake {
+            Wake::Closed => return close_ending(),
+            Wake::WriteFailed => {
+                rt.inner.metrics.error(ErrorKind::Socket);
+                return Ending::Gone;
+            }
+            Wake::Timer => {
+                match heartbeat.on_timer() {
+                    Beat::NotYet => {}
+                    Beat::SendPing => writer.ping(),
+                    Beat::Expired => return Ending::Close(CloseCode::NoPong),
+                    Beat::TokenExpired => return Ending::Close(CloseCode::TokenExpired),
+                    Beat::WriteStalled => return Ending::Stalled,
+                }
+                timer.as_mut().reset(heartbeat.deadline());
+            }
+            Wake::Inbound(inbound) => {
                 let reply = match inbound {
                     None => return Ending::Gone,
                     Some(Err(e)) => return read_error(rt, e),
                     Some(Ok(msg)) => {
-                        if heartbeat.activity() {
-                            timer.as_mut().reset(heartbeat.deadline());
-                        }
+                        heartbeat.activity();
+                        rearm(timer.as_mut(), heartbeat.deadline());
                         match msg {
                             Message::Ping(_) | Message::Pong(_) => continue,
                             Message::Close(_) => return Ending::ClientClosed,
                             // Text and binary frames are commands for the rate limit.
                             data => match bucket.check(&config.command_rate, seconds()) {
-                                Verdict::Disconnect => return Ending::Close(CloseCode::TooManyRequests),
+                                Verdict::Disconnect => {
+                                    return Ending::Close(CloseCode::TooManyRequests);
+                                }
                                 Verdict::Refuse => {
                                     commands::rate_limited_reply(rt, data.to_text().unwrap_or(""))
                                 }
@@ -194,10 +248,12 @@ async fn serve(
                                     // included) would otherwise size every idle
                                     // connection's task.
                                     Message::Text(text) => {
-                                        let reply = Box::pin(commands::handle_text(rt, handle, &text)).await;
+                                        let reply =
+                                            Box::pin(commands::handle_text(rt, handle, &text))
+                                                .await;
                                         // A `refresh` moves the expiry.
                                         if heartbeat.expire_at(handle.expires_at()) {
-                                            timer.as_mut().reset(heartbeat.deadline());
+                                            rearm(timer.as_mut(), heartbeat.deadline());
                                         }
                                         reply
                                     }
@@ -209,59 +265,17 @@ async fn serve(
                 };
                 handle.try_send(&Utf8Bytes::from(reply));
             }
-            () = &mut timer => {
-                match heartbeat.on_timer() {
-                    Beat::SendPing => {
-                        let sent = tokio::select! {
-                            biased;
-                            () = &mut closed => return close_ending(),
-                            r = socket.send(Message::Ping(Default::default())) => r,
-                        };
-                        if sent.is_err() {
-                            return Ending::Gone;
-                        }
-                    }
-                    Beat::Expired => return Ending::Close(CloseCode::NoPong),
-                    Beat::TokenExpired => return Ending::Close(CloseCode::TokenExpired),
-                }
-                timer.as_mut().reset(heartbeat.deadline());
-            }
         }
     }
 }
 
-/// Writes a batch taken from the queue, flushing after every `per_flush` frames
-/// and at the end: one syscall for many frames under load.
-async fn write_batch(
-    socket: &mut WebSocket,
-    batch: &mut VecDeque<Utf8Bytes>,
-    per_flush: usize,
-) -> Result<(), axum::Error> {
-    let mut unflushed = 0;
-    while let Some(frame) = batch.pop_front() {
-        socket.feed(Message::Text(frame)).await?;
-        unflushed += 1;
-        if unflushed == per_flush.max(1) {
-            socket.flush().await?;
-            unflushed = 0;
-        }
+/// Moves the timer to `at` if that is earlier than where it is set. A later
+/// deadline needs no reset (a timer operation): the timer fires early, finds
+/// nothing due and is set then.
+fn rearm(timer: Pin<&mut Sleep>, at: Instant) {
+    if at < timer.deadline() {
+        timer.reset(at);
     }
-    outbox::recycle(batch);
-    socket.flush().await
-}
-
-/// Writes what the interrupted batch still holds and every frame still queued.
-async fn write_queued(
-    socket: &mut WebSocket,
-    handle: &ConnectionHandle,
-    batch: &mut VecDeque<Utf8Bytes>,
-    per_flush: usize,
-) -> Result<(), axum::Error> {
-    write_batch(socket, batch, per_flush).await?;
-    if handle.outbox().try_take(batch) {
-        write_batch(socket, batch, per_flush).await?;
-    }
-    Ok(())
 }
 
 /// Sends the close frame and waits (bounded) for the client's answering close.
@@ -300,14 +314,18 @@ fn seconds() -> f64 {
 }
 
 enum Beat {
+    /// The timer fired for a deadline that has since moved: nothing is due.
+    NotYet,
     SendPing,
     Expired,
     TokenExpired,
+    WriteStalled,
 }
 
-/// Ping schedule: a ping every `ping_interval`; if nothing at all arrives within
-/// `pong_timeout` of a ping, the client is considered gone. It also holds the
-/// token's expiry, so one timer serves both. It borrows the durations from the
+/// The session's deadlines, served by its one timer: a ping every
+/// `ping_interval`, and if nothing at all arrives within `pong_timeout` of a ping
+/// the client is considered gone; the token's expiry; and how long the current
+/// write may stay blocked (`write_timeout`). It borrows the durations from the
 /// config rather than copying them into every idle connection's task.
 struct Heartbeat<'a> {
     config: &'a RealtimeConfig,
@@ -317,6 +335,8 @@ struct Heartbeat<'a> {
     expires_at: Option<i64>,
     /// When the connection is closed with 3005 unless refreshed.
     expiry: Option<Instant>,
+    /// When the write that is blocked now must have made progress by.
+    write_deadline: Option<Instant>,
 }
 
 impl<'a> Heartbeat<'a> {
@@ -327,6 +347,7 @@ impl<'a> Heartbeat<'a> {
             awaiting: false,
             expires_at: None,
             expiry: None,
+            write_deadline: None,
         }
     }
 
@@ -347,32 +368,60 @@ impl<'a> Heartbeat<'a> {
         true
     }
 
+    /// The earliest deadline.
     fn deadline(&self) -> Instant {
-        let beat = if self.awaiting {
+        let mut at = self.beat();
+        for other in [self.expiry, self.write_deadline].into_iter().flatten() {
+            at = at.min(other);
+        }
+        at
+    }
+
+    /// When the next ping is due, or the pong to the last one is overdue.
+    fn beat(&self) -> Instant {
+        if self.awaiting {
             self.last_ping + self.config.pong_timeout
         } else {
             self.last_ping + self.config.ping_interval
-        };
-        match self.expiry {
-            Some(expiry) if expiry < beat => expiry,
-            _ => beat,
         }
     }
 
-    /// Records inbound traffic; returns whether the deadline moved.
-    fn activity(&mut self) -> bool {
-        std::mem::replace(&mut self.awaiting, false)
+    /// Records inbound traffic.
+    fn activity(&mut self) {
+        self.awaiting = false;
+    }
+
+    /// Records that a write is blocked; returns whether that started its clock
+    /// (the deadline may have moved earlier). Reads the clock only then.
+    fn write_blocked(&mut self) -> bool {
+        if self.write_deadline.is_some() {
+            return false;
+        }
+        self.write_deadline = Instant::now().checked_add(self.config.write_timeout);
+        self.write_deadline.is_some()
+    }
+
+    /// Records that the writer is not blocked (it wrote a chunk, or is idle).
+    fn write_moved(&mut self) {
+        self.write_deadline = None;
     }
 
     fn on_timer(&mut self) -> Beat {
-        if self.expiry.is_some_and(|e| Instant::now() >= e) {
+        let now = Instant::now();
+        if self.expiry.is_some_and(|e| now >= e) {
             return Beat::TokenExpired;
+        }
+        if self.write_deadline.is_some_and(|d| now >= d) {
+            return Beat::WriteStalled;
+        }
+        if now < self.beat() {
+            return Beat::NotYet;
         }
         if self.awaiting {
             return Beat::Expired;
         }
         self.awaiting = true;
-        self.last_ping = Instant::now();
+        self.last_ping = now;
         Beat::SendPing
     }
 }
@@ -443,6 +492,44 @@ mod tests {
         };
         let mut far = Heartbeat::new(&far_config);
         far.expire_at(Some(i64::MAX - 1));
+        assert!(matches!(far.on_timer(), Beat::NotYet));
+        tokio::time::advance(Duration::from_secs(25)).await;
         assert!(matches!(far.on_timer(), Beat::SendPing));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_blocked_write_shares_the_timer_and_stalls_after_the_write_timeout() {
+        let config = config(0);
+        let mut beat = Heartbeat::new(&config);
+        let ping_at = beat.deadline();
+        assert!(beat.write_blocked(), "the first block starts the clock");
+        assert!(!beat.write_blocked(), "still the same blocked write");
+        let stall_at = beat.deadline();
+        assert_eq!(stall_at - Instant::now(), config.write_timeout);
+        // Progress clears it; a timer set for it finds nothing due.
+        beat.write_moved();
+        assert_eq!(beat.deadline(), ping_at);
+        tokio::time::advance(config.write_timeout).await;
+        assert!(matches!(beat.on_timer(), Beat::NotYet));
+        assert!(beat.write_blocked());
+        tokio::time::advance(config.write_timeout).await;
+        assert!(matches!(beat.on_timer(), Beat::WriteStalled));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_that_fires_early_only_reports_what_is_due() {
+        let config = config(0);
+        let mut beat = Heartbeat::new(&config);
+        tokio::time::advance(config.ping_interval).await;
+        assert!(matches!(beat.on_timer(), Beat::SendPing));
+        // Set for the pong deadline, the timer fires after a pong moved it to the
+        // next ping: nothing is due yet.
+        beat.activity();
+        tokio::time::advance(config.pong_timeout).await;
+        assert!(matches!(beat.on_timer(), Beat::NotYet));
+        tokio::time::advance(config.ping_interval - config.pong_timeout).await;
+        assert!(matches!(beat.on_timer(), Beat::SendPing));
+        tokio::time::advance(config.pong_timeout).await;
+        assert!(matches!(beat.on_timer(), Beat::Expired));
     }
 }
