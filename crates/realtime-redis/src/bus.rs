@@ -6,20 +6,29 @@
 //! outbox in pipelined batches, in order). A batch that fails is kept and
 //! published again after the reconnect, so a Redis blip delays envelopes instead
 //! of losing them; receivers drop the rare duplicate by sequence number.
+//!
+//! Both directions are bounded in envelopes and bytes. Outbound, a send beyond
+//! the bound fails at once. Inbound, the Redis client reads its socket without
+//! pause, so the subscriber moves what it reads into the bounded [`Inbound`]
+//! hand-off at once; a node whose engine falls behind it drops the link, counts
+//! what it discarded, and resubscribes once it has caught up.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
+use prometheus_client::metrics::counter::Counter;
 use realtime::cluster::bus::{BusError, BusFuture, BusStatus, CountFuture, Inbox, MessageBus};
-use redis::Client;
-use redis::aio::{MultiplexedConnection, PubSubSink};
-use tokio::sync::{mpsc, oneshot};
+use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use redis::{Client, Msg};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::RedisConfig;
 use crate::backoff::Backoff;
+use crate::inbound::Inbound;
 use crate::link::{self, Link};
+use crate::metrics::{BusMetrics, Flow};
 
 /// Channels per SUBSCRIBE command when restoring a large set.
 const SUBSCRIBE_CHUNK: usize = 1000;
@@ -43,10 +52,16 @@ pub struct RedisBus {
     config: RedisConfig,
     subscriber: Arc<Link>,
     publisher: Arc<Link>,
+    metrics: BusMetrics,
     /// Every channel the engine wants, re-subscribed after each reconnect.
     desired: Arc<Mutex<HashSet<String>>>,
     changes: mpsc::UnboundedSender<InterestChange>,
     outbox: mpsc::Sender<Outgoing>,
+    /// Envelopes ever queued for the publisher; held while queueing, so the count
+    /// matches the queue's order.
+    queued: Mutex<u64>,
+    /// Envelopes ever handed to Redis, in queue order (for [`MessageBus::flush`]).
+    published: Arc<watch::Sender<u64>>,
     receivers: Mutex<
         Option<(
             mpsc::UnboundedReceiver<InterestChange>,
@@ -59,14 +74,18 @@ impl RedisBus {
     pub(crate) fn new(client: Client, config: RedisConfig) -> Self {
         let (changes, changes_rx) = mpsc::unbounded_channel();
         let (outbox, outbox_rx) = mpsc::channel(config.outbox_capacity.max(1));
+        let metrics = BusMetrics::new();
         RedisBus {
             client,
             config,
-            subscriber: Arc::new(Link::new("subscriber")),
-            publisher: Arc::new(Link::new("publisher")),
+            subscriber: Arc::new(Link::with_gauges("subscriber", metrics.link("subscriber"))),
+            publisher: Arc::new(Link::with_gauges("publisher", metrics.link("publisher"))),
+            metrics,
             desired: Arc::new(Mutex::new(HashSet::new())),
             changes,
             outbox,
+            queued: Mutex::new(0),
+            published: Arc::new(watch::Sender::new(0)),
             receivers: Mutex::new(Some((changes_rx, outbox_rx))),
         }
     }
@@ -83,18 +102,54 @@ impl RedisBus {
             && self.subscriber.is_up()
             && self.publisher.is_up()
     }
+
+    /// Waits (up to `timeout`) until a link is down. Returns whether one is.
+    pub async fn wait_until_down(&self, timeout: Duration) -> bool {
+        let (mut sub, mut publ) = (self.subscriber.watch(), self.publisher.watch());
+        let _ = tokio::time::timeout(timeout, async {
+            tokio::select! {
+                _ = sub.wait_for(|up| !*up) => {}
+                _ = publ.wait_for(|up| !*up) => {}
+            }
+        })
+        .await;
+        !(self.subscriber.is_up() && self.publisher.is_up())
+    }
 }
 
 impl RedisBus {
+    /// Queues an envelope for the publisher, or refuses it at once when the queue
+    /// is at its bound in envelopes or bytes. An empty queue takes any envelope.
     fn enqueue(&self, item: Outgoing) -> Result<(), BusError> {
-        self.outbox.try_send(item).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                BusError::Unavailable("redis publisher backlog is full".into())
+        let size = item.1.len();
+        let backlog = &self.metrics.outbound;
+        let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
+        let waiting = backlog.backlog_bytes.get().max(0) as usize;
+        if waiting > 0 && waiting + size > self.config.outbox_bytes {
+            return Err(BusError::Unavailable(
+                "redis publisher backlog is full (bytes)".into(),
+            ));
+        }
+        // Counted before it is visible to the publisher, which uncounts it.
+        backlog.queued(size);
+        match self.outbox.try_send(item) {
+            Ok(()) => {
+                *queued += 1;
+                Ok(())
             }
-            mpsc::error::TrySendError::Closed(_) => {
-                BusError::Unavailable("redis publisher stopped".into())
+            Err(e) => {
+                backlog.backlog_envelopes.dec();
+                backlog.backlog_bytes.dec_by(size as i64);
+                Err(match e {
+                    mpsc::error::TrySendError::Full(_) => {
+                        BusError::Unavailable("redis publisher backlog is full".into())
+                    }
+                    mpsc::error::TrySendError::Closed(_) => {
+                        BusError::Unavailable("redis publisher stopped".into())
+                    }
+                })
             }
-        })
+        }
     }
 }
 
@@ -118,18 +173,32 @@ impl MessageBus for RedisBus {
                 .mark_down(&"the bus must be started inside a tokio runtime");
             return;
         };
-        runtime.spawn(run_subscriber(
-            self.client.clone(),
-            self.config.clone(),
-            self.subscriber.clone(),
-            self.desired.clone(),
-            changes,
+        let inbound = Inbound::start(
+            &runtime,
             inbox,
+            self.metrics.inbound.clone(),
+            self.config.inbox_capacity,
+            self.config.inbox_bytes,
+        );
+        runtime.spawn(run_subscriber(
+            Subscriber {
+                client: self.client.clone(),
+                config: self.config.clone(),
+                link: self.subscriber.clone(),
+                desired: self.desired.clone(),
+                inbound: Arc::new(inbound),
+                dropped: self.metrics.dropped_behind.clone(),
+            },
+            changes,
         ));
         runtime.spawn(run_publisher(
-            self.client.clone(),
-            self.config.clone(),
-            self.publisher.clone(),
+            Publisher {
+                client: self.client.clone(),
+                config: self.config.clone(),
+                link: self.publisher.clone(),
+                flow: self.metrics.outbound.clone(),
+                published: self.published.clone(),
+            },
             outbox,
         ));
     }
@@ -183,79 +252,250 @@ impl MessageBus for RedisBus {
         }
         BusStatus::Up
     }
+
+    fn flush(&self) -> BusFuture {
+        let target = *self.queued.lock().unwrap_or_else(|p| p.into_inner());
+        let mut published = self.published.subscribe();
+        Box::pin(async move {
+            published
+                .wait_for(|n| *n >= target)
+                .await
+                .map(|_| ())
+                .map_err(|_| BusError::Unavailable("redis publisher stopped".into()))
+        })
+    }
+
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.metrics.register(registry);
+    }
 }
 
-async fn run_subscriber(
+/// What the subscriber task works with.
+struct Subscriber {
     client: Client,
     config: RedisConfig,
     link: Arc<Link>,
     desired: Arc<Mutex<HashSet<String>>>,
-    mut changes: mpsc::UnboundedReceiver<InterestChange>,
-    inbox: Inbox,
-) {
+    inbound: Arc<Inbound>,
+    dropped: Counter,
+}
+
+/// Why a subscriber connection's reader stopped.
+enum ReadEnd {
+    /// The connection ended; everything it carried was queued.
+    Closed,
+    /// Asked to stop; everything already read was queued.
+    Stopped,
+    /// The inbound backlog was full: this many received envelopes were discarded.
+    Behind(u64),
+}
+
+async fn run_subscriber(sub: Subscriber, mut changes: mpsc::UnboundedReceiver<InterestChange>) {
+    let config = &sub.config;
     let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
     let timeout = config.command_timeout;
     loop {
-        let connected = async {
-            let pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
-                .await
-                .map_err(|_| "connect timed out".to_string())?
-                .map_err(|e| e.to_string())?;
-            let (mut sink, stream) = pubsub.split();
-            let channels: Vec<String> = desired
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .cloned()
-                .collect();
-            for chunk in channels.chunks(SUBSCRIBE_CHUNK) {
-                with_timeout(timeout, sink.subscribe(chunk)).await?;
+        let pubsub = match tokio::time::timeout(timeout, sub.client.get_async_pubsub()).await {
+            Ok(Ok(pubsub)) => pubsub,
+            Ok(Err(e)) => {
+                sub.link.mark_down(&e);
+                if !wait_refusing(&mut changes, sleep(backoff.next_delay()), &sub.link).await {
+                    return;
+                }
+                continue;
             }
-            Ok::<_, String>((sink, stream))
-        }
-        .await;
-        let (mut sink, mut stream) = match connected {
-            Ok(pair) => pair,
-            Err(e) => {
-                link.mark_down(&e);
-                if !wait_refusing(&mut changes, backoff.next_delay(), &link).await {
+            Err(_) => {
+                sub.link.mark_down(&"connect timed out");
+                if !wait_refusing(&mut changes, sleep(backoff.next_delay()), &sub.link).await {
                     return;
                 }
                 continue;
             }
         };
-        link.mark_up();
-        backoff.reset();
-        let mut idle = tokio::time::interval(IDLE_CHECK);
-        idle.tick().await;
-        let failure = loop {
-            tokio::select! {
-                msg = stream.next() => match msg {
-                    Some(msg) => inbox(msg.get_payload_bytes()),
-                    None => break "connection closed".to_string(),
-                },
-                change = changes.recv() => {
-                    let Some(change) = change else { return };
-                    match apply(&mut sink, &change, timeout).await {
-                        Ok(()) => { let _ = change.done.send(Ok(())); }
-                        Err(e) => {
-                            let _ = change.done.send(Err(BusError::Unavailable(format!("redis subscriber: {e}"))));
-                            break e;
+        let (mut sink, stream) = pubsub.split();
+        // Reading starts before the first SUBSCRIBE, so nothing piles up unbounded
+        // in the client while a large set is restored.
+        let (stop, stopped) = oneshot::channel();
+        let mut reader = Some(tokio::spawn(read_link(
+            stream,
+            sub.inbound.clone(),
+            stopped,
+        )));
+        let failure = match restore(&mut sink, &sub.desired, timeout).await {
+            Err(e) => e,
+            Ok(()) => {
+                sub.link.mark_up();
+                backoff.reset();
+                match serve_link(&mut sink, &mut changes, &mut reader, timeout).await {
+                    Some(failure) => failure,
+                    None => {
+                        // The engine is gone: close the connection with it.
+                        if let Some(reader) = reader {
+                            reader.abort();
                         }
-                    }
-                }
-                _ = idle.tick() => {
-                    if let Err(e) = with_timeout(timeout, sink.ping::<redis::Value>()).await {
-                        break e;
+                        return;
                     }
                 }
             }
         };
-        link.mark_down(&failure);
-        if !wait_refusing(&mut changes, backoff.next_delay(), &link).await {
+        // Whatever the link already read reaches the inbox before it is declared
+        // down: the reader queues it all before it returns.
+        let end = match reader.take() {
+            Some(reader) => {
+                let _ = stop.send(());
+                reader.await.unwrap_or(ReadEnd::Stopped)
+            }
+            None => failure.end,
+        };
+        let behind = match end {
+            ReadEnd::Behind(n) => {
+                sub.dropped.inc_by(n);
+                tracing::warn!(
+                    dropped = n,
+                    "redis subscriber fell behind: inbound backlog full, envelopes discarded; resubscribing once caught up"
+                );
+                true
+            }
+            ReadEnd::Closed | ReadEnd::Stopped => false,
+        };
+        sub.link.mark_down(&failure.reason);
+        if behind {
+            // Resubscribing into a full backlog would only discard again.
+            if !wait_refusing(&mut changes, sub.inbound.drained(), &sub.link).await {
+                return;
+            }
+        }
+        if !wait_refusing(&mut changes, sleep(backoff.next_delay()), &sub.link).await {
             return;
         }
     }
+}
+
+/// Why a connected subscriber link failed.
+struct Failure {
+    reason: String,
+    /// How the reader ended, if it ended first.
+    end: ReadEnd,
+}
+
+impl From<String> for Failure {
+    fn from(reason: String) -> Self {
+        Failure {
+            reason,
+            end: ReadEnd::Stopped,
+        }
+    }
+}
+
+async fn restore(
+    sink: &mut PubSubSink,
+    desired: &Mutex<HashSet<String>>,
+    timeout: Duration,
+) -> Result<(), Failure> {
+    let channels: Vec<String> = desired
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .cloned()
+        .collect();
+    for chunk in channels.chunks(SUBSCRIBE_CHUNK) {
+        with_timeout(timeout, sink.subscribe(chunk)).await?;
+    }
+    Ok(())
+}
+
+/// Applies interest changes and checks the link until it fails. `None` when the
+/// engine is gone.
+async fn serve_link(
+    sink: &mut PubSubSink,
+    changes: &mut mpsc::UnboundedReceiver<InterestChange>,
+    reader: &mut Option<tokio::task::JoinHandle<ReadEnd>>,
+    timeout: Duration,
+) -> Option<Failure> {
+    let mut idle = tokio::time::interval(IDLE_CHECK);
+    idle.tick().await;
+    let Some(running) = reader.as_mut() else {
+        return Some("reader stopped".to_string().into());
+    };
+    let failure = loop {
+        tokio::select! {
+            end = &mut *running => {
+                let end = end.unwrap_or(ReadEnd::Closed);
+                let reason = match &end {
+                    ReadEnd::Behind(n) => format!("fell behind: inbound backlog full, {n} envelopes discarded"),
+                    ReadEnd::Closed | ReadEnd::Stopped => "connection closed".to_string(),
+                };
+                *reader = None;
+                break Failure { reason, end };
+            }
+            change = changes.recv() => {
+                let change = change?;
+                match apply(sink, &change, timeout).await {
+                    Ok(()) => { let _ = change.done.send(Ok(())); }
+                    Err(e) => {
+                        let _ = change.done.send(Err(BusError::Unavailable(format!("redis subscriber: {e}"))));
+                        break e.into();
+                    }
+                }
+            }
+            _ = idle.tick() => {
+                if let Err(e) = with_timeout(timeout, sink.ping::<redis::Value>()).await {
+                    break e.into();
+                }
+            }
+        }
+    };
+    Some(failure)
+}
+
+/// Moves every message the client reads into the inbound hand-off, until the
+/// connection ends, the hand-off is full, or `stop` fires.
+async fn read_link(
+    mut stream: PubSubStream,
+    inbound: Arc<Inbound>,
+    mut stop: oneshot::Receiver<()>,
+) -> ReadEnd {
+    loop {
+        tokio::select! {
+            msg = stream.next() => match msg {
+                Some(msg) => {
+                    if inbound.push(msg).is_err() {
+                        return ReadEnd::Behind(1 + take_ready(&mut stream, |_| false).await);
+                    }
+                }
+                None => return ReadEnd::Closed,
+            },
+            _ = &mut stop => {
+                let mut full = false;
+                let discarded = take_ready(&mut stream, |msg| {
+                    full = full || inbound.push(msg).is_err();
+                    !full
+                })
+                .await;
+                return if full { ReadEnd::Behind(discarded) } else { ReadEnd::Stopped };
+            }
+        }
+    }
+}
+
+/// Takes every message the client has already read, without waiting for more,
+/// and offers each to `keep`; returns how many it refused. Unconstrained by the
+/// scheduler's budget, which would otherwise end the drain early.
+async fn take_ready(stream: &mut PubSubStream, mut keep: impl FnMut(Msg) -> bool) -> u64 {
+    tokio::task::unconstrained(async {
+        let mut refused = 0;
+        while let Some(Some(msg)) = stream.next().now_or_never() {
+            if !keep(msg) {
+                refused += 1;
+            }
+        }
+        refused
+    })
+    .await
+}
+
+fn sleep(delay: Duration) -> tokio::time::Sleep {
+    tokio::time::sleep(delay)
 }
 
 async fn apply(
@@ -272,19 +512,18 @@ async fn apply(
     Ok(())
 }
 
-/// Sleeps `delay` while answering interest changes with "unavailable" (they are
-/// already recorded and will be applied on reconnect). Returns false if the engine
-/// is gone.
+/// Waits for `until` while answering interest changes with "unavailable" (they
+/// are already recorded and will be applied on reconnect). Returns false if the
+/// engine is gone.
 async fn wait_refusing(
     changes: &mut mpsc::UnboundedReceiver<InterestChange>,
-    delay: Duration,
+    until: impl std::future::Future<Output = ()>,
     link: &Link,
 ) -> bool {
-    let sleep = tokio::time::sleep(delay);
-    tokio::pin!(sleep);
+    tokio::pin!(until);
     loop {
         tokio::select! {
-            () = &mut sleep => return true,
+            () = &mut until => return true,
             change = changes.recv() => match change {
                 Some(change) => { let _ = change.done.send(Err(BusError::Unavailable(link.reason()))); }
                 None => return false,
@@ -293,12 +532,23 @@ async fn wait_refusing(
     }
 }
 
-async fn run_publisher(
+/// What the publisher task works with.
+struct Publisher {
     client: Client,
     config: RedisConfig,
     link: Arc<Link>,
-    mut outbox: mpsc::Receiver<Outgoing>,
-) {
+    flow: Flow,
+    published: Arc<watch::Sender<u64>>,
+}
+
+async fn run_publisher(publisher: Publisher, mut outbox: mpsc::Receiver<Outgoing>) {
+    let Publisher {
+        client,
+        config,
+        link,
+        flow,
+        published,
+    } = publisher;
     let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
     let mut connection: Option<MultiplexedConnection> = None;
     let mut batch: Vec<Outgoing> = Vec::with_capacity(PUBLISH_BATCH);
@@ -345,11 +595,14 @@ async fn run_publisher(
         }
         match pipe.query_async::<Vec<usize>>(con).await {
             Ok(receivers) => {
-                for ((_, _, counted), n) in batch.drain(..).zip(receivers) {
+                let handed = batch.len() as u64;
+                for ((_, envelope, counted), n) in batch.drain(..).zip(receivers) {
+                    flow.passed(envelope.len());
                     if let Some(tx) = counted {
                         let _ = tx.send(n);
                     }
                 }
+                published.send_modify(|total| *total += handed);
             }
             Err(e) => {
                 // Keep the batch: it goes out again, in order, after the reconnect.
