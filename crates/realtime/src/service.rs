@@ -69,7 +69,9 @@ pub(crate) struct Inner {
 pub struct Delivery {
     /// Connections on this node the message was queued to.
     pub local: usize,
-    /// Whether the message was handed to the bus for the other nodes.
+    /// Whether the message was queued on the bus for the other nodes. With the
+    /// Redis bus: accepted into the node's bounded publisher queue, which hands it
+    /// to Redis asynchronously and in order; not an acknowledgement from Redis.
     pub relayed: bool,
 }
 
@@ -374,7 +376,8 @@ impl Realtime {
         }
     }
 
-    /// Registers the engine's metrics in an application's Prometheus registry.
+    /// Registers the engine's metrics, and its message bus's, in an application's
+    /// Prometheus registry.
     pub fn register_metrics(&self, registry: &mut MetricsRegistry) {
         self.inner.metrics.register(registry);
         if let Some(relay) = &self.inner.relay {
