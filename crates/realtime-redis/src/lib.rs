@@ -21,6 +21,8 @@ mod directory;
 mod inbound;
 mod link;
 mod metrics;
+mod publisher;
+mod subscriber;
 
 use std::sync::Arc;
 use std::time::Duration;
