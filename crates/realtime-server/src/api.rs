@@ -5,13 +5,14 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use bytes_body::JsonBody;
+use path::ApiPath;
 use realtime::{ClusterError, Delivery, Realtime, Route, SendError, SubscribeError};
 use serde::Deserialize;
 use serde_json::json;
@@ -49,6 +50,7 @@ pub fn router(rt: Realtime, api_key: &str) -> Router {
             delete(unsubscribe),
         )
         .route("/users/{user_id}/connections", delete(disconnect_user))
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
         })
@@ -83,6 +85,16 @@ async fn require_api_key(State(state): State<ApiState>, request: Request, next: 
         )
         .into_response(),
     }
+}
+
+/// The answer to a known path with a method it does not serve (`Allow` lists
+/// the methods it does).
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not accept this method",
+    )
 }
 
 /// An API failure, rendered as a status and a JSON body.
@@ -209,7 +221,7 @@ async fn broadcast(State(s): State<ApiState>, JsonBody(body): JsonBody) -> ApiRe
 
 async fn to_user(
     State(s): State<ApiState>,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     delivered(s.rt.send_json(Route::User(user), &body)?)
@@ -217,7 +229,7 @@ async fn to_user(
 
 async fn to_role(
     State(s): State<ApiState>,
-    Path(role): Path<String>,
+    ApiPath(role): ApiPath<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     delivered(s.rt.send_json(Route::Role(role), &body)?)
@@ -226,7 +238,7 @@ async fn to_role(
 /// Exact for any connection: the owning node answers whether it exists.
 async fn to_connection(
     State(s): State<ApiState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     let id = connection_id(&id)?;
@@ -241,7 +253,7 @@ async fn to_connection(
 
 async fn to_topic(
     State(s): State<ApiState>,
-    Path(topic): Path<String>,
+    ApiPath(topic): ApiPath<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     let topic = s.rt.parse_topic(&topic).map_err(SendError::from)?;
@@ -264,7 +276,7 @@ async fn list_connections(
     ))
 }
 
-async fn get_connection(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+async fn get_connection(State(s): State<ApiState>, ApiPath(id): ApiPath<String>) -> ApiResult {
     let c =
         s.rt.connection(connection_id(&id)?)
             .ok_or_else(ApiError::unknown_connection)?;
@@ -296,7 +308,7 @@ struct SubscribeBody {
 
 async fn subscribe(
     State(s): State<ApiState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     let id = connection_id(&id)?;
@@ -315,7 +327,7 @@ async fn subscribe(
 
 async fn unsubscribe(
     State(s): State<ApiState>,
-    Path((id, topic)): Path<(String, String)>,
+    ApiPath((id, topic)): ApiPath<(String, String)>,
 ) -> ApiResult {
     let was = s.rt.unsubscribe(connection_id(&id)?, &topic).await?;
     Ok(Json(
@@ -323,14 +335,14 @@ async fn unsubscribe(
     ))
 }
 
-async fn disconnect(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+async fn disconnect(State(s): State<ApiState>, ApiPath(id): ApiPath<String>) -> ApiResult {
     if !s.rt.disconnect(connection_id(&id)?).await? {
         return Err(ApiError::unknown_connection());
     }
     Ok(Json(json!({"disconnected": 1})))
 }
 
-async fn disconnect_user(State(s): State<ApiState>, Path(user): Path<String>) -> ApiResult {
+async fn disconnect_user(State(s): State<ApiState>, ApiPath(user): ApiPath<String>) -> ApiResult {
     let d = s.rt.disconnect_user(&user)?;
     Ok(Json(json!({"disconnected": d.local, "relayed": d.relayed})))
 }
@@ -346,14 +358,52 @@ mod bytes_body {
         type Rejection = ApiError;
 
         async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-            match Bytes::from_request(req, state).await {
-                Ok(b) => Ok(JsonBody(b)),
-                Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
+            let too_large = || {
+                ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "payload_too_large",
                     format!("request body is larger than {MAX_BODY} bytes"),
-                )),
+                )
+            };
+            // Refused on its announced length, before reading any of it: the limit
+            // alone would first wait for more than MAX_BODY bytes to arrive.
+            let announced = req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            if announced.is_some_and(|n| n > MAX_BODY as u64) {
+                return Err(too_large());
+            }
+            match Bytes::from_request(req, state).await {
+                Ok(b) => Ok(JsonBody(b)),
+                Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large()),
                 Err(r) => Err(ApiError::new(r.status(), "bad_request", r.body_text())),
+            }
+        }
+    }
+}
+
+mod path {
+    //! Path parameters, with a rejection (a segment that is not UTF-8 once
+    //! percent-decoded, say) as a JSON error instead of axum's plain text.
+    use super::*;
+    use axum::extract::{FromRequestParts, Path};
+    use axum::http::request::Parts;
+    use serde::de::DeserializeOwned;
+
+    pub struct ApiPath<T>(pub T);
+
+    impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+        type Rejection = ApiError;
+
+        async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+            match Path::<T>::from_request_parts(parts, state).await {
+                Ok(Path(value)) => Ok(ApiPath(value)),
+                // A route declared without its parameters: our bug, not the caller's.
+                Err(r) if r.status().is_server_error() => {
+                    Err(ApiError::new(r.status(), "internal_error", r.body_text()))
+                }
+                Err(r) => Err(ApiError::new(r.status(), "invalid_path", r.body_text())),
             }
         }
     }

@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::api;
 use crate::config::{Provider, Settings, TokenKey};
+use crate::slots::ConnectionSlots;
 use realtime_redis::{RedisCluster, RedisConfig};
 
 /// The engine and the router serving it.
@@ -21,6 +22,8 @@ pub struct App {
     pub router: Router,
     /// The Redis adapters, with the `redis` provider.
     pub redis: Option<RedisCluster>,
+    /// The connection cap, counted in the metrics.
+    pub slots: ConnectionSlots,
 }
 
 /// The token key could not be loaded.
@@ -79,6 +82,8 @@ pub fn build(settings: &Settings) -> Result<App, AppError> {
     };
     let mut registry = Registry::default();
     realtime.register_metrics(&mut registry);
+    let slots = ConnectionSlots::new(settings.http.max_connections);
+    slots.register(&mut registry);
     let registry = Arc::new(registry);
 
     let router = Router::new()
@@ -87,6 +92,7 @@ pub fn build(settings: &Settings) -> Result<App, AppError> {
         .route("/metrics", get(metrics).with_state(registry))
         .nest("/api", api::router(realtime.clone(), &settings.api_key))
         .merge(crate::pages::router(settings))
+        .method_not_allowed_fallback(api::method_not_allowed)
         .fallback(|| async {
             api::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         });
@@ -99,6 +105,7 @@ pub fn build(settings: &Settings) -> Result<App, AppError> {
         realtime,
         router,
         redis,
+        slots,
     })
 }
 
@@ -132,6 +139,11 @@ async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
             body,
         )
             .into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Err(_) => api::ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "cannot encode the metrics",
+        )
+        .into_response(),
     }
 }

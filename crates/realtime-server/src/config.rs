@@ -1,6 +1,7 @@
 //! Server configuration: command-line flags, `REALTIME_*` environment variables and an
 //! optional TOML file, resolved into [`Settings`]. A flag or variable beats the file;
-//! the file beats the built-in default.
+//! the file beats the built-in default. The options themselves are declared once, in
+//! `options.rs`; what a start would use is shown by `--check-config` (`effective.rs`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,174 +15,27 @@ use realtime_core::{
 };
 use serde::Deserialize;
 
+mod effective;
+mod options;
+
+pub use options::{OPTIONS, OptionSpec, Options};
+
 /// Boundary Realtime server: WebSocket connections authenticated by JWT, reached by
 /// user, role, connection, broadcast or topic through an HTTP API.
 ///
-/// With no JWT secret or public key configured the server starts in development
+/// With no key material and no API key configured the server starts in development
 /// mode: it generates a secret and an API key and prints a ready-to-use token.
-#[derive(Debug, Default, Parser, Deserialize)]
+#[derive(Debug, Parser)]
 #[command(name = "realtime-server", version, about, long_about)]
-#[serde(deny_unknown_fields)]
-pub struct Options {
-    /// Address to listen on. [default: 127.0.0.1:8080]
-    #[arg(long, env = "REALTIME_LISTEN")]
-    pub listen: Option<SocketAddr>,
+pub struct Cli {
+    /// Resolve the configuration exactly as a start would, print the effective
+    /// settings as JSON (secrets shown as "<set>") and exit: 0 when it is valid,
+    /// 2 with the error otherwise.
+    #[arg(long)]
+    pub check_config: bool,
 
-    /// TOML file with any of these options (keys are the long flag names with `_`
-    /// for `-`, e.g. `jwt_secret`), and the topic namespaces (`[[namespaces]]`,
-    /// `[default_namespace]`), which only a file can set. Flags and environment
-    /// variables override it.
-    #[arg(long, env = "REALTIME_CONFIG")]
-    #[serde(skip)]
-    pub config: Option<PathBuf>,
-
-    /// HS256 shared secret for client tokens. Unset (with no public key): development mode.
-    #[arg(long, env = "REALTIME_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
-
-    /// Token algorithm, pinned: HS256, RS256 or ES256; any other `alg` (`none`
-    /// included) is rejected. [default: HS256, or RS256 when a public key is given]
-    #[arg(long, env = "REALTIME_JWT_ALGORITHM")]
-    pub jwt_algorithm: Option<String>,
-
-    /// Path to the PEM public key for RS256 or ES256 tokens.
-    #[arg(long, env = "REALTIME_JWT_PUBLIC_KEY")]
-    pub jwt_public_key: Option<PathBuf>,
-
-    /// Required `iss` claim, when set.
-    #[arg(long, env = "REALTIME_JWT_ISSUER")]
-    pub jwt_issuer: Option<String>,
-
-    /// Required `aud` claim member, when set.
-    #[arg(long, env = "REALTIME_JWT_AUDIENCE")]
-    pub jwt_audience: Option<String>,
-
-    /// Clock skew tolerated on exp/nbf/iat, in seconds. [default: 0]
-    #[arg(long, env = "REALTIME_JWT_LEEWAY")]
-    pub jwt_leeway: Option<u64>,
-
-    /// Key backends send as `Authorization: Bearer <key>` on /api calls. Required
-    /// outside development mode.
-    #[arg(long, env = "REALTIME_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
-
-    /// Largest inbound WebSocket message in bytes; larger closes with 1009. [default: 65536]
-    #[arg(long, env = "REALTIME_MAX_MESSAGE_SIZE")]
-    pub max_message_size: Option<usize>,
-
-    /// Outbound queue per connection, in messages; overflow closes it with 3008. [default: 1024]
-    #[arg(long, env = "REALTIME_OUTBOUND_QUEUE")]
-    pub outbound_queue: Option<usize>,
-
-    /// Interval between server pings, e.g. `25s`, `500ms`. [default: 25s]
-    #[arg(long, env = "REALTIME_PING_INTERVAL", value_parser = humantime::parse_duration)]
-    #[serde(default, with = "humantime_opt")]
-    pub ping_interval: Option<Duration>,
-
-    /// How long a ping may go unanswered before closing with 3012. [default: 10s]
-    #[arg(long, env = "REALTIME_PONG_TIMEOUT", value_parser = humantime::parse_duration)]
-    #[serde(default, with = "humantime_opt")]
-    pub pong_timeout: Option<Duration>,
-
-    /// Longest graceful shutdown before the process exits anyway. [default: 10s]
-    #[arg(long, env = "REALTIME_SHUTDOWN_TIMEOUT", value_parser = humantime::parse_duration)]
-    #[serde(default, with = "humantime_opt")]
-    pub shutdown_timeout: Option<Duration>,
-
-    /// Topic patterns clients may publish on, comma-separated: `chat:lobby` (exact)
-    /// or `chat:*` (prefix). [default: none]
-    #[arg(long, env = "REALTIME_CLIENT_PUBLISH", value_delimiter = ',')]
-    #[serde(default)]
-    pub client_publish: Vec<String>,
-
-    /// Browser origins that may open connections, comma-separated, e.g.
-    /// `https://app.example.com`; `*` allows every origin. Upgrades without an
-    /// `Origin` header are always allowed. [default: the server's own host only;
-    /// development mode also allows localhost]
-    #[arg(long, env = "REALTIME_ALLOWED_ORIGINS", value_delimiter = ',')]
-    #[serde(default)]
-    pub allowed_origins: Vec<String>,
-
-    /// Where connections of other nodes are reached: `memory` (a single node, no
-    /// dependencies) or `redis` (several nodes sharing one Redis). [default: memory]
-    #[arg(long, env = "REALTIME_PROVIDER")]
-    pub provider: Option<String>,
-
-    /// Redis URL for the `redis` provider. [default: redis://127.0.0.1:6379]
-    #[arg(long, env = "REALTIME_REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
-
-    /// Prefix of every Redis channel and key, so deployments can share one Redis.
-    /// [default: realtime]
-    #[arg(long, env = "REALTIME_REDIS_PREFIX")]
-    pub redis_prefix: Option<String>,
-
-    /// This node's name in cluster views. [default: node-<random>]
-    #[arg(long, env = "REALTIME_NODE_ID")]
-    pub node_id: Option<String>,
-
-    /// How often a node refreshes its cluster records; a node that dies leaves the
-    /// cluster views within three of these. [default: 5s]
-    #[arg(long, env = "REALTIME_CLUSTER_HEARTBEAT", value_parser = humantime::parse_duration)]
-    #[serde(default, with = "humantime_opt")]
-    pub cluster_heartbeat: Option<Duration>,
-
-    /// Log filter in `tracing` syntax, e.g. `info` or `realtime=debug`. [default: info]
-    #[arg(long, env = "REALTIME_LOG")]
-    pub log: Option<String>,
-
-    /// Bytes of frames queued per connection before it is a slow consumer (3008),
-    /// on top of the message count. [default: 1048576]
-    #[arg(long, env = "REALTIME_OUTBOUND_QUEUE_BYTES")]
-    pub outbound_queue_bytes: Option<usize>,
-
-    /// Runtime worker threads. [default: one per CPU]
-    #[arg(long, env = "REALTIME_WORKER_THREADS")]
-    pub worker_threads: Option<usize>,
-
-    /// The HS256 secret being rotated out: tokens signed with it are still
-    /// accepted until it is removed. [default: none]
-    #[arg(long, env = "REALTIME_JWT_PREVIOUS_SECRET", hide_env_values = true)]
-    pub jwt_previous_secret: Option<String>,
-
-    /// Path to a JWKS file (`{"keys":[...]}`) with the RS256 or ES256 public keys;
-    /// a token's `kid` picks its key. Instead of REALTIME_JWT_PUBLIC_KEY.
-    #[arg(long, env = "REALTIME_JWT_JWKS_FILE")]
-    pub jwt_jwks_file: Option<PathBuf>,
-
-    /// Most connections one user may hold on this node; the next one is closed
-    /// with 3504. 0 means no limit. [default: 0]
-    #[arg(long, env = "REALTIME_MAX_CONNECTIONS_PER_USER")]
-    pub max_connections_per_user: Option<usize>,
-
-    /// Most topics one connection may subscribe to itself; more get a
-    /// `limit_exceeded` error. 0 means no limit. [default: 1024]
-    #[arg(long, env = "REALTIME_MAX_SUBSCRIPTIONS")]
-    pub max_subscriptions: Option<usize>,
-
-    /// Client commands per second per connection; over it commands get
-    /// `rate_limited`, and sustained abuse is closed with 3013. 0 turns the limit
-    /// off. [default: 100]
-    #[arg(long, env = "REALTIME_COMMAND_RATE")]
-    pub command_rate: Option<f32>,
-
-    /// Commands a connection may send at once after a quiet period. [default: 2 × rate]
-    #[arg(long, env = "REALTIME_COMMAND_BURST")]
-    pub command_burst: Option<f32>,
-
-    /// Longest topic name, in bytes (at most 255). [default: 255]
-    #[arg(long, env = "REALTIME_MAX_TOPIC_LENGTH")]
-    pub max_topic_length: Option<usize>,
-
-    /// Topic namespaces (`[[namespaces]]` in the file only). When given they
-    /// replace the built-in `user:{sub}` and `role:{role}` namespaces entirely.
-    #[arg(skip)]
-    pub namespaces: Option<Vec<NamespaceOptions>>,
-
-    /// Rules for topics no namespace covers (`[default_namespace]` in the file
-    /// only). [default: subscribe "authenticated", publish "nobody"]
-    #[arg(skip)]
-    pub default_namespace: Option<Rules>,
+    #[command(flatten)]
+    pub options: Options,
 }
 
 /// One `[[namespaces]]` entry of the config file.
@@ -246,7 +100,8 @@ pub struct Settings {
     pub key: TokenKey,
     pub claims: ClaimRules,
     pub api_key: String,
-    /// True when the secret (and API key, if not given) were generated at start.
+    /// True when the secret and the API key were generated at start: no key
+    /// material of any kind was configured.
     pub development: bool,
     pub engine: RealtimeConfig,
     pub shutdown_timeout: Duration,
@@ -257,6 +112,13 @@ pub struct Settings {
     pub node_id: String,
     /// Header, keep-alive and upgrade timeouts and the connection cap.
     pub http: crate::limits::HttpLimits,
+    /// Development mode may listen on a non-loopback address.
+    pub allow_remote_development: bool,
+    /// The configured origins, as given: the engine's `OriginPolicy` keeps them
+    /// normalized and private, and `--check-config` reports them.
+    pub allowed_origins: Vec<String>,
+    /// The TOML file the settings were read from, if any.
+    pub config_file: Option<PathBuf>,
 }
 
 impl Options {
@@ -267,35 +129,7 @@ impl Options {
             return Ok(self);
         };
         let file = read_file(&path)?;
-        macro_rules! fill {
-            ($($field:ident),*) => { $( if self.$field.is_none() { self.$field = file.$field; } )* };
-        }
-        fill!(
-            listen,
-            jwt_secret,
-            jwt_algorithm,
-            jwt_public_key,
-            jwt_issuer,
-            jwt_audience,
-            jwt_leeway,
-            api_key,
-            max_message_size,
-            outbound_queue,
-            ping_interval,
-            pong_timeout,
-            shutdown_timeout,
-            log,
-            outbound_queue_bytes,
-            worker_threads,
-            namespaces,
-            default_namespace
-        );
-        if self.allowed_origins.is_empty() {
-            self.allowed_origins = file.allowed_origins;
-        }
-        if self.client_publish.is_empty() {
-            self.client_publish = file.client_publish;
-        }
+        self.fill_from(file);
         Ok(self)
     }
 
@@ -318,13 +152,28 @@ impl Options {
             (None, Some(_)) => JwtAlgorithm::Rs256,
             (None, None) => JwtAlgorithm::Hs256,
         };
+        // Development mode hands out a generated secret and API key, so any key
+        // material at all, from any source, means an operator meant production.
+        let configured: Vec<&str> = [
+            (self.jwt_secret.is_some(), "REALTIME_JWT_SECRET"),
+            (
+                self.jwt_previous_secret.is_some(),
+                "REALTIME_JWT_PREVIOUS_SECRET",
+            ),
+            (public.is_some(), "a public key"),
+            (self.api_key.is_some(), "REALTIME_API_KEY"),
+        ]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect();
+        let development = configured.is_empty();
         let previous = self.jwt_previous_secret.filter(|p| !p.is_empty());
         if previous.is_some() && (algorithm != JwtAlgorithm::Hs256 || self.jwt_secret.is_none()) {
             return Err(ConfigError::Invalid(
                 "REALTIME_JWT_PREVIOUS_SECRET needs REALTIME_JWT_SECRET (HS256)".into(),
             ));
         }
-        let (key, development) = match (algorithm, self.jwt_secret, public) {
+        let key = match (algorithm, self.jwt_secret, public) {
             (JwtAlgorithm::Hs256, Some(_), Some(_)) => {
                 return Err(ConfigError::Invalid(
                     "give either REALTIME_JWT_SECRET (HS256) or a public key (RS256/ES256), not both".into(),
@@ -333,22 +182,26 @@ impl Options {
             (JwtAlgorithm::Hs256, Some(secret), None) if secret.is_empty() => {
                 return Err(ConfigError::Invalid("REALTIME_JWT_SECRET is empty".into()));
             }
-            (JwtAlgorithm::Hs256, Some(current), None) => {
-                (TokenKey::Secret { current, previous }, false)
+            (JwtAlgorithm::Hs256, Some(current), None) => TokenKey::Secret { current, previous },
+            (JwtAlgorithm::Hs256, None, None) if development => TokenKey::Secret {
+                current: generate(),
+                previous: None,
+            },
+            (JwtAlgorithm::Hs256, None, None) => {
+                return Err(ConfigError::Invalid(format!(
+                    "no token key is configured, but {} is: give REALTIME_JWT_SECRET (HS256), \
+                     REALTIME_JWT_PUBLIC_KEY or REALTIME_JWT_JWKS_FILE (RS256/ES256). \
+                     Development mode, which generates the secret and the API key, starts only \
+                     when none of these and no REALTIME_API_KEY is set",
+                    configured.join(" and ")
+                )));
             }
-            (JwtAlgorithm::Hs256, None, None) => (
-                TokenKey::Secret {
-                    current: generate(),
-                    previous: None,
-                },
-                true,
-            ),
             (JwtAlgorithm::Hs256, None, Some(_)) => {
                 return Err(ConfigError::Invalid(
                     "HS256 uses REALTIME_JWT_SECRET, not a public key; set REALTIME_JWT_ALGORITHM to RS256 or ES256".into(),
                 ));
             }
-            (_, _, Some(public)) => (public, false),
+            (_, _, Some(public)) => public,
             (alg, _, None) => {
                 return Err(ConfigError::Invalid(format!(
                     "{} needs REALTIME_JWT_PUBLIC_KEY (a PEM public key file) or REALTIME_JWT_JWKS_FILE",
@@ -409,11 +262,27 @@ impl Options {
         }
         engine.command_rate = realtime_core::RateLimit { rate, burst };
         engine.expiry_grace = Duration::from_secs(self.jwt_leeway.unwrap_or(0));
+        if let Some(d) = self.write_timeout {
+            engine.write_timeout = d;
+        }
         if engine.ping_interval.is_zero() || engine.pong_timeout.is_zero() {
             return Err(ConfigError::Invalid(
                 "ping interval and pong timeout must be above zero".into(),
             ));
         }
+        if engine.write_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "REALTIME_WRITE_TIMEOUT must be above zero".into(),
+            ));
+        }
+        let http = http_limits(
+            [
+                self.header_read_timeout,
+                self.keep_alive_timeout,
+                self.upgrade_timeout,
+            ],
+            self.max_connections,
+        )?;
         engine.origin_policy =
             OriginPolicy::allow(&self.allowed_origins).with_localhost(development);
         engine.topic_policy = topic_policy(self.namespaces, self.default_namespace)
@@ -463,13 +332,26 @@ impl Options {
             .node_id
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| format!("node-{}", generate().chars().take(12).collect::<String>()));
+        let listen = self
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let allow_remote_development = self.allow_remote_development.unwrap_or(false);
+        if development && !listen.ip().is_loopback() && !allow_remote_development {
+            return Err(ConfigError::Invalid(format!(
+                "development mode listens only on a loopback address, and {listen} is not: \
+                 anyone who can reach it could fetch tokens and the API key from /dev/token. \
+                 Configure a key (REALTIME_JWT_SECRET and REALTIME_API_KEY), or set \
+                 REALTIME_ALLOW_REMOTE_DEVELOPMENT=true to accept that"
+            )));
+        }
         Ok(Settings {
-            http: crate::limits::HttpLimits::default(),
+            http,
             provider,
             node_id,
-            listen: self
-                .listen
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            listen,
+            allow_remote_development,
+            allowed_origins: self.allowed_origins,
+            config_file: self.config,
             algorithm,
             key,
             claims: ClaimRules {
@@ -485,6 +367,48 @@ impl Options {
             worker_threads: self.worker_threads.filter(|n| *n > 0),
         })
     }
+}
+
+/// The HTTP limits, each checked: a zero timeout or connection cap would refuse
+/// every request.
+fn http_limits(
+    [header_read, keep_alive, upgrade]: [Option<Duration>; 3],
+    max_connections: Option<usize>,
+) -> Result<crate::limits::HttpLimits, ConfigError> {
+    let mut http = crate::limits::HttpLimits::default();
+    for (value, target, name) in [
+        (
+            header_read,
+            &mut http.header_read_timeout,
+            "REALTIME_HEADER_READ_TIMEOUT",
+        ),
+        (
+            keep_alive,
+            &mut http.keep_alive_timeout,
+            "REALTIME_KEEP_ALIVE_TIMEOUT",
+        ),
+        (
+            upgrade,
+            &mut http.upgrade_timeout,
+            "REALTIME_UPGRADE_TIMEOUT",
+        ),
+    ] {
+        if let Some(d) = value {
+            if d.is_zero() {
+                return Err(ConfigError::Invalid(format!("{name} must be above zero")));
+            }
+            *target = d;
+        }
+    }
+    if let Some(n) = max_connections {
+        if n == 0 {
+            return Err(ConfigError::Invalid(
+                "REALTIME_MAX_CONNECTIONS must be at least 1".into(),
+            ));
+        }
+        http.max_connections = n;
+    }
+    Ok(http)
 }
 
 /// The configured namespaces (the built-in ones when none are configured) and
@@ -520,18 +444,6 @@ fn read_file(path: &Path) -> Result<Options, ConfigError> {
         path: path.to_owned(),
         source,
     })
-}
-
-/// `Option<Duration>` in TOML as a humantime string such as `"25s"`.
-mod humantime_opt {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Option::<String>::deserialize(d)?
-            .map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
-            .transpose()
-    }
 }
 
 #[cfg(test)]
@@ -640,7 +552,7 @@ mod tests {
         let path = dir.join("realtime.toml");
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:9999\"\napi_key = \"from-file\"\nping_interval = \"3s\"\nclient_publish = [\"chat:*\"]\n",
+            "listen = \"127.0.0.1:9999\"\njwt_secret = \"s\"\napi_key = \"from-file\"\nping_interval = \"3s\"\nclient_publish = [\"chat:*\"]\n",
         )
         .unwrap();
         let o = Options {
@@ -849,10 +761,125 @@ publish = "nobody"
     #[test]
     fn namespaces_are_not_command_line_options() {
         use clap::CommandFactory;
-        Options::command().debug_assert();
-        let o = Options::try_parse_from(["realtime-server"]).unwrap();
+        Cli::command().debug_assert();
+        let o = Cli::try_parse_from(["realtime-server"]).unwrap().options;
         assert_eq!((o.namespaces, o.default_namespace), (None, None));
-        assert!(Options::try_parse_from(["realtime-server", "--namespaces", "chat"]).is_err());
+        assert!(Cli::try_parse_from(["realtime-server", "--namespaces", "chat"]).is_err());
+    }
+
+    #[test]
+    fn the_option_table_is_the_command_line() {
+        use clap::CommandFactory;
+        let command = Cli::command();
+        let arguments: Vec<(String, Option<String>)> = command
+            .get_arguments()
+            .filter(|a| !["check_config", "help", "version"].contains(&a.get_id().as_str()))
+            .map(|a| {
+                (
+                    format!("--{}", a.get_long().unwrap()),
+                    a.get_env().map(|e| e.to_string_lossy().into_owned()),
+                )
+            })
+            .collect();
+        let table: Vec<(String, Option<String>)> = OPTIONS
+            .iter()
+            .filter_map(|o| Some((o.flag()?, o.env.map(str::to_owned))))
+            .collect();
+        assert_eq!(arguments, table);
+        for option in OPTIONS {
+            if let Some(env) = option.env {
+                assert_eq!(
+                    env,
+                    format!("REALTIME_{}", option.name.to_ascii_uppercase())
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn any_key_material_leaves_development_mode() {
+        // An API key alone: development mode would hand out a different one.
+        let o = Options {
+            api_key: Some("k".into()),
+            ..Default::default()
+        };
+        let message = match o.resolve(generated) {
+            Err(ConfigError::Invalid(m)) => m,
+            other => panic!("expected an error, got {other:?}"),
+        };
+        assert!(message.contains("REALTIME_API_KEY is"), "{message}");
+        assert!(message.contains("REALTIME_JWT_SECRET"), "{message}");
+        // A previous secret alone, even an empty one.
+        for previous in ["old", ""] {
+            let o = Options {
+                jwt_previous_secret: Some(previous.into()),
+                ..Default::default()
+            };
+            assert!(o.resolve(generated).is_err(), "{previous:?}");
+        }
+        // A JWKS file alone needs its API key, like any production key.
+        let o = Options {
+            jwt_jwks_file: Some("keys.json".into()),
+            ..Default::default()
+        };
+        assert!(o.resolve(generated).is_err());
+    }
+
+    #[test]
+    fn development_mode_stays_on_loopback_unless_allowed() {
+        let remote = || Options {
+            listen: Some("0.0.0.0:8080".parse().unwrap()),
+            ..Default::default()
+        };
+        let Err(ConfigError::Invalid(message)) = remote().resolve(generated) else {
+            panic!("development mode on 0.0.0.0 must be refused");
+        };
+        assert!(
+            message.contains("REALTIME_ALLOW_REMOTE_DEVELOPMENT"),
+            "{message}"
+        );
+        let allowed = Options {
+            allow_remote_development: Some(true),
+            ..remote()
+        };
+        assert!(allowed.resolve(generated).unwrap().development);
+        let v6 = Options {
+            listen: Some("[::1]:8080".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(v6.resolve(generated).unwrap().development);
+        let production = Options {
+            jwt_secret: Some("s".into()),
+            api_key: Some("k".into()),
+            ..remote()
+        };
+        assert!(!production.resolve(generated).unwrap().development);
+    }
+
+    #[test]
+    fn http_limits_and_write_timeout_must_be_usable() {
+        let s = Options::default().resolve(generated).unwrap();
+        assert_eq!(s.http, crate::limits::HttpLimits::default());
+        for text in [
+            "header_read_timeout = \"0s\"",
+            "keep_alive_timeout = \"0s\"",
+            "upgrade_timeout = \"0s\"",
+            "write_timeout = \"0s\"",
+            "max_connections = 0",
+        ] {
+            let message = invalid(text);
+            assert!(
+                message.contains("above zero") || message.contains("at least 1"),
+                "{text}: {message}"
+            );
+        }
+        let s = from_toml(
+            "header_read_timeout = \"2s\"\nmax_connections = 3\nwrite_timeout = \"1s\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.http.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(s.http.max_connections, 3);
+        assert_eq!(s.engine.write_timeout, Duration::from_secs(1));
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub fn banner(settings: &Settings, local_addr: std::net::SocketAddr) -> String {
     [
         String::new(),
         rule.clone(),
-        " DEVELOPMENT MODE: no REALTIME_JWT_SECRET or REALTIME_JWT_PUBLIC_KEY".into(),
+        " DEVELOPMENT MODE: no JWT key and no API key are configured".into(),
         " A random JWT secret and API key were generated for this run only.".into(),
         " Do not use this mode in production.".into(),
         rule.clone(),
@@ -74,4 +74,72 @@ pub fn banner(settings: &Settings, local_addr: std::net::SocketAddr) -> String {
         rule,
     ]
     .join("\n")
+}
+
+/// Whether a request's `Host` (name or address, with or without a port) names this
+/// machine's loopback interface. Development pages answer only such requests: a
+/// page on another site that rebinds its own name to 127.0.0.1 still sends its
+/// own name as `Host`.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((inside, "")) => inside,
+            Some((inside, port)) if port.strip_prefix(':').is_some_and(is_port) => inside,
+            _ => return false,
+        },
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return false,
+            None => host,
+        },
+    };
+    if let Ok(ip) = name.parse::<std::net::IpAddr>() {
+        return ip.is_loopback();
+    }
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    // Browsers resolve `localhost` and every `*.localhost` name to loopback
+    // themselves (RFC 6761), so no DNS answer can point them elsewhere.
+    name == "localhost" || name.ends_with(".localhost")
+}
+
+fn is_port(text: &str) -> bool {
+    text.parse::<u16>().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_host;
+
+    #[test]
+    fn loopback_hosts_are_names_and_addresses_of_this_machine() {
+        for host in [
+            "localhost",
+            "localhost:8080",
+            "LOCALHOST.",
+            "app.localhost:3000",
+            "127.0.0.1",
+            "127.0.0.1:8080",
+            "127.1.2.3:80",
+            "[::1]",
+            "[::1]:8080",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "",
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io",
+            "10.0.0.1:8080",
+            "[::2]:8080",
+            "[::1]x",
+            "[::1]8080",
+            "localhost:http",
+            "::1",
+            "0.0.0.0:8080",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
 }

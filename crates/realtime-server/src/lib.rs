@@ -5,11 +5,16 @@
 pub mod api;
 pub mod app;
 pub mod config;
+mod connection;
+mod connection_io;
 pub mod dev;
+mod http_error;
 pub mod limits;
 pub mod pages;
+mod phase;
 pub mod request_log;
 pub mod server;
+pub mod slots;
 
 pub use config::{Options, Settings};
 pub use server::{Server, shutdown_signal};

@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use realtime_server::{Options, Server, dev, request_log, shutdown_signal};
+use realtime_server::config::Cli;
+use realtime_server::{Server, dev, request_log, shutdown_signal};
 
 /// mimalloc instead of glibc's malloc: fewer CPU cycles per handshake and per
 /// delivery (measured in docs/BENCHMARKS.md).
@@ -11,7 +12,9 @@ use realtime_server::{Options, Server, dev, request_log, shutdown_signal};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let settings = match Options::parse()
+    let cli = Cli::parse();
+    let settings = match cli
+        .options
         .merge_file()
         .and_then(|o| o.resolve(dev::random_secret))
     {
@@ -21,6 +24,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.check_config {
+        println!("{:#}", settings.effective());
+        return ExitCode::SUCCESS;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(request_log::log_filter(&settings.log))
         .with_target(false)

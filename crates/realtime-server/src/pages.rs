@@ -1,13 +1,15 @@
 //! The pages the server serves itself: the JavaScript client at
 //! `/client/realtime-client.js`, the admin page at `/admin` (its data come from the
 //! HTTP API with the key the visitor enters), and in development mode the demo
-//! page at `/` with `/dev/token`, which hands out tokens and the API key.
+//! page at `/` with `/dev/token`, which hands out tokens and the API key, to
+//! requests whose `Host` is a loopback name or address only.
 //! Every file is compiled into the binary; nothing is read from disk.
 
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -53,10 +55,32 @@ pub fn router(settings: &Settings) -> Router {
         secret: current.clone(),
         api_key: settings.api_key.clone(),
     };
-    router
+    let development = Router::new()
         .route("/", get(|| file(DEMO_HTML, "text/html")))
         .route("/assets/demo.js", get(|| file(DEMO_JS, "text/javascript")))
         .route("/dev/token", get(dev_token).with_state(dev))
+        .layer(axum::middleware::from_fn(loopback_only));
+    router.merge(development)
+}
+
+/// Development pages answer only requests addressed to a loopback name or
+/// address: a site that rebinds its own DNS name to 127.0.0.1 would otherwise
+/// read `/dev/token`, with the API key, from a developer's browser.
+async fn loopback_only(request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    if host.is_some_and(dev::is_loopback_host) {
+        return next.run(request).await;
+    }
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden_host",
+        "development pages answer only requests to localhost or a loopback address",
+    )
+    .into_response()
 }
 
 async fn file(body: &'static str, content_type: &'static str) -> Response {

@@ -4,12 +4,16 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use realtime::Realtime;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 
 use crate::app::{self, AppError};
 use crate::config::Settings;
+use crate::connection;
+use crate::limits::HttpLimits;
+use crate::slots::ConnectionSlots;
 
 /// The server failed to start.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +32,7 @@ pub struct Server {
     pub realtime: Realtime,
     listener: TcpListener,
     router: axum::Router,
+    slots: ConnectionSlots,
     settings: Settings,
 }
 
@@ -53,6 +58,7 @@ impl Server {
             realtime: app.realtime,
             listener,
             router: app.router,
+            slots: app.slots,
             settings,
         })
     }
@@ -61,22 +67,26 @@ impl Server {
         self.listener.local_addr().unwrap_or(self.settings.listen)
     }
 
+    /// The number of open TCP connections (HTTP and WebSocket), as it changes.
+    pub fn watch_open_connections(&self) -> watch::Receiver<usize> {
+        self.slots.watch_open()
+    }
+
     /// Serves until `shutdown` resolves, then: stop accepting, tell every connection
     /// (`server-shutdown`, then close 1001), and return within the configured
     /// shutdown timeout. Returns whether every connection closed in time.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> bool {
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        // Frames are small and latency matters more than packet count: no Nagle delay.
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let serve = axum::serve(listener, self.router).with_graceful_shutdown(async move {
-            let _ = stop_rx.await;
-        });
-        let serving = tokio::spawn(async move { serve.await });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let serving = tokio::spawn(accept(
+            self.listener,
+            self.router,
+            self.slots,
+            self.settings.http.clone(),
+            stop_rx,
+        ));
         shutdown.await;
         tracing::info!("shutting down: closing connections");
-        let _ = stop_tx.send(());
+        let _ = stop_tx.send(true);
         let timeout = self.settings.shutdown_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let clean = self.realtime.shutdown(timeout).await;
@@ -85,6 +95,66 @@ impl Server {
         tracing::info!(clean, "shutdown complete");
         clean
     }
+}
+
+/// Accepts connections until `stop`, each served in its own task under the
+/// connection cap; then waits for the HTTP connections still being served.
+/// Upgraded WebSockets are the engine's to close.
+async fn accept(
+    listener: TcpListener,
+    router: axum::Router,
+    slots: ConnectionSlots,
+    limits: HttpLimits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let connections = TaskTracker::new();
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    tracing::trace!(%peer, "connection accepted");
+                    tcp
+                }
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = connection::stopped(&mut stop) => break,
+        };
+        // Frames are small and latency matters more than packet count: no Nagle delay.
+        let _ = tcp.set_nodelay(true);
+        match slots.take() {
+            Some(slot) => {
+                connections.spawn(connection::serve(
+                    tcp,
+                    slot,
+                    router.clone(),
+                    limits.clone(),
+                    stop.clone(),
+                ));
+            }
+            None => slots.refuse(tcp),
+        }
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+}
+
+/// A failed accept: a connection that died in the backlog is skipped; anything
+/// else (out of file descriptors) is logged and retried after a pause, so the
+/// loop does not spin while the process cannot take connections.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// Resolves on SIGINT or SIGTERM.

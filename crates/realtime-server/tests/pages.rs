@@ -1,13 +1,75 @@
 //! The pages the server serves itself, against a real server: the JavaScript
 //! client and the admin page always (with a strict Content-Security-Policy), the
-//! demo page and `/dev/token` only in development mode, and `/api/stats`, which
-//! the admin page charts.
+//! demo page and `/dev/token` only in development mode and only for loopback
+//! `Host`s, and `/api/stats`, which the admin page charts.
 
+mod binary;
 mod common;
 
 use common::*;
 use realtime_server::Options;
 use serde_json::json;
+
+/// What the test harness generates for every secret in development mode.
+const GENERATED: &str = "generated-0123456789";
+
+/// Development mode: no key material and no API key, on a free loopback port.
+fn development_options() -> Options {
+    Options {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Default::default()
+    }
+}
+
+/// `GET path` with exactly the `Host` header given (or none).
+async fn get_with_host(
+    server: &TestServer,
+    path: &str,
+    host: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let header = host.map(|h| format!("Host: {h}"));
+    let headers: Vec<&str> = header.iter().map(String::as_str).collect();
+    binary::request(server.addr, "GET", path, &headers, "").await
+}
+
+#[tokio::test]
+async fn development_pages_answer_only_loopback_hosts() {
+    let server = TestServer::start_with(development_options()).await;
+    let port = server.addr.port();
+    for host in [
+        format!("127.0.0.1:{port}"),
+        "127.0.0.1".into(),
+        format!("localhost:{port}"),
+        "LocalHost".into(),
+        format!("demo.localhost:{port}"),
+        format!("[::1]:{port}"),
+        "127.8.9.10".into(),
+    ] {
+        let (status, body) = get_with_host(&server, "/dev/token", Some(&host)).await;
+        assert_eq!(status, 200, "{host}: {body}");
+        assert_eq!(body["api_key"], GENERATED, "{host}");
+    }
+    // A DNS-rebinding page sends its own name; nothing else is loopback either.
+    for host in [
+        Some(format!("attacker.example:{port}")),
+        Some("attacker.example".into()),
+        Some("localhost.attacker.example".into()),
+        Some(format!("10.1.2.3:{port}")),
+        Some(format!("[::ffff:7f00:1]x:{port}")),
+        None,
+    ] {
+        for path in ["/dev/token", "/", "/assets/demo.js"] {
+            let (status, body) = get_with_host(&server, path, host.as_deref()).await;
+            assert_eq!(status, 403, "{host:?} {path}: {body}");
+            assert_eq!(body["error"], "forbidden_host", "{host:?} {path}");
+            assert!(body["message"].is_string(), "{body}");
+            assert!(body.get("api_key").is_none());
+        }
+    }
+    // Pages that reveal nothing are served to any host.
+    let (status, _) = get_with_host(&server, "/health", Some("attacker.example")).await;
+    assert_eq!(status, 200);
+}
 
 async fn fetch(server: &TestServer, path: &str) -> reqwest::Response {
     server.http.get(server.url(path)).send().await.unwrap()
@@ -56,11 +118,7 @@ async fn the_demo_and_dev_tokens_exist_only_in_development_mode() {
         assert_eq!(body["error"], "not_found", "{path}");
     }
 
-    let development = TestServer::start_with(Options {
-        jwt_secret: None,
-        ..options()
-    })
-    .await;
+    let development = TestServer::start_with(development_options()).await;
     let page = fetch(&development, "/").await;
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("/assets/demo.js"));
@@ -72,7 +130,7 @@ async fn the_demo_and_dev_tokens_exist_only_in_development_mode() {
             .unwrap();
     assert_eq!(handed["user_id"], "visitor");
     assert_eq!(handed["roles"], json!(["a", "b"]));
-    assert_eq!(handed["api_key"], API_KEY);
+    assert_eq!(handed["api_key"], GENERATED, "the generated API key");
     let expires_at = handed["expires_at"].as_i64().unwrap();
     assert!((now() + 59..=now() + 61).contains(&expires_at), "{handed}");
     // The token it hands out opens a connection for that user and those roles.

@@ -38,6 +38,14 @@ impl RedisServer {
         server
     }
 
+    /// Starts `redis-server` on `port`, e.g. one a node was told to use before
+    /// anything listened there.
+    pub async fn start_on(port: u16) -> RedisServer {
+        let mut server = RedisServer { port, child: None };
+        server.restart().await;
+        server
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
