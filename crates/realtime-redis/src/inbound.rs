@@ -37,11 +37,13 @@ impl Inbound {
         runtime.spawn(async move {
             while let Some(msg) = pending.recv().await {
                 let payload = msg.get_payload_bytes();
-                inbox(payload);
+                // Counted as handed over before the hand-over, so whoever the inbox
+                // tells about the envelope already sees it counted.
                 delivered.passed(payload.len());
                 if delivered.backlog_envelopes.get() == 0 {
                     idle.notify_waiters();
                 }
+                inbox(payload);
             }
         });
         Inbound {
@@ -69,7 +71,8 @@ impl Inbound {
         Ok(())
     }
 
-    /// Resolves once everything queued so far has been handed to the inbox.
+    /// Resolves once everything queued so far has been handed to the inbox (the
+    /// last one may still be in the inbox's hands).
     pub(crate) async fn drained(&self) {
         loop {
             let notified = self.drained.notified();
