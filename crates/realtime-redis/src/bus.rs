@@ -1,41 +1,45 @@
 //! [`RedisBus`]: the message bus over Redis pub/sub.
 //!
-//! Two links, each with its own task: the subscriber (one pub/sub connection that
-//! holds exactly the channels the engine asked for and hands every message to the
-//! engine's inbox) and the publisher (one multiplexed connection that drains the
-//! outbox in pipelined batches, in order). A batch that fails is kept and
+//! Two links, each with its own task: the subscriber (`subscriber.rs`: one pub/sub
+//! connection that holds exactly the channels the engine asked for and hands every
+//! message to the engine's inbox) and the publisher (`publisher.rs`: one
+//! multiplexed connection that drains the outbox in pipelined batches, in order). A batch that fails is kept and
 //! published again after the reconnect, so a Redis blip delays envelopes instead
 //! of losing them; receivers drop the rare duplicate by sequence number.
+//!
+//! Both directions are bounded in envelopes and bytes. Outbound, a send beyond
+//! the bound fails at once. Inbound, the Redis client reads its socket without
+//! pause, so the subscriber moves what it reads into the bounded [`Inbound`]
+//! hand-off at once; a node whose engine falls behind it drops the link, counts
+//! what it discarded, and resubscribes once it has caught up.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use realtime::cluster::bus::{BusError, BusFuture, BusStatus, CountFuture, Inbox, MessageBus};
 use redis::Client;
-use redis::aio::{MultiplexedConnection, PubSubSink};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::RedisConfig;
-use crate::backoff::Backoff;
-use crate::link::{self, Link};
+use crate::inbound::Inbound;
+use crate::link::Link;
+use crate::metrics::BusMetrics;
+use crate::publisher::{Publisher, run_publisher};
+use crate::subscriber::{Subscriber, run_subscriber};
 
-/// Channels per SUBSCRIBE command when restoring a large set.
-const SUBSCRIBE_CHUNK: usize = 1000;
-/// Envelopes per pipelined publish.
-const PUBLISH_BATCH: usize = 256;
 /// A link with no traffic is checked this often, so an outage shows in `/health`.
-const IDLE_CHECK: Duration = Duration::from_secs(1);
+pub(crate) const IDLE_CHECK: Duration = Duration::from_secs(1);
 
-struct InterestChange {
-    subscribe: Vec<String>,
-    unsubscribe: Vec<String>,
-    done: oneshot::Sender<Result<(), BusError>>,
+/// Channels to subscribe and unsubscribe, and where to report once active.
+pub(crate) struct InterestChange {
+    pub(crate) subscribe: Vec<String>,
+    pub(crate) unsubscribe: Vec<String>,
+    pub(crate) done: oneshot::Sender<Result<(), BusError>>,
 }
 
 /// An envelope for a channel, and where to report how many nodes received it.
-type Outgoing = (String, Vec<u8>, Option<oneshot::Sender<usize>>);
+pub(crate) type Outgoing = (String, Vec<u8>, Option<oneshot::Sender<usize>>);
 
 /// The message bus over Redis pub/sub. Create it with [`crate::RedisCluster`].
 pub struct RedisBus {
@@ -43,10 +47,16 @@ pub struct RedisBus {
     config: RedisConfig,
     subscriber: Arc<Link>,
     publisher: Arc<Link>,
+    metrics: BusMetrics,
     /// Every channel the engine wants, re-subscribed after each reconnect.
     desired: Arc<Mutex<HashSet<String>>>,
     changes: mpsc::UnboundedSender<InterestChange>,
     outbox: mpsc::Sender<Outgoing>,
+    /// Envelopes ever queued for the publisher; held while queueing, so the count
+    /// matches the queue's order.
+    queued: Mutex<u64>,
+    /// Envelopes ever handed to Redis, in queue order (for [`MessageBus::flush`]).
+    published: Arc<watch::Sender<u64>>,
     receivers: Mutex<
         Option<(
             mpsc::UnboundedReceiver<InterestChange>,
@@ -59,14 +69,18 @@ impl RedisBus {
     pub(crate) fn new(client: Client, config: RedisConfig) -> Self {
         let (changes, changes_rx) = mpsc::unbounded_channel();
         let (outbox, outbox_rx) = mpsc::channel(config.outbox_capacity.max(1));
+        let metrics = BusMetrics::new();
         RedisBus {
             client,
             config,
-            subscriber: Arc::new(Link::new("subscriber")),
-            publisher: Arc::new(Link::new("publisher")),
+            subscriber: Arc::new(Link::with_gauges("subscriber", metrics.link("subscriber"))),
+            publisher: Arc::new(Link::with_gauges("publisher", metrics.link("publisher"))),
+            metrics,
             desired: Arc::new(Mutex::new(HashSet::new())),
             changes,
             outbox,
+            queued: Mutex::new(0),
+            published: Arc::new(watch::Sender::new(0)),
             receivers: Mutex::new(Some((changes_rx, outbox_rx))),
         }
     }
@@ -83,18 +97,54 @@ impl RedisBus {
             && self.subscriber.is_up()
             && self.publisher.is_up()
     }
+
+    /// Waits (up to `timeout`) until a link is down. Returns whether one is.
+    pub async fn wait_until_down(&self, timeout: Duration) -> bool {
+        let (mut sub, mut publ) = (self.subscriber.watch(), self.publisher.watch());
+        let _ = tokio::time::timeout(timeout, async {
+            tokio::select! {
+                _ = sub.wait_for(|up| !*up) => {}
+                _ = publ.wait_for(|up| !*up) => {}
+            }
+        })
+        .await;
+        !(self.subscriber.is_up() && self.publisher.is_up())
+    }
 }
 
 impl RedisBus {
+    /// Queues an envelope for the publisher, or refuses it at once when the queue
+    /// is at its bound in envelopes or bytes. An empty queue takes any envelope.
     fn enqueue(&self, item: Outgoing) -> Result<(), BusError> {
-        self.outbox.try_send(item).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                BusError::Unavailable("redis publisher backlog is full".into())
+        let size = item.1.len();
+        let backlog = &self.metrics.outbound;
+        let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
+        let waiting = backlog.backlog_bytes.get().max(0) as usize;
+        if waiting > 0 && waiting + size > self.config.outbox_bytes {
+            return Err(BusError::Unavailable(
+                "redis publisher backlog is full (bytes)".into(),
+            ));
+        }
+        // Counted before it is visible to the publisher, which uncounts it.
+        backlog.queued(size);
+        match self.outbox.try_send(item) {
+            Ok(()) => {
+                *queued += 1;
+                Ok(())
             }
-            mpsc::error::TrySendError::Closed(_) => {
-                BusError::Unavailable("redis publisher stopped".into())
+            Err(e) => {
+                backlog.backlog_envelopes.dec();
+                backlog.backlog_bytes.dec_by(size as i64);
+                Err(match e {
+                    mpsc::error::TrySendError::Full(_) => {
+                        BusError::Unavailable("redis publisher backlog is full".into())
+                    }
+                    mpsc::error::TrySendError::Closed(_) => {
+                        BusError::Unavailable("redis publisher stopped".into())
+                    }
+                })
             }
-        })
+        }
     }
 }
 
@@ -118,18 +168,32 @@ impl MessageBus for RedisBus {
                 .mark_down(&"the bus must be started inside a tokio runtime");
             return;
         };
-        runtime.spawn(run_subscriber(
-            self.client.clone(),
-            self.config.clone(),
-            self.subscriber.clone(),
-            self.desired.clone(),
-            changes,
+        let inbound = Inbound::start(
+            &runtime,
             inbox,
+            self.metrics.inbound.clone(),
+            self.config.inbox_capacity,
+            self.config.inbox_bytes,
+        );
+        runtime.spawn(run_subscriber(
+            Subscriber {
+                client: self.client.clone(),
+                config: self.config.clone(),
+                link: self.subscriber.clone(),
+                desired: self.desired.clone(),
+                inbound: Arc::new(inbound),
+                dropped: self.metrics.dropped_behind.clone(),
+            },
+            changes,
         ));
         runtime.spawn(run_publisher(
-            self.client.clone(),
-            self.config.clone(),
-            self.publisher.clone(),
+            Publisher {
+                client: self.client.clone(),
+                config: self.config.clone(),
+                link: self.publisher.clone(),
+                flow: self.metrics.outbound.clone(),
+                published: self.published.clone(),
+            },
             outbox,
         ));
     }
@@ -183,191 +247,20 @@ impl MessageBus for RedisBus {
         }
         BusStatus::Up
     }
-}
 
-async fn run_subscriber(
-    client: Client,
-    config: RedisConfig,
-    link: Arc<Link>,
-    desired: Arc<Mutex<HashSet<String>>>,
-    mut changes: mpsc::UnboundedReceiver<InterestChange>,
-    inbox: Inbox,
-) {
-    let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
-    let timeout = config.command_timeout;
-    loop {
-        let connected = async {
-            let pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
+    fn flush(&self) -> BusFuture {
+        let target = *self.queued.lock().unwrap_or_else(|p| p.into_inner());
+        let mut published = self.published.subscribe();
+        Box::pin(async move {
+            published
+                .wait_for(|n| *n >= target)
                 .await
-                .map_err(|_| "connect timed out".to_string())?
-                .map_err(|e| e.to_string())?;
-            let (mut sink, stream) = pubsub.split();
-            let channels: Vec<String> = desired
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .cloned()
-                .collect();
-            for chunk in channels.chunks(SUBSCRIBE_CHUNK) {
-                with_timeout(timeout, sink.subscribe(chunk)).await?;
-            }
-            Ok::<_, String>((sink, stream))
-        }
-        .await;
-        let (mut sink, mut stream) = match connected {
-            Ok(pair) => pair,
-            Err(e) => {
-                link.mark_down(&e);
-                if !wait_refusing(&mut changes, backoff.next_delay(), &link).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        link.mark_up();
-        backoff.reset();
-        let mut idle = tokio::time::interval(IDLE_CHECK);
-        idle.tick().await;
-        let failure = loop {
-            tokio::select! {
-                msg = stream.next() => match msg {
-                    Some(msg) => inbox(msg.get_payload_bytes()),
-                    None => break "connection closed".to_string(),
-                },
-                change = changes.recv() => {
-                    let Some(change) = change else { return };
-                    match apply(&mut sink, &change, timeout).await {
-                        Ok(()) => { let _ = change.done.send(Ok(())); }
-                        Err(e) => {
-                            let _ = change.done.send(Err(BusError::Unavailable(format!("redis subscriber: {e}"))));
-                            break e;
-                        }
-                    }
-                }
-                _ = idle.tick() => {
-                    if let Err(e) = with_timeout(timeout, sink.ping::<redis::Value>()).await {
-                        break e;
-                    }
-                }
-            }
-        };
-        link.mark_down(&failure);
-        if !wait_refusing(&mut changes, backoff.next_delay(), &link).await {
-            return;
-        }
+                .map(|_| ())
+                .map_err(|_| BusError::Unavailable("redis publisher stopped".into()))
+        })
     }
-}
 
-async fn apply(
-    sink: &mut PubSubSink,
-    change: &InterestChange,
-    timeout: Duration,
-) -> Result<(), String> {
-    for chunk in change.subscribe.chunks(SUBSCRIBE_CHUNK) {
-        with_timeout(timeout, sink.subscribe(chunk)).await?;
-    }
-    for chunk in change.unsubscribe.chunks(SUBSCRIBE_CHUNK) {
-        with_timeout(timeout, sink.unsubscribe(chunk)).await?;
-    }
-    Ok(())
-}
-
-/// Sleeps `delay` while answering interest changes with "unavailable" (they are
-/// already recorded and will be applied on reconnect). Returns false if the engine
-/// is gone.
-async fn wait_refusing(
-    changes: &mut mpsc::UnboundedReceiver<InterestChange>,
-    delay: Duration,
-    link: &Link,
-) -> bool {
-    let sleep = tokio::time::sleep(delay);
-    tokio::pin!(sleep);
-    loop {
-        tokio::select! {
-            () = &mut sleep => return true,
-            change = changes.recv() => match change {
-                Some(change) => { let _ = change.done.send(Err(BusError::Unavailable(link.reason()))); }
-                None => return false,
-            },
-        }
-    }
-}
-
-async fn run_publisher(
-    client: Client,
-    config: RedisConfig,
-    link: Arc<Link>,
-    mut outbox: mpsc::Receiver<Outgoing>,
-) {
-    let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
-    let mut connection: Option<MultiplexedConnection> = None;
-    let mut batch: Vec<Outgoing> = Vec::with_capacity(PUBLISH_BATCH);
-    loop {
-        let con = match connection.as_mut() {
-            Some(con) => con,
-            None => match link::connect(&client, config.command_timeout).await {
-                Ok(con) => {
-                    link.mark_up();
-                    backoff.reset();
-                    connection.insert(con)
-                }
-                Err(e) => {
-                    link.mark_down(&e);
-                    tokio::time::sleep(backoff.next_delay()).await;
-                    continue;
-                }
-            },
-        };
-        if batch.is_empty() {
-            tokio::select! {
-                item = outbox.recv() => match item {
-                    Some(item) => batch.push(item),
-                    None => return,
-                },
-                () = tokio::time::sleep(IDLE_CHECK) => {
-                    if let Err(e) = redis::cmd("PING").query_async::<String>(con).await {
-                        link.mark_down(&e);
-                        connection = None;
-                    }
-                    continue;
-                }
-            }
-            while batch.len() < PUBLISH_BATCH {
-                match outbox.try_recv() {
-                    Ok(item) => batch.push(item),
-                    Err(_) => break,
-                }
-            }
-        }
-        let mut pipe = redis::pipe();
-        for (channel, envelope, _) in &batch {
-            pipe.cmd("PUBLISH").arg(channel).arg(envelope.as_slice());
-        }
-        match pipe.query_async::<Vec<usize>>(con).await {
-            Ok(receivers) => {
-                for ((_, _, counted), n) in batch.drain(..).zip(receivers) {
-                    if let Some(tx) = counted {
-                        let _ = tx.send(n);
-                    }
-                }
-            }
-            Err(e) => {
-                // Keep the batch: it goes out again, in order, after the reconnect.
-                link.mark_down(&e);
-                connection = None;
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-        }
-    }
-}
-
-async fn with_timeout<T>(
-    timeout: Duration,
-    fut: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("command timed out".into()),
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.metrics.register(registry);
     }
 }

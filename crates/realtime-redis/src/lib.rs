@@ -18,7 +18,11 @@
 mod backoff;
 mod bus;
 mod directory;
+mod inbound;
 mod link;
+mod metrics;
+mod publisher;
+mod subscriber;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +52,18 @@ pub struct RedisConfig {
     /// Envelopes that may wait for the publisher; beyond it sends fail (503)
     /// rather than queue without bound. Default 65 536.
     pub outbox_capacity: usize,
+    /// Bytes of envelopes that may wait for the publisher; beyond it sends fail
+    /// (503) as for `outbox_capacity`. An envelope larger than this is taken only
+    /// into an empty queue. Default 64 MiB.
+    pub outbox_bytes: usize,
+    /// Envelopes received from Redis that may wait for this node's engine. A node
+    /// that falls further behind drops its subscriber link, counts the envelopes
+    /// it discards (`realtime_bus_envelopes_dropped_total`), and resubscribes once
+    /// it has caught up. Default 262 144.
+    pub inbox_capacity: usize,
+    /// Bytes of received envelopes that may wait for this node's engine, as for
+    /// `inbox_capacity`. Default 64 MiB.
+    pub inbox_bytes: usize,
 }
 
 impl RedisConfig {
@@ -60,6 +76,9 @@ impl RedisConfig {
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(1),
             outbox_capacity: 65_536,
+            outbox_bytes: 64 * 1024 * 1024,
+            inbox_capacity: 262_144,
+            inbox_bytes: 64 * 1024 * 1024,
         }
     }
 

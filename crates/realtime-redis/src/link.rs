@@ -8,10 +8,13 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client};
 use tokio::sync::watch;
 
+use crate::metrics::LinkGauges;
+
 pub(crate) struct Link {
     name: &'static str,
     state: watch::Sender<bool>,
     detail: Mutex<Detail>,
+    gauges: LinkGauges,
 }
 
 struct Detail {
@@ -22,7 +25,13 @@ struct Detail {
 
 impl Link {
     pub(crate) fn new(name: &'static str) -> Self {
+        Self::with_gauges(name, LinkGauges::default())
+    }
+
+    /// A link whose state and reconnects are also reported through `gauges`.
+    pub(crate) fn with_gauges(name: &'static str, gauges: LinkGauges) -> Self {
         Link {
+            gauges,
             name,
             state: watch::Sender::new(false),
             detail: Mutex::new(Detail {
@@ -53,6 +62,7 @@ impl Link {
         let mut d = self.detail.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(since) = d.down_since.take() {
             if d.ever_up {
+                self.gauges.reconnects.inc();
                 tracing::info!(link = self.name, outage = ?since.elapsed(), "redis link restored");
             } else {
                 tracing::info!(link = self.name, "redis link connected");
@@ -60,6 +70,7 @@ impl Link {
         }
         d.ever_up = true;
         d.reason.clear();
+        self.gauges.up.set(1);
         self.state.send_replace(true);
     }
 
@@ -73,6 +84,7 @@ impl Link {
         } else {
             tracing::debug!(link = self.name, %error, "redis reconnect attempt failed");
         }
+        self.gauges.up.set(0);
         self.state.send_replace(false);
     }
 }

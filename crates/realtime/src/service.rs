@@ -69,7 +69,9 @@ pub(crate) struct Inner {
 pub struct Delivery {
     /// Connections on this node the message was queued to.
     pub local: usize,
-    /// Whether the message was handed to the bus for the other nodes.
+    /// Whether the message was queued on the bus for the other nodes. With the
+    /// Redis bus: accepted into the node's bounded publisher queue, which hands it
+    /// to Redis asynchronously and in order; not an acknowledgement from Redis.
     pub relayed: bool,
 }
 
@@ -311,8 +313,12 @@ impl Realtime {
 
     /// Graceful shutdown: refuse new connections, send `server-shutdown` to every
     /// connection, close each with 1001 once its queue is written, and wait up to
-    /// `timeout` for the sockets to close. Returns `true` if all closed in time.
+    /// `timeout` for the sockets to close. In a cluster the same budget covers
+    /// draining the bus's publisher queue, so envelopes sent before the shutdown
+    /// still reach the other nodes. Returns `true` if all sockets closed and the
+    /// queue drained in time.
     pub async fn shutdown(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
         self.inner.accepting.store(false, Ordering::Release);
         let timestamp = now_rfc3339();
         let frame = Utf8Bytes::from(
@@ -327,13 +333,30 @@ impl Realtime {
             handle.close(CloseCode::ServerShutdown);
         }
         self.inner.sessions.close();
-        let closed = tokio::time::timeout(timeout, self.inner.sessions.wait())
-            .await
-            .is_ok();
+        let sessions = tokio::time::timeout_at(deadline, self.inner.sessions.wait());
+        // Drained alongside the sockets: one budget, and a slow client cannot use
+        // up the time the queued envelopes need.
+        let flushed = async {
+            let Some(relay) = &self.inner.relay else {
+                return true;
+            };
+            match tokio::time::timeout_at(deadline, relay.bus.flush()).await {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "shutdown: the bus could not drain its queue");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!(?timeout, "shutdown: the bus queue did not drain in time");
+                    false
+                }
+            }
+        };
+        let (closed, flushed) = futures_util::future::join(sessions, flushed).await;
         if let Some(relay) = &self.inner.relay {
             let _ = tokio::time::timeout(timeout, relay.directory.leave()).await;
         }
-        closed
+        closed.is_ok() && flushed
     }
 
     /// Whether new connections are accepted (false once shutdown began).
@@ -353,9 +376,13 @@ impl Realtime {
         }
     }
 
-    /// Registers the engine's metrics in an application's Prometheus registry.
+    /// Registers the engine's metrics, and its message bus's, in an application's
+    /// Prometheus registry.
     pub fn register_metrics(&self, registry: &mut MetricsRegistry) {
         self.inner.metrics.register(registry);
+        if let Some(relay) = &self.inner.relay {
+            relay.bus.register_metrics(registry);
+        }
     }
 
     /// Creates a connection and queues `first_frame` (the welcome). In a cluster it

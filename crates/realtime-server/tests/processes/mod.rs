@@ -160,4 +160,19 @@ impl Node {
     pub async fn kill(&mut self) {
         self.child.kill().await.unwrap();
     }
+
+    /// Asks the node to shut down gracefully (SIGTERM), as an orchestrator does.
+    pub fn terminate(&self) {
+        let pid = self.child.id().expect("node still running").to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "SIGTERM delivered");
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().await.unwrap()
+    }
 }

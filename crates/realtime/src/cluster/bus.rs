@@ -58,6 +58,21 @@ pub trait MessageBus: Send + Sync + 'static {
     fn update_interest(&self, subscribe: Vec<String>, unsubscribe: Vec<String>) -> BusFuture;
 
     fn status(&self) -> BusStatus;
+
+    /// Resolves once every envelope handed to [`publish`](Self::publish) (or
+    /// [`publish_counted`](Self::publish_counted)) before the call has been handed to
+    /// the transport, so a stopping node can wait for its queue to drain. The
+    /// default resolves at once: right for a bus that delivers synchronously.
+    fn flush(&self) -> BusFuture {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Adds the bus's own metrics (backlog, links, traffic) to `registry`; the
+    /// engine's [`register_metrics`](crate::Realtime::register_metrics) calls it.
+    /// The default registers nothing.
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        let _ = registry;
+    }
 }
 
 /// One connection as the cluster directory records it.

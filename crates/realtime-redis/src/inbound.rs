@@ -1,0 +1,85 @@
+//! The inbound hand-off: a queue bounded in envelopes and bytes between the
+//! subscriber link, which drains the Redis client as fast as it reads, and one
+//! task that hands each envelope to the engine's inbox, in arrival order.
+
+use std::sync::Arc;
+
+use realtime::cluster::bus::Inbox;
+use redis::Msg;
+use tokio::sync::{Notify, mpsc};
+
+use crate::metrics::Flow;
+
+/// The backlog is at its bound: the envelope was not queued.
+#[derive(Debug)]
+pub(crate) struct Full;
+
+pub(crate) struct Inbound {
+    queue: mpsc::UnboundedSender<Msg>,
+    flow: Flow,
+    capacity: usize,
+    bytes: usize,
+    drained: Arc<Notify>,
+}
+
+impl Inbound {
+    /// Spawns the delivery task on `runtime`.
+    pub(crate) fn start(
+        runtime: &tokio::runtime::Handle,
+        inbox: Inbox,
+        flow: Flow,
+        capacity: usize,
+        bytes: usize,
+    ) -> Inbound {
+        let (queue, mut pending) = mpsc::unbounded_channel::<Msg>();
+        let drained = Arc::new(Notify::new());
+        let (delivered, idle) = (flow.clone(), drained.clone());
+        runtime.spawn(async move {
+            while let Some(msg) = pending.recv().await {
+                let payload = msg.get_payload_bytes();
+                // Counted as handed over before the hand-over, so whoever the inbox
+                // tells about the envelope already sees it counted.
+                delivered.passed(payload.len());
+                if delivered.backlog_envelopes.get() == 0 {
+                    idle.notify_waiters();
+                }
+                inbox(payload);
+            }
+        });
+        Inbound {
+            queue,
+            flow,
+            capacity: capacity.max(1),
+            bytes,
+            drained,
+        }
+    }
+
+    /// Queues an envelope for the inbox, unless that would take the backlog past
+    /// its bounds. An empty backlog takes any envelope, so one larger than the byte
+    /// bound is still delivered.
+    pub(crate) fn push(&self, msg: Msg) -> Result<(), Full> {
+        let size = msg.get_payload_bytes().len();
+        let waiting = self.flow.backlog_envelopes.get().max(0) as usize;
+        let waiting_bytes = self.flow.backlog_bytes.get().max(0) as usize;
+        if waiting > 0 && (waiting >= self.capacity || waiting_bytes + size > self.bytes) {
+            return Err(Full);
+        }
+        self.flow.queued(size);
+        // The delivery task lives as long as the runtime; after that nothing is read.
+        let _ = self.queue.send(msg);
+        Ok(())
+    }
+
+    /// Resolves once everything queued so far has been handed to the inbox (the
+    /// last one may still be in the inbox's hands).
+    pub(crate) async fn drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            if self.flow.backlog_envelopes.get() <= 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Prometheus metrics of the Redis bus: relay backlog, link state, reconnects and
+//! traffic in each direction, pre-resolved so the relay path only bumps atomics.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+type Labels = [(&'static str, &'static str); 1];
+
+/// One direction of the relay: what waits, and what went through.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Flow {
+    /// Envelopes waiting (inbound: for the engine; outbound: for Redis).
+    pub(crate) backlog_envelopes: Gauge,
+    pub(crate) backlog_bytes: Gauge,
+    /// Envelopes that went through (inbound: to the engine; outbound: to Redis).
+    pub(crate) envelopes: Counter,
+    pub(crate) bytes: Counter,
+}
+
+impl Flow {
+    pub(crate) fn queued(&self, bytes: usize) {
+        self.backlog_envelopes.inc();
+        self.backlog_bytes.inc_by(bytes as i64);
+    }
+
+    pub(crate) fn passed(&self, bytes: usize) {
+        self.backlog_envelopes.dec();
+        self.backlog_bytes.dec_by(bytes as i64);
+        self.envelopes.inc();
+        self.bytes.inc_by(bytes as u64);
+    }
+}
+
+/// The state handles of one link.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LinkGauges {
+    pub(crate) up: Gauge,
+    pub(crate) reconnects: Counter,
+}
+
+/// Every metric of one bus.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BusMetrics {
+    backlog_envelopes: Family<Labels, Gauge>,
+    backlog_bytes: Family<Labels, Gauge>,
+    envelopes: Family<Labels, Counter>,
+    bytes: Family<Labels, Counter>,
+    link_up: Family<Labels, Gauge>,
+    reconnects: Family<Labels, Counter>,
+    dropped: Family<Labels, Counter>,
+    pub(crate) inbound: Flow,
+    pub(crate) outbound: Flow,
+    /// Envelopes received from Redis and discarded because the node fell behind.
+    pub(crate) dropped_behind: Counter,
+}
+
+impl BusMetrics {
+    pub(crate) fn new() -> Self {
+        let mut m = BusMetrics::default();
+        m.inbound = m.flow("inbound");
+        m.outbound = m.flow("outbound");
+        m.dropped_behind = m.dropped.get_or_create_owned(&[("reason", "behind")]);
+        m
+    }
+
+    fn flow(&self, direction: &'static str) -> Flow {
+        let label = [("direction", direction)];
+        Flow {
+            backlog_envelopes: self.backlog_envelopes.get_or_create_owned(&label),
+            backlog_bytes: self.backlog_bytes.get_or_create_owned(&label),
+            envelopes: self.envelopes.get_or_create_owned(&label),
+            bytes: self.bytes.get_or_create_owned(&label),
+        }
+    }
+
+    pub(crate) fn link(&self, name: &'static str) -> LinkGauges {
+        let label = [("link", name)];
+        LinkGauges {
+            up: self.link_up.get_or_create_owned(&label),
+            reconnects: self.reconnects.get_or_create_owned(&label),
+        }
+    }
+
+    /// Adds every metric to `registry` (the handles are shared, not copied).
+    pub(crate) fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "realtime_bus_backlog_envelopes",
+            "Envelopes waiting on the relay path, by direction (inbound: for this node; outbound: for Redis)",
+            self.backlog_envelopes.clone(),
+        );
+        registry.register(
+            "realtime_bus_backlog_bytes",
+            "Bytes of envelopes waiting on the relay path, by direction",
+            self.backlog_bytes.clone(),
+        );
+        registry.register(
+            "realtime_bus_envelopes",
+            "Envelopes relayed, by direction (inbound: handed to this node; outbound: handed to Redis)",
+            self.envelopes.clone(),
+        );
+        registry.register(
+            "realtime_bus_bytes",
+            "Bytes of envelopes relayed, by direction",
+            self.bytes.clone(),
+        );
+        registry.register(
+            "realtime_bus_link_up",
+            "Whether a Redis link of the bus is connected (1) or down (0), by link",
+            self.link_up.clone(),
+        );
+        registry.register(
+            "realtime_bus_reconnects",
+            "Times a Redis link of the bus was restored after going down, by link",
+            self.reconnects.clone(),
+        );
+        registry.register(
+            "realtime_bus_envelopes_dropped",
+            "Envelopes received from Redis and discarded, by reason (behind: the inbound backlog was full)",
+            self.dropped.clone(),
+        );
+    }
+}

@@ -1,0 +1,483 @@
+//! The relay path over a real `redis-server` (started by the test on a free port):
+//! what a node has read from Redis is delivered even when the link then fails,
+//! both directions are bounded and a node that falls behind is visible, the bus
+//! reports itself in `/metrics`, and a graceful stop drains the publisher queue.
+//! Every check is a tally of the test's own sequence numbers.
+
+mod common;
+mod processes;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use processes::{Node, RedisServer, START};
+use prometheus_client::registry::Registry;
+use realtime::cluster::bus::MessageBus;
+use realtime::{JwtVerifier, Realtime, RealtimeConfig};
+use realtime_core::{Body, Channels, Envelope, NodeTag, Route, Topic};
+use realtime_redis::{RedisCluster, RedisConfig};
+use serde_json::{Value, json};
+
+/// Polls another process's state until `check` passes. Across processes there is
+/// no event to await, so this looks every 20 ms; `bound` is only an upper limit.
+async fn eventually<F, Fut>(bound: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + bound;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {bound:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn redis_connection(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// A client on `node` for `user`, past its welcome.
+async fn connect(node: &Node, user: &str) -> Client {
+    let mut client = Client::connect(&node.ws_url(&token(user, &[]))).await;
+    assert_eq!(client.recv().await["type"], "welcome");
+    client
+}
+
+async fn subscribe(client: &mut Client, topic: &str) {
+    let reply = client
+        .command(json!({"action": "subscribe", "topic": topic, "ref": topic}))
+        .await;
+    assert_eq!(
+        reply,
+        json!({"type": "subscribed", "topic": topic, "ref": topic})
+    );
+}
+
+/// Reads frames of type `kind` until `expected` arrived or nothing came for a
+/// while; returns their `n` fields in arrival order.
+async fn tally(client: &mut Client, kind: &str, expected: usize, bound: Duration) -> Vec<u64> {
+    use futures_util::StreamExt;
+    let mut seen = Vec::new();
+    while seen.len() < expected {
+        let Ok(Some(Ok(frame))) = tokio::time::timeout(bound, client.ws.next()).await else {
+            break;
+        };
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            if value["type"] == kind {
+                seen.push(value["n"].as_u64().unwrap());
+            }
+        }
+    }
+    seen
+}
+
+async fn post(node_url: &str, path: &str, body: &Value) -> (u16, Value) {
+    answer(
+        reqwest::Client::new()
+            .post(format!("{node_url}{path}"))
+            .bearer_auth(API_KEY)
+            .json(body),
+    )
+    .await
+}
+
+async fn metrics(node: &Node) -> String {
+    reqwest::get(node.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of the sample `series` (name with labels) in an OpenMetrics text.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The test plays another node: its envelopes carry its own tag and sequence.
+fn envelope(origin: NodeTag, seq: u64, route: Route, message: &Value) -> Vec<u8> {
+    Envelope {
+        origin,
+        seq,
+        body: Body::Message {
+            route,
+            payload: message.to_string().into_bytes(),
+        },
+    }
+    .encode()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelopes_read_before_the_subscriber_link_fails_are_delivered() {
+    const TOPICS: u64 = 16;
+    // Under a connection's outbound queue bound, so no client is a slow consumer.
+    const PER_TOPIC: u64 = 1000;
+    let mut redis = RedisServer::start().await;
+    let mut b = Node::start(&redis.url(), "b", &[]).await;
+    let mut readers = Vec::new();
+    for i in 0..TOPICS {
+        let mut client = connect(&b, &format!("user-{i}")).await;
+        subscribe(&mut client, &format!("burst-{i}")).await;
+        readers.push(tokio::spawn(async move {
+            let seen = tally(&mut client, "burst", PER_TOPIC as usize, WAIT).await;
+            (client, seen)
+        }));
+    }
+    let mut late = connect(&b, "late").await;
+
+    // A burst from another node, every envelope confirmed by Redis (one receiver).
+    let channels = Channels::new("rt-test");
+    let origin = NodeTag::from_random(0x5eed);
+    let mut con = redis_connection(&redis).await;
+    let total = TOPICS * PER_TOPIC;
+    for chunk in (1..=total).collect::<Vec<_>>().chunks(1000) {
+        let mut pipe = redis::pipe();
+        for &seq in chunk {
+            let topic = Topic::parse(&format!("burst-{}", seq % TOPICS)).unwrap();
+            let message = json!({"type": "burst", "topic": topic.as_str(), "n": seq});
+            pipe.cmd("PUBLISH")
+                .arg(channels.topic(topic.as_str()))
+                .arg(envelope(origin, seq, Route::Topic(topic), &message));
+        }
+        let receivers: Vec<usize> = pipe.query_async(&mut con).await.unwrap();
+        assert!(
+            receivers.iter().all(|n| *n == 1),
+            "every envelope confirmed"
+        );
+    }
+    // Redis answers this SUBSCRIBE after writing the whole burst to the same
+    // connection, so once it is acknowledged node b has read every envelope.
+    subscribe(&mut late, "after-the-burst").await;
+    redis.kill().await;
+    // Activity on the failing link (an interest change) while the burst is still
+    // being handed over.
+    late.send(json!({"action": "subscribe", "topic": "during-the-outage"}))
+        .await;
+
+    for (i, reader) in readers.into_iter().enumerate() {
+        let (_client, seen) = reader.await.unwrap();
+        let expected: Vec<u64> = (1..=total).filter(|s| s % TOPICS == i as u64).collect();
+        assert_eq!(
+            seen.len(),
+            expected.len(),
+            "topic burst-{i}: every envelope node b had read arrives"
+        );
+        assert_eq!(seen, expected, "topic burst-{i}: once each, in order");
+    }
+    b.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_falls_behind_drops_its_link_counts_the_loss_and_recovers() {
+    let redis = RedisServer::start().await;
+    let mut config = RedisConfig::new(redis.url());
+    config.prefix = "behind".into();
+    config.inbox_capacity = 8;
+    let cluster = RedisCluster::new(config).unwrap();
+    let bus = cluster.bus();
+    let mut registry = Registry::default();
+    bus.register_metrics(&mut registry);
+    // The engine stand-in: records every envelope, and stalls until `open` is
+    // dropped (then `recv` fails at once, for good).
+    let (open, gate) = std::sync::mpsc::channel::<()>();
+    let gate = Mutex::new(gate);
+    let (tx, mut received) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    bus.start(
+        Arc::new(move |bytes: &[u8]| {
+            let _ = gate.lock().unwrap().recv();
+            let _ = tx.send(u64::from_be_bytes(bytes.try_into().unwrap()));
+        }),
+        vec!["behind:feed".into()],
+    );
+    assert!(cluster.wait_until_up(START).await);
+
+    let mut con = redis_connection(&redis).await;
+    const BURST: u64 = 200;
+    let mut pipe = redis::pipe();
+    for seq in 1..=BURST {
+        pipe.cmd("PUBLISH")
+            .arg("behind:feed")
+            .arg(seq.to_be_bytes().as_slice());
+    }
+    let receivers: Vec<usize> = pipe.query_async(&mut con).await.unwrap();
+    let confirmed = receivers.iter().filter(|n| **n == 1).count() as u64;
+    assert!(
+        bus.wait_until_down(WAIT).await,
+        "the link is dropped once the backlog is full"
+    );
+    let status = serde_json::to_value(bus.status()).unwrap();
+    assert!(
+        status["reason"].as_str().unwrap().contains("fell behind"),
+        "{status}"
+    );
+    drop(open);
+
+    // It resubscribes once it has caught up, and delivery resumes.
+    assert!(bus.wait_until_up(WAIT).await, "the link is restored");
+    let marker = BURST + 1;
+    let n: usize = redis::cmd("PUBLISH")
+        .arg("behind:feed")
+        .arg(marker.to_be_bytes().as_slice())
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let mut seen = Vec::new();
+    loop {
+        let seq = tokio::time::timeout(WAIT, received.recv())
+            .await
+            .expect("the marker arrives")
+            .unwrap();
+        if seq == marker {
+            break;
+        }
+        seen.push(seq);
+    }
+    let kept = seen.len() as u64;
+    assert_eq!(
+        seen,
+        (1..=kept).collect::<Vec<_>>(),
+        "what was kept is a prefix, in order"
+    );
+    assert!(
+        (1..=9).contains(&kept),
+        "at most the bound (8) plus the one in the inbox's hands: {kept}"
+    );
+
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let dropped = sample(
+        &text,
+        "realtime_bus_envelopes_dropped_total{reason=\"behind\"}",
+    )
+    .expect("dropped counter exported") as u64;
+    assert!(dropped >= 1, "the loss is counted:\n{text}");
+    assert!(
+        kept + dropped <= confirmed,
+        "nothing counted twice: kept {kept} + dropped {dropped} <= {confirmed}"
+    );
+    assert_eq!(
+        sample(&text, "realtime_bus_reconnects_total{link=\"subscriber\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "realtime_bus_envelopes_total{direction=\"inbound\"}"),
+        Some((kept + 1) as f64),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn bus_metrics_report_traffic_backlog_links_and_reconnects() {
+    let mut redis = RedisServer::start().await;
+    let mut a = Node::start(&redis.url(), "a", &[]).await;
+    let mut b = Node::start(&redis.url(), "b", &[]).await;
+    let mut client = connect(&b, "watcher").await;
+    subscribe(&mut client, "counted").await;
+    for n in 1..=10 {
+        let (status, _) = post(
+            &format!("http://{}", a.addr),
+            "/api/topics/counted/messages",
+            &json!({"type": "counted", "n": n}),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(
+        tally(&mut client, "counted", 10, WAIT).await,
+        (1..=10).collect::<Vec<_>>()
+    );
+
+    let up = "realtime_bus_link_up{link=\"subscriber\"}";
+    for node in [&a, &b] {
+        let text = metrics(node).await;
+        assert_eq!(sample(&text, up), Some(1.0), "{text}");
+        assert_eq!(
+            sample(&text, "realtime_bus_link_up{link=\"publisher\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, "realtime_bus_reconnects_total{link=\"subscriber\"}"),
+            Some(0.0)
+        );
+    }
+    let text = metrics(&a).await;
+    let out = sample(
+        &text,
+        "realtime_bus_envelopes_total{direction=\"outbound\"}",
+    )
+    .unwrap();
+    assert!(out >= 10.0, "{text}");
+    assert!(sample(&text, "realtime_bus_bytes_total{direction=\"outbound\"}").unwrap() > 0.0);
+    eventually(WAIT, "b's inbound backlog empties", || async {
+        let text = metrics(&b).await;
+        sample(
+            &text,
+            "realtime_bus_backlog_envelopes{direction=\"inbound\"}",
+        ) == Some(0.0)
+            && sample(&text, "realtime_bus_backlog_bytes{direction=\"inbound\"}") == Some(0.0)
+            && sample(&text, "realtime_bus_envelopes_total{direction=\"inbound\"}")
+                .is_some_and(|n| n >= 10.0)
+    })
+    .await;
+    assert_eq!(
+        sample(
+            &metrics(&a).await,
+            "realtime_bus_backlog_envelopes{direction=\"outbound\"}"
+        ),
+        Some(0.0)
+    );
+
+    redis.kill().await;
+    eventually(WAIT, "a's subscriber link reported down", || async {
+        sample(&metrics(&a).await, up) == Some(0.0)
+    })
+    .await;
+    redis.restart().await;
+    eventually(WAIT, "a's subscriber link restored and counted", || async {
+        let text = metrics(&a).await;
+        sample(&text, up) == Some(1.0)
+            && sample(&text, "realtime_bus_reconnects_total{link=\"subscriber\"}")
+                .is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    a.kill().await;
+    b.kill().await;
+}
+
+#[tokio::test]
+async fn the_publisher_queue_is_bounded_in_bytes() {
+    let redis = RedisServer::start().await;
+    let mut b = Node::start(&redis.url(), "b", &[]).await;
+    let mut client = connect(&b, "bulk-reader").await;
+    subscribe(&mut client, "bulk").await;
+
+    // A node built from the library with a small byte bound, serving the real API.
+    let mut config = RedisConfig::new(redis.url());
+    config.prefix = "rt-test".into();
+    config.outbox_bytes = 256 * 1024;
+    // Redis stalls below; the link must stay up so only the bound can refuse.
+    config.command_timeout = Duration::from_secs(60);
+    let cluster = RedisCluster::new(config).unwrap();
+    let verifier = JwtVerifier::hs256(SECRET.as_bytes(), Default::default()).unwrap();
+    let rt = Realtime::clustered(
+        verifier,
+        RealtimeConfig::default(),
+        cluster.cluster_config("bounded"),
+    );
+    assert!(cluster.wait_until_up(START).await);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().nest("/api", realtime_server::api::router(rt.clone(), API_KEY));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // Redis stops executing writes (PUBLISH among them) but stays connected.
+    let mut con = redis_connection(&redis).await;
+    let _: () = redis::cmd("CLIENT")
+        .arg(&["PAUSE", "60000", "WRITE"])
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let pad = "x".repeat(100 * 1024);
+    let mut accepted = 0u64;
+    let mut refusal = None;
+    for n in 1..=20u64 {
+        let (status, body) = post(
+            &url,
+            "/api/topics/bulk/messages",
+            &json!({"type": "bulk", "n": n, "pad": pad}),
+        )
+        .await;
+        match status {
+            200 => {
+                assert_eq!(body["relayed"], true);
+                accepted += 1;
+            }
+            _ => {
+                refusal = Some((status, body));
+                break;
+            }
+        }
+    }
+    let (status, body) = refusal.expect("a send beyond the byte bound is refused");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "bus_unavailable", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("backlog is full"),
+        "{body}"
+    );
+    // 256 KiB holds two 100 KiB envelopes (the one stuck in flight counts until
+    // Redis takes it): far from the 65 536 envelopes the count bound allows.
+    assert_eq!(accepted, 2);
+
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(
+        tally(&mut client, "bulk", accepted as usize, WAIT).await,
+        (1..=accepted).collect::<Vec<_>>(),
+        "every accepted send is relayed once, in order"
+    );
+    b.kill().await;
+}
+
+#[tokio::test]
+async fn a_graceful_stop_drains_the_publisher_queue() {
+    let redis = RedisServer::start().await;
+    let mut a = Node::start(&redis.url(), "a", &[("REALTIME_SHUTDOWN_TIMEOUT", "30s")]).await;
+    let mut b = Node::start(&redis.url(), "b", &[]).await;
+    let mut client = connect(&b, "drain-reader").await;
+    subscribe(&mut client, "drain").await;
+
+    // Redis stops executing writes for six seconds (it resumes by itself), so a's
+    // sends wait in its publisher queue while it is asked to stop.
+    let mut con = redis_connection(&redis).await;
+    let _: () = redis::cmd("CLIENT")
+        .arg(&["PAUSE", "6000", "WRITE"])
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let url = format!("http://{}", a.addr);
+    let mut accepted = 0u64;
+    for n in 1..=200u64 {
+        let (status, _) = post(
+            &url,
+            "/api/topics/drain/messages",
+            &json!({"type": "drain", "n": n}),
+        )
+        .await;
+        if status != 200 {
+            // The publisher timed out on the stalled Redis: later sends are refused.
+            break;
+        }
+        accepted += 1;
+    }
+    assert!(accepted > 0);
+    a.terminate();
+    let exited = tokio::time::timeout(Duration::from_secs(30), a.wait())
+        .await
+        .expect("a exits within its shutdown timeout");
+    assert!(exited.success(), "{exited:?}");
+
+    assert_eq!(
+        tally(&mut client, "drain", accepted as usize, WAIT).await,
+        (1..=accepted).collect::<Vec<_>>(),
+        "every send a accepted before stopping reaches b once, in order"
+    );
+    b.kill().await;
+}
