@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use realtime::cluster::bus::{
-    BusError, BusFuture, ClusterDirectory, DirectoryEntry, ListFuture, Snapshot,
+    BusError, BusFuture, BusStatus, ClusterDirectory, DirectoryEntry, ListFuture, Snapshot,
 };
 use redis::Client;
 use redis::aio::MultiplexedConnection;
@@ -123,6 +123,16 @@ impl ClusterDirectory for RedisDirectory {
 
     fn leave(&self) -> BusFuture {
         self.ask(Command::Leave)
+    }
+
+    fn status(&self) -> BusStatus {
+        if self.link.is_up() {
+            BusStatus::Up
+        } else {
+            BusStatus::Down {
+                reason: self.link.reason(),
+            }
+        }
     }
 }
 

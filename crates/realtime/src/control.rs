@@ -11,7 +11,7 @@ use realtime_core::{
     Route, Topic,
 };
 
-use crate::cluster::bus::DirectoryEntry;
+use crate::cluster::bus::{BusStatus, DirectoryEntry};
 use crate::cluster::{ClusterError, Relay};
 use crate::error::{SendError, SubscribeError};
 use crate::handle::ConnectionHandle;
@@ -133,6 +133,15 @@ impl Realtime {
             }
         }
         Ok(topics)
+    }
+
+    /// Whether the cluster directory (the source of the cluster views) can be
+    /// written and read (always, for a single node).
+    pub fn directory_status(&self) -> BusStatus {
+        self.inner
+            .relay
+            .as_ref()
+            .map_or(BusStatus::Up, Relay::directory_status)
     }
 
     /// The relay, when `id` belongs to another node.

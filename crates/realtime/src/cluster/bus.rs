@@ -88,4 +88,7 @@ pub trait ClusterDirectory: Send + Sync + 'static {
     fn list(&self) -> ListFuture;
     /// Removes this node's records (graceful shutdown).
     fn leave(&self) -> BusFuture;
+    /// Whether records can be written and listed right now. While it is down the
+    /// cluster views are wrong or unavailable, so `/health` reports it.
+    fn status(&self) -> BusStatus;
 }

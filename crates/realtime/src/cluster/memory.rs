@@ -189,4 +189,8 @@ impl ClusterDirectory for MemoryDirectory {
         }
         Box::pin(async { Ok(()) })
     }
+
+    fn status(&self) -> BusStatus {
+        BusStatus::Up
+    }
 }
