@@ -585,3 +585,169 @@ async fn health_is_degraded_while_the_directory_link_is_down_and_the_bus_is_up()
         1
     );
 }
+
+/// Every page of a cluster view from `node`, `limit` entries at a time.
+async fn all_pages(node: &Node, view: &str, limit: usize) -> Vec<Value> {
+    let http = reqwest::Client::new();
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut query = vec![
+            ("scope", "cluster".to_owned()),
+            ("limit", limit.to_string()),
+        ];
+        if let Some(c) = cursor.take() {
+            query.push(("cursor", c));
+        }
+        let (status, page) =
+            answer(http.get(node.url(view)).bearer_auth(API_KEY).query(&query)).await;
+        assert_eq!(status, 200, "{page}");
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        pages.push(page);
+        if cursor.is_none() {
+            return pages;
+        }
+        assert!(pages.len() < 100, "paging does not end: {pages:?}");
+    }
+}
+
+#[tokio::test]
+async fn cluster_views_page_across_two_nodes() {
+    let redis = RedisServer::start().await;
+    let a = Node::start(&redis.url(), "a", &[]).await;
+    let b = Node::start(&redis.url(), "b", &[]).await;
+    let mut ids = HashMap::new();
+    let mut clients = Vec::new();
+    for k in 0..7 {
+        let node = if k < 4 { &a } else { &b };
+        let mut c = connect(node, &format!("user{k}"), &[]).await;
+        subscribe(&mut c, &format!("p{k}")).await;
+        subscribe(&mut c, "shared").await;
+        ids.insert(c.id.clone(), node.node_id.clone());
+        clients.push(c);
+    }
+
+    for from in [&a, &b] {
+        let pages = all_pages(from, "/api/connections", 2).await;
+        assert!(pages.len() >= 4, "{pages:?}");
+        let mut seen = HashMap::new();
+        for page in &pages {
+            let list = page["connections"].as_array().unwrap();
+            assert!(list.len() <= 2 && page["count"] == list.len(), "{page}");
+            for c in list {
+                let id = c["id"].as_str().unwrap().to_owned();
+                let user = c["user_id"].as_str().unwrap();
+                let k = &user["user".len()..];
+                assert_eq!(c["topics"], json!([format!("p{k}"), "shared"]), "{c}");
+                let earlier = seen.insert(id, c["node"].as_str().unwrap().to_owned());
+                assert!(earlier.is_none(), "listed twice: {c}");
+            }
+        }
+        assert_eq!(seen, ids);
+
+        let pages = all_pages(from, "/api/topics", 3).await;
+        let mut topics = serde_json::Map::new();
+        for page in &pages {
+            let part = page["topics"].as_object().unwrap();
+            assert!(part.len() <= 3 && page["count"] == part.len(), "{page}");
+            for (topic, n) in part {
+                assert!(topics.insert(topic.clone(), n.clone()).is_none(), "{page}");
+            }
+        }
+        let mut expected: serde_json::Map<String, Value> =
+            (0..7).map(|k| (format!("p{k}"), json!(1))).collect();
+        expected.insert("shared".into(), json!(7));
+        assert_eq!(Value::Object(topics), Value::Object(expected));
+    }
+
+    // A page with room for everything says it is the last.
+    let (_, all) = get(&a, "/api/connections?scope=cluster").await;
+    assert_eq!(
+        (all["count"].clone(), all["next_cursor"].clone()),
+        (json!(7), Value::Null)
+    );
+    for bad in [
+        "/api/connections?scope=cluster&limit=0",
+        "/api/connections?scope=cluster&limit=1001",
+        "/api/topics?scope=cluster&limit=many",
+        "/api/connections?scope=cluster&cursor=not-a-cursor",
+        "/api/connections?limit=5",
+    ] {
+        let (status, body) = get(&a, bad).await;
+        assert_eq!(
+            (status, body["error"].clone()),
+            (400, json!("bad_request")),
+            "{bad}"
+        );
+    }
+    for c in &mut clients {
+        c.assert_nothing_pending().await;
+    }
+}
+
+#[tokio::test]
+async fn a_subscribe_changes_the_directory_by_one_small_command() {
+    let redis = RedisServer::start().await;
+    let a = Node::start(&redis.url(), "a", &[]).await;
+    let b = Node::start(&redis.url(), "b", &[]).await;
+    let mut c = connect(&a, "many", &[]).await;
+    for k in 0..150 {
+        subscribe(&mut c, &format!("t{k:03}")).await;
+    }
+
+    // Every command Redis runs from here until the marker.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut monitor = client
+        .get_async_monitor()
+        .await
+        .unwrap()
+        .into_on_message::<String>();
+    subscribe(&mut c, "t-new").await;
+    let reply = c
+        .command(json!({"action": "unsubscribe", "topic": "t000", "ref": 1}))
+        .await;
+    assert_eq!(
+        reply,
+        json!({"type": "unsubscribed", "topic": "t000", "ref": 1})
+    );
+    // And one from the other node, for a connection on A.
+    let path = format!("/api/connections/{}/subscriptions/t001", c.id);
+    assert_eq!(delete(&b, &path).await.0, 200);
+    redis_command(&redis, &["ECHO", "end-of-window"]).await;
+    let mut window = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        while let Some(line) = monitor.next().await {
+            if line.contains("end-of-window") {
+                return;
+            }
+            window.push(line);
+        }
+    })
+    .await
+    .expect("the marker is monitored");
+
+    for topic in ["t-new", "t000", "t001"] {
+        assert!(
+            window.iter().any(|l| l.contains(&format!("\"{topic}\""))),
+            "no command for {topic}: {window:#?}"
+        );
+    }
+    // Nothing rewrote what the connection already held, and no command grew with it.
+    let untouched: Vec<&String> = window.iter().filter(|l| l.contains("t149")).collect();
+    assert!(untouched.is_empty(), "{untouched:#?}");
+    let large: Vec<&String> = window.iter().filter(|l| l.len() > 1024).collect();
+    assert!(large.is_empty(), "{large:#?}");
+
+    // The views agree, from either node.
+    for node in [&a, &b] {
+        let (_, topics) = get(node, "/api/topics?scope=cluster&limit=1000").await;
+        assert_eq!(topics["count"], 149, "{topics}");
+        assert_eq!(topics["topics"]["t-new"], 1);
+        assert!(topics["topics"].get("t000").is_none() && topics["topics"].get("t001").is_none());
+        let (_, view) = get(node, "/api/connections?scope=cluster").await;
+        let held = view["connections"][0]["topics"].as_array().unwrap();
+        assert_eq!(held.len(), 149);
+        assert!(held.contains(&json!("t-new")) && !held.contains(&json!("t000")));
+    }
+    c.assert_nothing_pending().await;
+}

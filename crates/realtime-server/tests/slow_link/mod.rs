@@ -55,10 +55,10 @@ async fn forward(client: TcpStream, upstream: u16, delay: Duration) {
     let read = async move {
         let mut buf = vec![0; 16 * 1024];
         while let Ok(n @ 1..) = from_client.read(&mut buf).await {
-            if held
-                .send((Instant::now() + delay, buf[..n].to_vec()))
-                .is_err()
-            {
+            let chunk = buf[..n].to_vec();
+            let subscribes = chunk.windows(9).any(|w| w == b"SUBSCRIBE");
+            let due = Instant::now() + if subscribes { delay } else { Duration::ZERO };
+            if held.send((due, chunk)).is_err() {
                 break;
             }
         }
