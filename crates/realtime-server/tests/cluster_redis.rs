@@ -391,10 +391,15 @@ async fn a_redis_outage_degrades_then_delivery_resumes_within_two_seconds() {
         "delivery resumed after {resumed:?}"
     );
 
-    // The restarted Redis is empty: the directory was rewritten by both nodes.
+    // The restarted Redis is empty: the directory was rewritten by both nodes,
+    // topics included.
     assert_eq!(
         get(&a, "/api/connections?scope=cluster").await.1["count"],
         2
+    );
+    assert_eq!(
+        get(&a, "/api/topics?scope=cluster").await.1["topics"],
+        json!({"t": 1})
     );
 }
 

@@ -150,3 +150,25 @@ pub trait ClusterDirectory: Send + Sync + 'static {
     /// cluster views are wrong or unavailable, so `/health` reports it.
     fn status(&self) -> BusStatus;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(limit: usize, after: Option<u32>) -> Page<char, u32> {
+        Page::from_sorted([(1, 'a'), (2, 'b'), (3, 'c')], PageRequest { limit, after })
+    }
+
+    #[test]
+    fn pages_cut_sorted_entries_after_the_cursor() {
+        let first = page(2, None);
+        assert_eq!((first.items, first.next), (vec!['a', 'b'], Some(2)));
+        let last = page(2, Some(2));
+        assert_eq!((last.items, last.next), (vec!['c'], None));
+        // A page with room for everything that is left is the last one.
+        assert_eq!(page(3, None).next, None);
+        assert_eq!(page(5, Some(3)).items, Vec::<char>::new());
+        // A zero limit still makes progress.
+        assert_eq!(page(0, None).items, vec!['a']);
+    }
+}

@@ -371,6 +371,125 @@ mod tests {
         }
     }
 
+    /// Interest changes the test answers by hand: (subscribe, unsubscribe, answer).
+    type Asked = (
+        Vec<String>,
+        Vec<String>,
+        oneshot::Sender<Result<(), BusError>>,
+    );
+
+    /// A bus whose subscribes stay in flight until the test answers them.
+    #[derive(Default)]
+    struct HeldSubscribes {
+        asked: Mutex<Vec<Asked>>,
+    }
+
+    impl MessageBus for HeldSubscribes {
+        fn start(&self, _inbox: Inbox, _always: Vec<String>) {}
+        fn publish(&self, _channel: String, _envelope: Vec<u8>) -> Result<(), BusError> {
+            Ok(())
+        }
+        fn publish_counted(&self, _channel: String, _envelope: Vec<u8>) -> CountFuture {
+            Box::pin(async { Ok(1) })
+        }
+        fn update_interest(&self, subscribe: Vec<String>, unsubscribe: Vec<String>) -> BusFuture {
+            let (answer, answered) = oneshot::channel();
+            self.asked
+                .lock()
+                .unwrap()
+                .push((subscribe, unsubscribe, answer));
+            Box::pin(async move { answered.await.unwrap_or(Ok(())) })
+        }
+        fn status(&self) -> BusStatus {
+            BusStatus::Up
+        }
+    }
+
+    impl HeldSubscribes {
+        fn take(&self) -> Vec<Asked> {
+            std::mem::take(&mut *self.asked.lock().unwrap())
+        }
+    }
+
+    fn relay_on(bus: Arc<dyn MessageBus>) -> Relay {
+        Relay::new(
+            NodeTag::from_random(1),
+            ClusterConfig {
+                node_id: "a".into(),
+                prefix: "t".into(),
+                bus,
+                directory: memory::MemoryHub::new().directory(),
+                request_timeout: Duration::from_secs(3600),
+            },
+        )
+    }
+
+    #[test]
+    fn every_acquirer_of_a_channel_waits_for_its_subscribe() {
+        let bus = Arc::new(HeldSubscribes::default());
+        let relay = relay_on(bus.clone());
+        let news = || vec!["t:topic:news".to_owned()];
+        let mut first = relay.acquire(news());
+        let mut second = relay.acquire(news());
+        let asked = bus.take();
+        assert_eq!(asked.len(), 1, "one SUBSCRIBE for both");
+        assert!((&mut first).now_or_never().is_none());
+        assert!(
+            (&mut second).now_or_never().is_none(),
+            "the second acquirer is not acknowledged before the bus confirms"
+        );
+        let (subscribe, _, answer) = asked.into_iter().next().unwrap();
+        assert_eq!(subscribe, news());
+        answer.send(Ok(())).unwrap();
+        assert_eq!(first.now_or_never(), Some(Ok(())));
+        assert_eq!(second.now_or_never(), Some(Ok(())));
+        // Once confirmed, later acquirers are answered at once, without the bus.
+        assert_eq!(relay.acquire(news()).now_or_never(), Some(Ok(())));
+        assert!(bus.take().is_empty());
+    }
+
+    #[test]
+    fn a_refused_subscribe_reaches_every_waiter_and_is_asked_again() {
+        let bus = Arc::new(HeldSubscribes::default());
+        let relay = relay_on(bus.clone());
+        let news = || vec!["t:topic:news".to_owned()];
+        let first = relay.acquire(news());
+        let second = relay.acquire(news());
+        let down = BusError::Unavailable("down".into());
+        let (_, _, answer) = bus.take().pop().unwrap();
+        answer.send(Err(down.clone())).unwrap();
+        assert_eq!(first.now_or_never(), Some(Err(down.clone())));
+        assert_eq!(second.now_or_never(), Some(Err(down)));
+
+        let mut third = relay.acquire(news());
+        let asked = bus.take();
+        assert_eq!(asked.len(), 1, "the channel is subscribed again");
+        assert!((&mut third).now_or_never().is_none());
+        let (subscribe, _, answer) = asked.into_iter().next().unwrap();
+        assert_eq!(subscribe, news());
+        answer.send(Ok(())).unwrap();
+        assert_eq!(third.now_or_never(), Some(Ok(())));
+    }
+
+    #[test]
+    fn a_release_while_the_subscribe_is_in_flight_keeps_its_waiters() {
+        let bus = Arc::new(HeldSubscribes::default());
+        let relay = relay_on(bus.clone());
+        let news = || vec!["t:topic:news".to_owned()];
+        let mut waiting = relay.acquire(news());
+        let (_, _, subscribed) = bus.take().pop().unwrap();
+        relay.release(news());
+        let asked = bus.take();
+        assert_eq!(asked.len(), 1);
+        assert_eq!(asked[0].1, news(), "unsubscribed once nobody needs it");
+        assert!((&mut waiting).now_or_never().is_none());
+        subscribed.send(Ok(())).unwrap();
+        assert_eq!(waiting.now_or_never(), Some(Ok(())));
+        // A new first acquirer subscribes afresh.
+        let _again = relay.acquire(news());
+        assert_eq!(bus.take()[0].0, news());
+    }
+
     fn relay() -> Relay {
         Relay::new(
             NodeTag::from_random(1),
