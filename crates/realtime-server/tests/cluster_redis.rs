@@ -756,3 +756,47 @@ async fn a_subscribe_changes_the_directory_by_one_small_command() {
     }
     c.assert_nothing_pending().await;
 }
+
+#[tokio::test]
+async fn every_welcome_means_sends_from_another_node_arrive() {
+    const CONNECTIONS: usize = 10;
+    const ROUNDS: usize = 50;
+    let redis = RedisServer::start().await;
+    let slow = SlowLink::start(redis.port, Duration::from_millis(10)).await;
+    let a = Node::start(&slow.url(), "a", &[]).await;
+    let b = Node::start(&redis.url(), "b", &[]).await;
+    let http = reqwest::Client::new();
+    for round in 0..ROUNDS {
+        // Connections of a new user open together; the first asks Redis for the
+        // user's channel, the others could be welcomed before it is active.
+        let user = format!("w{round}");
+        let url = a.ws_url(&token(&user, &[]));
+        let mut clients =
+            futures_util::future::join_all((0..CONNECTIONS).map(|_| Client::connect(&url))).await;
+        let mut got: Vec<Vec<u64>> = vec![Vec::new(); CONNECTIONS];
+        for (k, i) in (0..CONNECTIONS).rev().enumerate() {
+            assert_eq!(clients[i].recv().await["type"], "welcome");
+            let r = http
+                .post(b.url(&format!("/api/users/{user}/messages")))
+                .bearer_auth(API_KEY)
+                .json(&json!({"type": "m", "n": k}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+        }
+        let last = u64::try_from(CONNECTIONS - 1).unwrap();
+        for (k, i) in (0..CONNECTIONS).rev().enumerate() {
+            let got = &mut got[i];
+            while got.last() != Some(&last) {
+                let msg = expect_type(&mut clients[i], "m").await;
+                got.push(msg["n"].as_u64().unwrap());
+            }
+            let k = u64::try_from(k).unwrap();
+            assert!(
+                (k..=last).all(|n| got.contains(&n)),
+                "round {round}: welcomed before message {k}, then missed some: {got:?}"
+            );
+        }
+    }
+}
