@@ -14,13 +14,13 @@ use realtime_core::{
 use crate::cluster::bus::{
     BusStatus, ConnectionKey, ConnectionPage, DirectoryEntry, Page, PageRequest, TopicPage,
 };
-
-/// Page size when a caller asks for a whole cluster view.
-const WHOLE_VIEW_PAGE: usize = 1000;
 use crate::cluster::{ClusterError, Relay};
 use crate::error::{SendError, SubscribeError};
 use crate::handle::ConnectionHandle;
 use crate::service::{Delivery, Realtime, now_rfc3339};
+
+/// Page size when a caller asks for a whole cluster view.
+const WHOLE_VIEW_PAGE: usize = 1000;
 
 impl Realtime {
     /// Subscribes a connection to a topic on the server's authority (no topic
