@@ -13,7 +13,9 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use bytes_body::JsonBody;
 use path::ApiPath;
-use realtime::{ClusterError, Delivery, Realtime, Route, SendError, SubscribeError};
+use realtime::{
+    ClusterError, ConnectionKey, Delivery, PageRequest, Realtime, Route, SendError, SubscribeError,
+};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
@@ -190,12 +192,21 @@ fn connection_id(raw: &str) -> Result<Uuid, ApiError> {
 }
 
 /// `?scope=local` (default: this node) or `?scope=cluster` (every node, from the
-/// cluster directory).
+/// cluster directory). Cluster views are paged: `limit` entries at most (default
+/// [`DEFAULT_PAGE`], at most [`MAX_PAGE`]) starting after `cursor`, the
+/// `next_cursor` of the previous page.
 #[derive(Debug, Default, Deserialize)]
-struct ScopeQuery {
+struct ViewQuery {
     #[serde(default)]
     scope: Scope,
+    limit: Option<usize>,
+    cursor: Option<String>,
 }
+
+/// Entries in a page of a cluster view when the request names no `limit`.
+pub const DEFAULT_PAGE: usize = 100;
+/// The largest `limit` a cluster view accepts, so one request's cost is bounded.
+pub const MAX_PAGE: usize = 1000;
 
 #[derive(Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -205,14 +216,52 @@ enum Scope {
     Cluster,
 }
 
-fn scope(query: Result<Query<ScopeQuery>, QueryRejection>) -> Result<Scope, ApiError> {
-    query.map(|Query(q)| q.scope).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "`scope` must be `local` or `cluster`",
-        )
-    })
+/// What a view request asks for: this node, or one page of the cluster.
+enum View {
+    Local,
+    Cluster {
+        limit: usize,
+        cursor: Option<String>,
+    },
+}
+
+fn view(query: Result<Query<ViewQuery>, QueryRejection>) -> Result<View, ApiError> {
+    let bad = |message: &str| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message);
+    let Query(q) = query.map_err(|_| {
+        bad("`scope` must be `local` or `cluster`; `limit` a number; `cursor` a string")
+    })?;
+    match q.scope {
+        Scope::Local if q.limit.is_some() || q.cursor.is_some() => {
+            Err(bad("`limit` and `cursor` page the `scope=cluster` views"))
+        }
+        Scope::Local => Ok(View::Local),
+        Scope::Cluster => match q.limit.unwrap_or(DEFAULT_PAGE) {
+            limit @ 1..=MAX_PAGE => Ok(View::Cluster {
+                limit,
+                cursor: q.cursor,
+            }),
+            _ => Err(bad(&format!("`limit` must be between 1 and {MAX_PAGE}"))),
+        },
+    }
+}
+
+fn invalid_cursor() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "`cursor` must be a `next_cursor` from a previous page",
+    )
+}
+
+/// A connections-view cursor on the wire: `{connection id}:{node label}`.
+fn connection_cursor(key: &ConnectionKey) -> String {
+    format!("{}:{}", key.1, key.0)
+}
+
+fn parse_connection_cursor(raw: &str) -> Result<ConnectionKey, ApiError> {
+    let (id, node) = raw.split_once(':').ok_or_else(invalid_cursor)?;
+    let id = Uuid::parse_str(id).map_err(|_| invalid_cursor())?;
+    Ok((node.to_owned(), id))
 }
 
 async fn broadcast(State(s): State<ApiState>, JsonBody(body): JsonBody) -> ApiResult {
@@ -262,18 +311,24 @@ async fn to_topic(
 
 async fn list_connections(
     State(s): State<ApiState>,
-    query: Result<Query<ScopeQuery>, QueryRejection>,
+    query: Result<Query<ViewQuery>, QueryRejection>,
 ) -> ApiResult {
-    if scope(query)? == Scope::Cluster {
-        let list = s.rt.cluster_connections().await?;
+    let View::Cluster { limit, cursor } = view(query)? else {
+        let list = s.rt.connections();
         return Ok(Json(
-            json!({"scope": "cluster", "count": list.len(), "connections": list}),
+            json!({"scope": "local", "count": list.len(), "connections": list}),
         ));
-    }
-    let list = s.rt.connections();
-    Ok(Json(
-        json!({"scope": "local", "count": list.len(), "connections": list}),
-    ))
+    };
+    let after = cursor.as_deref().map(parse_connection_cursor).transpose()?;
+    let page =
+        s.rt.cluster_connections_page(PageRequest { limit, after })
+            .await?;
+    Ok(Json(json!({
+        "scope": "cluster",
+        "count": page.items.len(),
+        "connections": page.items,
+        "next_cursor": page.next.as_ref().map(connection_cursor),
+    })))
 }
 
 async fn get_connection(State(s): State<ApiState>, ApiPath(id): ApiPath<String>) -> ApiResult {
@@ -290,15 +345,32 @@ async fn stats(State(s): State<ApiState>) -> ApiResult {
 
 async fn list_topics(
     State(s): State<ApiState>,
-    query: Result<Query<ScopeQuery>, QueryRejection>,
+    query: Result<Query<ViewQuery>, QueryRejection>,
 ) -> ApiResult {
-    let (label, topics) = match scope(query)? {
-        Scope::Cluster => ("cluster", s.rt.cluster_topics().await?),
-        Scope::Local => ("local", s.rt.topics()),
+    let View::Cluster { limit, cursor } = view(query)? else {
+        let topics = s.rt.topics();
+        return Ok(Json(
+            json!({"scope": "local", "count": topics.len(), "topics": topics}),
+        ));
     };
-    Ok(Json(
-        json!({"scope": label, "count": topics.len(), "topics": topics}),
-    ))
+    // A topics-view cursor is the last topic of the previous page.
+    let page =
+        s.rt.cluster_topics_page(PageRequest {
+            limit,
+            after: cursor,
+        })
+        .await?;
+    let topics: serde_json::Map<String, serde_json::Value> = page
+        .items
+        .into_iter()
+        .map(|(topic, n)| (topic, json!(n)))
+        .collect();
+    Ok(Json(json!({
+        "scope": "cluster",
+        "count": topics.len(),
+        "topics": topics,
+        "next_cursor": page.next,
+    })))
 }
 
 #[derive(Deserialize)]

@@ -109,22 +109,28 @@ pub fn build(settings: &Settings) -> Result<App, AppError> {
     })
 }
 
-/// 200 `healthy` only while messages can flow; 503 `degraded` (with the reason)
-/// while the bus is down, 503 `shutting_down` during shutdown.
+/// 200 `healthy` only while messages can flow and the cluster directory is
+/// reachable; 503 `degraded` (with the reasons) while the bus or the directory is
+/// down, 503 `shutting_down` during shutdown.
 async fn health(State(rt): State<Realtime>) -> impl IntoResponse {
     let connections = rt.connection_count();
     let body = |status: &str| json!({"status": status, "active_connections": connections, "service": "realtime"});
     if !rt.is_accepting() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body("shutting_down")));
     }
-    match rt.bus_status() {
-        BusStatus::Up => (StatusCode::OK, Json(body("healthy"))),
-        BusStatus::Down { reason } => {
-            let mut b = body("degraded");
-            b["reason"] = json!(reason);
-            (StatusCode::SERVICE_UNAVAILABLE, Json(b))
-        }
+    let reasons: Vec<String> = [rt.bus_status(), rt.directory_status()]
+        .into_iter()
+        .filter_map(|status| match status {
+            BusStatus::Up => None,
+            BusStatus::Down { reason } => Some(reason),
+        })
+        .collect();
+    if reasons.is_empty() {
+        return (StatusCode::OK, Json(body("healthy")));
     }
+    let mut b = body("degraded");
+    b["reason"] = json!(reasons.join("; "));
+    (StatusCode::SERVICE_UNAVAILABLE, Json(b))
 }
 
 async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {

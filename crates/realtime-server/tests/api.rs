@@ -490,12 +490,15 @@ async fn cluster_scope_on_a_single_node_reports_this_node() {
         server.get("/api/connections?scope=cluster").await,
         (
             200,
-            json!({"scope": "cluster", "count": 0, "connections": []})
+            json!({"scope": "cluster", "count": 0, "connections": [], "next_cursor": null})
         )
     );
     assert_eq!(
         server.get("/api/topics?scope=cluster").await,
-        (200, json!({"scope": "cluster", "count": 0, "topics": {}}))
+        (
+            200,
+            json!({"scope": "cluster", "count": 0, "topics": {}, "next_cursor": null})
+        )
     );
     let mut alice = server.connect("alice", &["admin"]).await;
     let mut bob = server.connect("bob", &[]).await;
@@ -520,10 +523,11 @@ async fn cluster_scope_on_a_single_node_reports_this_node() {
     assert_eq!(local["scope"], "local");
     assert_eq!(local["count"], 2);
 
-    // The cluster view is the local list, each connection labelled with node `local`.
+    // The cluster view is the local list, each connection labelled with node
+    // `local`, in id order (the order cluster views page in).
     let (status, cluster) = server.get("/api/connections?scope=cluster").await;
     assert_eq!(status, 200, "{cluster}");
-    let expected: Vec<Value> = local["connections"]
+    let mut expected: Vec<Value> = local["connections"]
         .as_array()
         .unwrap()
         .iter()
@@ -535,9 +539,10 @@ async fn cluster_scope_on_a_single_node_reports_this_node() {
             c
         })
         .collect();
+    expected.sort_by_key(|c| c["id"].as_str().unwrap().to_owned());
     assert_eq!(
         cluster,
-        json!({"scope": "cluster", "count": 2, "connections": expected})
+        json!({"scope": "cluster", "count": 2, "connections": expected, "next_cursor": null})
     );
     let ids: Vec<&str> = expected.iter().map(|c| c["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 2);
@@ -548,7 +553,7 @@ async fn cluster_scope_on_a_single_node_reports_this_node() {
         server.get("/api/topics?scope=cluster").await,
         (
             200,
-            json!({"scope": "cluster", "count": 2, "topics": topics})
+            json!({"scope": "cluster", "count": 2, "topics": topics, "next_cursor": null})
         )
     );
     assert_eq!(

@@ -11,11 +11,16 @@ use realtime_core::{
     Route, Topic,
 };
 
-use crate::cluster::bus::DirectoryEntry;
+use crate::cluster::bus::{
+    BusStatus, ConnectionKey, ConnectionPage, DirectoryEntry, Page, PageRequest, TopicPage,
+};
 use crate::cluster::{ClusterError, Relay};
 use crate::error::{SendError, SubscribeError};
 use crate::handle::ConnectionHandle;
-use crate::service::{Delivery, Realtime, now_rfc3339, summary};
+use crate::service::{Delivery, Realtime, now_rfc3339};
+
+/// Page size when a caller asks for a whole cluster view.
+const WHOLE_VIEW_PAGE: usize = 1000;
 
 impl Realtime {
     /// Subscribes a connection to a topic on the server's authority (no topic
@@ -109,30 +114,98 @@ impl Realtime {
         })
     }
 
-    /// Every connection on every node (this node's only, without a cluster).
-    pub async fn cluster_connections(&self) -> Result<Vec<DirectoryEntry>, ClusterError> {
+    /// One page of the connections on every node (this node's only, labelled
+    /// `local`, without a cluster), ordered by node label, then connection id.
+    pub async fn cluster_connections_page(
+        &self,
+        page: PageRequest<ConnectionKey>,
+    ) -> Result<ConnectionPage, ClusterError> {
         match &self.inner.relay {
-            Some(relay) => Ok(relay.directory.list().await?),
-            None => Ok(self
-                .connections()
-                .into_iter()
-                .map(|connection| DirectoryEntry {
-                    node: "local".into(),
-                    connection,
-                })
-                .collect()),
+            Some(relay) => Ok(relay.directory.list(page).await?),
+            None => {
+                let mut local: Vec<(ConnectionKey, DirectoryEntry)> = self
+                    .connections()
+                    .into_iter()
+                    .map(|connection| {
+                        let entry = DirectoryEntry {
+                            node: "local".into(),
+                            connection,
+                        };
+                        ((entry.node.clone(), entry.connection.id), entry)
+                    })
+                    .collect();
+                local.sort_by(|a, b| a.0.cmp(&b.0));
+                Ok(Page::from_sorted(local, page))
+            }
         }
     }
 
-    /// Topic → subscriber count over every node.
+    /// One page of topic → subscriber count over every node, ordered by topic.
+    pub async fn cluster_topics_page(
+        &self,
+        page: PageRequest<String>,
+    ) -> Result<TopicPage, ClusterError> {
+        match &self.inner.relay {
+            Some(relay) => Ok(relay.directory.topics(page).await?),
+            None => Ok(Page::from_sorted(
+                self.topics().into_iter().map(|(t, n)| (t.clone(), (t, n))),
+                page,
+            )),
+        }
+    }
+
+    /// Every connection on every node (this node's only, without a cluster),
+    /// sorted by connect time. Reads the directory page by page.
+    pub async fn cluster_connections(&self) -> Result<Vec<DirectoryEntry>, ClusterError> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .cluster_connections_page(PageRequest {
+                    limit: WHOLE_VIEW_PAGE,
+                    after,
+                })
+                .await?;
+            all.extend(page.items);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        all.sort_by(|a, b| {
+            (&a.connection.connected_at, a.connection.id)
+                .cmp(&(&b.connection.connected_at, b.connection.id))
+        });
+        Ok(all)
+    }
+
+    /// Topic → subscriber count over every node. Reads the directory page by page.
     pub async fn cluster_topics(&self) -> Result<BTreeMap<String, usize>, ClusterError> {
         let mut topics = BTreeMap::new();
-        for entry in self.cluster_connections().await? {
-            for topic in entry.connection.topics {
-                *topics.entry(topic).or_insert(0) += 1;
+        let mut after = None;
+        loop {
+            let page = self
+                .cluster_topics_page(PageRequest {
+                    limit: WHOLE_VIEW_PAGE,
+                    after,
+                })
+                .await?;
+            topics.extend(page.items);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
             }
         }
         Ok(topics)
+    }
+
+    /// Whether the cluster directory (the source of the cluster views) can be
+    /// written and read (always, for a single node).
+    pub fn directory_status(&self) -> BusStatus {
+        self.inner
+            .relay
+            .as_ref()
+            .map_or(BusStatus::Up, Relay::directory_status)
     }
 
     /// The relay, when `id` belongs to another node.
@@ -155,17 +228,22 @@ impl Realtime {
         topic: &Topic,
     ) -> Result<bool, SubscribeError> {
         let relay = self.inner.relay.as_ref();
-        let mut interest = None;
+        let mut cluster = None;
         let added = self
             .inner
             .registry
             .subscribe(handle, topic, || {
-                interest = relay.map(|r| r.acquire(vec![r.channels.topic(topic.as_str())]))
+                // Both requested under the topic-set lock, so the bus and the
+                // directory see one connection's changes to a topic in order.
+                cluster = relay.map(|r| {
+                    let interest = r.acquire(vec![r.channels.topic(topic.as_str())]);
+                    let recorded = r.directory.add_topic(handle.id(), topic.to_string());
+                    futures_util::future::join(interest, recorded)
+                });
             })
             .map_err(|_| SubscribeError::UnknownConnection)?;
-        if let (Some(relay), Some(interest)) = (relay, interest) {
-            let recorded = relay.upsert(summary(handle));
-            let (a, b) = futures_util::future::join(interest, recorded).await;
+        if let Some(cluster) = cluster {
+            let (a, b) = cluster.await;
             if let Err(e) = a.and(b) {
                 // Recorded locally and re-applied when the bus reconnects.
                 tracing::debug!(error = %e, "subscription not yet active cluster-wide");
@@ -180,13 +258,15 @@ impl Realtime {
         topic: &Topic,
     ) -> bool {
         let relay = self.inner.relay.as_ref();
+        let mut recorded = None;
         let removed = self.inner.registry.unsubscribe(handle, topic.as_str(), || {
             if let Some(r) = relay {
                 r.release(vec![r.channels.topic(topic.as_str())]);
+                recorded = Some(r.directory.remove_topic(handle.id(), topic.to_string()));
             }
         });
-        if let (Some(relay), true) = (relay, removed) {
-            let _ = relay.upsert(summary(handle)).await;
+        if let Some(recorded) = recorded {
+            let _ = recorded.await;
         }
         removed
     }

@@ -37,7 +37,10 @@ mod writer;
 mod ws;
 
 pub use auth::{JwtAlgorithm, JwtVerifier, KeyError, TokenVerifier, unix_seconds};
-pub use cluster::bus::{BusError, BusStatus, ClusterDirectory, DirectoryEntry, MessageBus};
+pub use cluster::bus::{
+    BusError, BusStatus, ClusterDirectory, ConnectionKey, ConnectionPage, DirectoryEntry,
+    MessageBus, Page, PageRequest, TopicPage,
+};
 pub use cluster::memory::MemoryHub;
 pub use cluster::{ClusterConfig, ClusterError};
 pub use config::RealtimeConfig;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
 
 /// Upper bound for a process to come up.
 pub const START: Duration = Duration::from_secs(10);
@@ -97,6 +98,8 @@ pub struct Node {
     pub addr: SocketAddr,
     pub node_id: String,
     child: Child,
+    /// Every line the node logged so far, so tests can await what it reports.
+    log: watch::Receiver<Vec<String>>,
 }
 
 impl Node {
@@ -125,8 +128,10 @@ impl Node {
             .spawn()
             .expect("realtime-server starts");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let (logged, log) = watch::channel(Vec::new());
         let addr = tokio::time::timeout(START, async {
             while let Some(line) = lines.next_line().await.unwrap() {
+                logged.send_modify(|log| log.push(line.clone()));
                 if let Some(rest) = line.split(" addr=").nth(1) {
                     return rest
                         .split_whitespace()
@@ -140,11 +145,16 @@ impl Node {
         })
         .await
         .expect("realtime-server listening in time");
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                logged.send_modify(|log| log.push(line));
+            }
+        });
         Node {
             addr,
             node_id: node_id.to_owned(),
             child,
+            log,
         }
     }
 
@@ -154,6 +164,31 @@ impl Node {
 
     pub fn ws_url(&self, token: &str) -> String {
         format!("ws://{}/ws?token={}", self.addr, token)
+    }
+
+    /// How many lines the node has logged: a mark for [`Node::wait_for_log`].
+    pub fn log_mark(&self) -> usize {
+        self.log.borrow().len()
+    }
+
+    /// Waits (bounded by `START`) until a line logged after `mark` contains every
+    /// one of `parts`.
+    pub async fn wait_for_log(&mut self, mark: usize, parts: &[&str]) {
+        let found = |log: &Vec<String>| {
+            log.iter()
+                .skip(mark)
+                .any(|line| parts.iter().all(|p| line.contains(p)))
+        };
+        let waited = tokio::time::timeout(START, self.log.wait_for(found))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        let log = self.log.borrow();
+        assert!(
+            waited,
+            "node {} did not log {parts:?}; it logged {:#?}",
+            self.node_id,
+            &log[mark.min(log.len())..]
+        );
     }
 
     /// Kills the node without any cleanup (SIGKILL).

@@ -88,19 +88,102 @@ pub struct DirectoryEntry {
 /// directory's store lost its data, e.g. a Redis restart).
 pub type Snapshot = Arc<dyn Fn() -> Vec<DirectoryEntry> + Send + Sync>;
 
-/// A boxed future yielding a directory listing.
-pub type ListFuture = Pin<Box<dyn Future<Output = Result<Vec<DirectoryEntry>, BusError>> + Send>>;
+/// Where a page of a cluster view starts and how long it may be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest<K> {
+    /// Most entries in the page (at least 1).
+    pub limit: usize,
+    /// The key of the last entry of the previous page; `None` for the first page.
+    pub after: Option<K>,
+}
+
+/// One page of a cluster view, in key order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T, K> {
+    pub items: Vec<T>,
+    /// Where the next page starts; `None` when this page is the last.
+    pub next: Option<K>,
+}
+
+impl<T, K: Ord> Page<T, K> {
+    /// Cuts the requested page out of entries sorted by key.
+    pub fn from_sorted(entries: impl IntoIterator<Item = (K, T)>, request: PageRequest<K>) -> Self {
+        let limit = request.limit.max(1);
+        let mut items = Vec::new();
+        let mut last = None;
+        for (key, item) in entries {
+            if request.after.as_ref().is_some_and(|after| &key <= after) {
+                continue;
+            }
+            if items.len() == limit {
+                return Page { items, next: last };
+            }
+            items.push(item);
+            last = Some(key);
+        }
+        Page { items, next: None }
+    }
+}
+
+/// The order of the connections view: node label, then connection id.
+pub type ConnectionKey = (String, uuid::Uuid);
+
+/// A page of the connections view.
+pub type ConnectionPage = Page<DirectoryEntry, ConnectionKey>;
+
+/// A page of the topics view: (topic, subscribers on every node), keyed by topic.
+pub type TopicPage = Page<(String, usize), String>;
+
+/// A boxed future yielding a page of connections.
+pub type ListFuture = Pin<Box<dyn Future<Output = Result<ConnectionPage, BusError>> + Send>>;
+
+/// A boxed future yielding a page of topics.
+pub type TopicsFuture = Pin<Box<dyn Future<Output = Result<TopicPage, BusError>> + Send>>;
 
 /// The cluster-wide view of connections, with expiry: a node that stops
 /// refreshing its records disappears from the view within a bounded time.
+///
+/// Changes from one node are applied in the order they were requested.
 pub trait ClusterDirectory: Send + Sync + 'static {
     /// Called once by the engine with this node's label and a way to read its state.
     fn start(&self, node: String, snapshot: Snapshot);
-    /// Records or replaces a connection. Ordered with `remove`.
+    /// Records a connection with the topics it holds (on connect).
     fn upsert(&self, entry: DirectoryEntry) -> BusFuture;
     fn remove(&self, connection: uuid::Uuid) -> BusFuture;
-    /// Every connection on every live node.
-    fn list(&self) -> ListFuture;
+    /// Records one more topic of a connection: one small update, however many
+    /// topics the connection already holds.
+    fn add_topic(&self, connection: uuid::Uuid, topic: String) -> BusFuture;
+    /// Records that a connection left one topic.
+    fn remove_topic(&self, connection: uuid::Uuid, topic: String) -> BusFuture;
+    /// A page of the connections on every live node, ordered by [`ConnectionKey`].
+    fn list(&self, page: PageRequest<ConnectionKey>) -> ListFuture;
+    /// A page of the topics with subscribers on any live node, ordered by name.
+    fn topics(&self, page: PageRequest<String>) -> TopicsFuture;
     /// Removes this node's records (graceful shutdown).
     fn leave(&self) -> BusFuture;
+    /// Whether records can be written and listed right now. While it is down the
+    /// cluster views are wrong or unavailable, so `/health` reports it.
+    fn status(&self) -> BusStatus;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(limit: usize, after: Option<u32>) -> Page<char, u32> {
+        Page::from_sorted([(1, 'a'), (2, 'b'), (3, 'c')], PageRequest { limit, after })
+    }
+
+    #[test]
+    fn pages_cut_sorted_entries_after_the_cursor() {
+        let first = page(2, None);
+        assert_eq!((first.items, first.next), (vec!['a', 'b'], Some(2)));
+        let last = page(2, Some(2));
+        assert_eq!((last.items, last.next), (vec!['c'], None));
+        // A page with room for everything that is left is the last one.
+        assert_eq!(page(3, None).next, None);
+        assert_eq!(page(5, Some(3)).items, Vec::<char>::new());
+        // A zero limit still makes progress.
+        assert_eq!(page(0, None).items, vec!['a']);
+    }
 }

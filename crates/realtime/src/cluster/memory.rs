@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use uuid::Uuid;
 
 use super::bus::{
-    BusError, BusFuture, BusStatus, ClusterDirectory, CountFuture, DirectoryEntry, Inbox,
-    ListFuture, MessageBus, Snapshot,
+    BusError, BusFuture, BusStatus, ClusterDirectory, ConnectionKey, CountFuture, DirectoryEntry,
+    Inbox, ListFuture, MessageBus, Page, PageRequest, Snapshot, TopicsFuture,
 };
 
 /// A process-local message hub. Give each engine its own [`MemoryHub::bus`] and
@@ -176,10 +176,49 @@ impl ClusterDirectory for MemoryDirectory {
         Box::pin(async { Ok(()) })
     }
 
-    fn list(&self) -> ListFuture {
-        let entries = self.hub.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let list: Vec<DirectoryEntry> = entries.values().cloned().collect();
-        Box::pin(async move { Ok(list) })
+    fn add_topic(&self, connection: Uuid, topic: String) -> BusFuture {
+        let mut entries = self.hub.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = entries.get_mut(&connection)
+            && !entry.connection.topics.contains(&topic)
+        {
+            entry.connection.topics.push(topic);
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    fn remove_topic(&self, connection: Uuid, topic: String) -> BusFuture {
+        let mut entries = self.hub.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = entries.get_mut(&connection) {
+            entry.connection.topics.retain(|t| t != &topic);
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    fn list(&self, page: PageRequest<ConnectionKey>) -> ListFuture {
+        let mut all: Vec<(ConnectionKey, DirectoryEntry)> = {
+            let entries = self.hub.entries.lock().unwrap_or_else(|p| p.into_inner());
+            entries
+                .values()
+                .map(|e| ((e.node.clone(), e.connection.id), e.clone()))
+                .collect()
+        };
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        let page = Page::from_sorted(all, page);
+        Box::pin(async move { Ok(page) })
+    }
+
+    fn topics(&self, page: PageRequest<String>) -> TopicsFuture {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        {
+            let entries = self.hub.entries.lock().unwrap_or_else(|p| p.into_inner());
+            for entry in entries.values() {
+                for topic in &entry.connection.topics {
+                    *counts.entry(topic.clone()).or_insert(0) += 1;
+                }
+            }
+        }
+        let page = Page::from_sorted(counts.into_iter().map(|(t, n)| (t.clone(), (t, n))), page);
+        Box::pin(async move { Ok(page) })
     }
 
     fn leave(&self) -> BusFuture {
@@ -188,5 +227,9 @@ impl ClusterDirectory for MemoryDirectory {
             entries.retain(|_, e| &e.node != node);
         }
         Box::pin(async { Ok(()) })
+    }
+
+    fn status(&self) -> BusStatus {
+        BusStatus::Up
     }
 }
