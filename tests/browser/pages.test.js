@@ -41,10 +41,10 @@ after(async () => {
   await browser?.close();
 });
 
-/** A development-mode server (no JWT secret: it serves the demo and /dev/token)
- *  with a known API key. */
+/** A development-mode server (no key material at all: it serves the demo and
+ *  /dev/token, and generates the API key, which the test server reads there). */
 function developmentServer() {
-  return new TestServer({ env: { REALTIME_JWT_SECRET: undefined } }).start();
+  return new TestServer({ env: { REALTIME_JWT_SECRET: undefined, REALTIME_API_KEY: undefined } }).start();
 }
 
 /** A page that fails the test on any uncaught page error. */

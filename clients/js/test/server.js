@@ -106,6 +106,7 @@ export class TestServer {
     this.child = null;
     this.log = "";
     this.frozen = false;
+    this.apiKey = API_KEY;
   }
 
   get httpUrl() {
@@ -183,6 +184,12 @@ export class TestServer {
       child.once("exit", onExit);
       child.once("error", onError);
     });
+    if (this.env.REALTIME_API_KEY === undefined && "REALTIME_API_KEY" in this.env) {
+      // Development mode generates the API key; /dev/token hands it out.
+      const res = await fetch(`${this.httpUrl}/dev/token`);
+      if (!res.ok) throw new Error(`/dev/token answered ${res.status}`);
+      this.apiKey = (await res.json()).api_key;
+    }
     return this;
   }
 
@@ -231,7 +238,7 @@ export class TestServer {
   async api(method, path, body) {
     const res = await fetch(`${this.httpUrl}${path}`, {
       method,
-      headers: { authorization: `Bearer ${API_KEY}`, "content-type": "application/json" },
+      headers: { authorization: `Bearer ${this.apiKey}`, "content-type": "application/json" },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     const text = await res.text();

@@ -54,6 +54,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(settings: realtime_server::Settings) -> ExitCode {
+    // Before the address is announced: a signal from then on is a graceful stop.
+    let stop = shutdown_signal();
     let server = match Server::bind(settings.clone()).await {
         Ok(s) => s,
         Err(e) => {
@@ -66,6 +68,6 @@ async fn run(settings: realtime_server::Settings) -> ExitCode {
         println!("{}", dev::banner(&settings, addr));
     }
     tracing::info!(%addr, development = settings.development, algorithm = settings.algorithm.as_str(), "listening");
-    server.serve(shutdown_signal()).await;
+    server.serve(stop).await;
     ExitCode::SUCCESS
 }
