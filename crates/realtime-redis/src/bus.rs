@@ -66,10 +66,10 @@ pub struct RedisBus {
 }
 
 impl RedisBus {
-    pub(crate) fn new(client: Client, config: RedisConfig) -> Self {
+    /// `metrics` is shared with the directory, whose link reports in it too.
+    pub(crate) fn new(client: Client, config: RedisConfig, metrics: BusMetrics) -> Self {
         let (changes, changes_rx) = mpsc::unbounded_channel();
         let (outbox, outbox_rx) = mpsc::channel(config.outbox_capacity.max(1));
-        let metrics = BusMetrics::new();
         RedisBus {
             client,
             config,

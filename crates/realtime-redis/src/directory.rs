@@ -30,6 +30,7 @@ use uuid::Uuid;
 use crate::RedisConfig;
 use crate::backoff::Backoff;
 use crate::link::{self, Link};
+use crate::metrics::LinkGauges;
 
 /// Commands per pipelined batch.
 const BATCH: usize = 256;
@@ -129,12 +130,12 @@ pub struct RedisDirectory {
 }
 
 impl RedisDirectory {
-    pub(crate) fn new(client: Client, config: RedisConfig) -> Self {
+    pub(crate) fn new(client: Client, config: RedisConfig, gauges: LinkGauges) -> Self {
         let (commands, receiver) = mpsc::unbounded_channel();
         RedisDirectory {
             client,
             config,
-            link: Arc::new(Link::new("directory")),
+            link: Arc::new(Link::with_gauges("directory", gauges)),
             commands,
             receiver: Mutex::new(Some(receiver)),
         }

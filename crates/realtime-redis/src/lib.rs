@@ -114,9 +114,19 @@ impl RedisCluster {
     /// retried for as long as Redis is unreachable.
     pub fn new(config: RedisConfig) -> Result<Self, SetupError> {
         let client = redis::Client::open(config.url.as_str())?;
+        // One set of metrics: the bus registers it, the directory's link reports in it.
+        let metrics = metrics::BusMetrics::new();
         Ok(RedisCluster {
-            bus: Arc::new(RedisBus::new(client.clone(), config.clone())),
-            directory: Arc::new(RedisDirectory::new(client, config.clone())),
+            bus: Arc::new(RedisBus::new(
+                client.clone(),
+                config.clone(),
+                metrics.clone(),
+            )),
+            directory: Arc::new(RedisDirectory::new(
+                client,
+                config.clone(),
+                metrics.link("directory"),
+            )),
             config,
         })
     }

@@ -24,10 +24,6 @@ struct Detail {
 }
 
 impl Link {
-    pub(crate) fn new(name: &'static str) -> Self {
-        Self::with_gauges(name, LinkGauges::default())
-    }
-
     /// A link whose state and reconnects are also reported through `gauges`.
     pub(crate) fn with_gauges(name: &'static str, gauges: LinkGauges) -> Self {
         Link {
@@ -60,32 +56,38 @@ impl Link {
 
     pub(crate) fn mark_up(&self) {
         let mut d = self.detail.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(since) = d.down_since.take() {
-            if d.ever_up {
-                self.gauges.reconnects.inc();
-                tracing::info!(link = self.name, outage = ?since.elapsed(), "redis link restored");
-            } else {
-                tracing::info!(link = self.name, "redis link connected");
-            }
-        }
-        d.ever_up = true;
+        let outage = d.down_since.take();
+        let was_up = std::mem::replace(&mut d.ever_up, true);
         d.reason.clear();
+        // The state first, then the log line: whoever reads the line (an operator,
+        // a test) finds the state it announces.
         self.gauges.up.set(1);
         self.state.send_replace(true);
+        match outage {
+            Some(since) if was_up => {
+                self.gauges.reconnects.inc();
+                tracing::info!(link = self.name, outage = ?since.elapsed(), "redis link restored");
+            }
+            Some(_) => tracing::info!(link = self.name, "redis link connected"),
+            None => {}
+        }
     }
 
     /// Records a failure. Only the first failure of an outage is logged as a warning.
     pub(crate) fn mark_down(&self, error: &dyn std::fmt::Display) {
         let mut d = self.detail.lock().unwrap_or_else(|p| p.into_inner());
         d.reason = format!("redis {}: {error}", self.name);
-        if d.down_since.is_none() {
+        let first = d.down_since.is_none();
+        if first {
             d.down_since = Some(Instant::now());
+        }
+        self.gauges.up.set(0);
+        self.state.send_replace(false);
+        if first {
             tracing::warn!(link = self.name, %error, "redis link down; reconnecting");
         } else {
             tracing::debug!(link = self.name, %error, "redis reconnect attempt failed");
         }
-        self.gauges.up.set(0);
-        self.state.send_replace(false);
     }
 }
 

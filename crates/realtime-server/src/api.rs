@@ -181,7 +181,7 @@ impl From<SubscribeError> for ApiError {
 type ApiResult = Result<Json<serde_json::Value>, ApiError>;
 
 /// `delivered` counts connections on this node; `relayed` says the message was
-/// handed to the bus for the other nodes (their deliveries are asynchronous).
+/// queued for the bus to the other nodes (their deliveries are asynchronous).
 fn delivered(d: Delivery) -> ApiResult {
     Ok(Json(json!({"delivered": d.local, "relayed": d.relayed})))
 }

@@ -310,6 +310,11 @@ async fn bus_metrics_report_traffic_backlog_links_and_reconnects() {
             sample(&text, "realtime_bus_reconnects_total{link=\"subscriber\"}"),
             Some(0.0)
         );
+        assert_eq!(
+            sample(&text, "realtime_bus_link_up{link=\"directory\"}"),
+            Some(1.0),
+            "{text}"
+        );
     }
     let text = metrics(&a).await;
     let out = sample(
@@ -339,15 +344,24 @@ async fn bus_metrics_report_traffic_backlog_links_and_reconnects() {
     );
 
     redis.kill().await;
-    eventually(WAIT, "a's subscriber link reported down", || async {
-        sample(&metrics(&a).await, up) == Some(0.0)
-    })
+    eventually(
+        WAIT,
+        "a's subscriber and directory links reported down",
+        || async {
+            let text = metrics(&a).await;
+            sample(&text, up) == Some(0.0)
+                && sample(&text, "realtime_bus_link_up{link=\"directory\"}") == Some(0.0)
+        },
+    )
     .await;
     redis.restart().await;
     eventually(WAIT, "a's subscriber link restored and counted", || async {
         let text = metrics(&a).await;
         sample(&text, up) == Some(1.0)
             && sample(&text, "realtime_bus_reconnects_total{link=\"subscriber\"}")
+                .is_some_and(|n| n >= 1.0)
+            && sample(&text, "realtime_bus_link_up{link=\"directory\"}") == Some(1.0)
+            && sample(&text, "realtime_bus_reconnects_total{link=\"directory\"}")
                 .is_some_and(|n| n >= 1.0)
     })
     .await;
