@@ -270,7 +270,7 @@ options! {
             help: "Longest time from a complete request head until its response is written.",
         }
         max_connections: Option<usize> {
-            env: "REALTIME_MAX_CONNECTIONS", default: "10000", setting: "/http/max_connections",
+            env: "REALTIME_MAX_CONNECTIONS", default: "open files − 512", setting: "/http/max_connections",
             help: "Most TCP connections served at once (WebSockets included); one more is answered 503.",
         }
         #[arg(value_delimiter = ',')]
