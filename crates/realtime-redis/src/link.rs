@@ -59,13 +59,16 @@ impl Link {
         let outage = d.down_since.take();
         let was_up = std::mem::replace(&mut d.ever_up, true);
         d.reason.clear();
-        // The state first, then the log line: whoever reads the line (an operator,
-        // a test) finds the state it announces.
+        // Metrics, then the state, then the log line: whoever sees the state or
+        // reads the line (an operator, a test) finds the counts that go with it.
+        let restored = was_up && outage.is_some();
+        if restored {
+            self.gauges.reconnects.inc();
+        }
         self.gauges.up.set(1);
         self.state.send_replace(true);
         match outage {
-            Some(since) if was_up => {
-                self.gauges.reconnects.inc();
+            Some(since) if restored => {
                 tracing::info!(link = self.name, outage = ?since.elapsed(), "redis link restored");
             }
             Some(_) => tracing::info!(link = self.name, "redis link connected"),

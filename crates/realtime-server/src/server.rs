@@ -89,9 +89,11 @@ impl Server {
         let _ = stop_tx.send(true);
         let timeout = self.settings.shutdown_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
-        let clean = self.realtime.shutdown(timeout).await;
-        // Plain HTTP requests in flight get what is left of the budget.
+        let mut clean = self.realtime.shutdown(timeout).await;
+        // Plain HTTP requests in flight get what is left of the budget; what they
+        // sent to other nodes is drained in it too.
         let _ = tokio::time::timeout_at(deadline, serving).await;
+        clean &= self.realtime.drain_relay(deadline).await;
         tracing::info!(clean, "shutdown complete");
         clean
     }

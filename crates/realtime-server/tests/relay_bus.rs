@@ -495,3 +495,58 @@ async fn a_graceful_stop_drains_the_publisher_queue() {
     );
     b.kill().await;
 }
+
+#[tokio::test]
+async fn a_send_still_in_flight_when_the_stop_begins_is_drained_too() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let redis = RedisServer::start().await;
+    let mut a = Node::start(&redis.url(), "a", &[("REALTIME_SHUTDOWN_TIMEOUT", "30s")]).await;
+    let mut b = Node::start(&redis.url(), "b", &[]).await;
+    let mut client = connect(&b, "late-reader").await;
+    subscribe(&mut client, "late").await;
+
+    // A send whose body has not fully arrived when the stop begins: the server
+    // answers it during the graceful shutdown, after the first drain.
+    let body = json!({"type": "late", "n": 1}).to_string();
+    let mut http = tokio::net::TcpStream::connect(a.addr).await.unwrap();
+    let head = format!(
+        "POST /api/topics/late/messages HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {API_KEY}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        a.addr,
+        body.len()
+    );
+    http.write_all(head.as_bytes()).await.unwrap();
+    http.write_all(&body.as_bytes()[..5]).await.unwrap();
+
+    let mark = a.log_mark();
+    a.terminate();
+    a.wait_for_log(mark, &["shutting down"]).await;
+    // Redis stops executing writes for three seconds, so the late send waits in
+    // a's publisher queue: only a drain after the request was answered saves it.
+    let mut con = redis_connection(&redis).await;
+    let _: () = redis::cmd("CLIENT")
+        .arg(&["PAUSE", "3000", "WRITE"])
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    http.write_all(&body.as_bytes()[5..]).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, http.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed during the shutdown")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+
+    let exited = tokio::time::timeout(Duration::from_secs(30), a.wait())
+        .await
+        .expect("a exits within its shutdown timeout");
+    assert!(exited.success(), "{exited:?}");
+    assert_eq!(
+        tally(&mut client, "late", 1, WAIT).await,
+        vec![1],
+        "the send answered 200 during the shutdown reaches b"
+    );
+    b.kill().await;
+}

@@ -336,27 +336,35 @@ impl Realtime {
         let sessions = tokio::time::timeout_at(deadline, self.inner.sessions.wait());
         // Drained alongside the sockets: one budget, and a slow client cannot use
         // up the time the queued envelopes need.
-        let flushed = async {
-            let Some(relay) = &self.inner.relay else {
-                return true;
-            };
-            match tokio::time::timeout_at(deadline, relay.bus.flush()).await {
-                Ok(Ok(())) => true,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "shutdown: the bus could not drain its queue");
-                    false
-                }
-                Err(_) => {
-                    tracing::warn!(?timeout, "shutdown: the bus queue did not drain in time");
-                    false
-                }
-            }
-        };
+        let flushed = self.drain_relay(deadline);
         let (closed, flushed) = futures_util::future::join(sessions, flushed).await;
         if let Some(relay) = &self.inner.relay {
             let _ = tokio::time::timeout(timeout, relay.directory.leave()).await;
         }
         closed.is_ok() && flushed
+    }
+
+    /// Waits (until `deadline`) for everything queued for the other nodes so far
+    /// to be handed to the bus; true at once without a cluster. [`shutdown`]
+    /// does this itself; call it again for sends accepted after it returned
+    /// (HTTP requests that were still in flight), as the standalone server does.
+    ///
+    /// [`shutdown`]: Self::shutdown
+    pub async fn drain_relay(&self, deadline: tokio::time::Instant) -> bool {
+        let Some(relay) = &self.inner.relay else {
+            return true;
+        };
+        match tokio::time::timeout_at(deadline, relay.bus.flush()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "shutdown: the bus could not drain its queue");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("shutdown: the bus queue did not drain in time");
+                false
+            }
+        }
     }
 
     /// Whether new connections are accepted (false once shutdown began).
