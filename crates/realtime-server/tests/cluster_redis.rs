@@ -81,16 +81,6 @@ async fn connect(node: &Node, user: &str, roles: &[&str]) -> Client {
     client
 }
 
-async fn subscribe(client: &mut Client, topic: &str) {
-    let reply = client
-        .command(json!({"action": "subscribe", "topic": topic, "ref": topic}))
-        .await;
-    assert_eq!(
-        reply,
-        json!({"type": "subscribed", "topic": topic, "ref": topic})
-    );
-}
-
 async fn expect_type(client: &mut Client, kind: &str) -> Value {
     let msg = client.recv().await;
     assert_eq!(msg["type"], kind, "{msg}");
@@ -106,7 +96,7 @@ async fn every_route_crosses_nodes_exactly_once() {
     let mut bob = connect(&b, "bob", &["admin"]).await;
     let mut carol = connect(&b, "carol", &[]).await;
     for c in [&mut alice, &mut bob, &mut carol] {
-        subscribe(c, "news").await;
+        c.subscribe_acked("news").await;
     }
 
     // User: sent on A, the only connection is on B.
@@ -210,8 +200,8 @@ async fn concurrent_sends_from_both_nodes_arrive_once_and_in_order() {
     let b = Node::start(&redis.url(), "b", &[]).await;
     let mut x = connect(&a, "x", &[]).await;
     let mut y = connect(&b, "y", &[]).await;
-    subscribe(&mut x, "load").await;
-    subscribe(&mut y, "load").await;
+    x.subscribe_acked("load").await;
+    y.subscribe_acked("load").await;
 
     let send_all = |node: &Node, origin: &'static str| {
         let url = node.url("/api/topics/load/messages");
@@ -326,7 +316,7 @@ async fn a_redis_outage_degrades_then_delivery_resumes_within_two_seconds() {
     let mut b = Node::start(&redis.url(), "b", &[]).await;
     let mut u = connect(&a, "u", &[]).await;
     let mut v = connect(&b, "v", &[]).await;
-    subscribe(&mut v, "t").await;
+    v.subscribe_acked("t").await;
     assert_eq!(
         post(&a, "/api/topics/t/messages", json!({"type": "before"}))
             .await
@@ -410,7 +400,7 @@ async fn a_node_that_dies_leaves_the_cluster_view() {
     let mut b = Node::start(&redis.url(), "b", &[]).await;
     let _here = connect(&a, "here", &[]).await;
     let mut gone = connect(&b, "gone", &[]).await;
-    subscribe(&mut gone, "room").await;
+    gone.subscribe_acked("room").await;
 
     let (_, view) = get(&a, "/api/connections?scope=cluster").await;
     assert_eq!(view["count"], 2);
@@ -626,8 +616,8 @@ async fn cluster_views_page_across_two_nodes() {
     for k in 0..7 {
         let node = if k < 4 { &a } else { &b };
         let mut c = connect(node, &format!("user{k}"), &[]).await;
-        subscribe(&mut c, &format!("p{k}")).await;
-        subscribe(&mut c, "shared").await;
+        c.subscribe_acked(&format!("p{k}")).await;
+        c.subscribe_acked("shared").await;
         ids.insert(c.id.clone(), node.node_id.clone());
         clients.push(c);
     }
@@ -697,7 +687,7 @@ async fn a_subscribe_changes_the_directory_by_one_small_command() {
     let b = Node::start(&redis.url(), "b", &[]).await;
     let mut c = connect(&a, "many", &[]).await;
     for k in 0..150 {
-        subscribe(&mut c, &format!("t{k:03}")).await;
+        c.subscribe_acked(&format!("t{k:03}")).await;
     }
 
     // Every command Redis runs from here until the marker.
@@ -707,7 +697,7 @@ async fn a_subscribe_changes_the_directory_by_one_small_command() {
         .await
         .unwrap()
         .into_on_message::<String>();
-    subscribe(&mut c, "t-new").await;
+    c.subscribe_acked("t-new").await;
     let reply = c
         .command(json!({"action": "unsubscribe", "topic": "t000", "ref": 1}))
         .await;

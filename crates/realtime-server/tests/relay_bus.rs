@@ -48,16 +48,6 @@ async fn connect(node: &Node, user: &str) -> Client {
     client
 }
 
-async fn subscribe(client: &mut Client, topic: &str) {
-    let reply = client
-        .command(json!({"action": "subscribe", "topic": topic, "ref": topic}))
-        .await;
-    assert_eq!(
-        reply,
-        json!({"type": "subscribed", "topic": topic, "ref": topic})
-    );
-}
-
 /// Reads frames of type `kind` until `expected` arrived or nothing came for a
 /// while; returns their `n` fields in arrival order.
 async fn tally(client: &mut Client, kind: &str, expected: usize, bound: Duration) -> Vec<u64> {
@@ -126,7 +116,7 @@ async fn envelopes_read_before_the_subscriber_link_fails_are_delivered() {
     let mut readers = Vec::new();
     for i in 0..TOPICS {
         let mut client = connect(&b, &format!("user-{i}")).await;
-        subscribe(&mut client, &format!("burst-{i}")).await;
+        client.subscribe_acked(&format!("burst-{i}")).await;
         readers.push(tokio::spawn(async move {
             let seen = tally(&mut client, "burst", PER_TOPIC as usize, WAIT).await;
             (client, seen)
@@ -156,7 +146,7 @@ async fn envelopes_read_before_the_subscriber_link_fails_are_delivered() {
     }
     // Redis answers this SUBSCRIBE after writing the whole burst to the same
     // connection, so once it is acknowledged node b has read every envelope.
-    subscribe(&mut late, "after-the-burst").await;
+    late.subscribe_acked("after-the-burst").await;
     redis.kill().await;
     // Activity on the failing link (an interest change) while the burst is still
     // being handed over.
@@ -283,7 +273,7 @@ async fn bus_metrics_report_traffic_backlog_links_and_reconnects() {
     let mut a = Node::start(&redis.url(), "a", &[]).await;
     let mut b = Node::start(&redis.url(), "b", &[]).await;
     let mut client = connect(&b, "watcher").await;
-    subscribe(&mut client, "counted").await;
+    client.subscribe_acked("counted").await;
     for n in 1..=10 {
         let (status, _) = post(
             &format!("http://{}", a.addr),
@@ -374,7 +364,7 @@ async fn the_publisher_queue_is_bounded_in_bytes() {
     let redis = RedisServer::start().await;
     let mut b = Node::start(&redis.url(), "b", &[]).await;
     let mut client = connect(&b, "bulk-reader").await;
-    subscribe(&mut client, "bulk").await;
+    client.subscribe_acked("bulk").await;
 
     // A node built from the library with a small byte bound, serving the real API.
     let mut config = RedisConfig::new(redis.url());
@@ -456,7 +446,7 @@ async fn a_graceful_stop_drains_the_publisher_queue() {
     let mut a = Node::start(&redis.url(), "a", &[("REALTIME_SHUTDOWN_TIMEOUT", "30s")]).await;
     let mut b = Node::start(&redis.url(), "b", &[]).await;
     let mut client = connect(&b, "drain-reader").await;
-    subscribe(&mut client, "drain").await;
+    client.subscribe_acked("drain").await;
 
     // Redis stops executing writes for six seconds (it resumes by itself), so a's
     // sends wait in its publisher queue while it is asked to stop.
@@ -504,7 +494,7 @@ async fn a_send_still_in_flight_when_the_stop_begins_is_drained_too() {
     let mut a = Node::start(&redis.url(), "a", &[("REALTIME_SHUTDOWN_TIMEOUT", "30s")]).await;
     let mut b = Node::start(&redis.url(), "b", &[]).await;
     let mut client = connect(&b, "late-reader").await;
-    subscribe(&mut client, "late").await;
+    client.subscribe_acked("late").await;
 
     // A send whose body has not fully arrived when the stop begins: the server
     // answers it during the graceful shutdown, after the first drain.

@@ -377,6 +377,18 @@ impl Client {
         self.recv().await
     }
 
+    /// Subscribes to `topic` (with the topic as `ref`) and asserts the plain
+    /// `subscribed` acknowledgement comes next.
+    pub async fn subscribe_acked(&mut self, topic: &str) {
+        let reply = self
+            .command(json!({"action": "subscribe", "topic": topic, "ref": topic}))
+            .await;
+        assert_eq!(
+            reply,
+            json!({"type": "subscribed", "topic": topic, "ref": topic})
+        );
+    }
+
     /// Asserts nothing arrives: sends a ping and expects its pong to be next.
     pub async fn assert_nothing_pending(&mut self) {
         let reply = self
