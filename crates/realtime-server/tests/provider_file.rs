@@ -6,8 +6,6 @@ mod binary;
 mod common;
 mod processes;
 
-use std::time::{Duration, Instant};
-
 use common::{API_KEY, Client, SECRET, answer, token};
 use processes::{RedisServer, free_port};
 use serde_json::{Value, json};
@@ -41,7 +39,7 @@ async fn a_redis_provider_from_the_file_starts_degraded_and_joins_when_redis_app
         ),
     )
     .unwrap();
-    let node = binary::start(&[("REALTIME_CONFIG", path.to_str().unwrap())], &[])
+    let mut node = binary::start(&[("REALTIME_CONFIG", path.to_str().unwrap())], &[])
         .await
         .listening();
 
@@ -66,13 +64,13 @@ async fn a_redis_provider_from_the_file_starts_degraded_and_joins_when_redis_app
     );
 
     let _redis = RedisServer::start_on(port).await;
-    // Another process's health has no event to await: look until it turns, within
-    // a generous bound.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while health(&node).await.0 != 200 {
-        assert!(Instant::now() < deadline, "health never turned 200");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // Each link logs its first connect after its state is up: once all three
+    // have, health answers 200.
+    for link in ["subscriber", "publisher", "directory"] {
+        node.wait_for_log(&["redis link connected", &format!("link=\"{link}\"")])
+            .await;
     }
+    assert_eq!(health(&node).await.0, 200);
     let (status, body) = send_to_user(&node, "file-user").await;
     assert_eq!(status, 200, "{body}");
     let hello = client.recv().await;

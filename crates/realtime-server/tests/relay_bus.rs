@@ -333,28 +333,43 @@ async fn bus_metrics_report_traffic_backlog_links_and_reconnects() {
         Some(0.0)
     );
 
+    // A link updates its metrics before it logs the change, so each log line
+    // awaited here is a point where the metrics already say it.
+    let mark = a.log_mark();
     redis.kill().await;
-    eventually(
-        WAIT,
-        "a's subscriber and directory links reported down",
-        || async {
-            let text = metrics(&a).await;
-            sample(&text, up) == Some(0.0)
-                && sample(&text, "realtime_bus_link_up{link=\"directory\"}") == Some(0.0)
-        },
-    )
-    .await;
+    for link in ["subscriber", "directory"] {
+        a.wait_for_log(mark, &["redis link down", &format!("link=\"{link}\"")])
+            .await;
+    }
+    let text = metrics(&a).await;
+    assert_eq!(sample(&text, up), Some(0.0), "{text}");
+    assert_eq!(
+        sample(&text, "realtime_bus_link_up{link=\"directory\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    let mark = a.log_mark();
     redis.restart().await;
-    eventually(WAIT, "a's subscriber link restored and counted", || async {
-        let text = metrics(&a).await;
-        sample(&text, up) == Some(1.0)
-            && sample(&text, "realtime_bus_reconnects_total{link=\"subscriber\"}")
-                .is_some_and(|n| n >= 1.0)
-            && sample(&text, "realtime_bus_link_up{link=\"directory\"}") == Some(1.0)
-            && sample(&text, "realtime_bus_reconnects_total{link=\"directory\"}")
-                .is_some_and(|n| n >= 1.0)
-    })
-    .await;
+    for link in ["subscriber", "directory"] {
+        a.wait_for_log(mark, &["redis link restored", &format!("link=\"{link}\"")])
+            .await;
+    }
+    let text = metrics(&a).await;
+    for link in ["subscriber", "directory"] {
+        assert_eq!(
+            sample(&text, &format!("realtime_bus_link_up{{link=\"{link}\"}}")),
+            Some(1.0),
+            "{text}"
+        );
+        assert!(
+            sample(
+                &text,
+                &format!("realtime_bus_reconnects_total{{link=\"{link}\"}}")
+            )
+            .is_some_and(|n| n >= 1.0),
+            "{text}"
+        );
+    }
     a.kill().await;
     b.kill().await;
 }

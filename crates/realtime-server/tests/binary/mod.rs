@@ -10,13 +10,14 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
 
 /// Upper bound for the binary to listen or exit.
 pub const START: Duration = Duration::from_secs(15);
 
 /// How a start attempt ended.
 pub enum Started {
-    Listening(Running),
+    Listening(Box<Running>),
     /// The process exited before listening, with its stderr.
     Exited {
         code: Option<i32>,
@@ -29,6 +30,8 @@ pub struct Running {
     /// Where it listens (as logged; `0.0.0.0` when bound to every interface).
     pub addr: SocketAddr,
     child: Child,
+    /// Every line it logged after listening, so tests can await what it reports.
+    log: watch::Receiver<Vec<String>>,
 }
 
 impl Running {
@@ -40,12 +43,29 @@ impl Running {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.local(), path)
     }
+
+    /// Waits (bounded by `START`) until a line it logged contains every one of
+    /// `parts`.
+    pub async fn wait_for_log(&mut self, parts: &[&str]) {
+        let found = |log: &Vec<String>| {
+            log.iter()
+                .any(|line| parts.iter().all(|p| line.contains(p)))
+        };
+        let waited = tokio::time::timeout(START, self.log.wait_for(found))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        assert!(
+            waited,
+            "did not log {parts:?}; it logged {:#?}",
+            *self.log.borrow()
+        );
+    }
 }
 
 impl Started {
     pub fn listening(self) -> Running {
         match self {
-            Started::Listening(running) => running,
+            Started::Listening(running) => *running,
             Started::Exited { code, stderr } => {
                 panic!("realtime-server exited ({code:?}) instead of listening: {stderr}")
             }
@@ -94,8 +114,13 @@ pub async fn start(env: &[(&str, &str)], args: &[&str]) -> Started {
     .expect("realtime-server listens or exits in time");
     match addr {
         Some(addr) => {
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            Started::Listening(Running { addr, child })
+            let (logged, log) = watch::channel(Vec::new());
+            tokio::spawn(async move {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    logged.send_modify(|log| log.push(line));
+                }
+            });
+            Started::Listening(Box::new(Running { addr, child, log }))
         }
         None => {
             let status = tokio::time::timeout(START, child.wait())
