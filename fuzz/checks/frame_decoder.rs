@@ -41,6 +41,7 @@ fn check_peeked_reference(text: &str) {
     check_reference(peeked.as_ref());
     let decoded = match decode_command(text, Topic::MAX_LEN) {
         Ok(Command::Subscribe { reference, .. })
+        | Ok(Command::History { reference, .. })
         | Ok(Command::Unsubscribe { reference, .. })
         | Ok(Command::Publish { reference, .. })
         | Ok(Command::Ping { reference })
@@ -52,7 +53,27 @@ fn check_peeked_reference(text: &str) {
 
 fn check_command(command: &Command, max: usize) {
     match command {
-        Command::Subscribe { topic, reference } | Command::Unsubscribe { topic, reference } => {
+        Command::Subscribe {
+            topic,
+            since,
+            reference,
+        }
+        | Command::History {
+            topic,
+            since,
+            reference,
+            ..
+        } => {
+            check_decoded_topic(topic, max);
+            if let Some(since) = since {
+                assert!(
+                    since.epoch.len() <= realtime_core::protocol::MAX_EPOCH_LEN,
+                    "a decoded epoch is bounded: {since:?}"
+                );
+            }
+            check_reference(reference.as_ref());
+        }
+        Command::Unsubscribe { topic, reference } => {
             check_decoded_topic(topic, max);
             check_reference(reference.as_ref());
         }

@@ -8,6 +8,7 @@
 pub mod close;
 pub mod connection;
 pub mod envelope;
+pub mod history;
 pub mod identity;
 pub mod message;
 pub mod origin;
@@ -21,6 +22,7 @@ pub mod topic;
 pub use close::CloseCode;
 pub use connection::{ConnectionId, ConnectionInfo};
 pub use envelope::{Body, Channels, ControlOp, ControlReply, Envelope, NodeTag};
+pub use history::{HistoryLimits, Position, StreamState};
 pub use identity::{AuthError, ClaimRules, Identity};
 pub use message::{MessageError, PreparedMessage};
 pub use origin::OriginPolicy;

@@ -19,6 +19,10 @@ pub enum MessageError {
         "`topic` is set by the server on topic messages only; send to the topic route or remove it"
     )]
     ReservedTopic,
+    #[error(
+        "`offset` and `epoch` are set by the server on history topics; remove them from the message"
+    )]
+    ReservedPosition,
 }
 
 impl MessageError {
@@ -26,9 +30,10 @@ impl MessageError {
     pub const fn code(&self) -> &'static str {
         match self {
             MessageError::InvalidJson(_) => "invalid_json",
-            MessageError::NotAnObject | MessageError::MissingType | MessageError::ReservedTopic => {
-                "invalid_message"
-            }
+            MessageError::NotAnObject
+            | MessageError::MissingType
+            | MessageError::ReservedTopic
+            | MessageError::ReservedPosition => "invalid_message",
         }
     }
 }
@@ -43,8 +48,19 @@ impl PreparedMessage {
     /// message for any other route may not carry `topic`, so a receiver can trust
     /// that a message with `topic` came through that topic.
     pub fn new(value: Value, timestamp: &str, topic: Option<&Topic>) -> Result<Self, MessageError> {
+        Self::new_with(value, timestamp, topic, false)
+    }
+
+    /// As [`PreparedMessage::new`]; with `history`, the message is for a history
+    /// topic and may not carry `offset` or `epoch` (the server assigns them).
+    pub fn new_with(
+        value: Value,
+        timestamp: &str,
+        topic: Option<&Topic>,
+        history: bool,
+    ) -> Result<Self, MessageError> {
         match value {
-            Value::Object(map) => Self::from_map(map, timestamp, topic),
+            Value::Object(map) => Self::from_map_with(map, timestamp, topic, history),
             _ => Err(MessageError::NotAnObject),
         }
     }
@@ -55,19 +71,42 @@ impl PreparedMessage {
         timestamp: &str,
         topic: Option<&Topic>,
     ) -> Result<Self, MessageError> {
+        Self::from_slice_with(body, timestamp, topic, false)
+    }
+
+    /// As [`PreparedMessage::from_slice`], for a history topic when `history`.
+    pub fn from_slice_with(
+        body: &[u8],
+        timestamp: &str,
+        topic: Option<&Topic>,
+        history: bool,
+    ) -> Result<Self, MessageError> {
         let value: Value =
             serde_json::from_slice(body).map_err(|e| MessageError::InvalidJson(e.to_string()))?;
-        Self::new(value, timestamp, topic)
+        Self::new_with(value, timestamp, topic, history)
     }
 
     /// As [`PreparedMessage::new`], from an already decoded object.
     pub fn from_map(
-        mut map: Map<String, Value>,
+        map: Map<String, Value>,
         timestamp: &str,
         topic: Option<&Topic>,
     ) -> Result<Self, MessageError> {
+        Self::from_map_with(map, timestamp, topic, false)
+    }
+
+    /// As [`PreparedMessage::from_map`], for a history topic when `history`.
+    pub fn from_map_with(
+        mut map: Map<String, Value>,
+        timestamp: &str,
+        topic: Option<&Topic>,
+        history: bool,
+    ) -> Result<Self, MessageError> {
         if !matches!(map.get("type"), Some(Value::String(_))) {
             return Err(MessageError::MissingType);
+        }
+        if history && (map.contains_key("offset") || map.contains_key("epoch")) {
+            return Err(MessageError::ReservedPosition);
         }
         if !map.contains_key("timestamp") {
             map.insert("timestamp".into(), Value::String(timestamp.to_owned()));
@@ -140,6 +179,21 @@ mod tests {
         let m =
             PreparedMessage::new(json!({"type":"n","topic":"spoof"}), TS, Some(&topic)).unwrap();
         assert_eq!(parsed(&m)["topic"], "order:1");
+    }
+
+    #[test]
+    fn history_topic_messages_may_not_carry_a_position() {
+        let topic = Topic::parse("feed:1").unwrap();
+        for field in ["offset", "epoch"] {
+            let mut m = json!({"type":"n"});
+            m[field] = json!(1);
+            assert_eq!(
+                PreparedMessage::new_with(m.clone(), TS, Some(&topic), true),
+                Err(MessageError::ReservedPosition)
+            );
+            assert!(PreparedMessage::new_with(m, TS, Some(&topic), false).is_ok());
+        }
+        assert_eq!(MessageError::ReservedPosition.code(), "invalid_message");
     }
 
     #[test]

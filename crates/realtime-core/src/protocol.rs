@@ -9,14 +9,27 @@ use serde_json::{Map, Value};
 use std::sync::Arc;
 use uuid::Uuid;
 
+use crate::history::{Position, Unrecoverable};
 use crate::topic::Topic;
 
 /// A decoded client command. `reference` is the optional `ref` the reply echoes
 /// (a JSON string or number, echoed verbatim).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
+    /// Subscribe; on a history topic, `since` asks for every publication after
+    /// that position first.
     Subscribe {
         topic: Topic,
+        since: Option<Position>,
+        reference: Option<Value>,
+    },
+    /// Read a history topic's publications after `since` (from the oldest held
+    /// without it), at most `limit` (capped at
+    /// [`MAX_HISTORY_LIMIT`](crate::history::MAX_HISTORY_LIMIT)).
+    History {
+        topic: Topic,
+        since: Option<Position>,
+        limit: Option<u64>,
         reference: Option<Value>,
     },
     Unsubscribe {
@@ -62,6 +75,10 @@ pub enum ErrorCode {
     RateLimited,
     /// A per-connection limit (subscriptions) is reached; the command was refused.
     LimitExceeded,
+    /// `history` on a topic that keeps no history.
+    NoHistory,
+    /// The history store could not be read or written right now (Redis is down).
+    HistoryUnavailable,
 }
 
 impl ErrorCode {
@@ -77,6 +94,8 @@ impl ErrorCode {
             ErrorCode::TokenMismatch => "token_mismatch",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::NoHistory => "no_history",
+            ErrorCode::HistoryUnavailable => "history_unavailable",
         }
     }
 }
@@ -153,8 +172,22 @@ pub fn decode_command(text: &str, max_topic_len: usize) -> Result<Command, Proto
     match action {
         "subscribe" => Ok(Command::Subscribe {
             topic: topic(&obj, &reference)?,
+            since: since(&obj, &reference)?,
             reference,
         }),
+        "history" => {
+            let limit = match obj.get("limit") {
+                None | Some(Value::Null) => None,
+                Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+                Some(_) => return Err(bad(&reference, "`limit` must be a non-negative integer")),
+            };
+            Ok(Command::History {
+                topic: topic(&obj, &reference)?,
+                since: since(&obj, &reference)?,
+                limit,
+                reference,
+            })
+        }
         "unsubscribe" => Ok(Command::Unsubscribe {
             topic: topic(&obj, &reference)?,
             reference,
@@ -194,6 +227,34 @@ pub fn decode_command(text: &str, max_topic_len: usize) -> Result<Command, Proto
         }
     }
 }
+
+/// The optional `since` of a command: `{"offset": <u64>, "epoch": <string>}`.
+fn since(
+    obj: &Map<String, Value>,
+    reference: &Option<Value>,
+) -> Result<Option<Position>, ProtocolError> {
+    let bad = |msg: &str| ProtocolError::new(reference.clone(), ErrorCode::BadRequest, msg);
+    let since = match obj.get("since") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(since)) => since,
+        Some(_) => return Err(bad("`since` must be an object with `offset` and `epoch`")),
+    };
+    let offset = match since.get("offset") {
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .ok_or_else(|| bad("`since.offset` must be a non-negative integer"))?,
+        _ => return Err(bad("`since.offset` must be a non-negative integer")),
+    };
+    let epoch = match since.get("epoch") {
+        Some(Value::String(e)) if e.len() <= MAX_EPOCH_LEN => e.clone(),
+        Some(Value::String(_)) => return Err(bad("`since.epoch` is too long")),
+        _ => return Err(bad("`since.epoch` must be a string")),
+    };
+    Ok(Some(Position { offset, epoch }))
+}
+
+/// Longest epoch a client may send back (the server's are far shorter).
+pub const MAX_EPOCH_LEN: usize = 64;
 
 /// The `ref` of a command frame, if it is a JSON object with a string or number
 /// `ref`; everything else in it is skipped, not built. For replies to frames
@@ -244,10 +305,41 @@ pub enum ServerFrame<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         expires_at: Option<i64>,
     },
+    /// On a history topic: the position the subscription starts from, and with
+    /// `since`, whether every publication after it follows (`recovered`).
     Subscribed {
         topic: &'a str,
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+        /// Why not, when `recovered` is false.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<Unrecoverable>,
+    },
+    /// The answer to `history`: publications in offset order (each with its
+    /// `offset` and `epoch`), and the topic's current position.
+    History {
+        topic: &'a str,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a Value>,
+        publications: &'a [Box<serde_json::value::RawValue>],
+        offset: u64,
+        epoch: &'a str,
+    },
+    /// Messages on `topic` may not have reached this connection. On a history
+    /// topic `offset` and `epoch` say where delivery continues from.
+    Missed {
+        topic: &'a str,
+        reason: MissedReason,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<&'a str>,
     },
     Unsubscribed {
         topic: &'a str,
@@ -261,6 +353,11 @@ pub enum ServerFrame<'a> {
         delivered: usize,
         /// Whether it was handed to the bus for the other nodes.
         relayed: bool,
+        /// The position the publication got, on a history topic.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<&'a str>,
     },
     Pong {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
@@ -282,6 +379,20 @@ pub enum ServerFrame<'a> {
         message: &'a str,
         timestamp: &'a str,
     },
+}
+
+/// Why a `missed` notice was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissedReason {
+    /// The node's link to the other nodes broke and came back: messages published
+    /// meanwhile on a topic without history did not reach it.
+    BusReconnected,
+    /// The topic's history was lost (e.g. Redis restarted without persistence) or
+    /// reset: publications after the last one delivered may be gone.
+    HistoryLost,
+    /// Publications the node had to read back were already trimmed or expired.
+    HistoryTrimmed,
 }
 
 impl ServerFrame<'_> {
@@ -306,6 +417,7 @@ mod tests {
             decode(r#"{"action":"subscribe","topic":"order:123","ref":"1"}"#).unwrap(),
             Command::Subscribe {
                 topic: Topic::parse("order:123").unwrap(),
+                since: None,
                 reference: Some(json!("1"))
             }
         );
@@ -333,6 +445,52 @@ mod tests {
                 reference: Some(json!("r"))
             }
         );
+    }
+
+    #[test]
+    fn decodes_positions_and_history() {
+        let Command::Subscribe { since, .. } = decode(
+            r#"{"action":"subscribe","topic":"t","since":{"offset":17,"epoch":"E"},"ref":"2"}"#,
+        )
+        .unwrap() else {
+            panic!("expected subscribe")
+        };
+        assert_eq!(
+            since,
+            Some(Position {
+                offset: 17,
+                epoch: "E".into()
+            })
+        );
+        assert_eq!(
+            decode(r#"{"action":"history","topic":"t","limit":5,"ref":"3"}"#).unwrap(),
+            Command::History {
+                topic: Topic::parse("t").unwrap(),
+                since: None,
+                limit: Some(5),
+                reference: Some(json!("3"))
+            }
+        );
+        for bad in [
+            r#"{"action":"subscribe","topic":"t","since":5,"ref":"r"}"#,
+            r#"{"action":"subscribe","topic":"t","since":{"offset":-1,"epoch":"E"},"ref":"r"}"#,
+            r#"{"action":"subscribe","topic":"t","since":{"offset":1},"ref":"r"}"#,
+            r#"{"action":"subscribe","topic":"t","since":{"offset":1.5,"epoch":"E"},"ref":"r"}"#,
+            r#"{"action":"history","topic":"t","limit":"9","ref":"r"}"#,
+            r#"{"action":"history","topic":"t","limit":-3,"ref":"r"}"#,
+        ] {
+            let e = decode(bad).unwrap_err();
+            assert_eq!(
+                (e.code, e.reference),
+                (ErrorCode::BadRequest, Some(json!("r"))),
+                "{bad}"
+            );
+        }
+        let long = format!(
+            r#"{{"action":"subscribe","topic":"t","since":{{"offset":1,"epoch":"{}"}}}}"#,
+            "e".repeat(MAX_EPOCH_LEN + 1)
+        );
+        assert_eq!(decode(&long).unwrap_err().code, ErrorCode::BadRequest);
     }
 
     #[test]
@@ -447,15 +605,60 @@ mod tests {
         let f = ServerFrame::Subscribed {
             topic: "order:123",
             reference: Some(&r),
+            offset: None,
+            epoch: None,
+            recovered: None,
+            reason: None,
         };
         assert_eq!(
             serde_json::from_str::<Value>(&f.to_json()).unwrap(),
             json!({"type":"subscribed","topic":"order:123","ref":"1"})
         );
+        let f = ServerFrame::Subscribed {
+            topic: "t",
+            reference: Some(&r),
+            offset: Some(20),
+            epoch: Some("E"),
+            recovered: Some(false),
+            reason: Some(Unrecoverable::Trimmed),
+        };
+        assert_eq!(
+            serde_json::from_str::<Value>(&f.to_json()).unwrap(),
+            json!({"type":"subscribed","topic":"t","ref":"1","offset":20,"epoch":"E","recovered":false,"reason":"trimmed"})
+        );
+        let publications = vec![
+            serde_json::value::RawValue::from_string(
+                r#"{"offset":3,"epoch":"E","type":"n"}"#.into(),
+            )
+            .unwrap(),
+        ];
+        let f = ServerFrame::History {
+            topic: "t",
+            reference: Some(&r),
+            publications: &publications,
+            offset: 3,
+            epoch: "E",
+        };
+        assert_eq!(
+            serde_json::from_str::<Value>(&f.to_json()).unwrap(),
+            json!({"type":"history","topic":"t","ref":"1","publications":[{"offset":3,"epoch":"E","type":"n"}],"offset":3,"epoch":"E"})
+        );
+        let f = ServerFrame::Missed {
+            topic: "t",
+            reason: MissedReason::BusReconnected,
+            offset: None,
+            epoch: None,
+        };
+        assert_eq!(
+            serde_json::from_str::<Value>(&f.to_json()).unwrap(),
+            json!({"type":"missed","topic":"t","reason":"bus_reconnected"})
+        );
         let f = ServerFrame::Published {
             reference: None,
             delivered: 2,
             relayed: false,
+            offset: None,
+            epoch: None,
         };
         assert_eq!(
             serde_json::from_str::<Value>(&f.to_json()).unwrap(),

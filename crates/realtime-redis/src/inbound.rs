@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use realtime::cluster::bus::Inbox;
+use realtime::cluster::bus::{BusEvent, Inbox};
 use redis::Msg;
 use tokio::sync::{Notify, mpsc};
 
@@ -43,7 +43,7 @@ impl Inbound {
                 if delivered.backlog_envelopes.get() == 0 {
                     idle.notify_waiters();
                 }
-                inbox(payload);
+                inbox(BusEvent::Envelope(payload));
             }
         });
         Inbound {

@@ -146,6 +146,7 @@ impl RedisCluster {
             prefix: self.config.prefix.clone(),
             bus: self.bus.clone(),
             directory: self.directory.clone(),
+            history: None,
             request_timeout: Duration::from_secs(5),
         }
     }

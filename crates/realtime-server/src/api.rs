@@ -162,6 +162,11 @@ impl From<SendError> for ApiError {
                 format!("invalid topic: {t}"),
             ),
             SendError::Cluster(c) => c.into(),
+            SendError::History(h) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "history_unavailable",
+                h.to_string(),
+            ),
         }
     }
 }

@@ -487,7 +487,8 @@ async fn every_connection_of_a_user_receives_send_to_user() {
         delivery,
         realtime::Delivery {
             local: 2,
-            relayed: false
+            relayed: false,
+            position: None,
         }
     );
     let reply = server
@@ -539,7 +540,8 @@ async fn messages_from_one_publisher_arrive_in_order() {
                 .send_to_connection(id, json!({"type": "seq", "seq": seq})),
             Ok(realtime::Delivery {
                 local: 1,
-                relayed: false
+                relayed: false,
+                position: None,
             })
         );
     }

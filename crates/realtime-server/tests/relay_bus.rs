@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use processes::{Node, RedisServer, START};
 use prometheus_client::registry::Registry;
-use realtime::cluster::bus::MessageBus;
+use realtime::cluster::bus::{BusEvent, MessageBus};
 use realtime::{JwtVerifier, Realtime, RealtimeConfig};
 use realtime_core::{Body, Channels, Envelope, NodeTag, Route, Topic};
 use realtime_redis::{RedisCluster, RedisConfig};
@@ -182,9 +182,11 @@ async fn a_node_that_falls_behind_drops_its_link_counts_the_loss_and_recovers() 
     let gate = Mutex::new(gate);
     let (tx, mut received) = tokio::sync::mpsc::unbounded_channel::<u64>();
     bus.start(
-        Arc::new(move |bytes: &[u8]| {
+        Arc::new(move |event: BusEvent<'_>| {
             let _ = gate.lock().unwrap().recv();
-            let _ = tx.send(u64::from_be_bytes(bytes.try_into().unwrap()));
+            if let BusEvent::Envelope(bytes) = event {
+                let _ = tx.send(u64::from_be_bytes(bytes.try_into().unwrap()));
+            }
         }),
         vec!["behind:feed".into()],
     );

@@ -50,7 +50,11 @@ async fn execute(
         ProtocolError::new(reference.clone(), code, message)
     };
     match cmd {
-        Command::Subscribe { topic, reference } => {
+        Command::Subscribe {
+            topic,
+            since: _,
+            reference,
+        } => {
             policy
                 .can_subscribe(handle.info(), &topic)
                 .map_err(|e| error(&reference, ErrorCode::Forbidden, e.to_string()))?;
@@ -72,6 +76,10 @@ async fn execute(
             Ok(ServerFrame::Subscribed {
                 topic: topic.as_str(),
                 reference: reference.as_ref(),
+                offset: None,
+                epoch: None,
+                recovered: None,
+                reason: None,
             }
             .to_json())
         }
@@ -105,9 +113,18 @@ async fn execute(
                 reference: reference.as_ref(),
                 delivered: delivery.local,
                 relayed: delivery.relayed,
+                offset: None,
+                epoch: None,
             }
             .to_json())
         }
+        Command::History {
+            topic, reference, ..
+        } => Err(error(
+            &reference,
+            ErrorCode::NoHistory,
+            format!("topic {} keeps no history", topic.as_str()),
+        )),
         Command::Ping { reference } => Ok(ServerFrame::Pong {
             reference: reference.as_ref(),
         }

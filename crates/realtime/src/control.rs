@@ -87,6 +87,7 @@ impl Realtime {
         Ok(Delivery {
             local: self.disconnect_user_local(user_id),
             relayed,
+            position: None,
         })
     }
 
@@ -291,6 +292,13 @@ impl Realtime {
     }
 
     /// Handles one envelope from the bus.
+    /// The bus's receiving side came back after a break: what was published
+    /// meanwhile did not arrive. History topics are filled in from the store;
+    /// subscribers of other topics are told.
+    pub(crate) fn on_bus_resumed(&self) {
+        // Implemented with the history engine.
+    }
+
     pub(crate) fn on_envelope(&self, bytes: &[u8]) {
         let Some(relay) = &self.inner.relay else {
             return;

@@ -15,6 +15,9 @@ pub enum SendError {
     /// The other nodes cannot be reached; nothing was delivered, locally either.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// A history topic's store could not take the publication; nothing was delivered.
+    #[error(transparent)]
+    History(#[from] crate::history::HistoryError),
 }
 
 impl From<BusError> for SendError {

@@ -27,6 +27,7 @@ mod config;
 mod control;
 mod error;
 mod handle;
+pub mod history;
 mod metrics;
 mod outbox;
 mod registry;
@@ -38,13 +39,14 @@ mod ws;
 
 pub use auth::{JwtAlgorithm, JwtVerifier, KeyError, TokenVerifier, unix_seconds};
 pub use cluster::bus::{
-    BusError, BusStatus, ClusterDirectory, ConnectionKey, ConnectionPage, DirectoryEntry,
+    BusError, BusEvent, BusStatus, ClusterDirectory, ConnectionKey, ConnectionPage, DirectoryEntry,
     MessageBus, Page, PageRequest, TopicPage,
 };
 pub use cluster::memory::MemoryHub;
 pub use cluster::{ClusterConfig, ClusterError};
 pub use config::RealtimeConfig;
 pub use error::{SendError, SubscribeError};
+pub use history::{HistoryError, HistoryQuery, HistoryQueryError, HistoryStore, TopicHistory};
 pub use realtime_core;
 pub use realtime_core::{ClaimRules, CloseCode, ConnectionId, ControlReply, NodeTag, Route, Topic};
 pub use service::{ConnectionSummary, Delivery, Realtime, Stats};

@@ -11,7 +11,7 @@ use axum::extract::ws::Utf8Bytes;
 use prometheus_client::registry::Registry as MetricsRegistry;
 use realtime_core::message::rfc3339_millis;
 use realtime_core::{
-    CloseCode, ConnectionId, ConnectionInfo, Identity, NodeTag, PreparedMessage, Route,
+    CloseCode, ConnectionId, ConnectionInfo, Identity, NodeTag, Position, PreparedMessage, Route,
     ServerFrame, Topic,
 };
 use serde::{Deserialize, Serialize};
@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::TokenVerifier;
-use crate::cluster::bus::{BusFuture, BusStatus, DirectoryEntry};
+use crate::cluster::bus::{BusEvent, BusFuture, BusStatus, DirectoryEntry};
 use crate::cluster::{ClusterConfig, Relay};
 use crate::config::RealtimeConfig;
 use crate::error::SendError;
@@ -65,7 +65,7 @@ pub(crate) struct Inner {
 }
 
 /// What a send did. Remote deliveries are asynchronous, so the count is local only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Delivery {
     /// Connections on this node the message was queued to.
     pub local: usize,
@@ -73,6 +73,11 @@ pub struct Delivery {
     /// Redis bus: accepted into the node's bounded publisher queue, which hands it
     /// to Redis asynchronously and in order; not an acknowledgement from Redis.
     pub relayed: bool,
+    /// On a history topic, the position the publication got (`offset`, `epoch`).
+    /// Always set by [`Realtime::publish_confirmed`]; set by the immediate sends
+    /// only where the store answers at once (a single node).
+    #[serde(skip_serializing_if = "Option::is_none", flatten)]
+    pub position: Option<Position>,
 }
 
 /// A connection as reported by [`Realtime::connections`].
@@ -132,9 +137,13 @@ impl Realtime {
         if let Some(relay) = &rt.inner.relay {
             let weak = Arc::downgrade(&rt.inner);
             relay.bus.start(
-                Arc::new(move |bytes: &[u8]| {
+                Arc::new(move |event: BusEvent<'_>| {
                     if let Some(inner) = Weak::upgrade(&weak) {
-                        Realtime { inner }.on_envelope(bytes);
+                        let rt = Realtime { inner };
+                        match event {
+                            BusEvent::Envelope(bytes) => rt.on_envelope(bytes),
+                            BusEvent::Resumed => rt.on_bus_resumed(),
+                        }
                     }
                 }),
                 relay.permanent_channels(),
@@ -234,6 +243,7 @@ impl Realtime {
         Ok(Delivery {
             local: self.deliver(route, message),
             relayed,
+            position: None,
         })
     }
 

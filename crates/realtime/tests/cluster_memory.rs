@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::SinkExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use realtime::cluster::bus::{BusFuture, CountFuture, Inbox};
+use realtime::cluster::bus::{BusEvent, BusFuture, CountFuture, Inbox};
 use realtime::testing::{RejectAll, TestConnection};
 use realtime::{
     BusError, BusStatus, ClaimRules, CloseCode, ClusterConfig, ConnectionId, ConnectionSummary,
@@ -36,6 +36,7 @@ fn cluster(hub: &MemoryHub, node: &str, bus: Arc<dyn MessageBus>) -> ClusterConf
         prefix: "test".into(),
         bus,
         directory: hub.directory(),
+        history: None,
         request_timeout: WAIT,
     }
 }
@@ -60,6 +61,7 @@ fn relayed(local: usize) -> Result<Delivery, SendError> {
     Ok(Delivery {
         local,
         relayed: true,
+        position: None,
     })
 }
 
@@ -68,6 +70,7 @@ fn local_only(local: usize) -> Result<Delivery, SendError> {
     Ok(Delivery {
         local,
         relayed: false,
+        position: None,
     })
 }
 
@@ -382,7 +385,8 @@ async fn disconnect_user_closes_that_users_connections_on_every_node() {
         a.disconnect_user("alice"),
         Ok(Delivery {
             local: 1,
-            relayed: true
+            relayed: true,
+            position: None,
         })
     );
     for conn in [&a_alice, &b_alice1, &b_alice2] {
@@ -395,7 +399,8 @@ async fn disconnect_user_closes_that_users_connections_on_every_node() {
         a.disconnect_user("alice"),
         Ok(Delivery {
             local: 0,
-            relayed: true
+            relayed: true,
+            position: None,
         })
     );
     assert_eq!(a.send_to_user("alice", msg(1)), relayed(0));
@@ -412,7 +417,8 @@ async fn disconnect_user_closes_that_users_connections_on_every_node() {
         b.disconnect_user("bob"),
         Ok(Delivery {
             local: 1,
-            relayed: true
+            relayed: true,
+            position: None,
         })
     );
     assert_eq!(a_bob.close_code(), Some(CloseCode::ForceDisconnect));
@@ -572,10 +578,12 @@ impl Spy {
 impl MessageBus for Spy {
     fn start(&self, inbox: Inbox, always: Vec<String>) {
         let received = self.received.clone();
-        let spy: Inbox = Arc::new(move |bytes: &[u8]| {
-            let envelope = Envelope::decode(bytes).expect("engines publish valid envelopes");
-            received.lock().unwrap().push(envelope);
-            inbox(bytes);
+        let spy: Inbox = Arc::new(move |event: BusEvent<'_>| {
+            if let BusEvent::Envelope(bytes) = event {
+                let envelope = Envelope::decode(bytes).expect("engines publish valid envelopes");
+                received.lock().unwrap().push(envelope);
+            }
+            inbox(event);
         });
         self.inner.start(spy, always);
     }

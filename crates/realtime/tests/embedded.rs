@@ -103,6 +103,7 @@ fn sent(local: usize) -> Result<Delivery, SendError> {
     Ok(Delivery {
         local,
         relayed: false,
+        position: None,
     })
 }
 

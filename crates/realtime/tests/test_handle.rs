@@ -45,6 +45,7 @@ fn sent(local: usize) -> Result<Delivery, SendError> {
     Ok(Delivery {
         local,
         relayed: false,
+        position: None,
     })
 }
 
@@ -515,6 +516,7 @@ async fn slow_consumer_is_closed_while_a_reader_gets_everything() {
         let expected = Delivery {
             local: if n < QUEUE { 2 } else { 1 },
             relayed: false,
+            position: None,
         };
         assert_eq!(delivered, expected, "delivery count of message {n}");
         let code = if n < QUEUE {

@@ -26,6 +26,7 @@ pub use pattern::{Pattern, PatternError, Placeholder, Segment};
 pub use publish_rule::PublishRule;
 
 use crate::connection::ConnectionInfo;
+use crate::history::HistoryLimits;
 use crate::topic::Topic;
 
 /// The access rule for each client action.
@@ -61,6 +62,8 @@ impl Rules {
 pub struct Namespace {
     pattern: Pattern,
     rules: Rules,
+    /// History kept for the namespace's topics; `None`: no history.
+    history: Option<HistoryLimits>,
 }
 
 impl Namespace {
@@ -78,7 +81,18 @@ impl Namespace {
         Ok(Namespace {
             pattern: parsed,
             rules,
+            history: None,
         })
+    }
+
+    /// The same namespace, keeping `history` for its topics (`None`: none).
+    pub fn with_history(mut self, history: Option<HistoryLimits>) -> Namespace {
+        self.history = history;
+        self
+    }
+
+    pub fn history(&self) -> Option<HistoryLimits> {
+        self.history
     }
 
     pub fn pattern(&self) -> &Pattern {
@@ -265,6 +279,8 @@ pub struct TopicPolicy {
     /// subscribe to them, whatever their namespace's publish rule says (the
     /// `REALTIME_CLIENT_PUBLISH` shorthand). Empty by default.
     pub publish: Vec<PublishRule>,
+    /// History for topics no namespace covers. Default: none.
+    pub default_history: Option<HistoryLimits>,
 }
 
 impl Default for TopicPolicy {
@@ -273,6 +289,7 @@ impl Default for TopicPolicy {
             namespaces: builtin_namespaces(),
             default: Rules::default(),
             publish: Vec::new(),
+            default_history: None,
         }
     }
 }
@@ -284,6 +301,7 @@ impl TopicPolicy {
             namespaces,
             default,
             publish: Vec::new(),
+            default_history: None,
         };
         policy.validate()?;
         Ok(policy)
@@ -326,6 +344,20 @@ impl TopicPolicy {
             }
         }
         best
+    }
+
+    /// The history kept for `topic`: its namespace's, or the default's when no
+    /// namespace covers it. `None`: the topic keeps no history.
+    pub fn history_for(&self, topic: &str) -> Option<HistoryLimits> {
+        match self.namespace_for(topic) {
+            Some(ns) => ns.history,
+            None => self.default_history,
+        }
+    }
+
+    /// Whether any topic keeps history.
+    pub fn has_history(&self) -> bool {
+        self.default_history.is_some() || self.namespaces.iter().any(|ns| ns.history.is_some())
     }
 
     /// May this connection subscribe to `topic`?
@@ -779,6 +811,7 @@ mod tests {
             namespaces: vec![],
             default: rules(Access::Owner, Access::Owner),
             publish: vec![],
+            default_history: None,
         };
         assert!(unchecked.can_subscribe(&conn("u", &[]), &t("a")).is_err());
         assert!(unchecked.can_publish(&conn("u", &[]), &t("a")).is_err());

@@ -9,8 +9,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::service::ConnectionSummary;
 
-/// Receives every envelope that arrives on a channel this node subscribed to.
-pub type Inbox = Arc<dyn Fn(&[u8]) + Send + Sync>;
+/// What a bus hands to the engine, in the order it happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusEvent<'a> {
+    /// An envelope (or a history publication) that arrived on a subscribed channel.
+    Envelope(&'a [u8]),
+    /// The bus's receiving side was (re)established after a break, or discarded
+    /// envelopes it could not keep: anything published meanwhile did not arrive.
+    /// Handed over before anything received after the break.
+    Resumed,
+}
+
+/// Receives every envelope that arrives on a channel this node subscribed to, and
+/// every [`BusEvent::Resumed`].
+pub type Inbox = Arc<dyn Fn(BusEvent<'_>) + Send + Sync>;
 
 /// Resolves once the bus has carried out an operation (or could not).
 pub type BusFuture = Pin<Box<dyn Future<Output = Result<(), BusError>> + Send>>;

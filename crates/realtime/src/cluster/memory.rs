@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use uuid::Uuid;
 
 use super::bus::{
-    BusError, BusFuture, BusStatus, ClusterDirectory, ConnectionKey, CountFuture, DirectoryEntry,
-    Inbox, ListFuture, MessageBus, Page, PageRequest, Snapshot, TopicsFuture,
+    BusError, BusEvent, BusFuture, BusStatus, ClusterDirectory, ConnectionKey, CountFuture,
+    DirectoryEntry, Inbox, ListFuture, MessageBus, Page, PageRequest, Snapshot, TopicsFuture,
 };
 
 /// A process-local message hub. Give each engine its own [`MemoryHub::bus`] and
@@ -104,7 +104,7 @@ impl MemoryBus {
                 .unwrap_or_default()
         };
         for inbox in &receivers {
-            inbox(&envelope);
+            inbox(BusEvent::Envelope(&envelope));
         }
         receivers.len()
     }

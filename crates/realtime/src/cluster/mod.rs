@@ -28,6 +28,10 @@ pub struct ClusterConfig {
     pub prefix: String,
     pub bus: Arc<dyn MessageBus>,
     pub directory: Arc<dyn ClusterDirectory>,
+    /// Where history topics keep their publications, shared by every node; needed
+    /// when the topic policy gives any namespace history (without it, publishing
+    /// to and recovering on history topics fail with `HistoryError::Unavailable`).
+    pub history: Option<Arc<dyn crate::history::HistoryStore>>,
     /// How long a request to another node (e.g. subscribe one of its connections)
     /// may take. Default 5 s.
     pub request_timeout: Duration,
@@ -419,6 +423,7 @@ mod tests {
                 prefix: "t".into(),
                 bus,
                 directory: memory::MemoryHub::new().directory(),
+                history: None,
                 request_timeout: Duration::from_secs(3600),
             },
         )
@@ -498,6 +503,7 @@ mod tests {
                 prefix: "t".into(),
                 bus: Arc::new(SilentOwner),
                 directory: memory::MemoryHub::new().directory(),
+                history: None,
                 request_timeout: Duration::from_secs(3600),
             },
         )
