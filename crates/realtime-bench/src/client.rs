@@ -28,7 +28,7 @@ pub type Socket = WebSocketStream<TcpStream>;
 pub const SOURCE_ADDRESSES: u8 = 16;
 
 /// Upper bound for one handshake (TCP, upgrade, welcome, subscribe).
-const HANDSHAKE: Duration = Duration::from_secs(30);
+pub const HANDSHAKE: Duration = Duration::from_secs(30);
 
 /// What to open.
 #[derive(Debug, Clone)]
@@ -66,6 +66,28 @@ pub async fn open(spec: &ConnSpec) -> anyhow::Result<Socket> {
 }
 
 async fn open_inner(spec: &ConnSpec) -> anyhow::Result<Socket> {
+    let mut ws = connect(spec).await?;
+    match spec.kind {
+        Kind::Realtime => {
+            if let Some(topic) = &spec.topic {
+                let command = format!(r#"{{"action":"subscribe","topic":"{topic}","ref":"s"}}"#);
+                ws.send(Message::text(command)).await?;
+                expect_text(&mut ws, |t| t.contains("\"subscribed\"")).await?;
+            }
+        }
+        Kind::Ceiling => {}
+        Kind::SocketIo => {
+            expect_text(&mut ws, |t| t.starts_with('0')).await?;
+            ws.send(Message::text("40")).await?;
+            expect_text(&mut ws, |t| t.starts_with("40")).await?;
+        }
+    }
+    Ok(ws)
+}
+
+/// Opens the TCP connection and upgrades it; for our server, also waits for the
+/// welcome frame (the connection is then registered and may send commands).
+pub async fn connect(spec: &ConnSpec) -> anyhow::Result<Socket> {
     let tcp = TcpSocket::new_v4()?;
     tcp.bind(SocketAddr::new(source_address(spec.index), 0))?;
     if let Some(size) = spec.recv_buffer {
@@ -95,21 +117,8 @@ async fn open_inner(spec: &ConnSpec) -> anyhow::Result<Socket> {
     let (mut ws, _) = client_async_with_config(request, stream, Some(config))
         .await
         .context("upgrade")?;
-    match spec.kind {
-        Kind::Realtime => {
-            expect_text(&mut ws, |t| t.contains("\"welcome\"")).await?;
-            if let Some(topic) = &spec.topic {
-                let command = format!(r#"{{"action":"subscribe","topic":"{topic}","ref":"s"}}"#);
-                ws.send(Message::text(command)).await?;
-                expect_text(&mut ws, |t| t.contains("\"subscribed\"")).await?;
-            }
-        }
-        Kind::Ceiling => {}
-        Kind::SocketIo => {
-            expect_text(&mut ws, |t| t.starts_with('0')).await?;
-            ws.send(Message::text("40")).await?;
-            expect_text(&mut ws, |t| t.starts_with("40")).await?;
-        }
+    if spec.kind == Kind::Realtime {
+        expect_text(&mut ws, |t| t.contains("\"welcome\"")).await?;
     }
     Ok(ws)
 }

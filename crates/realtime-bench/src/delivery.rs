@@ -118,20 +118,20 @@ pub async fn run(plan: &DeliveryPlan, watch: &ProcWatch) -> anyhow::Result<Serve
 }
 
 /// The generator itself and the run's Redis, whose CPU shares the machine.
-struct Others {
+pub(crate) struct Others {
     generator: ProcWatch,
     redis: Option<ProcWatch>,
 }
 
 impl Others {
-    fn new(redis_pid: Option<u32>) -> Self {
+    pub(crate) fn new(redis_pid: Option<u32>) -> Self {
         Others {
             generator: ProcWatch::new(vec![std::process::id()]),
             redis: redis_pid.map(|pid| ProcWatch::new(vec![pid])),
         }
     }
 
-    fn sample(&self) -> (Sample, Option<Sample>) {
+    pub(crate) fn sample(&self) -> (Sample, Option<Sample>) {
         (
             self.generator.sample(),
             self.redis.as_ref().map(ProcWatch::sample),
@@ -140,7 +140,7 @@ impl Others {
 }
 
 /// How busy the machine was: servers, Redis and the generator, in % of one core.
-fn machine_load(
+pub(crate) fn machine_load(
     server_cpu: f64,
     before: &(Sample, Option<Sample>),
     after: &(Sample, Option<Sample>),

@@ -12,13 +12,15 @@ use crate::{headline, plot};
 
 /// The scenarios, in the order they run in `all` and appear in docs/BENCHMARKS.md;
 /// other scenarios follow alphabetically.
-pub const ORDER: [&str; 6] = [
+pub const ORDER: [&str; 8] = [
     "idle",
     "fanout",
     "saturation",
     "topics",
     "cross-node",
     "slow-consumer",
+    "history-fanout",
+    "recovery-storm",
 ];
 
 const REPORT_COMMAND: &str = "cargo run --release -p realtime-bench -- report";
@@ -317,6 +319,29 @@ fn scenario_limits(scenario: &str) -> Option<&'static str> {
              receiving and that the stalled one is closed (3008) with its undelivered \
              messages accounted by close; how soon depends on the outbound queue size and \
              the socket buffers of the kernel."
+        }
+        "history-fanout" => {
+            "The fanout scenario on one node, run twice per store: the topic without \
+             history, then in a namespace keeping history (see the parameters). A \
+             publication on a history topic is appended to the store before it fans out, \
+             once per publish, and every delivered frame carries `offset` and `epoch` \
+             (about 45 bytes more), so the cost per delivery shrinks as subscribers per \
+             publish grow: the per-publish figure in the notes is the one that carries \
+             over to other shapes. With the Redis store the append is a Redis round trip \
+             made by the node; Redis's own CPU is in the machine-load note, not in the \
+             server's CPU."
+        }
+        "recovery-storm" => {
+            "Every client of one history topic drops its socket at the same moment, the \
+             given number of messages is published while they are away, and every client \
+             reconnects at the same moment with `since` = the last position it had, while \
+             a few more messages are published live. The catch-up time of a client runs \
+             from the start of the storm to the moment it holds the last offset published \
+             before it; it includes its TCP and WebSocket handshake, the JWT check and the \
+             subscribe, all of them competing with the other clients on the same cores as \
+             the generator. Lost and duplicated are counted by sequence number in the \
+             message bodies; offset order (no offset skipped or repeated, one epoch) is \
+             checked separately by the generator."
         }
         _ => return None,
     })

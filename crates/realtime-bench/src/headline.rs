@@ -60,6 +60,8 @@ pub(crate) fn headline(out: &mut String, records: &[RunRecord]) {
         idle_memory(find("idle")),
         topics_latency(find("topics")),
         handshakes(find("idle")),
+        history_overhead(find("history-fanout")),
+        storm(find("recovery-storm")),
     ];
     let header = ["figure", "value", "target", "met"].map(str::to_owned);
     let rows = rows.into_iter().map(|h| {
@@ -268,9 +270,183 @@ fn handshakes(record: Option<&RunRecord>) -> Headline {
     rate_ratio(record, what, 0.8, "idle", |r| r.handshakes_per_s)
 }
 
+/// The most CPU per delivery history may add.
+const HISTORY_OVERHEAD: f64 = 1.2;
+
+/// Per store, the "history on" result's CPU per delivery over the "history off"
+/// one's, both from `record` (labels name the store and `history on`/`off`).
+fn history_ratios(record: &RunRecord) -> Vec<(String, f64, f64)> {
+    let per_delivery = |store: &str, state: &str| {
+        record
+            .results
+            .iter()
+            .find(|r| r.label.contains(&format!("{store} store")) && r.label.contains(state))
+            .and_then(|r| r.cpu_us_per_delivery)
+    };
+    ["memory", "redis"]
+        .into_iter()
+        .filter_map(|store| {
+            let (off, on) = (
+                per_delivery(store, "history off")?,
+                per_delivery(store, "history on")?,
+            );
+            (off > 0.0).then(|| (store.to_owned(), off, on))
+        })
+        .collect()
+}
+
+fn history_overhead(record: Option<&RunRecord>) -> Headline {
+    let (what, target) = (
+        "history-fanout: CPU per delivery, history on ÷ off",
+        "≤ 1.20×",
+    );
+    let Some(record) = record else {
+        return Headline::not_measured(what, target, "no history-fanout run");
+    };
+    let ratios = history_ratios(record);
+    if ratios.is_empty() {
+        return Headline::not_measured(what, target, "no history on/off pair");
+    }
+    let value = ratios
+        .iter()
+        .map(|(store, off, on)| {
+            format!(
+                "{store}: {} µs vs {} µs ({:.2}×)",
+                sensible(*on),
+                sensible(*off),
+                on / off
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let met = ratios
+        .iter()
+        .all(|(_, off, on)| *on <= HISTORY_OVERHEAD * off);
+    Headline {
+        what,
+        value: quick(record, value),
+        target,
+        verdict: Verdict::of(met),
+    }
+}
+
+fn storm(record: Option<&RunRecord>) -> Headline {
+    let (what, target) = (
+        "recovery-storm: every client recovered, nothing lost or duplicated",
+        "all recovered:true, lost 0, duplicated 0, offsets in order",
+    );
+    let Some(record) = record else {
+        return Headline::not_measured(what, target, "no recovery-storm run");
+    };
+    if record.results.is_empty() {
+        return Headline::not_measured(what, target, "no result");
+    }
+    let mut met = true;
+    let mut parts = Vec::new();
+    for r in &record.results {
+        let (yes, no) = (r.recovered.unwrap_or(0), r.not_recovered.unwrap_or(0));
+        let (lost, dup) = (r.lost.unwrap_or(0), r.duplicated.unwrap_or(0));
+        let order = r.offset_errors.unwrap_or(0);
+        met &= yes == r.connections as u64 && lost == 0 && dup == 0 && order == 0;
+        let caught = r.all_caught_up_ms.map_or_else(
+            || "not all caught up".to_owned(),
+            |ms| format!("all caught up in {} ms", report::ms(ms * 1000.0)),
+        );
+        parts.push(format!(
+            "{}: {} clients, {} recovered:true, {} false, {caught}; lost {}, duplicated {}",
+            r.label,
+            thousands(r.connections as u64),
+            thousands(yes),
+            thousands(no),
+            thousands(lost),
+            thousands(dup)
+        ));
+    }
+    Headline {
+        what,
+        value: quick(record, parts.join("; ")),
+        target,
+        verdict: Verdict::of(met),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run(scenario: &str, results: Vec<ServerResult>) -> RunRecord {
+        RunRecord {
+            scenario: scenario.into(),
+            started_at: String::new(),
+            command: String::new(),
+            quick: false,
+            machine: crate::report::tests::machine(),
+            params: serde_json::Value::Null,
+            results,
+        }
+    }
+
+    fn per_delivery(label: &str, us: f64) -> ServerResult {
+        ServerResult {
+            server: "realtime".into(),
+            label: label.into(),
+            cpu_us_per_delivery: Some(us),
+            ..ServerResult::default()
+        }
+    }
+
+    #[test]
+    fn history_overhead_is_met_only_when_every_store_is_within_the_target() {
+        let record = run(
+            "history-fanout",
+            vec![
+                per_delivery("realtime (memory store, history off)", 10.0),
+                per_delivery("realtime (memory store, history on)", 11.0),
+                per_delivery("realtime (redis store, history off)", 10.0),
+                per_delivery("realtime (redis store, history on)", 12.5),
+            ],
+        );
+        let h = history_overhead(Some(&record));
+        assert_eq!(
+            h.value,
+            "memory: 11.0 µs vs 10.0 µs (1.10×); redis: 12.5 µs vs 10.0 µs (1.25×)"
+        );
+        assert_eq!(h.verdict, Verdict::NotMet);
+        let memory_only = run("history-fanout", record.results[..2].to_vec());
+        assert_eq!(history_overhead(Some(&memory_only)).verdict, Verdict::Met);
+        assert_eq!(history_overhead(None).verdict, Verdict::NotMeasured);
+    }
+
+    #[test]
+    fn the_storm_is_met_when_all_recovered_and_nothing_was_lost() {
+        let result = ServerResult {
+            server: "realtime".into(),
+            label: "realtime (memory store)".into(),
+            connections: 1000,
+            recovered: Some(1000),
+            not_recovered: Some(0),
+            lost: Some(0),
+            duplicated: Some(0),
+            offset_errors: Some(0),
+            all_caught_up_ms: Some(412.0),
+            ..ServerResult::default()
+        };
+        let h = storm(Some(&run("recovery-storm", vec![result.clone()])));
+        assert_eq!(
+            h.value,
+            "realtime (memory store): 1,000 clients, 1,000 recovered:true, 0 false, all caught up in 412.00 ms; lost 0, duplicated 0"
+        );
+        assert_eq!(h.verdict, Verdict::Met);
+        let partial = ServerResult {
+            recovered: Some(999),
+            not_recovered: Some(1),
+            all_caught_up_ms: None,
+            ..result
+        };
+        let h = storm(Some(&run("recovery-storm", vec![partial])));
+        assert!(h.value.contains("not all caught up"), "{}", h.value);
+        assert_eq!(h.verdict, Verdict::NotMet);
+    }
 
     #[test]
     fn names_5000_ignores_other_rates() {

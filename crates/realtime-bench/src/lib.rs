@@ -4,6 +4,7 @@ pub mod delivery;
 pub mod docs;
 pub mod fleet;
 mod headline;
+pub mod history;
 pub mod idle;
 pub mod machine;
 pub mod plot;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use realtime_bench::history::{self, HistoryLimits, Store, Storm};
 use realtime_bench::record::RunRecord;
 use realtime_bench::scenarios::{self, Common, Fanout, Topics};
 use realtime_bench::servers::{Binaries, Kind};
@@ -54,6 +55,34 @@ enum Command {
     CrossNode(FanoutArgs),
     /// One subscriber that stops reading among N.
     SlowConsumer(FanoutArgs),
+    /// Fanout on one node with the topic's history off, then on, per store.
+    HistoryFanout {
+        #[command(flatten)]
+        fanout: FanoutArgs,
+        #[command(flatten)]
+        history: HistoryArgs,
+    },
+    /// Clients of a history topic drop at once, miss messages, reconnect at once
+    /// with `since`: time until all caught up, nothing lost or duplicated.
+    RecoveryStorm {
+        #[arg(long)]
+        clients: Option<usize>,
+        /// Messages published while the clients are away.
+        #[arg(long)]
+        behind: Option<u64>,
+        /// Messages published live during the reconnect.
+        #[arg(long)]
+        live: Option<u64>,
+        /// Rate of the live messages, per second.
+        #[arg(long)]
+        live_rate: Option<f64>,
+        #[arg(long)]
+        size: Option<usize>,
+        #[command(flatten)]
+        history: HistoryArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Every scenario in turn, then the report.
     All {
         #[command(flatten)]
@@ -98,6 +127,44 @@ struct FanoutArgs {
     duration: Option<Duration>,
     #[command(flatten)]
     run: RunArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+struct HistoryArgs {
+    /// Stores to measure side by side: memory, redis (one node on a private
+    /// redis-server).
+    #[arg(long, value_delimiter = ',')]
+    stores: Vec<String>,
+    /// `history_size` of the topic's namespace.
+    #[arg(long, default_value_t = 1000)]
+    history_size: u64,
+    /// `history_ttl` of the topic's namespace.
+    #[arg(long, default_value = "10m")]
+    history_ttl: String,
+}
+
+impl HistoryArgs {
+    fn default() -> Self {
+        HistoryArgs {
+            stores: Vec::new(),
+            history_size: 1000,
+            history_ttl: "10m".into(),
+        }
+    }
+
+    fn stores(&self) -> anyhow::Result<Vec<Store>> {
+        match self.stores.is_empty() {
+            true => Ok(vec![Store::Memory, Store::Redis]),
+            false => self.stores.iter().map(|s| Store::parse(s)).collect(),
+        }
+    }
+
+    fn limits(&self) -> HistoryLimits {
+        HistoryLimits {
+            size: self.history_size,
+            ttl: self.history_ttl.clone(),
+        }
+    }
 }
 
 fn humantime_secs(s: &str) -> Result<Duration, String> {
@@ -179,6 +246,19 @@ fn scenario_command(name: &str, run: RunArgs) -> Command {
             run,
         },
         "cross-node" => Command::CrossNode(fanout),
+        "history-fanout" => Command::HistoryFanout {
+            fanout,
+            history: HistoryArgs::default(),
+        },
+        "recovery-storm" => Command::RecoveryStorm {
+            clients: None,
+            behind: None,
+            live: None,
+            live_rate: None,
+            size: None,
+            history: HistoryArgs::default(),
+            run,
+        },
         _ => Command::SlowConsumer(fanout),
     }
 }
@@ -245,6 +325,38 @@ async fn one(command: Command, via_all: bool) -> anyhow::Result<bool> {
             check_open_files(t.subscribers)?;
             (scenarios::topics(&common, &t).await?, run)
         }
+        Command::HistoryFanout { fanout: f, history } => {
+            let common = common(&f.run, &["realtime"])?;
+            let params = fanout(&f, (5000, 20.0, 20), (200, 20.0, 2))?;
+            let record =
+                history::history_fanout(&common, params, &history.stores()?, &history.limits())
+                    .await?;
+            (record, f.run)
+        }
+        Command::RecoveryStorm {
+            clients,
+            behind,
+            live,
+            live_rate,
+            size,
+            history,
+            run,
+        } => {
+            let common = common(&run, &["realtime"])?;
+            let q = run.quick;
+            let storm = Storm {
+                clients: clients.unwrap_or(if q { 100 } else { 1000 }),
+                behind: behind.unwrap_or(100),
+                warmup: 10,
+                live: live.unwrap_or(if q { 10 } else { 40 }),
+                live_rate: live_rate.unwrap_or(20.0),
+                size: size.unwrap_or(100),
+                history: history.limits(),
+                stores: history.stores()?,
+            };
+            check_open_files(storm.clients)?;
+            (history::recovery_storm(&common, &storm).await?, run)
+        }
         Command::All { .. } | Command::Report { .. } => unreachable!("handled by run"),
     };
     if via_all {
@@ -265,15 +377,30 @@ async fn one(command: Command, via_all: bool) -> anyhow::Result<bool> {
     Ok(!run.quick || clean(&record))
 }
 
-/// A quick run passes when every connection opened and no message was lost or
-/// duplicated.
+/// A quick run passes when every connection opened, no message was lost or
+/// duplicated, history streams kept offset order, and every resubscription
+/// recovered when the history held everything it missed.
 fn clean(record: &RunRecord) -> bool {
+    let history_holds_all = match (
+        record.params["history_size"].as_u64(),
+        record.params["behind"].as_u64(),
+        record.params["warmup"].as_u64(),
+    ) {
+        (Some(size), Some(behind), Some(warmup)) => size >= behind + warmup,
+        _ => false,
+    };
     let mut ok = true;
     for r in &record.results {
         let (lost, dup) = (r.lost.unwrap_or(0), r.duplicated.unwrap_or(0));
-        if lost > 0 || dup > 0 || r.failed_connections > 0 {
+        let order = r.offset_errors.unwrap_or(0);
+        let unrecovered = if history_holds_all {
+            r.not_recovered.unwrap_or(0)
+        } else {
+            0
+        };
+        if lost > 0 || dup > 0 || r.failed_connections > 0 || order > 0 || unrecovered > 0 {
             eprintln!(
-                "{} / {}: {lost} lost, {dup} duplicated, {} connections failed",
+                "{} / {}: {lost} lost, {dup} duplicated, {} connections failed, {order} out of offset order, {unrecovered} not recovered",
                 record.scenario, r.label, r.failed_connections
             );
             ok = false;
@@ -306,6 +433,12 @@ fn print_summary(record: &RunRecord) {
         }
         if let (Some(lost), Some(dup)) = (r.lost, r.duplicated) {
             line += &format!(" lost {lost} dup {dup}");
+        }
+        if let (Some(yes), Some(no)) = (r.recovered, r.not_recovered) {
+            line += &format!(" recovered {yes} not {no}");
+        }
+        if let Some(ms) = r.all_caught_up_ms {
+            line += &format!(" all caught up in {ms:.0} ms");
         }
         println!("{line}");
     }

@@ -87,6 +87,26 @@ pub struct ServerResult {
     /// slow consumer (documented and visible to the client: not silent loss).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accounted_by_close: Option<u64>,
+    /// Expected deliveries a client was told it missed (`recovered:false` or a
+    /// `missed` notice naming the range): visible to the client, not silent loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accounted_by_notice: Option<u64>,
+    /// Deliveries out of offset order on a history topic: an offset repeated or
+    /// skipped, or an epoch change, seen by the generator's own tally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset_errors: Option<u64>,
+    /// Resubscriptions with `since` answered `recovered:true` / `recovered:false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_recovered: Option<u64>,
+    /// Per client, from the start of its reconnect to having every publication it
+    /// missed, in µs (same shape as latency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<Latency>,
+    /// From the moment every client reconnects at once until the last one caught up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all_caught_up_ms: Option<f64>,
     /// Connections the server closed during the run, by close code.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub closes: Vec<CloseCount>,

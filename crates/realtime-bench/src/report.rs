@@ -98,6 +98,22 @@ fn columns() -> Vec<Column> {
         col("accounted by close", |r| {
             r.accounted_by_close.map(thousands)
         }),
+        col("told missed", |r| r.accounted_by_notice.map(thousands)),
+        col("offset errors", |r| r.offset_errors.map(thousands)),
+        col("recovered", |r| r.recovered.map(thousands)),
+        col("not recovered", |r| r.not_recovered.map(thousands)),
+        col("all caught up ms", |r| {
+            r.all_caught_up_ms.map(|v| grouped(v, 1))
+        }),
+        col("catch-up p50 ms", |r| {
+            r.catch_up.as_ref().map(|l| ms(l.p50_us))
+        }),
+        col("catch-up p99 ms", |r| {
+            r.catch_up.as_ref().map(|l| ms(l.p99_us))
+        }),
+        col("catch-up max ms", |r| {
+            r.catch_up.as_ref().map(|l| ms(l.max_us))
+        }),
         col("p50 ms", |r| r.latency.as_ref().map(|l| ms(l.p50_us))),
         col("p95 ms", |r| r.latency.as_ref().map(|l| ms(l.p95_us))),
         col("p99 ms", |r| r.latency.as_ref().map(|l| ms(l.p99_us))),

@@ -47,7 +47,7 @@ impl Common {
         }
     }
 
-    fn record(
+    pub(crate) fn record(
         &self,
         scenario: &str,
         params: serde_json::Value,
@@ -264,7 +264,7 @@ fn single_node_plan(
 }
 
 /// One topic on one node, published to through that node.
-fn fanout_plan(
+pub(crate) fn fanout_plan(
     kind: Kind,
     label: &str,
     node: std::net::SocketAddr,
@@ -286,7 +286,7 @@ fn fanout_plan(
     }
 }
 
-fn fanout_params(f: Fanout) -> serde_json::Value {
+pub(crate) fn fanout_params(f: Fanout) -> serde_json::Value {
     json!({
         "subscribers": f.subscribers,
         "rate": f.rate,
@@ -309,7 +309,7 @@ pub fn thousands(value: f64) -> String {
     out
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
