@@ -123,6 +123,13 @@ pub(crate) struct Others {
     redis: Option<ProcWatch>,
 }
 
+/// What else used the machine's CPU, at one instant.
+pub(crate) struct OthersSample {
+    generator: Sample,
+    redis: Option<Sample>,
+    machine_busy_s: f64,
+}
+
 impl Others {
     pub(crate) fn new(redis_pid: Option<u32>) -> Self {
         Others {
@@ -131,31 +138,40 @@ impl Others {
         }
     }
 
-    pub(crate) fn sample(&self) -> (Sample, Option<Sample>) {
-        (
-            self.generator.sample(),
-            self.redis.as_ref().map(ProcWatch::sample),
-        )
+    pub(crate) fn sample(&self) -> OthersSample {
+        OthersSample {
+            generator: self.generator.sample(),
+            redis: self.redis.as_ref().map(ProcWatch::sample),
+            machine_busy_s: crate::procstat::machine_busy_s(),
+        }
     }
 }
 
-/// How busy the machine was: servers, Redis and the generator, in % of one core.
+/// How busy the machine was: servers, Redis, the generator and every other
+/// process (other builds share this machine), in % of one core.
 pub(crate) fn machine_load(
     server_cpu: f64,
-    before: &(Sample, Option<Sample>),
-    after: &(Sample, Option<Sample>),
+    before: &OthersSample,
+    after: &OthersSample,
     window: Duration,
 ) -> String {
     let pct = |cpu: f64| cpu / window.as_secs_f64().max(1e-6) * 100.0;
-    let generator = pct(after.0.cpu_since(&before.0));
-    let redis = match (&before.1, &after.1) {
-        (Some(b), Some(a)) => format!(", Redis {:.0}%", pct(a.cpu_since(b))),
-        _ => String::new(),
+    let generator_cpu = after.generator.cpu_since(&before.generator);
+    let (redis, redis_cpu) = match (&before.redis, &after.redis) {
+        (Some(b), Some(a)) => {
+            let cpu = a.cpu_since(b);
+            (format!(", Redis {:.0}%", pct(cpu)), cpu)
+        }
+        _ => (String::new(), 0.0),
     };
+    let busy = (after.machine_busy_s - before.machine_busy_s).max(0.0);
+    let other = (busy - server_cpu - redis_cpu - generator_cpu).max(0.0);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) * 100;
     format!(
-        "CPU during the measurement (% of one core, {cores}% in all): server {:.0}%{redis}, generator {generator:.0}%",
-        pct(server_cpu)
+        "CPU during the measurement (% of one core, {cores}% in all): server {:.0}%{redis}, generator {:.0}%, other processes {:.0}%",
+        pct(server_cpu),
+        pct(generator_cpu),
+        pct(other)
     )
 }
 

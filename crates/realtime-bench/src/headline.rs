@@ -76,7 +76,9 @@ pub(crate) fn headline(out: &mut String, records: &[RunRecord]) {
     out.push_str(
         "Ratios are realtime ÷ ceiling, measured in the same run. A value marked *quick* \
          comes from a `--quick` smoke run and is too short to quote. For topics the row \
-         reads the `realtime` result whose label names the rate `5,000/s` (or `5000/s`).\n\n",
+         reads the `realtime` result whose label names the rate `5,000/s` (or `5000/s`). \
+         For history-fanout the ratio is realtime with the topic's history on ÷ off, per \
+         store, measured in the same run.\n\n",
     );
 }
 

@@ -43,6 +43,30 @@ impl ProcWatch {
     }
 }
 
+/// CPU seconds the whole machine spent busy since boot (all cores, every
+/// process): `/proc/stat` less idle and I/O wait. Set against the processes
+/// under test, it shows how much else ran during a measurement.
+pub fn machine_busy_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0.0;
+    };
+    let ticks: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest is within user).
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    busy as f64 / procfs::ticks_per_second() as f64
+}
+
 impl Sample {
     /// CPU seconds used between `earlier` and `self`.
     pub fn cpu_since(&self, earlier: &Sample) -> f64 {

@@ -209,18 +209,30 @@ async fn spawn(
                 BufReader::new(Box::new(stderr) as _).lines()
             }
         };
+    // The last lines before the ready line, to say why a process that exits
+    // early (a refused configuration) did.
+    let mut last = std::collections::VecDeque::new();
     let found = tokio::time::timeout(START, async {
         while let Some(line) = watched.next_line().await? {
-            if let Some(addr) = ready(&strip_ansi(&line)) {
+            let line = strip_ansi(&line);
+            if let Some(addr) = ready(&line) {
                 return Ok(Some(addr));
             }
+            if last.len() == 5 {
+                last.pop_front();
+            }
+            last.push_back(line);
         }
         Ok::<_, std::io::Error>(None)
     })
     .await;
     let addr = match found {
         Ok(Ok(Some(addr))) => addr,
-        Ok(Ok(None)) => bail!("{} exited before it was ready", kind.name()),
+        Ok(Ok(None)) => bail!(
+            "{} exited before it was ready: {}",
+            kind.name(),
+            Vec::from(last).join(" | ")
+        ),
         Ok(Err(e)) => return Err(e.into()),
         Err(_) => bail!("{} did not come up within {START:?}", kind.name()),
     };
