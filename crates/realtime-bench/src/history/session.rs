@@ -100,6 +100,9 @@ pub struct Client {
     pub answer: Option<Subscribed>,
     /// From the start of the reconnect to holding the catch-up target.
     pub catch_up: Option<Duration>,
+    /// From the start of the reconnect to the `subscribed` answer (connect,
+    /// upgrade, JWT check, subscribe and the history read behind it).
+    pub answered: Option<Duration>,
     /// Topic messages received on the reconnected connection.
     pub delivered_after_reconnect: u64,
     pub missed_notices: u64,
@@ -125,6 +128,7 @@ impl Client {
             since: None,
             answer: None,
             catch_up: None,
+            answered: None,
             delivered_after_reconnect: 0,
             missed_notices: 0,
             error: None,
@@ -151,6 +155,9 @@ impl Client {
         let since = reconnect
             .then(|| self.offsets.position().cloned())
             .flatten();
+        if reconnect {
+            self.since = since.clone();
+        }
         let command = match &since {
             Some(p) => serde_json::json!({"action": "subscribe", "topic": self.topic,
                 "since": {"offset": p.offset, "epoch": p.epoch}, "ref": "s"}),
@@ -184,7 +191,6 @@ impl Client {
         }
         shared.offsets[self.index].store(self.offsets.offset(), Ordering::Relaxed);
         if reconnect {
-            self.since = since;
             self.answer = Some(answer);
         }
         Ok(ws)

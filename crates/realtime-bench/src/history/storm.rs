@@ -159,6 +159,7 @@ async fn run(node: &Node, s: &Storm, label: &str) -> anyhow::Result<ServerResult
         let catch_up = Some((target.offset, start));
         tasks.push(tokio::spawn(async move {
             if let Ok(ws) = client.join(&shared, true).await {
+                client.answered = Some(start.elapsed());
                 client.follow(ws, &shared, Follow { stop, catch_up }).await;
             }
             client
@@ -305,6 +306,7 @@ fn account(
     let (mut recovered, mut not_recovered, mut failed, mut notices) = (0u64, 0u64, 0usize, 0u64);
     let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
     let mut catch_up = new_histogram();
+    let mut answered = new_histogram();
     let mut slowest = Duration::ZERO;
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     for client in clients {
@@ -325,9 +327,12 @@ fn account(
             *errors.entry(e.clone()).or_default() += 1;
         }
         // What the client was told it would not get: after its `since`, up to
-        // where the server said delivery goes on.
+        // where the server said delivery goes on; everything after the drop
+        // when its reconnect was refused or failed (it knows it is not
+        // subscribed, so nothing it misses is silent).
         let told = match (&client.since, answer.recovered, answer.offset) {
             (Some(since), Some(false), Some(resumed)) => since.offset + 1..resumed + 1,
+            (Some(since), _, _) if client.answer.is_none() => since.offset + 1..u64::MAX,
             _ => 0..0,
         };
         for p in published {
@@ -342,6 +347,9 @@ fn account(
         duplicated += client.seqs.duplicated;
         offset_errors += client.offsets.errors() + client.unpositioned;
         notices += client.missed_notices;
+        if let Some(t) = client.answered {
+            let _ = answered.record((t.as_micros() as u64).clamp(1, 60_000_000));
+        }
         if let (Some(true), Some(t)) = (answer.recovered, client.catch_up) {
             let _ = catch_up.record((t.as_micros() as u64).clamp(1, 60_000_000));
             slowest = slowest.max(t);
@@ -352,6 +360,14 @@ fn account(
         "every client dropped its socket at once (TCP closed without a WebSocket close frame) {} publications after it subscribed, missed {} while away, and reconnected at once with `since` (no concurrency limit) while {} more were published live at {}/s; the catch-up ends when a client holds offset {}",
         s.warmup, s.behind, s.live, s.live_rate, target.offset
     )];
+    if let Some(l) = summarize(&answered) {
+        notes.push(format!(
+            "the `subscribed` answer came after p50 {} ms, p99 {} ms, max {} ms from the start of the storm (connect, upgrade, JWT check, subscribe and the history read); the rest of a catch-up is the replay",
+            crate::report::ms(l.p50_us),
+            crate::report::ms(l.p99_us),
+            crate::report::ms(l.max_us)
+        ));
+    }
     if !everyone {
         notes.push(format!(
             "{} of {} clients did not recover; the catch-up figures are those that did",
@@ -367,6 +383,11 @@ fn account(
     }
     for (error, count) in &errors {
         notes.push(format!("client error × {count}: {error}"));
+    }
+    if failed > 0 {
+        notes.push(format!(
+            "{failed} reconnects failed or were refused: what those clients did not receive after the drop is counted as told missed, not lost"
+        ));
     }
     ServerResult {
         server: "realtime".into(),
