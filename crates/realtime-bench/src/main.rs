@@ -327,7 +327,7 @@ async fn one(command: Command, via_all: bool) -> anyhow::Result<bool> {
         }
         Command::HistoryFanout { fanout: f, history } => {
             let common = common(&f.run, &["realtime"])?;
-            let params = fanout(&f, (5000, 20.0, 20), (200, 20.0, 2))?;
+            let params = fanout(&f, (5000, 20.0, 20), (200, 20.0, 1))?;
             let record =
                 history::history_fanout(&common, params, &history.stores()?, &history.limits())
                     .await?;
