@@ -18,9 +18,11 @@
 mod backoff;
 mod bus;
 mod directory;
+mod history;
 mod inbound;
 mod link;
 mod metrics;
+mod outbox;
 mod publisher;
 mod subscriber;
 
@@ -29,6 +31,7 @@ use std::time::Duration;
 
 pub use bus::RedisBus;
 pub use directory::RedisDirectory;
+pub use history::RedisHistory;
 use realtime::ClusterConfig;
 
 /// How to reach Redis and how often to refresh.
@@ -93,12 +96,13 @@ impl RedisConfig {
 #[error("invalid Redis URL: {0}")]
 pub struct SetupError(#[from] redis::RedisError);
 
-/// A bus and a directory sharing one Redis configuration.
+/// A bus, a directory and a history store sharing one Redis configuration.
 #[derive(Clone)]
 pub struct RedisCluster {
     config: RedisConfig,
     bus: Arc<RedisBus>,
     directory: Arc<RedisDirectory>,
+    history: Arc<RedisHistory>,
 }
 
 impl std::fmt::Debug for RedisCluster {
@@ -116,17 +120,28 @@ impl RedisCluster {
         let client = redis::Client::open(config.url.as_str())?;
         // One set of metrics: the bus registers it, the directory's link reports in it.
         let metrics = metrics::BusMetrics::new();
+        let bus = Arc::new(RedisBus::new(
+            client.clone(),
+            config.clone(),
+            metrics.clone(),
+        ));
+        // Appends share the bus's outbox and publisher, so they keep their order
+        // with the bus's publishes.
+        let history = Arc::new(RedisHistory::new(
+            client.clone(),
+            &config,
+            bus.outbox(),
+            bus.publisher_link(),
+            metrics.history.clone(),
+        ));
         Ok(RedisCluster {
-            bus: Arc::new(RedisBus::new(
-                client.clone(),
-                config.clone(),
-                metrics.clone(),
-            )),
             directory: Arc::new(RedisDirectory::new(
                 client,
                 config.clone(),
                 metrics.link("directory"),
             )),
+            bus,
+            history,
             config,
         })
     }
@@ -139,6 +154,12 @@ impl RedisCluster {
         self.directory.clone()
     }
 
+    /// The history store. Its appends travel through the bus's publisher, so the
+    /// bus must be started (the engine does it) for them to go out.
+    pub fn history(&self) -> Arc<RedisHistory> {
+        self.history.clone()
+    }
+
     /// A [`ClusterConfig`] for an engine on this Redis, labelled `node_id`.
     pub fn cluster_config(&self, node_id: impl Into<String>) -> ClusterConfig {
         ClusterConfig {
@@ -146,7 +167,7 @@ impl RedisCluster {
             prefix: self.config.prefix.clone(),
             bus: self.bus.clone(),
             directory: self.directory.clone(),
-            history: None,
+            history: Some(self.history.clone()),
             request_timeout: Duration::from_secs(5),
         }
     }
