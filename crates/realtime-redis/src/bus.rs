@@ -41,6 +41,15 @@ pub(crate) struct InterestChange {
     pub(crate) done: oneshot::Sender<Result<(), BusError>>,
 }
 
+/// One of the bus's two Redis links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusLink {
+    /// Receives: the pub/sub connection.
+    Subscriber,
+    /// Sends: publishes and history appends.
+    Publisher,
+}
+
 /// The message bus over Redis pub/sub. Create it with [`crate::RedisCluster`].
 pub struct RedisBus {
     client: Client,
@@ -90,6 +99,18 @@ impl RedisBus {
         .is_ok()
             && self.subscriber.is_up()
             && self.publisher.is_up()
+    }
+
+    /// Waits (up to `timeout`) until `link` is up (`up`) or down. Returns whether
+    /// it is.
+    pub async fn wait_for(&self, link: BusLink, up: bool, timeout: Duration) -> bool {
+        let link = match link {
+            BusLink::Subscriber => &self.subscriber,
+            BusLink::Publisher => &self.publisher,
+        };
+        let mut state = link.watch();
+        let _ = tokio::time::timeout(timeout, state.wait_for(|now| *now == up)).await;
+        link.is_up() == up
     }
 
     /// Waits (up to `timeout`) until a link is down. Returns whether one is.

@@ -29,7 +29,7 @@ mod subscriber;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use bus::RedisBus;
+pub use bus::{BusLink, RedisBus};
 pub use directory::RedisDirectory;
 pub use history::RedisHistory;
 use realtime::ClusterConfig;
