@@ -969,4 +969,16 @@ async fn lua_wire_bytes_decode_as_wire_publications() {
         .as_slice(),
         "byte for byte what Rust encodes"
     );
+    // An epoch no node could decode from the wire is refused, not published.
+    let window = limits(10, minute());
+    for epoch in ["", "two words"] {
+        assert!(matches!(
+            store
+                .append(topic, window, NodeTag::from_random(11), 2, epoch)
+                .await,
+            Err(HistoryError::Unavailable(_))
+        ));
+    }
+    let key = store.stream_key(topic);
+    assert_eq!(redis_query::<u64>(&redis.url(), &["XLEN", &key]).await, 1);
 }

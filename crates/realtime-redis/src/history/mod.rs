@@ -54,11 +54,14 @@ impl RedisHistory {
 
     /// Queues a script for the publisher, in order with the bus's publishes.
     /// Taken at once (the caller may drop the future) or refused at once.
-    fn submit(&self, call: ScriptCall, op: &'static str) -> PositionFuture {
+    fn submit(&self, call: ScriptCall, op: &'static str, epoch: &str) -> PositionFuture {
         let refuse = |reason: String| -> PositionFuture {
             self.metrics.errors(op).inc();
             Box::pin(async move { Err(HistoryError::Unavailable(reason)) })
         };
+        if !usable_epoch(epoch) {
+            return refuse(format!("unusable epoch {epoch:?}"));
+        }
         if !self.publisher.is_up() {
             return refuse(self.publisher.reason());
         }
@@ -80,13 +83,22 @@ impl HistoryStore for RedisHistory {
     }
 
     fn append(&self, request: AppendRequest) -> PositionFuture {
-        self.submit(ScriptCall::append(&self.keys, &request), "append")
+        let call = ScriptCall::append(&self.keys, &request);
+        self.submit(call, "append", &request.new_epoch)
     }
 
     fn read(&self, request: ReadRequest) -> PageFuture {
         let call = ScriptCall::read(&self.keys, &request);
         let (reads, metrics) = (self.reads.clone(), self.metrics.clone());
+        let usable = usable_epoch(&request.new_epoch);
         Box::pin(async move {
+            if !usable {
+                metrics.errors("read").inc();
+                return Err(HistoryError::Unavailable(format!(
+                    "unusable epoch {:?}",
+                    request.new_epoch
+                )));
+            }
             let page = reads
                 .run(&call)
                 .await
@@ -107,9 +119,17 @@ impl HistoryStore for RedisHistory {
     }
 
     fn reset(&self, topic: &Topic, limits: HistoryLimits, new_epoch: String) -> PositionFuture {
+        let epoch = new_epoch.clone();
         self.submit(
             ScriptCall::reset(&self.keys, topic, limits, new_epoch),
             "reset",
+            &epoch,
         )
     }
+}
+
+/// An epoch travels in the wire publication between spaces: it must have
+/// something in it and no whitespace, or no node could decode what it carries.
+fn usable_epoch(epoch: &str) -> bool {
+    !epoch.is_empty() && !epoch.bytes().any(|b| b.is_ascii_whitespace())
 }
