@@ -982,3 +982,33 @@ async fn lua_wire_bytes_decode_as_wire_publications() {
     let key = store.stream_key(topic);
     assert_eq!(redis_query::<u64>(&redis.url(), &["XLEN", &key]).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_flushed_from_redis_are_loaded_again() {
+    let redis = RedisServer::start().await;
+    let store = Store::start(&redis.url(), "f").await;
+    let window = limits(10, minute());
+    let origin = NodeTag::from_random(12);
+    assert_eq!(
+        store.append("kept", window, origin, 1, "e1").await.unwrap(),
+        pos(1, "e1")
+    );
+    assert_eq!(
+        store.read("kept", window, None, 10, "e2").await.state.top,
+        1
+    );
+    let _: () = redis_query(&redis.url(), &["SCRIPT", "FLUSH"]).await;
+    let append = tokio::time::timeout(WAIT, store.append("kept", window, origin, 2, "e1"))
+        .await
+        .expect("answered after the scripts are loaded again");
+    assert_eq!(append.unwrap(), pos(2, "e1"));
+    let _: () = redis_query(&redis.url(), &["SCRIPT", "FLUSH"]).await;
+    let page = store.read("kept", window, None, 10, "e2").await;
+    assert_eq!(
+        page.publications
+            .iter()
+            .map(|p| p.offset)
+            .collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+}

@@ -28,7 +28,11 @@ impl Reads {
     /// Runs a script; a server that lost its scripts gets them again, once.
     pub(crate) async fn run(&self, call: &ScriptCall) -> Result<Value, String> {
         for attempt in 0..2 {
-            let (mut con, loaded) = self.connection().await?;
+            // Bounded as a whole: reads queued behind a failing connect each give
+            // up within the timeout rather than one timeout per read ahead.
+            let (mut con, loaded) = tokio::time::timeout(self.timeout, self.connection())
+                .await
+                .map_err(|_| "redis connect timed out".to_string())??;
             match tokio::time::timeout(self.timeout, call.cmd(&loaded).query_async(&mut con)).await
             {
                 Ok(Ok(value)) => return Ok(value),
