@@ -282,8 +282,23 @@ async fn two_nodes_get_consecutive_offsets_each_published_once_in_offset_order()
         );
     }
 
+    // Nothing more: the next publication seen is the next append.
+    let marker = a
+        .append(
+            topic,
+            window,
+            NodeTag::from_random(1),
+            PER_NODE + 1,
+            "unused",
+        )
+        .await
+        .unwrap();
+    assert_eq!(marker, pos(2 * PER_NODE + 1, &epoch));
+    let next = next_publications(&mut watcher, 1).await;
+    assert_eq!(next[0].0, marker.offset, "no publication was seen twice");
+
     // The stream holds exactly the last SIZE.
-    let total = 2 * PER_NODE;
+    let total = 2 * PER_NODE + 1;
     let key = a.stream_key(topic);
     assert_eq!(
         redis_query::<u64>(&redis.url(), &["XLEN", &key]).await,
@@ -304,12 +319,12 @@ async fn two_nodes_get_consecutive_offsets_each_published_once_in_offset_order()
     );
     // A stored payload is the one appended, without its position.
     let last: Value = serde_json::from_str(&page.publications.last().unwrap().payload).unwrap();
-    assert_eq!(last, seen.last().unwrap().2);
+    assert_eq!(last, next[0].2);
     assert!(last.get("offset").is_none());
 
     let text_a = a.metric("realtime_history_appends_total").unwrap();
     let text_b = b.metric("realtime_history_appends_total").unwrap();
-    assert_eq!((text_a, text_b), (PER_NODE as f64, PER_NODE as f64));
+    assert_eq!((text_a, text_b), ((PER_NODE + 1) as f64, PER_NODE as f64));
 }
 
 #[tokio::test]
@@ -1011,4 +1026,31 @@ async fn scripts_flushed_from_redis_are_loaded_again() {
             .collect::<Vec<_>>(),
         vec![1, 2]
     );
+}
+
+#[tokio::test]
+async fn an_append_is_taken_when_asked_even_if_its_answer_is_not_awaited() {
+    let redis = RedisServer::start().await;
+    let store = Store::start(&redis.url(), "d").await;
+    let window = limits(10, minute());
+    let origin = NodeTag::from_random(13);
+    for seq in 1..=3 {
+        drop(store.append("fire", window, origin, seq, "e1"));
+    }
+    // Applied in order before the next one, which is queued behind them.
+    assert_eq!(
+        store.append("fire", window, origin, 4, "e1").await.unwrap(),
+        pos(4, "e1")
+    );
+    let page = store.read("fire", window, None, 10, "e2").await;
+    let numbers: Vec<u64> = page
+        .publications
+        .iter()
+        .map(|p| {
+            serde_json::from_str::<Value>(&p.payload).unwrap()["n"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(numbers, vec![1, 2, 3, 4]);
 }
