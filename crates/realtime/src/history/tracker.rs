@@ -484,3 +484,265 @@ pub(crate) fn missed(topic: &Topic, reason: MissedReason, offset: u64, epoch: &s
         .to_json(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::time::Duration;
+
+    use realtime_core::{ConnectionInfo, Identity, StreamState};
+
+    use super::super::store::StoredPublication;
+    use super::*;
+
+    /// An in-test store: what a read of the topic answers.
+    struct Store {
+        epoch: String,
+        held: Vec<u64>,
+        top: u64,
+    }
+
+    impl Store {
+        fn page_after(&self, after: u64) -> StoredPage {
+            StoredPage {
+                state: StreamState {
+                    epoch: self.epoch.clone(),
+                    top: self.top,
+                    first: self.held.first().copied().unwrap_or(self.top + 1),
+                },
+                publications: self
+                    .held
+                    .iter()
+                    .filter(|o| **o > after)
+                    .map(|&offset| StoredPublication {
+                        offset,
+                        payload: format!(r#"{{"type":"n","n":{offset}}}"#),
+                    })
+                    .collect(),
+            }
+        }
+    }
+
+    struct Setup {
+        registry: Registry,
+        topic: Topic,
+        limits: HistoryLimits,
+        handle: Arc<ConnectionHandle>,
+        state: TrackerState,
+    }
+
+    impl Setup {
+        /// One subscriber, a tracker initialised at (`top`, "e1").
+        fn new(size: u64, top: u64) -> Setup {
+            let registry = Registry::default();
+            let identity = Identity {
+                user_id: "u".into(),
+                roles: vec![],
+                metadata: Default::default(),
+                expires_at: None,
+            };
+            let id = realtime_core::NodeTag::from_random(7).connection_id([1; 16]);
+            let info = ConnectionInfo::new(id, identity, "now".into());
+            let handle = Arc::new(ConnectionHandle::new(info, None, 1000, 1 << 20));
+            registry.insert(handle.clone());
+            let topic = Topic::parse("feed:1").unwrap();
+            registry.subscribe(&handle, &topic, || {}).unwrap();
+            let state = TrackerState {
+                last: Some(pos(top, "e1")),
+                ..TrackerState::default()
+            };
+            let limits = HistoryLimits::new(size, Duration::from_secs(60)).unwrap();
+            Setup {
+                registry,
+                topic,
+                limits,
+                handle,
+                state,
+            }
+        }
+
+        fn arrive(&mut self, offset: u64, epoch: &str) -> bool {
+            let frame = Utf8Bytes::from(with_position(r#"{"type":"n"}"#, offset, epoch));
+            let out = Fanout {
+                registry: &self.registry,
+                metrics: None,
+            };
+            self.state
+                .arrive(out, (&self.topic, self.limits), pos(offset, epoch), frame)
+        }
+
+        fn fill(&mut self, store: &Store) -> bool {
+            let page = store.page_after(self.state.fill_from().unwrap());
+            let out = Fanout {
+                registry: &self.registry,
+                metrics: None,
+            };
+            self.state
+                .apply_fill(out, (&self.topic, self.limits), &page)
+        }
+
+        /// What the subscriber was sent: offsets of publications, and notices as
+        /// ("missed reason", offset).
+        fn received(&self) -> Vec<String> {
+            let mut batch = VecDeque::new();
+            self.handle.outbox().try_take(&mut batch);
+            batch
+                .into_iter()
+                .map(|f| {
+                    let v: Value = serde_json::from_str(&f).unwrap();
+                    match v["type"].as_str() {
+                        Some("missed") => {
+                            format!("{}@{}", v["reason"].as_str().unwrap(), v["offset"])
+                        }
+                        _ => format!("{}", v["offset"]),
+                    }
+                })
+                .collect()
+        }
+    }
+
+    fn pos(offset: u64, epoch: &str) -> Position {
+        Position {
+            offset,
+            epoch: epoch.into(),
+        }
+    }
+
+    #[test]
+    fn in_order_arrivals_are_delivered_and_duplicates_dropped() {
+        let mut s = Setup::new(10, 0);
+        assert!(!s.arrive(1, "e1"));
+        assert!(!s.arrive(2, "e1"));
+        assert!(!s.arrive(2, "e1"), "a duplicate needs no fill");
+        assert!(!s.arrive(1, "e1"));
+        assert_eq!(s.received(), ["1", "2"]);
+    }
+
+    #[test]
+    fn a_gap_is_filled_from_the_store_in_order() {
+        let mut s = Setup::new(10, 2);
+        assert!(s.arrive(5, "e1"), "a gap starts a fill");
+        assert!(!s.arrive(6, "e1"), "one fill at a time");
+        assert!(s.received().is_empty(), "nothing out of order");
+        let store = Store {
+            epoch: "e1".into(),
+            held: (1..=6).collect(),
+            top: 6,
+        };
+        assert!(!s.fill(&store), "the fill closed the gap");
+        assert_eq!(s.received(), ["3", "4", "5", "6"]);
+        assert!(!s.arrive(7, "e1"));
+        assert_eq!(s.received(), ["7"]);
+    }
+
+    #[test]
+    fn a_trimmed_gap_is_announced_where_delivery_goes_on() {
+        let mut s = Setup::new(10, 2);
+        assert!(s.arrive(9, "e1"));
+        // The store no longer holds 3..=5.
+        let store = Store {
+            epoch: "e1".into(),
+            held: (6..=9).collect(),
+            top: 9,
+        };
+        assert!(!s.fill(&store));
+        assert_eq!(s.received(), ["history_trimmed@5", "6", "7", "8", "9"]);
+    }
+
+    #[test]
+    fn a_new_epoch_is_announced_then_delivered_from_its_start() {
+        let mut s = Setup::new(10, 4);
+        assert!(
+            s.arrive(3, "e2"),
+            "offset 3 of a new epoch: 1 and 2 are missing"
+        );
+        let store = Store {
+            epoch: "e2".into(),
+            held: (1..=3).collect(),
+            top: 3,
+        };
+        assert!(!s.fill(&store));
+        assert_eq!(s.received(), ["history_lost@0", "1", "2", "3"]);
+        assert_eq!(s.state.position(), Some(&pos(3, "e2")));
+    }
+
+    #[test]
+    fn a_fill_that_finds_another_epoch_starts_over_in_it() {
+        let mut s = Setup::new(10, 2);
+        assert!(s.arrive(5, "e1"));
+        let store = Store {
+            epoch: "e2".into(),
+            held: vec![1],
+            top: 1,
+        };
+        assert!(s.fill(&store), "read again in the new epoch");
+        assert!(!s.fill(&store));
+        assert_eq!(s.received(), ["history_lost@0", "1"]);
+    }
+
+    #[test]
+    fn pending_arrivals_are_bounded() {
+        let mut s = Setup::new(3, 0);
+        assert!(s.arrive(2, "e1"));
+        for offset in 3..=4 {
+            s.arrive(offset, "e1");
+        }
+        assert!(s.received().is_empty());
+        // The fourth parked arrival is one more than the history holds: give up
+        // on offset 1 and go on.
+        s.arrive(5, "e1");
+        assert_eq!(s.received(), ["history_trimmed@1", "2", "3", "4", "5"]);
+    }
+
+    #[test]
+    fn a_recovering_connection_gets_its_reply_replay_and_buffer_in_order() {
+        let mut s = Setup::new(10, 0);
+        s.state.last = None;
+        s.state.recovering.insert(
+            s.handle.id(),
+            Recovering {
+                handle: s.handle.clone(),
+                replied_through: None,
+                buffer: Vec::new(),
+            },
+        );
+        // Live arrivals while its read is in flight (before the node knew where it stood).
+        s.arrive(4, "e1");
+        s.arrive(5, "e1");
+        let store = Store {
+            epoch: "e1".into(),
+            held: (1..=4).collect(),
+            top: 4,
+        };
+        let since = pos(1, "e1");
+        let who = Subscribing {
+            id: s.handle.id(),
+            since: Some(&since),
+            reply: Some(None),
+        };
+        let page = store.page_after(1);
+        let out = Fanout {
+            registry: &s.registry,
+            metrics: None,
+        };
+        let (done, _) = s.state.complete(out, (&s.topic, s.limits), who, &page);
+        assert_eq!(done, Completion::Done);
+        let mut batch = VecDeque::new();
+        s.handle.outbox().try_take(&mut batch);
+        let frames: Vec<Value> = batch
+            .iter()
+            .map(|f| serde_json::from_str(f).unwrap())
+            .collect();
+        assert_eq!(frames[0]["type"], "subscribed");
+        assert_eq!(frames[0]["recovered"], true);
+        assert_eq!(frames[0]["offset"], 4);
+        let offsets: Vec<u64> = frames[1..]
+            .iter()
+            .map(|f| f["offset"].as_u64().unwrap())
+            .collect();
+        assert_eq!(offsets, [2, 3, 4, 5], "replay then buffered, no duplicate");
+        assert!(s.state.recovering.is_empty(), "now an ordinary subscriber");
+        s.arrive(6, "e1");
+        assert_eq!(s.received(), ["6"]);
+    }
+}

@@ -1,0 +1,613 @@
+//! History topics through the library mounted in a real axum server, with real
+//! WebSocket clients: positions on `subscribed` and on messages, the `history`
+//! command, recovery with `since` (while publishing goes on, after a dropped TCP
+//! connection, past the window, after a reset), and two engines on a MemoryHub
+//! agreeing on offsets. Every stream is checked against a sequence number the
+//! publisher put in the message body.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_util::{SinkExt, StreamExt};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use realtime::{
+    ClaimRules, ClusterConfig, HistoryQuery, JwtVerifier, MemoryHub, Realtime, RealtimeConfig,
+    SendError,
+};
+use realtime_core::{Access, HistoryLimits, MessageError, Namespace, Position, Rules, TopicPolicy};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+mod support;
+
+use support::{WAIT, Ws, next_json};
+
+const SECRET: &[u8] = b"history-test-secret";
+
+/// `feed:..` keeps 50 publications, `small:..` 5, `big:..` 2000, `private:{sub}`
+/// 10 (subscribe: owner only); `plain:..` keeps none. Clients may publish on all.
+fn config() -> RealtimeConfig {
+    let open = || Rules {
+        subscribe: Access::Authenticated,
+        publish: Access::Authenticated,
+    };
+    let limits = |size| Some(HistoryLimits::new(size, Duration::from_secs(600)).unwrap());
+    let namespaces = vec![
+        Namespace::new("feed", open())
+            .unwrap()
+            .with_history(limits(50)),
+        Namespace::new("small", open())
+            .unwrap()
+            .with_history(limits(5)),
+        Namespace::new("big", open())
+            .unwrap()
+            .with_history(limits(2000)),
+        Namespace::new(
+            "private:{sub}",
+            Rules {
+                subscribe: Access::Owner,
+                publish: Access::Nobody,
+            },
+        )
+        .unwrap()
+        .with_history(limits(10)),
+        Namespace::new("plain", open()).unwrap(),
+    ];
+    RealtimeConfig {
+        topic_policy: TopicPolicy::new(namespaces, Rules::default()).unwrap(),
+        ..RealtimeConfig::default()
+    }
+}
+
+struct App {
+    rt: Realtime,
+    addr: SocketAddr,
+    server: JoinHandle<()>,
+}
+
+impl App {
+    async fn serve(rt: Realtime) -> App {
+        let app = axum::Router::new().route("/ws", rt.websocket_route());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("server runs");
+        });
+        App { rt, addr, server }
+    }
+
+    async fn start() -> App {
+        let verifier = JwtVerifier::hs256(SECRET, ClaimRules::default()).unwrap();
+        App::serve(Realtime::new(verifier, config())).await
+    }
+
+    async fn on_hub(hub: &MemoryHub, name: &str) -> App {
+        let verifier = JwtVerifier::hs256(SECRET, ClaimRules::default()).unwrap();
+        let cluster = ClusterConfig {
+            node_id: name.into(),
+            prefix: "h".into(),
+            bus: hub.bus(),
+            directory: hub.directory(),
+            history: Some(hub.history()),
+            request_timeout: Duration::from_secs(5),
+        };
+        App::serve(Realtime::clustered(verifier, config(), cluster)).await
+    }
+
+    async fn connect(&self, user: &str) -> Ws {
+        let url = format!("ws://{}/ws?token={}", self.addr, token(user));
+        let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("handshake in time")
+            .expect("handshake accepted");
+        assert_eq!(next_json(&mut ws).await["type"], "welcome");
+        ws
+    }
+
+    async fn wait_for_connections(&self, n: usize) {
+        let mut count = self.rt.watch_connection_count();
+        tokio::time::timeout(WAIT, count.wait_for(|c| *c == n))
+            .await
+            .expect("connection count in time")
+            .expect("engine alive");
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+fn token(user: &str) -> String {
+    let now = realtime::unix_seconds(SystemTime::now());
+    let claims = json!({"sub": user, "iat": now, "exp": now + 3600});
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET),
+    )
+    .unwrap()
+}
+
+async fn send(ws: &mut Ws, frame: Value) {
+    ws.send(Message::text(frame.to_string())).await.unwrap();
+}
+
+/// Sends a command and returns the next frame (its reply, when nothing else is
+/// queued before it).
+async fn command(ws: &mut Ws, frame: Value) -> Value {
+    send(ws, frame).await;
+    next_json(ws).await
+}
+
+async fn subscribe(ws: &mut Ws, topic: &str, since: Option<&Position>) -> Value {
+    let mut frame = json!({"action": "subscribe", "topic": topic, "ref": "s"});
+    if let Some(since) = since {
+        frame["since"] = json!({"offset": since.offset, "epoch": since.epoch});
+    }
+    let reply = command(ws, frame).await;
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+    assert_eq!(reply["ref"], "s");
+    reply
+}
+
+fn position(frame: &Value) -> Position {
+    Position {
+        offset: frame["offset"].as_u64().expect("offset"),
+        epoch: frame["epoch"].as_str().expect("epoch").to_owned(),
+    }
+}
+
+/// Publishes `{"type":"n","seq":seq}` and returns its position.
+async fn publish(rt: &Realtime, topic: &str, seq: u64) -> Position {
+    rt.publish_confirmed(topic, json!({"type": "n", "seq": seq}))
+        .await
+        .expect("published")
+        .position
+        .expect("a history topic's publish has a position")
+}
+
+/// The next `n` messages on a topic; each must carry its position and a `seq`
+/// equal to its offset (fresh topics: the publisher's tally and the store's agree).
+async fn expect_seqs(ws: &mut Ws, topic: &str, seqs: impl IntoIterator<Item = u64>) -> Position {
+    let mut last = None;
+    for seq in seqs {
+        let m = next_json(ws).await;
+        assert_eq!(m["type"], "n", "expected seq {seq}, got {m}");
+        assert_eq!(m["topic"], topic);
+        assert_eq!(m["seq"], seq, "exactly once and in order: {m}");
+        assert_eq!(m["offset"], seq, "{m}");
+        last = Some(position(&m));
+    }
+    last.expect("at least one")
+}
+
+/// Nothing else arrives before a pong: nothing was duplicated or left over.
+async fn expect_quiet(ws: &mut Ws) {
+    let pong = command(ws, json!({"action": "ping", "ref": "q"})).await;
+    assert_eq!(pong["type"], "pong", "expected nothing more, got {pong}");
+}
+
+#[tokio::test]
+async fn subscribe_answers_the_position_and_messages_carry_it() {
+    let app = App::start().await;
+    let mut ws = app.connect("alice").await;
+    let reply = subscribe(&mut ws, "feed:a", None).await;
+    assert_eq!(reply["offset"], 0, "{reply}");
+    let epoch = reply["epoch"].as_str().expect("an epoch").to_owned();
+    assert!(reply.get("recovered").is_none(), "no since, no recovered");
+
+    let p = publish(&app.rt, "feed:a", 1).await;
+    assert_eq!(
+        p,
+        Position {
+            offset: 1,
+            epoch: epoch.clone()
+        }
+    );
+    let m = next_json(&mut ws).await;
+    assert_eq!(
+        (m["offset"].clone(), m["epoch"].clone()),
+        (json!(1), json!(epoch))
+    );
+    assert_eq!(m["topic"], "feed:a");
+    assert!(m["timestamp"].is_string());
+
+    // A client publish on a history topic is answered with the position.
+    let published = command(
+        &mut ws,
+        json!({"action":"publish","topic":"feed:a","message":{"type":"n","seq":2},"ref":"p"}),
+    )
+    .await;
+    // The reply and the delivery race on the same queue; take both, either order.
+    let other = next_json(&mut ws).await;
+    let (reply, delivered) = if published["type"] == "published" {
+        (published, other)
+    } else {
+        (other, published)
+    };
+    assert_eq!(reply["type"], "published", "{reply}");
+    assert_eq!(
+        (reply["offset"].clone(), reply["epoch"].clone()),
+        (json!(2), json!(epoch))
+    );
+    assert_eq!(delivered["seq"], 2);
+    assert_eq!(delivered["offset"], 2);
+
+    // The sync send on a single node knows the position at once.
+    let d = app
+        .rt
+        .publish("feed:a", json!({"type":"n","seq":3}))
+        .unwrap();
+    assert_eq!(d.position.map(|p| p.offset), Some(3));
+    expect_seqs(&mut ws, "feed:a", [3]).await;
+}
+
+#[tokio::test]
+async fn since_on_a_topic_without_history_is_not_recovered() {
+    let app = App::start().await;
+    let mut ws = app.connect("alice").await;
+    let since = Position {
+        offset: 3,
+        epoch: "x".into(),
+    };
+    let reply = subscribe(&mut ws, "plain:a", Some(&since)).await;
+    assert_eq!(reply["recovered"], false);
+    assert_eq!(reply["reason"], "no_history");
+    assert!(
+        reply.get("offset").is_none() && reply.get("epoch").is_none(),
+        "{reply}"
+    );
+    let d = app.rt.publish("plain:a", json!({"type":"n"})).unwrap();
+    assert_eq!(d.position, None);
+    assert!(next_json(&mut ws).await.get("offset").is_none());
+}
+
+#[tokio::test]
+async fn a_message_carrying_a_position_is_refused() {
+    let app = App::start().await;
+    let mut ws = app.connect("alice").await;
+    for field in ["offset", "epoch"] {
+        let mut message = json!({"type": "n"});
+        message[field] = json!(1);
+        let e = command(
+            &mut ws,
+            json!({"action":"publish","topic":"feed:a","message":message,"ref":"p"}),
+        )
+        .await;
+        assert_eq!(e["type"], "error", "{e}");
+        assert_eq!(e["code"], "bad_request", "{e}");
+        assert_eq!(e["ref"], "p");
+        assert_eq!(
+            app.rt.publish("feed:a", message.clone()),
+            Err(SendError::InvalidMessage(MessageError::ReservedPosition))
+        );
+        assert_eq!(
+            MessageError::ReservedPosition.code(),
+            "invalid_message",
+            "the HTTP API's code"
+        );
+        // Elsewhere the fields are the application's.
+        assert!(app.rt.publish("plain:a", message).is_ok());
+    }
+    let page = app
+        .rt
+        .history("feed:a", HistoryQuery::default())
+        .await
+        .unwrap();
+    assert!(page.publications.is_empty(), "nothing was stored");
+}
+
+#[tokio::test]
+async fn the_history_command_pages_caps_and_checks_access() {
+    let app = App::start().await;
+    let mut ws = app.connect("alice").await;
+    for seq in 1..=5 {
+        publish(&app.rt, "feed:h", seq).await;
+    }
+    let h = command(
+        &mut ws,
+        json!({"action":"history","topic":"feed:h","limit":2,"ref":"h"}),
+    )
+    .await;
+    assert_eq!(h["type"], "history", "{h}");
+    assert_eq!(h["ref"], "h");
+    assert_eq!(h["offset"], 5);
+    let epoch = h["epoch"].as_str().unwrap().to_owned();
+    let offsets = |h: &Value| -> Vec<u64> {
+        h["publications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["offset"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(offsets(&h), [1, 2], "from the oldest held, at most limit");
+    assert_eq!(h["publications"][0]["epoch"], epoch.as_str());
+    assert_eq!(h["publications"][0]["seq"], 1);
+
+    let h = command(
+        &mut ws,
+        json!({"action":"history","topic":"feed:h","since":{"offset":3,"epoch":epoch},"ref":"h"}),
+    )
+    .await;
+    assert_eq!(offsets(&h), [4, 5]);
+    assert_eq!(h["recovered"], true);
+
+    let h = command(
+        &mut ws,
+        json!({"action":"history","topic":"feed:h","since":{"offset":3,"epoch":"other"},"ref":"h"}),
+    )
+    .await;
+    assert_eq!(h["recovered"], false, "{h}");
+    assert_eq!(offsets(&h), [1, 2, 3, 4, 5], "from the oldest held");
+
+    for seq in 1..=1001 {
+        app.rt
+            .publish("big:h", json!({"type":"n","seq":seq}))
+            .unwrap();
+    }
+    let h = command(
+        &mut ws,
+        json!({"action":"history","topic":"big:h","limit":5000,"ref":"h"}),
+    )
+    .await;
+    assert_eq!(h["publications"].as_array().unwrap().len(), 1000, "capped");
+
+    let e = command(
+        &mut ws,
+        json!({"action":"history","topic":"private:bob","ref":"x"}),
+    )
+    .await;
+    assert_eq!(
+        (e["type"].clone(), e["code"].clone()),
+        (json!("error"), json!("forbidden")),
+        "{e}"
+    );
+    let own = command(
+        &mut ws,
+        json!({"action":"history","topic":"private:alice","ref":"x"}),
+    )
+    .await;
+    assert_eq!(own["type"], "history", "{own}");
+
+    let e = command(
+        &mut ws,
+        json!({"action":"history","topic":"plain:h","ref":"x"}),
+    )
+    .await;
+    assert_eq!(
+        (e["code"].clone(), e["ref"].clone()),
+        (json!("no_history"), json!("x")),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn since_within_the_window_replays_exactly_the_missed_then_live_while_publishing() {
+    let app = App::start().await;
+    let mut first = app.connect("alice").await;
+    subscribe(&mut first, "feed:r", None).await;
+    for seq in 1..=10 {
+        publish(&app.rt, "feed:r", seq).await;
+    }
+    let at = expect_seqs(&mut first, "feed:r", 1..=10).await;
+
+    // A steady publisher keeps going while the second client recovers.
+    const TOTAL: u64 = 45;
+    let rt = app.rt.clone();
+    let publisher = tokio::spawn(async move {
+        for seq in 11..=TOTAL {
+            publish(&rt, "feed:r", seq).await;
+            tokio::task::yield_now().await;
+        }
+    });
+    let mut second = app.connect("alice").await;
+    let reply = subscribe(&mut second, "feed:r", Some(&at)).await;
+    assert_eq!(reply["recovered"], true, "{reply}");
+    assert_eq!(reply["epoch"], at.epoch.as_str());
+    expect_seqs(&mut second, "feed:r", 11..=TOTAL).await;
+    publisher.await.unwrap();
+    publish(&app.rt, "feed:r", TOTAL + 1).await;
+    expect_seqs(&mut second, "feed:r", [TOTAL + 1]).await;
+    expect_quiet(&mut second).await;
+    expect_seqs(&mut first, "feed:r", 11..=TOTAL + 1).await;
+}
+
+#[tokio::test]
+async fn a_client_whose_tcp_connection_dropped_recovers_exactly_what_it_missed() {
+    let app = App::start().await;
+    let mut ws = app.connect("alice").await;
+    subscribe(&mut ws, "feed:d", None).await;
+    for seq in 1..=10 {
+        publish(&app.rt, "feed:d", seq).await;
+    }
+    let at = expect_seqs(&mut ws, "feed:d", 1..=10).await;
+    // The socket goes away without a close frame: dropping the stream closes
+    // the TCP connection and nothing else.
+    drop(ws);
+    app.wait_for_connections(0).await;
+    for seq in 11..=30 {
+        publish(&app.rt, "feed:d", seq).await;
+    }
+    let mut ws = app.connect("alice").await;
+    let reply = subscribe(&mut ws, "feed:d", Some(&at)).await;
+    assert_eq!(reply["recovered"], true, "{reply}");
+    assert_eq!(reply["offset"], 30);
+    expect_seqs(&mut ws, "feed:d", 11..=30).await;
+    for seq in 31..=35 {
+        publish(&app.rt, "feed:d", seq).await;
+    }
+    expect_seqs(&mut ws, "feed:d", 31..=35).await;
+    expect_quiet(&mut ws).await;
+}
+
+#[tokio::test]
+async fn a_position_past_the_window_is_not_recovered_and_nothing_is_replayed() {
+    let app = App::start().await;
+    for seq in 1..=20 {
+        publish(&app.rt, "small:w", seq).await;
+    }
+    let epoch = app
+        .rt
+        .history("small:w", HistoryQuery::default())
+        .await
+        .unwrap()
+        .position
+        .epoch;
+    let mut ws = app.connect("alice").await;
+    let since = Position { offset: 2, epoch };
+    let reply = subscribe(&mut ws, "small:w", Some(&since)).await;
+    assert_eq!(reply["recovered"], false, "{reply}");
+    assert_eq!(reply["reason"], "trimmed");
+    assert_eq!(reply["offset"], 20, "the current position");
+    publish(&app.rt, "small:w", 21).await;
+    expect_seqs(&mut ws, "small:w", [21]).await;
+
+    let ahead = Position {
+        offset: 99,
+        epoch: since.epoch.clone(),
+    };
+    let mut other = app.connect("bob").await;
+    let reply = subscribe(&mut other, "small:w", Some(&ahead)).await;
+    assert_eq!(
+        (reply["recovered"].clone(), reply["reason"].clone()),
+        (json!(false), json!("ahead_of_top"))
+    );
+}
+
+#[tokio::test]
+async fn a_reset_starts_a_new_epoch_that_old_positions_cannot_recover() {
+    let app = App::start().await;
+    let mut ws = app.connect("alice").await;
+    let old = position(&subscribe(&mut ws, "feed:e", None).await);
+    for seq in 1..=3 {
+        publish(&app.rt, "feed:e", seq).await;
+    }
+    let at = expect_seqs(&mut ws, "feed:e", 1..=3).await;
+    let new = app.rt.reset_history("feed:e").await.unwrap();
+    assert_eq!(new.offset, 0);
+    assert_ne!(new.epoch, old.epoch);
+    let notice = next_json(&mut ws).await;
+    assert_eq!(notice["type"], "missed", "{notice}");
+    assert_eq!(notice["reason"], "history_lost");
+    assert_eq!(
+        (notice["offset"].clone(), notice["epoch"].clone()),
+        (json!(0), json!(new.epoch))
+    );
+    // Delivery goes on in the new epoch.
+    publish(&app.rt, "feed:e", 1).await;
+    expect_seqs(&mut ws, "feed:e", [1]).await;
+
+    let mut late = app.connect("bob").await;
+    let reply = subscribe(&mut late, "feed:e", Some(&at)).await;
+    assert_eq!(reply["recovered"], false, "{reply}");
+    assert_eq!(reply["reason"], "other_epoch");
+    assert_eq!(
+        (reply["offset"].clone(), reply["epoch"].clone()),
+        (json!(1), json!(new.epoch))
+    );
+    expect_quiet(&mut late).await;
+}
+
+#[tokio::test]
+async fn the_store_down_refuses_the_subscribe_and_the_publish() {
+    // A cluster with history namespaces and no history store configured.
+    let hub = MemoryHub::new();
+    let verifier = JwtVerifier::hs256(SECRET, ClaimRules::default()).unwrap();
+    let cluster = ClusterConfig {
+        node_id: "n".into(),
+        prefix: "h".into(),
+        bus: hub.bus(),
+        directory: hub.directory(),
+        history: None,
+        request_timeout: Duration::from_secs(5),
+    };
+    let app = App::serve(Realtime::clustered(verifier, config(), cluster)).await;
+    let mut ws = app.connect("alice").await;
+    let e = command(
+        &mut ws,
+        json!({"action":"subscribe","topic":"feed:x","ref":"s"}),
+    )
+    .await;
+    assert_eq!(
+        (e["type"].clone(), e["code"].clone()),
+        (json!("error"), json!("history_unavailable")),
+        "{e}"
+    );
+    assert!(app.rt.topics().is_empty(), "not left subscribed");
+    assert!(matches!(
+        app.rt.publish("feed:x", json!({"type":"n"})),
+        Err(SendError::History(_))
+    ));
+    // Topics without history are unaffected.
+    let reply = subscribe(&mut ws, "plain:x", None).await;
+    assert!(reply.get("offset").is_none());
+}
+
+#[tokio::test]
+async fn two_engines_on_a_memory_hub_agree_on_offsets() {
+    let hub = MemoryHub::new();
+    assert!(
+        Arc::ptr_eq(&hub.history(), &hub.history()),
+        "one store per hub"
+    );
+    let a = App::on_hub(&hub, "a").await;
+    let b = App::on_hub(&hub, "b").await;
+    let mut on_a = a.connect("alice").await;
+    let mut on_b = b.connect("bob").await;
+    let pa = position(&subscribe(&mut on_a, "feed:c", None).await);
+    let pb = position(&subscribe(&mut on_b, "feed:c", None).await);
+    assert_eq!(pa, pb, "one position for the topic");
+    const N: u64 = 40;
+    for seq in 1..=N {
+        let node = if seq % 2 == 0 { &a.rt } else { &b.rt };
+        let d = node
+            .publish_confirmed("feed:c", json!({"type":"n","seq":seq}))
+            .await
+            .unwrap();
+        assert!(d.relayed);
+        assert_eq!(d.position.map(|p| p.offset), Some(seq));
+    }
+    expect_seqs(&mut on_a, "feed:c", 1..=N).await;
+    expect_seqs(&mut on_b, "feed:c", 1..=N).await;
+    expect_quiet(&mut on_a).await;
+    expect_quiet(&mut on_b).await;
+
+    // A client of A that went away recovers on B.
+    drop(on_a);
+    a.wait_for_connections(0).await;
+    let at = Position {
+        offset: N,
+        epoch: pa.epoch.clone(),
+    };
+    for seq in N + 1..=N + 5 {
+        publish(&a.rt, "feed:c", seq).await;
+    }
+    let mut moved = b.connect("alice").await;
+    let reply = subscribe(&mut moved, "feed:c", Some(&at)).await;
+    assert_eq!(reply["recovered"], true, "{reply}");
+    expect_seqs(&mut moved, "feed:c", N + 1..=N + 5).await;
+    expect_quiet(&mut moved).await;
+}
+
+/// Keeps the otherwise unused stream helpers honest: a closed client is gone.
+#[tokio::test]
+async fn an_unsubscribed_client_gets_nothing_more() {
+    let app = App::start().await;
+    let mut ws = app.connect("alice").await;
+    subscribe(&mut ws, "feed:u", None).await;
+    let reply = command(
+        &mut ws,
+        json!({"action":"unsubscribe","topic":"feed:u","ref":"u"}),
+    )
+    .await;
+    assert_eq!(reply["type"], "unsubscribed");
+    publish(&app.rt, "feed:u", 1).await;
+    expect_quiet(&mut ws).await;
+    ws.close(None).await.unwrap();
+    while let Some(Ok(_)) = ws.next().await {}
+}
