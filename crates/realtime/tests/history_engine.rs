@@ -11,12 +11,15 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use realtime::cluster::bus::Inbox;
+use realtime::history::{AppendRequest, HistoryStore, PageFuture, PositionFuture, ReadRequest};
 use realtime::{
     ClaimRules, ClusterConfig, HistoryQuery, JwtVerifier, MemoryHub, Realtime, RealtimeConfig,
     SendError,
 };
 use realtime_core::{Access, HistoryLimits, MessageError, Namespace, Position, Rules, TopicPolicy};
 use serde_json::{Value, json};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -84,13 +87,17 @@ impl App {
     }
 
     async fn on_hub(hub: &MemoryHub, name: &str) -> App {
+        App::on_hub_with(hub, name, hub.history()).await
+    }
+
+    async fn on_hub_with(hub: &MemoryHub, name: &str, history: Arc<dyn HistoryStore>) -> App {
         let verifier = JwtVerifier::hs256(SECRET, ClaimRules::default()).unwrap();
         let cluster = ClusterConfig {
             node_id: name.into(),
             prefix: "h".into(),
             bus: hub.bus(),
             directory: hub.directory(),
-            history: Some(hub.history()),
+            history: Some(history),
             request_timeout: Duration::from_secs(5),
         };
         App::serve(Realtime::clustered(verifier, config(), cluster)).await
@@ -610,4 +617,126 @@ async fn an_unsubscribed_client_gets_nothing_more() {
     expect_quiet(&mut ws).await;
     ws.close(None).await.unwrap();
     while let Some(Ok(_)) = ws.next().await {}
+}
+
+/// The hub's store, except that a read can be held: it sees the store when it is
+/// made and answers only when the test lets it, so publications can arrive
+/// while a subscribe's read is in flight (as with Redis).
+struct HeldReads {
+    store: Arc<dyn HistoryStore>,
+    /// (told when the read was made, released by the test) for the next read.
+    next: std::sync::Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+}
+
+impl HeldReads {
+    /// Holds the next read; returns (made, release).
+    fn hold_next(&self) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+        let (made_tx, made_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel();
+        *self.next.lock().unwrap() = Some((made_tx, release_rx));
+        (made_rx, release_tx)
+    }
+}
+
+impl HistoryStore for HeldReads {
+    fn start(&self, inbox: Inbox) {
+        self.store.start(inbox);
+    }
+    fn append(&self, request: AppendRequest) -> PositionFuture {
+        self.store.append(request)
+    }
+    fn read(&self, request: ReadRequest) -> PageFuture {
+        let page = self.store.read(request);
+        let held = self.next.lock().unwrap().take();
+        Box::pin(async move {
+            let page = page.await;
+            if let Some((made, release)) = held {
+                let _ = made.send(());
+                let _ = release.await;
+            }
+            page
+        })
+    }
+    fn reset(
+        &self,
+        topic: &realtime_core::Topic,
+        limits: HistoryLimits,
+        new_epoch: String,
+    ) -> PositionFuture {
+        self.store.reset(topic, limits, new_epoch)
+    }
+}
+
+#[tokio::test]
+async fn publications_during_the_recovery_read_follow_the_replay_without_gap_or_duplicate() {
+    let hub = MemoryHub::new();
+    let held = Arc::new(HeldReads {
+        store: hub.history(),
+        next: std::sync::Mutex::new(None),
+    });
+    let app = App::on_hub_with(&hub, "a", held.clone()).await;
+
+    // 1. Another subscriber keeps the node's tracker going.
+    let mut first = app.connect("alice").await;
+    subscribe(&mut first, "feed:m", None).await;
+    for seq in 1..=10 {
+        publish(&app.rt, "feed:m", seq).await;
+    }
+    expect_seqs(&mut first, "feed:m", 1..=10).await;
+    let epoch = app
+        .rt
+        .history("feed:m", HistoryQuery::default())
+        .await
+        .unwrap()
+        .position
+        .epoch;
+
+    let mut second = app.connect("alice").await;
+    let (made, release) = held.hold_next();
+    send(
+        &mut second,
+        json!({"action":"subscribe","topic":"feed:m","since":{"offset":5,"epoch":epoch},"ref":"s"}),
+    )
+    .await;
+    made.await.unwrap();
+    // Read made (it saw 1..=10); these arrive while it is in flight.
+    for seq in 11..=20 {
+        publish(&app.rt, "feed:m", seq).await;
+    }
+    release.send(()).unwrap();
+    let reply = next_json(&mut second).await;
+    assert_eq!(
+        (reply["type"].clone(), reply["recovered"].clone()),
+        (json!("subscribed"), json!(true)),
+        "{reply}"
+    );
+    assert_eq!(reply["offset"], 10, "where the replay ends");
+    expect_seqs(&mut second, "feed:m", 6..=20).await;
+    publish(&app.rt, "feed:m", 21).await;
+    expect_seqs(&mut second, "feed:m", [21]).await;
+    expect_quiet(&mut second).await;
+    expect_seqs(&mut first, "feed:m", 11..=21).await;
+
+    // 2. The first subscriber of a topic on this node: the node learns where the
+    // topic stands from the same read.
+    let mut epoch_n = String::new();
+    for seq in 1..=4 {
+        epoch_n = publish(&app.rt, "feed:n", seq).await.epoch;
+    }
+    let mut third = app.connect("bob").await;
+    let (made, release) = held.hold_next();
+    send(
+        &mut third,
+        json!({"action":"subscribe","topic":"feed:n","since":{"offset":2,"epoch":epoch_n},"ref":"s"}),
+    )
+    .await;
+    made.await.unwrap();
+    for seq in 5..=8 {
+        publish(&app.rt, "feed:n", seq).await;
+    }
+    release.send(()).unwrap();
+    let reply = next_json(&mut third).await;
+    assert_eq!(reply["recovered"], true, "{reply}");
+    expect_seqs(&mut third, "feed:n", 3..=8).await;
+    expect_quiet(&mut third).await;
 }
