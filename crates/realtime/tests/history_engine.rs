@@ -740,3 +740,113 @@ async fn publications_during_the_recovery_read_follow_the_replay_without_gap_or_
     expect_seqs(&mut third, "feed:n", 3..=8).await;
     expect_quiet(&mut third).await;
 }
+
+/// A node's bus link that the test can cut (envelopes to the node are lost) and
+/// restore (the node is told `Resumed`, as the Redis bus does after a reconnect).
+struct CuttableBus {
+    bus: Arc<realtime::cluster::memory::MemoryBus>,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    inbox: std::sync::OnceLock<Inbox>,
+}
+
+impl CuttableBus {
+    fn resume(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+        (self.inbox.get().expect("started"))(realtime::BusEvent::Resumed);
+    }
+}
+
+impl realtime::MessageBus for CuttableBus {
+    fn start(&self, inbox: Inbox, always: Vec<String>) {
+        let _ = self.inbox.set(inbox.clone());
+        let cut = self.cut.clone();
+        self.bus.start(
+            Arc::new(move |event| {
+                if !cut.load(std::sync::atomic::Ordering::SeqCst) {
+                    inbox(event);
+                }
+            }),
+            always,
+        );
+    }
+    fn publish(&self, channel: String, envelope: Vec<u8>) -> Result<(), realtime::BusError> {
+        self.bus.publish(channel, envelope)
+    }
+    fn publish_counted(
+        &self,
+        channel: String,
+        envelope: Vec<u8>,
+    ) -> realtime::cluster::bus::CountFuture {
+        self.bus.publish_counted(channel, envelope)
+    }
+    fn update_interest(
+        &self,
+        subscribe: Vec<String>,
+        unsubscribe: Vec<String>,
+    ) -> realtime::cluster::bus::BusFuture {
+        self.bus.update_interest(subscribe, unsubscribe)
+    }
+    fn status(&self) -> realtime::BusStatus {
+        realtime::BusStatus::Up
+    }
+}
+
+#[tokio::test]
+async fn after_a_bus_break_history_topics_are_filled_and_other_topics_told() {
+    let hub = MemoryHub::new();
+    let link = Arc::new(CuttableBus {
+        bus: hub.bus(),
+        cut: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        inbox: std::sync::OnceLock::new(),
+    });
+    let verifier = JwtVerifier::hs256(SECRET, ClaimRules::default()).unwrap();
+    let cluster = ClusterConfig {
+        node_id: "a".into(),
+        prefix: "h".into(),
+        bus: link.clone(),
+        directory: hub.directory(),
+        history: Some(hub.history()),
+        request_timeout: Duration::from_secs(5),
+    };
+    let a = App::serve(Realtime::clustered(verifier, config(), cluster)).await;
+    let b = App::on_hub(&hub, "b").await;
+    let mut ws = a.connect("alice").await;
+    subscribe(&mut ws, "feed:g", None).await;
+    subscribe(&mut ws, "plain:g", None).await;
+    for seq in 1..=3 {
+        publish(&b.rt, "feed:g", seq).await;
+    }
+    expect_seqs(&mut ws, "feed:g", 1..=3).await;
+
+    link.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    for seq in 4..=8 {
+        publish(&b.rt, "feed:g", seq).await;
+    }
+    b.rt.publish("plain:g", json!({"type":"lost"})).unwrap();
+    link.resume();
+    publish(&b.rt, "feed:g", 9).await;
+
+    let mut seqs = Vec::new();
+    let mut notices = Vec::new();
+    while seqs.last() != Some(&9) {
+        let m = next_json(&mut ws).await;
+        match m["type"].as_str() {
+            Some("missed") => notices.push(m),
+            Some("n") => {
+                assert_eq!(m["offset"], m["seq"]);
+                seqs.push(m["seq"].as_u64().unwrap());
+            }
+            _ => panic!("unexpected {m}"),
+        }
+    }
+    assert_eq!(
+        seqs,
+        (4..=9).collect::<Vec<_>>(),
+        "filled in order, nothing twice"
+    );
+    assert_eq!(
+        notices,
+        [json!({"type":"missed","topic":"plain:g","reason":"bus_reconnected"})]
+    );
+    expect_quiet(&mut ws).await;
+}
