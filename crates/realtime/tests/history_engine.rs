@@ -824,11 +824,11 @@ async fn after_a_bus_break_history_topics_are_filled_and_other_topics_told() {
     }
     b.rt.publish("plain:g", json!({"type":"lost"})).unwrap();
     link.resume();
-    publish(&b.rt, "feed:g", 9).await;
 
+    // Filled from the store by the node itself: no new publication prompts it.
     let mut seqs = Vec::new();
     let mut notices = Vec::new();
-    while seqs.last() != Some(&9) {
+    while seqs.last() != Some(&8) {
         let m = next_json(&mut ws).await;
         match m["type"].as_str() {
             Some("missed") => notices.push(m),
@@ -841,12 +841,14 @@ async fn after_a_bus_break_history_topics_are_filled_and_other_topics_told() {
     }
     assert_eq!(
         seqs,
-        (4..=9).collect::<Vec<_>>(),
+        (4..=8).collect::<Vec<_>>(),
         "filled in order, nothing twice"
     );
     assert_eq!(
         notices,
         [json!({"type":"missed","topic":"plain:g","reason":"bus_reconnected"})]
     );
+    publish(&b.rt, "feed:g", 9).await;
+    expect_seqs(&mut ws, "feed:g", [9]).await;
     expect_quiet(&mut ws).await;
 }
