@@ -852,3 +852,21 @@ async fn after_a_bus_break_history_topics_are_filled_and_other_topics_told() {
     expect_seqs(&mut ws, "feed:g", [9]).await;
     expect_quiet(&mut ws).await;
 }
+
+#[tokio::test]
+async fn a_server_side_subscribe_starts_at_the_current_position() {
+    let app = App::start().await;
+    for seq in 1..=3 {
+        publish(&app.rt, "feed:s", seq).await;
+    }
+    let mut ws = app.connect("alice").await;
+    let id = app.rt.connections()[0].id;
+    assert!(app.rt.subscribe(id, "feed:s").await.unwrap());
+    assert!(!app.rt.subscribe(id, "feed:s").await.unwrap(), "idempotent");
+    publish(&app.rt, "feed:s", 4).await;
+    expect_seqs(&mut ws, "feed:s", [4]).await;
+    expect_quiet(&mut ws).await;
+    assert!(app.rt.unsubscribe(id, "feed:s").await.unwrap());
+    publish(&app.rt, "feed:s", 5).await;
+    expect_quiet(&mut ws).await;
+}

@@ -745,4 +745,47 @@ mod tests {
         s.arrive(6, "e1");
         assert_eq!(s.received(), ["6"]);
     }
+
+    #[test]
+    fn a_node_behind_the_read_skips_what_the_replay_had() {
+        let mut s = Setup::new(10, 2);
+        s.state.recovering.insert(
+            s.handle.id(),
+            Recovering {
+                handle: s.handle.clone(),
+                replied_through: None,
+                buffer: Vec::new(),
+            },
+        );
+        // The read saw 3..=5 before they reached this node.
+        let store = Store {
+            epoch: "e1".into(),
+            held: (1..=5).collect(),
+            top: 5,
+        };
+        let since = pos(2, "e1");
+        let who = Subscribing {
+            id: s.handle.id(),
+            since: Some(&since),
+            reply: None,
+        };
+        let page = store.page_after(2);
+        let out = Fanout {
+            registry: &s.registry,
+            metrics: None,
+        };
+        let (done, _) = s.state.complete(out, (&s.topic, s.limits), who, &page);
+        assert_eq!(done, Completion::Done);
+        assert_eq!(s.received(), ["3", "4", "5"], "the replay");
+        for offset in 3..=6 {
+            s.arrive(offset, "e1");
+        }
+        assert_eq!(s.received(), ["6"], "3..=5 arrived again and were skipped");
+        assert!(
+            s.state.recovering.is_empty(),
+            "caught up: an ordinary subscriber"
+        );
+        s.arrive(7, "e1");
+        assert_eq!(s.received(), ["7"]);
+    }
 }
