@@ -261,9 +261,14 @@ fn general_limits(machine: Option<&Machine>) -> String {
          the server's share is smaller.\n\
          - {files} bounds the sockets, and so the connections, one generator process can \
          hold; the server under test has the same limit.\n\
-         - In the multi-node scenarios (topics, cross-node) Redis runs on the same machine \
-         too, competing for the same cores, and its CPU is not counted in the server's \
-         CPU.\n\n"
+         - In the multi-node scenarios (topics, cross-node) and with the Redis store \
+         (history-fanout, recovery-storm) Redis runs on the same machine too, competing \
+         for the same cores, and its CPU is not counted in the server's CPU.\n\
+         - Other processes may run on the machine during a measurement (the runs recorded \
+         here shared it with compilers); each measurement's machine-load note gives their \
+         share as \"other processes\". CPU per delivery counts only the server's own CPU \
+         time, so it is the figure they disturb least, though cache and scheduler \
+         contention still raise it; latencies and rates suffer more.\n\n"
     )
 }
 
