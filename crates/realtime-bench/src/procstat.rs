@@ -67,6 +67,19 @@ pub fn machine_busy_s() -> f64 {
     busy as f64 / procfs::ticks_per_second() as f64
 }
 
+/// Connections this machine's kernel dropped because a listening socket's
+/// accept queue was full (`ListenOverflows` in /proc/net/netstat, machine-wide):
+/// the client's SYN goes unanswered and is retried after a second.
+pub fn listen_overflows() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let at = names
+        .split_whitespace()
+        .position(|n| n == "ListenOverflows")?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
 impl Sample {
     /// CPU seconds used between `earlier` and `self`.
     pub fn cpu_since(&self, earlier: &Sample) -> f64 {

@@ -151,6 +151,7 @@ async fn run(node: &Node, s: &Storm, label: &str) -> anyhow::Result<ServerResult
     let others = Others::new(node.redis_pid());
     let (before, others_before) = (watch.sample(), others.sample());
     let delivered_before = shared.delivered.load(Ordering::Relaxed);
+    let overflows_before = crate::procstat::listen_overflows();
     let (stop, stop_rx) = watch::channel(false);
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(clients.len());
@@ -188,6 +189,9 @@ async fn run(node: &Node, s: &Storm, label: &str) -> anyhow::Result<ServerResult
     let window = start.elapsed();
     let (after, others_after) = (watch.sample(), others.sample());
     let replayed_and_live = shared.delivered.load(Ordering::Relaxed) - delivered_before;
+    let overflows = crate::procstat::listen_overflows()
+        .zip(overflows_before)
+        .map(|(after, before)| after.saturating_sub(before));
     let _ = stop.send(true);
     let clients = join(tasks).await;
 
@@ -207,6 +211,11 @@ async fn run(node: &Node, s: &Storm, label: &str) -> anyhow::Result<ServerResult
             base.offset,
             target.offset,
             s.warmup + s.behind
+        ));
+    }
+    if let Some(n) = overflows.filter(|n| *n > 0) {
+        result.notes.push(format!(
+            "the kernel dropped {n} connection attempts during the reconnect because the server's accept queue was full (ListenOverflows, machine-wide); those clients' SYNs were retried after a second, which sets the tail of the catch-up"
         ));
     }
     result.notes.push(format!(
