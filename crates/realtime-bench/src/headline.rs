@@ -275,24 +275,13 @@ fn handshakes(record: Option<&RunRecord>) -> Headline {
 /// The most CPU per delivery history may add.
 const HISTORY_OVERHEAD: f64 = 1.2;
 
-/// Per store, the "history on" result's CPU per delivery over the "history off"
-/// one's, both from `record` (labels name the store and `history on`/`off`).
+/// Per store, the median CPU per delivery with history off and on.
 fn history_ratios(record: &RunRecord) -> Vec<(String, f64, f64)> {
-    let per_delivery = |store: &str, state: &str| {
-        record
-            .results
-            .iter()
-            .find(|r| r.label.contains(&format!("{store} store")) && r.label.contains(state))
-            .and_then(|r| r.cpu_us_per_delivery)
-    };
     ["memory", "redis"]
         .into_iter()
         .filter_map(|store| {
-            let (off, on) = (
-                per_delivery(store, "history off")?,
-                per_delivery(store, "history on")?,
-            );
-            (off > 0.0).then(|| (store.to_owned(), off, on))
+            let (off, on) = crate::history::medians(&record.results, store)?;
+            Some((store.to_owned(), off, on))
         })
         .collect()
 }

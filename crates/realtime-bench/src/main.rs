@@ -61,6 +61,10 @@ enum Command {
         fanout: FanoutArgs,
         #[command(flatten)]
         history: HistoryArgs,
+        /// Off/on pairs per store, in alternating order; the headline takes the
+        /// medians. [default: 3, or 1 with --quick]
+        #[arg(long)]
+        rounds: Option<usize>,
     },
     /// Clients of a history topic drop at once, miss messages, reconnect at once
     /// with `since`: time until all caught up, nothing lost or duplicated.
@@ -249,6 +253,7 @@ fn scenario_command(name: &str, run: RunArgs) -> Command {
         "history-fanout" => Command::HistoryFanout {
             fanout,
             history: HistoryArgs::default(),
+            rounds: None,
         },
         "recovery-storm" => Command::RecoveryStorm {
             clients: None,
@@ -325,12 +330,22 @@ async fn one(command: Command, via_all: bool) -> anyhow::Result<bool> {
             check_open_files(t.subscribers)?;
             (scenarios::topics(&common, &t).await?, run)
         }
-        Command::HistoryFanout { fanout: f, history } => {
+        Command::HistoryFanout {
+            fanout: f,
+            history,
+            rounds,
+        } => {
             let common = common(&f.run, &["realtime"])?;
-            let params = fanout(&f, (5000, 20.0, 20), (200, 20.0, 1))?;
-            let record =
-                history::history_fanout(&common, params, &history.stores()?, &history.limits())
-                    .await?;
+            let params = fanout(&f, (5000, 20.0, 10), (200, 20.0, 1))?;
+            let rounds = rounds.unwrap_or(if f.run.quick { 1 } else { 3 });
+            let record = history::history_fanout(
+                &common,
+                params,
+                &history.stores()?,
+                &history.limits(),
+                rounds,
+            )
+            .await?;
             (record, f.run)
         }
         Command::RecoveryStorm {

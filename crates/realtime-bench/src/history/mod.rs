@@ -10,5 +10,6 @@ mod storm;
 mod tally;
 
 pub use fanout::history_fanout;
+pub(crate) use fanout::medians;
 pub use node::{HistoryLimits, Store};
 pub use storm::{Storm, recovery_storm};
