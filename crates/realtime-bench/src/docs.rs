@@ -326,15 +326,17 @@ fn scenario_limits(scenario: &str) -> Option<&'static str> {
              the socket buffers of the kernel."
         }
         "history-fanout" => {
-            "The fanout scenario on one node, run twice per store: the topic without \
-             history, then in a namespace keeping history (see the parameters). A \
-             publication on a history topic is appended to the store before it fans out, \
-             once per publish, and every delivered frame carries `offset` and `epoch` \
-             (about 45 bytes more), so the cost per delivery shrinks as subscribers per \
-             publish grow: the per-publish figure in the notes is the one that carries \
-             over to other shapes. With the Redis store the append is a Redis round trip \
-             made by the node; Redis's own CPU is in the machine-load note, not in the \
-             server's CPU."
+            "The fanout scenario on one node, per store and per round: the topic without \
+             history, and the same topic in a namespace keeping history (see the \
+             parameters), in alternating order from round to round; the headline compares \
+             the medians. A publication on a history topic is appended to the store once \
+             before it fans out, and every delivered frame carries `offset` and `epoch` \
+             (about 45 bytes more), so what history adds per delivery shrinks as \
+             subscribers per publish grow. With the Redis store the append is a Redis \
+             round trip made by the node; Redis's own CPU is in the machine-load note, not \
+             in the server's CPU. CPU per delivery also falls when the server is starved \
+             of CPU (it then writes more frames per system call): compare rounds whose \
+             machine-load notes show similar shares of other processes."
         }
         "recovery-storm" => {
             "Every client of one history topic drops its socket at the same moment, the \

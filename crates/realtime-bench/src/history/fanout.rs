@@ -148,21 +148,12 @@ async fn measure(
     Ok(result)
 }
 
-/// The "on" run against the "off" run: CPU per delivery and per publish.
+/// The "on" run against the "off" run of the same round: CPU per delivery.
 fn overhead(off: &ServerResult, on: &ServerResult) -> Option<String> {
     let (a, b) = (off.cpu_us_per_delivery?, on.cpu_us_per_delivery?);
-    let per_publish = match (off.server_cpu_s, on.server_cpu_s, on.published) {
-        (Some(c_off), Some(c_on), Some(n)) if n > 0 => {
-            format!(
-                "; server CPU {:+.0} µs per publish",
-                (c_on - c_off) * 1e6 / n as f64
-            )
-        }
-        _ => String::new(),
-    };
     (a > 0.0).then(|| {
         format!(
-            "history on ÷ off: CPU per delivery {:.2}× ({a:.2} → {b:.2} µs){per_publish}",
+            "history on ÷ off in this round: CPU per delivery {:.2}× ({a:.2} → {b:.2} µs)",
             b / a
         )
     })
@@ -173,21 +164,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn overhead_compares_cpu_per_delivery_and_per_publish() {
+    fn overhead_compares_cpu_per_delivery() {
         let off = ServerResult {
             cpu_us_per_delivery: Some(10.0),
-            server_cpu_s: Some(1.0),
-            published: Some(400),
             ..ServerResult::default()
         };
         let on = ServerResult {
             cpu_us_per_delivery: Some(11.0),
-            server_cpu_s: Some(1.1),
-            ..off.clone()
+            ..ServerResult::default()
         };
         assert_eq!(
             overhead(&off, &on).unwrap(),
-            "history on ÷ off: CPU per delivery 1.10× (10.00 → 11.00 µs); server CPU +250 µs per publish"
+            "history on ÷ off in this round: CPU per delivery 1.10× (10.00 → 11.00 µs)"
         );
         assert_eq!(overhead(&ServerResult::default(), &on), None);
     }
