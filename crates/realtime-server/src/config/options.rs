@@ -6,9 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use realtime_core::Rules;
-
-use super::NamespaceOptions;
+use super::{DefaultNamespaceOptions, NamespaceOptions};
 
 /// One option as operators see it: where it can be set, its default and what it
 /// feeds. The docs table and the tests are checked against these.
@@ -333,7 +331,7 @@ options! {
             default: "user:{sub}, role:{role}", setting: "/engine/namespaces",
             help: "Topic namespaces (`[[namespaces]]`); when given they replace the built-in ones entirely.",
         }
-        default_namespace: Option<Rules> {
+        default_namespace: Option<DefaultNamespaceOptions> {
             default: "subscribe authenticated, publish nobody", setting: "/engine/default_namespace",
             help: "Rules for topics no namespace covers (`[default_namespace]`).",
         }
@@ -341,7 +339,7 @@ options! {
 }
 
 /// `Option<Duration>` in TOML as a humantime string such as `"25s"`.
-mod humantime_opt {
+pub(super) mod humantime_opt {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 
