@@ -438,6 +438,14 @@ async fn history_requests_answer_503_while_the_store_is_unreachable() {
         (503, &json!("history_unavailable")),
         "{body}"
     );
+    let (status, body) = tokio::time::timeout(WAIT * 2, server.delete(&history_path(TOPIC, "")))
+        .await
+        .expect("answered while Redis is away");
+    assert_eq!(
+        (status, &body["error"]),
+        (503, &json!("history_unavailable")),
+        "{body}"
+    );
     let (status, body) = tokio::time::timeout(
         WAIT * 2,
         server.post(
@@ -447,5 +455,9 @@ async fn history_requests_answer_503_while_the_store_is_unreachable() {
     )
     .await
     .expect("answered while Redis is away");
-    assert_eq!(status, 503, "nothing can be numbered: {body}");
+    assert_eq!(
+        (status, &body["error"]),
+        (503, &json!("bus_unavailable")),
+        "nothing can be numbered or published: {body}"
+    );
 }
