@@ -107,6 +107,19 @@ async fn publishes_get_offsets_and_history_reads_them_back() {
         (&json!(5), &json!(epoch))
     );
 
+    let (status, ahead) = server
+        .get(&history_path(
+            TOPIC,
+            &format!("?since_offset={}&epoch={epoch}", u64::MAX),
+        ))
+        .await;
+    assert_eq!(status, 200, "{ahead}");
+    assert_eq!(
+        (&ahead["recovered"], &ahead["offset"]),
+        (&json!(false), &json!(5)),
+        "a position this epoch never gave out: {ahead}"
+    );
+
     let (_, current) = server
         .get(&history_path(
             TOPIC,

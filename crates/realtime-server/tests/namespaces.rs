@@ -274,4 +274,18 @@ async fn history_keys_reach_the_policy_of_the_running_server() {
     );
     assert_eq!(policy.history_for("ops:alerts"), None);
     assert_eq!(policy.history_for("news"), None, "off by default");
+
+    // Over the socket: a history topic answers its position, the others do not.
+    let mut client = server.connect("alice", &[]).await;
+    let reply = subscribe(&mut client, "chat:lobby").await;
+    assert_eq!(
+        (&reply["type"], &reply["offset"]),
+        (&json!("subscribed"), &json!(0)),
+        "{reply}"
+    );
+    assert!(reply["epoch"].is_string(), "{reply}");
+    assert_eq!(
+        subscribe(&mut client, "ops:alerts").await,
+        subscribed("ops:alerts")
+    );
 }
