@@ -329,11 +329,11 @@ options! {
     file {
         namespaces: Option<Vec<NamespaceOptions>> {
             default: "user:{sub}, role:{role}", setting: "/engine/namespaces",
-            help: "Topic namespaces (`[[namespaces]]`); when given they replace the built-in ones entirely.",
+            help: "Topic namespaces (`[[namespaces]]`) with their access rules and history; when given they replace the built-in ones entirely.",
         }
         default_namespace: Option<DefaultNamespaceOptions> {
             default: "subscribe authenticated, publish nobody", setting: "/engine/default_namespace",
-            help: "Rules for topics no namespace covers (`[default_namespace]`).",
+            help: "Rules and history for topics no namespace covers (`[default_namespace]`).",
         }
     }
 }
