@@ -330,6 +330,10 @@ pub enum ServerFrame<'a> {
         publications: &'a [Box<serde_json::value::RawValue>],
         offset: u64,
         epoch: &'a str,
+        /// With `since`: whether the publications follow on from it (false: the
+        /// page starts at the oldest held instead).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
     },
     /// Messages on `topic` may not have reached this connection. On a history
     /// topic `offset` and `epoch` say where delivery continues from.
@@ -638,6 +642,7 @@ mod tests {
             publications: &publications,
             offset: 3,
             epoch: "E",
+            recovered: None,
         };
         assert_eq!(
             serde_json::from_str::<Value>(&f.to_json()).unwrap(),
