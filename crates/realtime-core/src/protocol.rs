@@ -75,6 +75,9 @@ pub enum ErrorCode {
     RateLimited,
     /// A per-connection limit (subscriptions) is reached; the command was refused.
     LimitExceeded,
+    /// A published message the topic cannot take as it is: `offset` or `epoch`
+    /// set by the client on a history topic.
+    InvalidMessage,
     /// `history` on a topic that keeps no history.
     NoHistory,
     /// The history store could not be read or written right now (Redis is down).
@@ -94,6 +97,7 @@ impl ErrorCode {
             ErrorCode::TokenMismatch => "token_mismatch",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::InvalidMessage => "invalid_message",
             ErrorCode::NoHistory => "no_history",
             ErrorCode::HistoryUnavailable => "history_unavailable",
         }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use realtime_core::history::Unrecoverable;
 use realtime_core::protocol::decode_command;
-use realtime_core::{Command, ErrorCode, PreparedMessage, ProtocolError, Route, ServerFrame};
+use realtime_core::{
+    Command, ErrorCode, MessageError, PreparedMessage, ProtocolError, Route, ServerFrame,
+};
 use serde_json::Value;
 
 use crate::error::SendError;
@@ -134,7 +136,13 @@ async fn execute(
             let history = rt.history_limits(&topic).is_some();
             let prepared =
                 PreparedMessage::from_map_with(message, &now_rfc3339(), Some(&topic), history)
-                    .map_err(|e| error(&reference, ErrorCode::BadRequest, e.to_string()))?;
+                    .map_err(|e| {
+                        let code = match e {
+                            MessageError::ReservedPosition => ErrorCode::InvalidMessage,
+                            _ => ErrorCode::BadRequest,
+                        };
+                        error(&reference, code, e.to_string())
+                    })?;
             // On a history topic the answer waits for the position.
             let delivery = rt
                 .dispatch_confirmed(&Route::Topic(topic), prepared)

@@ -286,7 +286,7 @@ async fn a_message_carrying_a_position_is_refused() {
         )
         .await;
         assert_eq!(e["type"], "error", "{e}");
-        assert_eq!(e["code"], "bad_request", "{e}");
+        assert_eq!(e["code"], "invalid_message", "{e}");
         assert_eq!(e["ref"], "p");
         assert_eq!(
             app.rt.publish("feed:a", message.clone()),
