@@ -870,3 +870,110 @@ async fn a_server_side_subscribe_starts_at_the_current_position() {
     publish(&app.rt, "feed:s", 5).await;
     expect_quiet(&mut ws).await;
 }
+
+/// Node `a` on a cuttable link whose reads can be held, node `b` publishing.
+async fn cuttable_pair(hub: &MemoryHub) -> (App, App, Arc<CuttableBus>, Arc<HeldReads>) {
+    let link = Arc::new(CuttableBus {
+        bus: hub.bus(),
+        cut: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        inbox: std::sync::OnceLock::new(),
+    });
+    let held = Arc::new(HeldReads {
+        store: hub.history(),
+        next: std::sync::Mutex::new(None),
+    });
+    let verifier = JwtVerifier::hs256(SECRET, ClaimRules::default()).unwrap();
+    let cluster = ClusterConfig {
+        node_id: "a".into(),
+        prefix: "h".into(),
+        bus: link.clone(),
+        directory: hub.directory(),
+        history: Some(held.clone()),
+        request_timeout: Duration::from_secs(5),
+    };
+    let a = App::serve(Realtime::clustered(verifier, config(), cluster)).await;
+    let b = App::on_hub(hub, "b").await;
+    (a, b, link, held)
+}
+
+/// Every frame up to the pong answering a ping sent now.
+async fn frames_until_pong(ws: &mut Ws) -> Vec<Value> {
+    send(ws, json!({"action": "ping", "ref": "q"})).await;
+    let mut frames = Vec::new();
+    loop {
+        let m = next_json(ws).await;
+        if m["type"] == "pong" {
+            return frames;
+        }
+        frames.push(m);
+    }
+}
+
+#[tokio::test]
+async fn a_fill_of_a_removed_tracker_delivers_nothing_to_the_next_subscribers() {
+    let hub = MemoryHub::new();
+    let (a, b, link, held) = cuttable_pair(&hub).await;
+    let mut first = a.connect("alice").await;
+    subscribe(&mut first, "feed:r", None).await;
+    for seq in 1..=2 {
+        publish(&b.rt, "feed:r", seq).await;
+    }
+    expect_seqs(&mut first, "feed:r", 1..=2).await;
+
+    // 3 and 4 are lost on the link; the fill after the break reads them, held.
+    link.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    for seq in 3..=4 {
+        publish(&b.rt, "feed:r", seq).await;
+    }
+    let (made, release) = held.hold_next();
+    link.resume();
+    made.await.unwrap();
+
+    // The only subscriber leaves (the tracker goes), a new one comes (a new tracker).
+    let reply = command(
+        &mut first,
+        json!({"action":"unsubscribe","topic":"feed:r","ref":"u"}),
+    )
+    .await;
+    assert_eq!(reply["type"], "unsubscribed");
+    let mut second = a.connect("bob").await;
+    let reply = subscribe(&mut second, "feed:r", None).await;
+    assert_eq!(reply["offset"], 4, "{reply}");
+
+    // The old fill answers now: what it read was not for this subscriber.
+    release.send(()).unwrap();
+    publish(&b.rt, "feed:r", 5).await;
+    let seqs: Vec<Value> = frames_until_pong(&mut second)
+        .await
+        .into_iter()
+        .map(|m| m["seq"].clone())
+        .collect();
+    assert_eq!(seqs, [json!(5)], "only what follows its position, once");
+    assert!(frames_until_pong(&mut first).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_forged_publication_with_an_impossible_offset_is_dropped() {
+    let hub = MemoryHub::new();
+    let (a, b, link, _held) = cuttable_pair(&hub).await;
+    let mut ws = a.connect("alice").await;
+    subscribe(&mut ws, "feed:f", None).await;
+    let epoch = publish(&b.rt, "feed:f", 1).await.epoch;
+    expect_seqs(&mut ws, "feed:f", [1]).await;
+
+    // Another process on the same bus sends history bytes no store produces.
+    for offset in [u64::MAX, 0] {
+        let forged = realtime_core::history::WirePublication {
+            offset,
+            epoch: &epoch,
+            topic: "feed:f",
+            payload: br#"{"type":"n","seq":999}"#,
+        }
+        .encode();
+        (link.inbox.get().expect("started"))(realtime::BusEvent::Envelope(&forged));
+    }
+
+    publish(&b.rt, "feed:f", 2).await;
+    expect_seqs(&mut ws, "feed:f", [2]).await;
+    expect_quiet(&mut ws).await;
+}

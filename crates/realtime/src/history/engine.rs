@@ -23,6 +23,11 @@ use crate::service::{Inner, Realtime};
 const FILL_BACKOFF: Duration = Duration::from_millis(50);
 const FILL_BACKOFF_CAP: Duration = Duration::from_secs(2);
 
+/// The highest offset a store hands out: Redis's Lua numbers are doubles, exact
+/// up to 2^53. A publication claiming more (or 0) was not made by a store, and
+/// taking it would move the topic's position where no real one can follow.
+const MAX_OFFSET: u64 = 1 << 53;
+
 /// Why a subscribe on a history topic failed; the connection is not left subscribed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum HistorySubscribeError {
@@ -89,7 +94,9 @@ impl Realtime {
 
     /// A wire publication from the store's inbox or the bus.
     pub(crate) fn on_publication(&self, bytes: &[u8]) {
-        let Some(publication) = WirePublication::decode(bytes) else {
+        let Some(publication) =
+            WirePublication::decode(bytes).filter(|p| (1..=MAX_OFFSET).contains(&p.offset))
+        else {
             tracing::warn!("dropped a malformed history publication");
             return;
         };

@@ -184,6 +184,11 @@ impl TrackerState {
         at: Position,
         frame: Utf8Bytes,
     ) -> bool {
+        if self.closed {
+            // Removed from the map, maybe replaced: the topic's subscribers now
+            // belong to the tracker that replaced this one.
+            return false;
+        }
         let Some(last) = &self.last else {
             self.parked.push((at, frame));
             return false;
@@ -240,7 +245,9 @@ impl TrackerState {
         tracker: (&Topic, HistoryLimits),
         page: &StoredPage,
     ) -> bool {
-        let Some(last) = self.last.clone() else {
+        let Some(last) = self.last.clone().filter(|_| !self.closed) else {
+            // A closed tracker's fill delivers nothing: another tracker may serve
+            // the topic's subscribers by now.
             self.filling = false;
             return false;
         };
@@ -252,7 +259,7 @@ impl TrackerState {
             return true;
         }
         let before = last.offset;
-        if page.state.first > last.offset + 1 && page.state.top > last.offset {
+        if page.state.first > last.offset.saturating_add(1) && page.state.top > last.offset {
             self.skip(
                 out,
                 topic,
@@ -261,7 +268,7 @@ impl TrackerState {
             );
         }
         for p in &page.publications {
-            let next = self.last.as_ref().map_or(0, |l| l.offset + 1);
+            let next = self.last.as_ref().map_or(0, |l| l.offset.saturating_add(1));
             if p.offset < next {
                 continue;
             }
@@ -299,6 +306,10 @@ impl TrackerState {
         who: Subscribing<'_>,
         page: &StoredPage,
     ) -> (Completion, bool) {
+        if self.closed {
+            // Only a connection that left can still be completing here.
+            return (Completion::Gone, false);
+        }
         let fill = self.initialise(out, tracker, page);
         let Some(last) = self.last.clone() else {
             return (Completion::Retry, fill);
@@ -361,7 +372,7 @@ impl TrackerState {
     /// The store started a new epoch (reset, or its data was lost): subscribers
     /// are told and delivery goes on from the new epoch's start.
     pub(crate) fn adopt_epoch(&mut self, out: Fanout<'_>, topic: &Topic, epoch: String) {
-        if self.last.as_ref().is_some_and(|l| l.epoch == epoch) {
+        if self.closed || self.last.as_ref().is_some_and(|l| l.epoch == epoch) {
             return;
         }
         let frame = missed(topic, MissedReason::HistoryLost, 0, &epoch);
@@ -415,12 +426,13 @@ impl TrackerState {
     /// Delivers the pending publications that now follow on.
     fn drain(&mut self, out: Fanout<'_>, topic: &Topic) {
         loop {
-            let Some(last) = self.last.as_ref().map(|l| l.offset) else {
+            // No successor past u64::MAX (only a forged store reply gets there).
+            let Some(next) = self.last.as_ref().and_then(|l| l.offset.checked_add(1)) else {
                 return;
             };
-            self.pending = self.pending.split_off(&(last + 1));
-            match self.pending.remove(&(last + 1)) {
-                Some(frame) => self.deliver(out, topic, last + 1, &frame),
+            self.pending = self.pending.split_off(&next);
+            match self.pending.remove(&next) {
+                Some(frame) => self.deliver(out, topic, next, &frame),
                 None => return,
             }
         }
@@ -616,6 +628,15 @@ mod tests {
         assert!(!s.arrive(2, "e1"), "a duplicate needs no fill");
         assert!(!s.arrive(1, "e1"));
         assert_eq!(s.received(), ["1", "2"]);
+    }
+
+    #[test]
+    fn delivery_at_the_last_possible_offset_does_not_overflow() {
+        // Only a forged store reply (a top offset of u64::MAX) gets here.
+        let mut s = Setup::new(10, u64::MAX - 1);
+        assert!(!s.arrive(u64::MAX, "e1"));
+        assert!(!s.arrive(u64::MAX, "e1"));
+        assert_eq!(s.received(), [u64::MAX.to_string()]);
     }
 
     #[test]
