@@ -977,3 +977,31 @@ async fn a_forged_publication_with_an_impossible_offset_is_dropped() {
     expect_seqs(&mut ws, "feed:f", [2]).await;
     expect_quiet(&mut ws).await;
 }
+
+#[tokio::test]
+async fn a_server_side_subscribe_whose_caller_gives_up_mid_read_still_delivers() {
+    let hub = MemoryHub::new();
+    let (a, b, _link, held) = cuttable_pair(&hub).await;
+    for seq in 1..=2 {
+        publish(&b.rt, "feed:d", seq).await;
+    }
+    let mut ws = a.connect("alice").await;
+    let id = a.rt.connections()[0].id;
+
+    // An HTTP caller that disconnects drops the request's future mid-read.
+    let (made, release) = held.hold_next();
+    {
+        let subscribing = a.rt.subscribe(id, "feed:d");
+        tokio::pin!(subscribing);
+        tokio::select! {
+            done = &mut subscribing => panic!("the read is held, yet: {done:?}"),
+            made = made => made.unwrap(),
+        }
+    }
+    // Fails when the read went with the dropped future.
+    let _ = release.send(());
+
+    publish(&b.rt, "feed:d", 3).await;
+    expect_seqs(&mut ws, "feed:d", [3]).await;
+    expect_quiet(&mut ws).await;
+}
