@@ -6,7 +6,7 @@
 //! Everything here runs under the topic's tracker lock and never awaits; reading
 //! the store is the engine's job (see `history::engine`), which hands the pages in.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::ws::Utf8Bytes;
@@ -46,8 +46,9 @@ pub(crate) struct Tracker {
 pub(crate) struct TrackerState {
     /// The last publication delivered; `None` until the first read initialises it.
     last: Option<Position>,
-    /// Arrivals before initialisation, applied once the position is known.
-    parked: Vec<(Position, Utf8Bytes)>,
+    /// Arrivals before initialisation, applied once the position is known; the
+    /// latest `size` of them (what the read does not cover is filled).
+    parked: VecDeque<(Position, Utf8Bytes)>,
     /// Arrivals after a gap, in the current epoch, by offset.
     pending: BTreeMap<u64, Utf8Bytes>,
     /// A fill (a read of the store after `last`) is in progress.
@@ -190,7 +191,10 @@ impl TrackerState {
             return false;
         }
         let Some(last) = &self.last else {
-            self.parked.push((at, frame));
+            if self.parked.len() >= tracker.1.size() as usize {
+                self.parked.pop_front();
+            }
+            self.parked.push_back((at, frame));
             return false;
         };
         match admit(last, &at) {
@@ -229,7 +233,7 @@ impl TrackerState {
         }
         self.last = Some(page.state.position());
         let mut parked = std::mem::take(&mut self.parked);
-        parked.sort_by_key(|(p, _)| p.offset);
+        parked.make_contiguous().sort_by_key(|(p, _)| p.offset);
         let mut fill = false;
         for (at, frame) in parked {
             fill |= self.arrive(out, tracker, at, frame);
@@ -713,6 +717,35 @@ mod tests {
         // on offset 1 and go on.
         s.arrive(5, "e1");
         assert_eq!(s.received(), ["history_trimmed@1", "2", "3", "4", "5"]);
+    }
+
+    #[test]
+    fn arrivals_before_the_first_read_are_bounded_and_the_rest_filled() {
+        let mut s = Setup::new(3, 0);
+        s.state.last = None;
+        // The first read is slow (or failing) while publications keep arriving.
+        for offset in 1..=1000 {
+            assert!(!s.arrive(offset, "e1"), "nothing to fill from yet");
+        }
+        assert!(s.state.parked.len() <= 3, "{} parked", s.state.parked.len());
+        // The read answers: what was let go is read from the store.
+        let store = Store {
+            epoch: "e1".into(),
+            held: (998..=1000).collect(),
+            top: 1000,
+        };
+        let out = Fanout {
+            registry: &s.registry,
+            metrics: None,
+        };
+        let page = store.page_after(0);
+        s.state.initialise(out, (&s.topic, s.limits), &page);
+        assert!(
+            s.received().is_empty(),
+            "the read's position is where delivery starts"
+        );
+        assert!(!s.arrive(1001, "e1"));
+        assert_eq!(s.received(), ["1001"]);
     }
 
     #[test]
