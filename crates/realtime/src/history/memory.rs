@@ -4,7 +4,9 @@
 //! store whose appends go out on the hub.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{OnceLock, Weak};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use realtime_core::history::WirePublication;
@@ -24,7 +26,13 @@ pub struct MemoryHistory {
     /// lock is held while its publication is handed on, so order = offset order.
     topics: DashMap<Topic, TopicLog>,
     sink: Sink,
+    /// Appends and reads since topics past their position's expiry were last
+    /// forgotten: a pass over the map per as many operations as it has topics.
+    since_sweep: AtomicUsize,
 }
+
+/// Fewest operations between two passes over a small map.
+const SWEEP_EVERY: usize = 1024;
 
 enum Sink {
     /// One engine: publications go to the inbox it gave [`HistoryStore::start`].
@@ -39,24 +47,33 @@ struct TopicLog {
     publications: VecDeque<StoredPublication>,
     /// When the topic was last appended to (or created): the expiry clock.
     touched: Instant,
+    /// How long its position outlives `touched` (its namespace's, when last used).
+    position_ttl: Duration,
 }
 
 impl TopicLog {
-    fn fresh(epoch: String, now: Instant) -> TopicLog {
+    fn fresh(epoch: String, now: Instant, limits: HistoryLimits) -> TopicLog {
         TopicLog {
             epoch,
             top: 0,
             publications: VecDeque::new(),
             touched: now,
+            position_ttl: limits.position_ttl(),
         }
+    }
+
+    /// Past this, the topic is as good as never used: forgetting it changes nothing.
+    fn forgotten(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.touched) >= self.position_ttl
     }
 
     /// Applies expiry: publications go `ttl` after the last append, the position
     /// `position_ttl` after it (a new epoch starts then).
     fn expire(&mut self, limits: HistoryLimits, now: Instant, new_epoch: &str) {
         let idle = now.saturating_duration_since(self.touched);
+        self.position_ttl = limits.position_ttl();
         if idle >= limits.position_ttl() {
-            *self = TopicLog::fresh(new_epoch.to_owned(), now);
+            *self = TopicLog::fresh(new_epoch.to_owned(), now, limits);
         } else if idle >= limits.ttl() {
             self.publications.clear();
         }
@@ -92,6 +109,7 @@ impl MemoryHistory {
         MemoryHistory {
             topics: DashMap::new(),
             sink: Sink::Inbox(OnceLock::new()),
+            since_sweep: AtomicUsize::new(0),
         }
     }
 
@@ -100,6 +118,7 @@ impl MemoryHistory {
         MemoryHistory {
             topics: DashMap::new(),
             sink: Sink::Hub(hub),
+            since_sweep: AtomicUsize::new(0),
         }
     }
 
@@ -118,12 +137,25 @@ impl MemoryHistory {
         }
     }
 
+    /// Forgets the topics whose position expired, now and then: every topic name
+    /// a client reads or subscribes to is otherwise kept for good. Called with no
+    /// entry of the map held.
+    fn sweep(&self, now: Instant) {
+        let due = self.since_sweep.fetch_add(1, Ordering::Relaxed) + 1;
+        if due < self.topics.len().max(SWEEP_EVERY) {
+            return;
+        }
+        self.since_sweep.store(0, Ordering::Relaxed);
+        self.topics.retain(|_, log| !log.forgotten(now));
+    }
+
     fn append_now(&self, request: AppendRequest) -> Position {
         let now = Instant::now();
+        self.sweep(now);
         let mut log = self
             .topics
             .entry(request.topic.clone())
-            .or_insert_with(|| TopicLog::fresh(request.new_epoch.clone(), now));
+            .or_insert_with(|| TopicLog::fresh(request.new_epoch.clone(), now, request.limits));
         log.expire(request.limits, now, &request.new_epoch);
         log.top += 1;
         log.touched = now;
@@ -155,10 +187,11 @@ impl MemoryHistory {
 
     fn read_now(&self, request: ReadRequest) -> StoredPage {
         let now = Instant::now();
+        self.sweep(now);
         let mut log = self
             .topics
             .entry(request.topic.clone())
-            .or_insert_with(|| TopicLog::fresh(request.new_epoch.clone(), now));
+            .or_insert_with(|| TopicLog::fresh(request.new_epoch.clone(), now, request.limits));
         log.expire(request.limits, now, &request.new_epoch);
         let after = request.after.unwrap_or(0);
         let publications = log
@@ -192,10 +225,12 @@ impl HistoryStore for MemoryHistory {
         Box::pin(std::future::ready(Ok(page)))
     }
 
-    fn reset(&self, topic: &Topic, _limits: HistoryLimits, new_epoch: String) -> PositionFuture {
+    fn reset(&self, topic: &Topic, limits: HistoryLimits, new_epoch: String) -> PositionFuture {
         let now = Instant::now();
-        self.topics
-            .insert(topic.clone(), TopicLog::fresh(new_epoch.clone(), now));
+        self.topics.insert(
+            topic.clone(),
+            TopicLog::fresh(new_epoch.clone(), now, limits),
+        );
         let position = Position {
             offset: 0,
             epoch: new_epoch,
@@ -283,6 +318,33 @@ mod tests {
         let page = read(&store, l, None);
         assert_eq!(page.state.epoch, "e2", "a lost position starts a new epoch");
         assert_eq!(page.state.top, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn topics_whose_position_expired_are_forgotten() {
+        let store = MemoryHistory::new();
+        let l = limits(10, 60);
+        // A client may read (subscribe to) any number of topic names.
+        for n in 0..500 {
+            store.read_now(ReadRequest {
+                topic: Topic::parse(&format!("t{n}")).unwrap(),
+                limits: l,
+                after: None,
+                limit: 0,
+                new_epoch: "e1".into(),
+            });
+        }
+        append(&store, l, "{}");
+        tokio::time::advance(l.position_ttl() + Duration::from_secs(1)).await;
+        for _ in 0..1000 {
+            read(&store, l, None);
+        }
+        assert_eq!(store.topics.len(), 1, "only the topic still in use is kept");
+        assert_eq!(
+            read(&store, l, None).state.epoch,
+            "e2",
+            "its position expired too"
+        );
     }
 
     #[tokio::test]
