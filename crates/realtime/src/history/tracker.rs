@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
-use realtime_core::history::{Admission, Recovery, admit, recovery, with_position};
+use realtime_core::history::{Admission, Recovery, Unrecoverable, admit, recovery, with_position};
 use realtime_core::protocol::MissedReason;
 use realtime_core::route::RouteKind;
 use realtime_core::{ConnectionId, HistoryLimits, Position, ServerFrame, Topic};
@@ -325,7 +325,7 @@ impl TrackerState {
             return (Completion::Gone, fill);
         };
         let state = &page.state;
-        let decided = who.since.map(|s| recovery(s, state));
+        let mut decided = who.since.map(|s| recovery(s, state));
         let (replay, stands_at) = match (who.since, decided) {
             (Some(since), Some(Recovery::Recovered)) => {
                 let replay: Vec<_> = page
@@ -333,8 +333,19 @@ impl TrackerState {
                     .iter()
                     .filter(|p| p.offset > since.offset)
                     .collect();
-                let top = replay.last().map_or(since.offset, |p| p.offset);
-                (replay, top)
+                // Only a replay of everything up to the read's top recovers: a
+                // stream holding more than the namespace's size now (it was
+                // lowered) answers a page that stops short.
+                let whole = replay
+                    .iter()
+                    .map(|p| p.offset)
+                    .eq(since.offset.saturating_add(1)..=state.top);
+                if whole {
+                    (replay, state.top)
+                } else {
+                    decided = Some(Recovery::NotRecovered(Unrecoverable::Trimmed));
+                    (Vec::new(), state.top)
+                }
             }
             _ => (Vec::new(), state.top),
         };
@@ -798,6 +809,49 @@ mod tests {
         assert!(s.state.recovering.is_empty(), "now an ordinary subscriber");
         s.arrive(6, "e1");
         assert_eq!(s.received(), ["6"]);
+    }
+
+    #[test]
+    fn a_replay_that_does_not_reach_the_top_is_not_a_recovery() {
+        let mut s = Setup::new(3, 10);
+        s.state.recovering.insert(
+            s.handle.id(),
+            Recovering {
+                handle: s.handle.clone(),
+                replied_through: None,
+                buffer: Vec::new(),
+            },
+        );
+        // The store holds 1..=10 (trimmed to a larger size before the namespace's
+        // was lowered), but the read returns at most `size` after the position.
+        let store = Store {
+            epoch: "e1".into(),
+            held: (1..=10).collect(),
+            top: 10,
+        };
+        let mut page = store.page_after(2);
+        page.publications.truncate(3);
+        let since = pos(2, "e1");
+        let who = Subscribing {
+            id: s.handle.id(),
+            since: Some(&since),
+            reply: Some(None),
+        };
+        let out = Fanout {
+            registry: &s.registry,
+            metrics: None,
+        };
+        let (done, _) = s.state.complete(out, (&s.topic, s.limits), who, &page);
+        assert_eq!(done, Completion::Done);
+        let mut batch = VecDeque::new();
+        s.handle.outbox().try_take(&mut batch);
+        let reply: Value = serde_json::from_str(&batch[0]).unwrap();
+        assert_eq!(
+            (reply["recovered"].clone(), reply["offset"].clone()),
+            (Value::from(false), Value::from(10)),
+            "6..=10 would be missing from a replay of 3..=5: {reply}"
+        );
+        assert_eq!(batch.len(), 1, "nothing replayed");
     }
 
     #[test]
