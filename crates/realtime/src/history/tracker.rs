@@ -64,9 +64,9 @@ struct Recovering {
     /// `None` until its `subscribed` reply is queued; deliveries are buffered.
     /// Then the replay's top: deliveries at or below it were in the replay.
     replied_through: Option<u64>,
-    /// (offset, frame) delivered meanwhile, in order; a `missed` notice is keyed
-    /// by the offset delivery continues from.
-    buffer: Vec<(u64, Utf8Bytes)>,
+    /// (offset, frame, is a publication) delivered meanwhile, in order; a
+    /// `missed` notice is keyed by the offset delivery continues from.
+    buffer: Vec<(u64, Utf8Bytes, bool)>,
 }
 
 /// How a recovering subscribe ended.
@@ -366,14 +366,20 @@ impl TrackerState {
             .to_json();
             r.handle.try_send(&Utf8Bytes::from(reply));
         }
+        let mut delivered = 0;
         for p in replay {
             let frame = with_position(&p.payload, p.offset, &state.epoch);
-            r.handle.try_send(&Utf8Bytes::from(frame));
+            delivered += usize::from(r.handle.try_send(&Utf8Bytes::from(frame)));
         }
-        for (key, frame) in r.buffer.drain(..) {
-            if key > stands_at {
-                r.handle.try_send(&frame);
+        for (key, frame, publication) in r.buffer.drain(..) {
+            if key > stands_at && r.handle.try_send(&frame) && publication {
+                delivered += 1;
             }
+        }
+        if let Some(metrics) = out.metrics {
+            // Counted here, not where they were handled: the replay's were
+            // published earlier, and the buffer's were held back from this one.
+            metrics.delivered(RouteKind::Topic, delivered);
         }
         if last.offset < stands_at {
             // This node has not yet delivered what the read saw: skip those when
@@ -419,7 +425,7 @@ impl TrackerState {
         let frame = missed(topic, reason, offset, &last.epoch);
         for r in self.recovering.values_mut() {
             match r.replied_through {
-                None => r.buffer.push((offset, frame.clone())),
+                None => r.buffer.push((offset, frame.clone(), false)),
                 Some(through) if offset > through => {
                     r.handle.try_send(&frame);
                 }
@@ -469,7 +475,7 @@ impl TrackerState {
             let mut later = 0;
             for r in self.recovering.values_mut() {
                 match r.replied_through {
-                    None => r.buffer.push((offset, frame.clone())),
+                    None => r.buffer.push((offset, frame.clone(), true)),
                     Some(through) if offset > through => {
                         later += usize::from(r.handle.try_send(frame));
                     }
@@ -786,12 +792,18 @@ mod tests {
             reply: Some(None),
         };
         let page = store.page_after(1);
+        let metrics = Metrics::new();
         let out = Fanout {
             registry: &s.registry,
-            metrics: None,
+            metrics: Some(&metrics),
         };
         let (done, _) = s.state.complete(out, (&s.topic, s.limits), who, &page);
         assert_eq!(done, Completion::Done);
+        assert_eq!(
+            metrics.totals(),
+            (1, 4),
+            "5 was handled here; the replay and the buffer were delivered"
+        );
         let mut batch = VecDeque::new();
         s.handle.outbox().try_take(&mut batch);
         let frames: Vec<Value> = batch
