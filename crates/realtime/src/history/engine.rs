@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use realtime_core::history::{WirePublication, with_position};
+use realtime_core::history::{MAX_HISTORY_LIMIT, WirePublication, with_position};
 use realtime_core::protocol::MissedReason;
 use realtime_core::{HistoryLimits, Position, PreparedMessage, ServerFrame, Topic};
 use serde_json::Value;
@@ -294,7 +294,8 @@ async fn fill(engine: Weak<Inner>, store: Arc<dyn HistoryStore>, tracker: Arc<Tr
                 topic: tracker.topic.clone(),
                 limits: tracker.limits,
                 after: Some(from),
-                limit: tracker.limits.size() as usize,
+                // Paged: a fill after a long break reads on until the top.
+                limit: (tracker.limits.size() as usize).min(MAX_HISTORY_LIMIT),
                 new_epoch: new_epoch(),
             })
             .await;

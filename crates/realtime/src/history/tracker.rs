@@ -283,11 +283,17 @@ impl TrackerState {
             self.deliver(out, topic, p.offset, &frame);
         }
         self.drain(out, topic);
-        if self.pending.is_empty() {
-            self.filling = false;
-            return false;
-        }
         let progressed = self.last.as_ref().is_some_and(|l| l.offset > before);
+        if self.pending.is_empty() {
+            // A page stops short of the top when it is full: read the next one.
+            let more = progressed
+                && self
+                    .last
+                    .as_ref()
+                    .is_some_and(|l| l.offset < page.state.top);
+            self.filling = more;
+            return more;
+        }
         if !progressed {
             // The store holds nothing that closes the gap: go on from what arrived.
             self.skip_to_pending(out, topic);
@@ -675,6 +681,29 @@ mod tests {
         assert_eq!(s.received(), ["3", "4", "5", "6"]);
         assert!(!s.arrive(7, "e1"));
         assert_eq!(s.received(), ["7"]);
+    }
+
+    #[test]
+    fn a_fill_reads_page_after_page_up_to_the_top() {
+        // After a bus break nothing is pending: only the store knows 3..=8.
+        let mut s = Setup::new(10, 2);
+        let store = Store {
+            epoch: "e1".into(),
+            held: (1..=8).collect(),
+            top: 8,
+        };
+        let out = Fanout {
+            registry: &s.registry,
+            metrics: None,
+        };
+        let mut page = store.page_after(2);
+        page.publications.truncate(3);
+        assert!(
+            s.state.apply_fill(out, (&s.topic, s.limits), &page),
+            "a page that stops short of the top is followed by another"
+        );
+        assert!(!s.fill(&store));
+        assert_eq!(s.received(), ["3", "4", "5", "6", "7", "8"]);
     }
 
     #[test]
