@@ -667,6 +667,30 @@ impl HistoryStore for HeldReads {
     }
 }
 
+/// Subscribes from `since` with the read held while `seqs` are published on
+/// `rt`, then lets the read answer; returns the reply.
+async fn subscribe_publishing(
+    ws: &mut Ws,
+    rt: &Realtime,
+    held: &HeldReads,
+    topic: &str,
+    since: &Position,
+    seqs: std::ops::RangeInclusive<u64>,
+) -> Value {
+    let (made, release) = held.hold_next();
+    send(
+        ws,
+        json!({"action":"subscribe","topic":topic,"since":{"offset":since.offset,"epoch":since.epoch},"ref":"s"}),
+    )
+    .await;
+    made.await.unwrap();
+    for seq in seqs {
+        publish(rt, topic, seq).await;
+    }
+    release.send(()).unwrap();
+    next_json(ws).await
+}
+
 #[tokio::test]
 async fn publications_during_the_recovery_read_follow_the_replay_without_gap_or_duplicate() {
     let hub = MemoryHub::new();
@@ -692,19 +716,9 @@ async fn publications_during_the_recovery_read_follow_the_replay_without_gap_or_
         .epoch;
 
     let mut second = app.connect("alice").await;
-    let (made, release) = held.hold_next();
-    send(
-        &mut second,
-        json!({"action":"subscribe","topic":"feed:m","since":{"offset":5,"epoch":epoch},"ref":"s"}),
-    )
-    .await;
-    made.await.unwrap();
-    // Read made (it saw 1..=10); these arrive while it is in flight.
-    for seq in 11..=20 {
-        publish(&app.rt, "feed:m", seq).await;
-    }
-    release.send(()).unwrap();
-    let reply = next_json(&mut second).await;
+    let since = Position { offset: 5, epoch };
+    // The read sees 1..=10; 11..=20 arrive while it is in flight.
+    let reply = subscribe_publishing(&mut second, &app.rt, &held, "feed:m", &since, 11..=20).await;
     assert_eq!(
         (reply["type"].clone(), reply["recovered"].clone()),
         (json!("subscribed"), json!(true)),
@@ -724,18 +738,11 @@ async fn publications_during_the_recovery_read_follow_the_replay_without_gap_or_
         epoch_n = publish(&app.rt, "feed:n", seq).await.epoch;
     }
     let mut third = app.connect("bob").await;
-    let (made, release) = held.hold_next();
-    send(
-        &mut third,
-        json!({"action":"subscribe","topic":"feed:n","since":{"offset":2,"epoch":epoch_n},"ref":"s"}),
-    )
-    .await;
-    made.await.unwrap();
-    for seq in 5..=8 {
-        publish(&app.rt, "feed:n", seq).await;
-    }
-    release.send(()).unwrap();
-    let reply = next_json(&mut third).await;
+    let since = Position {
+        offset: 2,
+        epoch: epoch_n,
+    };
+    let reply = subscribe_publishing(&mut third, &app.rt, &held, "feed:n", &since, 5..=8).await;
     assert_eq!(reply["recovered"], true, "{reply}");
     expect_seqs(&mut third, "feed:n", 3..=8).await;
     expect_quiet(&mut third).await;

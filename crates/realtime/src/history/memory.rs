@@ -9,6 +9,7 @@ use std::sync::{OnceLock, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
+use dashmap::mapref::one::RefMut;
 use realtime_core::history::WirePublication;
 use realtime_core::{HistoryLimits, Position, StreamState, Topic};
 use tokio::time::Instant;
@@ -149,14 +150,26 @@ impl MemoryHistory {
         self.topics.retain(|_, log| !log.forgotten(now));
     }
 
-    fn append_now(&self, request: AppendRequest) -> Position {
-        let now = Instant::now();
+    /// The topic's log as of `now` (expired, or made with `new_epoch`), locked.
+    fn log(
+        &self,
+        topic: &Topic,
+        limits: HistoryLimits,
+        new_epoch: &str,
+        now: Instant,
+    ) -> RefMut<'_, Topic, TopicLog> {
         self.sweep(now);
         let mut log = self
             .topics
-            .entry(request.topic.clone())
-            .or_insert_with(|| TopicLog::fresh(request.new_epoch.clone(), now, request.limits));
-        log.expire(request.limits, now, &request.new_epoch);
+            .entry(topic.clone())
+            .or_insert_with(|| TopicLog::fresh(new_epoch.to_owned(), now, limits));
+        log.expire(limits, now, new_epoch);
+        log
+    }
+
+    fn append_now(&self, request: AppendRequest) -> Position {
+        let now = Instant::now();
+        let mut log = self.log(&request.topic, request.limits, &request.new_epoch, now);
         log.top += 1;
         log.touched = now;
         let offset = log.top;
@@ -187,12 +200,7 @@ impl MemoryHistory {
 
     fn read_now(&self, request: ReadRequest) -> StoredPage {
         let now = Instant::now();
-        self.sweep(now);
-        let mut log = self
-            .topics
-            .entry(request.topic.clone())
-            .or_insert_with(|| TopicLog::fresh(request.new_epoch.clone(), now, request.limits));
-        log.expire(request.limits, now, &request.new_epoch);
+        let log = self.log(&request.topic, request.limits, &request.new_epoch, now);
         let after = request.after.unwrap_or(0);
         let publications = log
             .publications

@@ -610,6 +610,40 @@ mod tests {
                 .arrive(out, (&self.topic, self.limits), pos(offset, epoch), frame)
         }
 
+        /// Its subscriber's read is in flight.
+        fn start_recovering(&mut self) {
+            self.state.recovering.insert(
+                self.handle.id(),
+                Recovering {
+                    handle: self.handle.clone(),
+                    replied_through: None,
+                    buffer: Vec::new(),
+                },
+            );
+        }
+
+        /// Completes its subscriber's subscribe from `since` with `page`; `reply`:
+        /// a client's, answered with `subscribed`.
+        fn complete(
+            &mut self,
+            since: &Position,
+            reply: bool,
+            page: &StoredPage,
+            metrics: Option<&Metrics>,
+        ) -> Completion {
+            let who = Subscribing {
+                id: self.handle.id(),
+                since: Some(since),
+                reply: reply.then_some(None),
+            };
+            let out = Fanout {
+                registry: &self.registry,
+                metrics,
+            };
+            let limits = self.limits;
+            self.state.complete(out, (&self.topic, limits), who, page).0
+        }
+
         fn fill(&mut self, store: &Store) -> bool {
             let page = store.page_after(self.state.fill_from().unwrap());
             let out = Fanout {
@@ -798,14 +832,7 @@ mod tests {
     fn a_recovering_connection_gets_its_reply_replay_and_buffer_in_order() {
         let mut s = Setup::new(10, 0);
         s.state.last = None;
-        s.state.recovering.insert(
-            s.handle.id(),
-            Recovering {
-                handle: s.handle.clone(),
-                replied_through: None,
-                buffer: Vec::new(),
-            },
-        );
+        s.start_recovering();
         // Live arrivals while its read is in flight (before the node knew where it stood).
         s.arrive(4, "e1");
         s.arrive(5, "e1");
@@ -815,18 +842,9 @@ mod tests {
             top: 4,
         };
         let since = pos(1, "e1");
-        let who = Subscribing {
-            id: s.handle.id(),
-            since: Some(&since),
-            reply: Some(None),
-        };
         let page = store.page_after(1);
         let metrics = Metrics::new();
-        let out = Fanout {
-            registry: &s.registry,
-            metrics: Some(&metrics),
-        };
-        let (done, _) = s.state.complete(out, (&s.topic, s.limits), who, &page);
+        let done = s.complete(&since, true, &page, Some(&metrics));
         assert_eq!(done, Completion::Done);
         assert_eq!(
             metrics.totals(),
@@ -855,14 +873,7 @@ mod tests {
     #[test]
     fn a_replay_that_does_not_reach_the_top_is_not_a_recovery() {
         let mut s = Setup::new(3, 10);
-        s.state.recovering.insert(
-            s.handle.id(),
-            Recovering {
-                handle: s.handle.clone(),
-                replied_through: None,
-                buffer: Vec::new(),
-            },
-        );
+        s.start_recovering();
         // The store holds 1..=10 (trimmed to a larger size before the namespace's
         // was lowered), but the read returns at most `size` after the position.
         let store = Store {
@@ -873,16 +884,7 @@ mod tests {
         let mut page = store.page_after(2);
         page.publications.truncate(3);
         let since = pos(2, "e1");
-        let who = Subscribing {
-            id: s.handle.id(),
-            since: Some(&since),
-            reply: Some(None),
-        };
-        let out = Fanout {
-            registry: &s.registry,
-            metrics: None,
-        };
-        let (done, _) = s.state.complete(out, (&s.topic, s.limits), who, &page);
+        let done = s.complete(&since, true, &page, None);
         assert_eq!(done, Completion::Done);
         let mut batch = VecDeque::new();
         s.handle.outbox().try_take(&mut batch);
@@ -898,14 +900,7 @@ mod tests {
     #[test]
     fn a_node_behind_the_read_skips_what_the_replay_had() {
         let mut s = Setup::new(10, 2);
-        s.state.recovering.insert(
-            s.handle.id(),
-            Recovering {
-                handle: s.handle.clone(),
-                replied_through: None,
-                buffer: Vec::new(),
-            },
-        );
+        s.start_recovering();
         // The read saw 3..=5 before they reached this node.
         let store = Store {
             epoch: "e1".into(),
@@ -913,17 +908,8 @@ mod tests {
             top: 5,
         };
         let since = pos(2, "e1");
-        let who = Subscribing {
-            id: s.handle.id(),
-            since: Some(&since),
-            reply: None,
-        };
         let page = store.page_after(2);
-        let out = Fanout {
-            registry: &s.registry,
-            metrics: None,
-        };
-        let (done, _) = s.state.complete(out, (&s.topic, s.limits), who, &page);
+        let done = s.complete(&since, false, &page, None);
         assert_eq!(done, Completion::Done);
         assert_eq!(s.received(), ["3", "4", "5"], "the replay");
         for offset in 3..=6 {
