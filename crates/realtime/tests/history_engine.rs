@@ -801,22 +801,7 @@ impl realtime::MessageBus for CuttableBus {
 #[tokio::test]
 async fn after_a_bus_break_history_topics_are_filled_and_other_topics_told() {
     let hub = MemoryHub::new();
-    let link = Arc::new(CuttableBus {
-        bus: hub.bus(),
-        cut: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        inbox: std::sync::OnceLock::new(),
-    });
-    let verifier = JwtVerifier::hs256(SECRET, ClaimRules::default()).unwrap();
-    let cluster = ClusterConfig {
-        node_id: "a".into(),
-        prefix: "h".into(),
-        bus: link.clone(),
-        directory: hub.directory(),
-        history: Some(hub.history()),
-        request_timeout: Duration::from_secs(5),
-    };
-    let a = App::serve(Realtime::clustered(verifier, config(), cluster)).await;
-    let b = App::on_hub(&hub, "b").await;
+    let (a, b, link, _held) = cuttable_pair(&hub).await;
     let mut ws = a.connect("alice").await;
     subscribe(&mut ws, "feed:g", None).await;
     subscribe(&mut ws, "plain:g", None).await;
