@@ -14,7 +14,7 @@ use dashmap::DashMap;
 use realtime_core::history::{Admission, Recovery, Unrecoverable, admit, recovery, with_position};
 use realtime_core::protocol::MissedReason;
 use realtime_core::route::RouteKind;
-use realtime_core::{ConnectionId, HistoryLimits, Position, ServerFrame, Topic};
+use realtime_core::{CloseCode, ConnectionId, HistoryLimits, Position, ServerFrame, Topic};
 use serde_json::Value;
 
 use super::store::StoredPage;
@@ -67,6 +67,23 @@ struct Recovering {
     /// (offset, frame, is a publication) delivered meanwhile, in order; a
     /// `missed` notice is keyed by the offset delivery continues from.
     buffer: Vec<(u64, Utf8Bytes, bool)>,
+}
+
+impl Recovering {
+    /// Holds a frame back until the reply is queued. The buffer is queued in one
+    /// go, so more than the connection's queue holds could never be: it is a
+    /// slow consumer already.
+    fn hold(&mut self, offset: u64, frame: &Utf8Bytes, publication: bool) {
+        if self.handle.is_closing() {
+            return;
+        }
+        if self.buffer.len() >= self.handle.outbox().max_frames() {
+            self.buffer = Vec::new();
+            self.handle.close(CloseCode::SlowConsumer);
+            return;
+        }
+        self.buffer.push((offset, frame.clone(), publication));
+    }
 }
 
 /// How a recovering subscribe ended.
@@ -431,7 +448,7 @@ impl TrackerState {
         let frame = missed(topic, reason, offset, &last.epoch);
         for r in self.recovering.values_mut() {
             match r.replied_through {
-                None => r.buffer.push((offset, frame.clone(), false)),
+                None => r.hold(offset, &frame, false),
                 Some(through) if offset > through => {
                     r.handle.try_send(&frame);
                 }
@@ -481,7 +498,7 @@ impl TrackerState {
             let mut later = 0;
             for r in self.recovering.values_mut() {
                 match r.replied_through {
-                    None => r.buffer.push((offset, frame.clone(), true)),
+                    None => r.hold(offset, frame, true),
                     Some(through) if offset > through => {
                         later += usize::from(r.handle.try_send(frame));
                     }
@@ -868,6 +885,19 @@ mod tests {
         assert!(s.state.recovering.is_empty(), "now an ordinary subscriber");
         s.arrive(6, "e1");
         assert_eq!(s.received(), ["6"]);
+    }
+
+    #[test]
+    fn a_recovering_connection_buffers_no_more_than_its_queue_holds() {
+        // Its queue holds 1000 frames: the buffer goes to it in one go.
+        let mut s = Setup::new(100_000, 0);
+        s.start_recovering();
+        for offset in 1..=5000 {
+            s.arrive(offset, "e1");
+        }
+        let buffered = s.state.recovering[&s.handle.id()].buffer.len();
+        assert!(buffered <= 1000, "{buffered} buffered");
+        assert_eq!(s.handle.close_code(), Some(CloseCode::SlowConsumer));
     }
 
     #[test]
