@@ -202,13 +202,14 @@ impl MemoryHistory {
         let now = Instant::now();
         let log = self.log(&request.topic, request.limits, &request.new_epoch, now);
         let after = request.after.unwrap_or(0);
-        let publications = log
-            .publications
-            .iter()
-            .filter(|p| p.offset > after)
-            .take(request.limit)
-            .cloned()
-            .collect();
+        // Held offsets are consecutive: start at `after + 1` without a scan, so a
+        // read near the top of a large history costs what it returns.
+        let held = &log.publications;
+        let start = held.front().map_or(0, |p| {
+            let skip = after.saturating_add(1).saturating_sub(p.offset);
+            usize::try_from(skip).map_or(held.len(), |skip| skip.min(held.len()))
+        });
+        let publications = held.range(start..).take(request.limit).cloned().collect();
         StoredPage {
             state: log.state(),
             publications,
@@ -310,6 +311,8 @@ mod tests {
         let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset).collect();
         assert_eq!(offsets, vec![3, 4, 5]);
         assert_eq!(read(&store, l, Some(4)).publications.len(), 1);
+        assert!(read(&store, l, Some(5)).publications.is_empty());
+        assert!(read(&store, l, Some(u64::MAX)).publications.is_empty());
     }
 
     #[tokio::test(start_paused = true)]
