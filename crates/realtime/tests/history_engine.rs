@@ -997,3 +997,29 @@ async fn a_server_side_subscribe_whose_caller_gives_up_mid_read_still_delivers()
     expect_seqs(&mut ws, "feed:d", [3]).await;
     expect_quiet(&mut ws).await;
 }
+
+#[tokio::test]
+async fn a_bus_break_during_a_fill_is_filled_too() {
+    let hub = MemoryHub::new();
+    let (a, b, link, held) = cuttable_pair(&hub).await;
+    let mut ws = a.connect("alice").await;
+    subscribe(&mut ws, "feed:h", None).await;
+    publish(&b.rt, "feed:h", 1).await;
+    expect_seqs(&mut ws, "feed:h", [1]).await;
+
+    // A first break: its fill reads 2 and is held there.
+    link.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    publish(&b.rt, "feed:h", 2).await;
+    let (made, release) = held.hold_next();
+    link.resume();
+    made.await.unwrap();
+    // A second break while that read is in flight: 3 is lost on the link.
+    link.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    publish(&b.rt, "feed:h", 3).await;
+    link.resume();
+    release.send(()).unwrap();
+
+    // Both filled by the node itself, with no new publication to prompt it.
+    expect_seqs(&mut ws, "feed:h", 2..=3).await;
+    expect_quiet(&mut ws).await;
+}

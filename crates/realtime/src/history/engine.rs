@@ -253,7 +253,7 @@ impl Realtime {
     /// messages.
     pub(crate) fn resume_after_bus_break(&self) {
         for tracker in self.inner.trackers.all() {
-            if tracker.lock().begin_fill() {
+            if tracker.lock().resume_fill() {
                 self.spawn_fill(tracker);
             }
         }

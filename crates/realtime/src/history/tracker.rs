@@ -53,6 +53,9 @@ pub(crate) struct TrackerState {
     pending: BTreeMap<u64, Utf8Bytes>,
     /// A fill (a read of the store after `last`) is in progress.
     filling: bool,
+    /// The bus broke while a read was in flight (a fill's, or the one that
+    /// initialises): what it lost may lie past that read, so read once more.
+    again: bool,
     /// The topic has no local subscriber any more: a fill in progress stops.
     closed: bool,
     recovering: HashMap<ConnectionId, Recovering>,
@@ -189,6 +192,17 @@ impl TrackerState {
         true
     }
 
+    /// The bus came back after a break: a fill is to read what it lost. Returns
+    /// true when one should be started; with a read in flight, it reads again
+    /// after that one.
+    pub(crate) fn resume_fill(&mut self) -> bool {
+        if self.filling || self.last.is_none() {
+            self.again = true;
+            return false;
+        }
+        self.begin_fill()
+    }
+
     /// The fill ends (the topic closed, or nothing is missing any more).
     pub(crate) fn end_fill(&mut self) {
         self.filling = false;
@@ -251,7 +265,7 @@ impl TrackerState {
         self.last = Some(page.state.position());
         let mut parked = std::mem::take(&mut self.parked);
         parked.make_contiguous().sort_by_key(|(p, _)| p.offset);
-        let mut fill = false;
+        let mut fill = std::mem::take(&mut self.again);
         for (at, frame) in parked {
             fill |= self.arrive(out, tracker, at, frame);
         }
@@ -261,6 +275,20 @@ impl TrackerState {
     /// Applies a page read after the last delivered offset. Returns true when
     /// the fill must read again.
     pub(crate) fn apply_fill(
+        &mut self,
+        out: Fanout<'_>,
+        tracker: (&Topic, HistoryLimits),
+        page: &StoredPage,
+    ) -> bool {
+        let more = self.fill_step(out, tracker, page);
+        if !more && !self.closed && self.last.is_some() && std::mem::take(&mut self.again) {
+            self.filling = true;
+            return true;
+        }
+        more
+    }
+
+    fn fill_step(
         &mut self,
         out: Fanout<'_>,
         tracker: (&Topic, HistoryLimits),
@@ -755,6 +783,29 @@ mod tests {
         );
         assert!(!s.fill(&store));
         assert_eq!(s.received(), ["3", "4", "5", "6", "7", "8"]);
+    }
+
+    #[test]
+    fn a_bus_break_before_the_first_read_answers_is_filled_after_it() {
+        let mut s = Setup::new(10, 0);
+        s.state.last = None;
+        assert!(!s.state.resume_fill(), "nothing to fill from yet");
+        let store = Store {
+            epoch: "e1".into(),
+            held: (1..=3).collect(),
+            top: 3,
+        };
+        let out = Fanout {
+            registry: &s.registry,
+            metrics: None,
+        };
+        let page = store.page_after(0);
+        assert!(
+            s.state.initialise(out, (&s.topic, s.limits), &page),
+            "the read may be older than what the break lost"
+        );
+        assert!(s.state.begin_fill());
+        assert!(!s.fill(&store));
     }
 
     #[test]
