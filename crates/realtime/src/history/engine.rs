@@ -155,25 +155,14 @@ impl Realtime {
         let store = self.history_store()?.clone();
         if handle.has_topic(topic.as_str()) {
             // Subscribed all along: nothing was missed, nothing to replay.
-            if let Some(reference) = reply {
-                let position = self
-                    .inner
-                    .trackers
-                    .get(topic.as_str())
-                    .and_then(|t| t.lock().position().cloned());
-                let frame = ServerFrame::Subscribed {
-                    topic: topic.as_str(),
-                    reference,
-                    offset: position.as_ref().map(|p| p.offset),
-                    epoch: position.as_ref().map(|p| p.epoch.as_str()),
-                    recovered: None,
-                    reason: None,
-                };
-                handle.try_send(&Utf8Bytes::from(frame.to_json()));
-            }
+            self.already_subscribed(handle, topic, reply);
             return Ok(false);
         }
-        let tracker = self.inner.trackers.join(topic, limits, handle);
+        let Some(tracker) = self.inner.trackers.join(topic, limits, handle) else {
+            // Another subscribe of this connection to the topic is under way.
+            self.already_subscribed(handle, topic, reply);
+            return Ok(false);
+        };
         let added = match self.subscribe_channel(handle, topic).await {
             Ok(added) => added,
             Err(_) => {
@@ -239,6 +228,33 @@ impl Realtime {
         }
         self.undo_subscribe(handle, topic).await;
         Err(HistorySubscribeError::Gone)
+    }
+
+    /// Answers a client's subscribe to a topic the connection has (or is being
+    /// given) with the node's position.
+    fn already_subscribed(
+        &self,
+        handle: &ConnectionHandle,
+        topic: &Topic,
+        reply: Option<Option<&Value>>,
+    ) {
+        let Some(reference) = reply else {
+            return;
+        };
+        let position = self
+            .inner
+            .trackers
+            .get(topic.as_str())
+            .and_then(|t| t.lock().position().cloned());
+        let frame = ServerFrame::Subscribed {
+            topic: topic.as_str(),
+            reference,
+            offset: position.as_ref().map(|p| p.offset),
+            epoch: position.as_ref().map(|p| p.epoch.as_str()),
+            recovered: None,
+            reason: None,
+        };
+        handle.try_send(&Utf8Bytes::from(frame.to_json()));
     }
 
     async fn undo_subscribe(&self, handle: &Arc<ConnectionHandle>, topic: &Topic) {

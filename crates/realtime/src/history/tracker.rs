@@ -111,15 +111,18 @@ pub(crate) struct Subscribing<'a> {
 
 impl Trackers {
     /// The topic's tracker, created when missing, with `handle` registered as
-    /// recovering (under the map's entry lock, so a concurrent [`release`] sees it).
+    /// recovering (under the map's entry lock, so a concurrent [`leave`] sees it).
+    /// `None` when it is recovering already: another subscribe of the connection
+    /// to the topic is under way (a server-side one beside the client's), and
+    /// what that one buffered stays its own.
     ///
-    /// [`release`]: Self::release
+    /// [`leave`]: Self::leave
     pub(crate) fn join(
         &self,
         topic: &Topic,
         limits: HistoryLimits,
         handle: &Arc<ConnectionHandle>,
-    ) -> Arc<Tracker> {
+    ) -> Option<Arc<Tracker>> {
         let entry = self.topics.entry(topic.clone()).or_insert_with(|| {
             Arc::new(Tracker {
                 topic: topic.clone(),
@@ -127,7 +130,11 @@ impl Trackers {
                 state: Mutex::new(TrackerState::default()),
             })
         });
-        entry.lock().recovering.insert(
+        let mut state = entry.lock();
+        if state.recovering.contains_key(&handle.id()) {
+            return None;
+        }
+        state.recovering.insert(
             handle.id(),
             Recovering {
                 handle: handle.clone(),
@@ -135,7 +142,8 @@ impl Trackers {
                 buffer: Vec::new(),
             },
         );
-        entry.clone()
+        drop(state);
+        Some(entry.clone())
     }
 
     pub(crate) fn get(&self, topic: &str) -> Option<Arc<Tracker>> {
@@ -949,6 +957,30 @@ mod tests {
         let buffered = s.state.recovering[&s.handle.id()].buffer.len();
         assert!(buffered <= 1000, "{buffered} buffered");
         assert_eq!(s.handle.close_code(), Some(CloseCode::SlowConsumer));
+    }
+
+    #[test]
+    fn a_second_subscribe_of_a_recovering_connection_keeps_the_first() {
+        let s = Setup::new(10, 0);
+        let trackers = Trackers::default();
+        let tracker = trackers.join(&s.topic, s.limits, &s.handle).unwrap();
+        tracker.lock().last = Some(pos(0, "e1"));
+        let frame = Utf8Bytes::from(with_position(r#"{"type":"n"}"#, 1, "e1"));
+        let out = Fanout {
+            registry: &s.registry,
+            metrics: None,
+        };
+        tracker
+            .lock()
+            .arrive(out, (&s.topic, s.limits), pos(1, "e1"), frame);
+        // A server-side subscribe beside the client's, while its read is in flight.
+        assert!(trackers.join(&s.topic, s.limits, &s.handle).is_none());
+        let state = tracker.lock();
+        assert_eq!(
+            state.recovering[&s.handle.id()].buffer.len(),
+            1,
+            "nothing lost"
+        );
     }
 
     #[test]
