@@ -27,7 +27,7 @@ export const DEFAULT_OPTIONS = Object.freeze({
   maxReconnectAttempts: Infinity,
   /** After a `server-shutdown` notice or close 1001: reconnect after a uniform random delay in [0, shutdownJitter], ms. */
   shutdownJitter: 1000,
-  /** Longest wait for a command's reply (subscribe, unsubscribe, publish, ping, refresh), ms. */
+  /** Longest wait for a command's reply (subscribe, unsubscribe, publish, history, ping, refresh), ms. */
   timeout: 10000,
   /** Longest wait from starting a connection attempt to the welcome frame, ms. */
   connectTimeout: 10000,
@@ -165,13 +165,14 @@ const REPLY_TYPES = {
   subscribe: "subscribed",
   unsubscribe: "unsubscribed",
   publish: "published",
+  history: "history",
   ping: "pong",
   refresh: "refreshed",
 };
 
 const REPLY_FRAME_TYPES = new Set([...Object.values(REPLY_TYPES), "error"]);
 
-const EVENT_TYPES = new Set(["connecting", "connected", "disconnected", "error", "refreshed"]);
+const EVENT_TYPES = new Set(["connecting", "connected", "disconnected", "error", "refreshed", "resubscribed", "missed"]);
 
 const OPEN = 1;
 
@@ -190,6 +191,26 @@ function reportUncaught(error) {
   } else if (globalThis.console) {
     globalThis.console.error(error);
   }
+}
+
+/** `{offset, epoch}` when `value` holds a history position (a non-negative
+ * integer offset and a string epoch), else null. */
+export function positionOf(value) {
+  if (!value || typeof value !== "object") return null;
+  const { offset, epoch } = value;
+  if (!Number.isSafeInteger(offset) || offset < 0 || typeof epoch !== "string") return null;
+  return { offset, epoch };
+}
+
+/**
+ * Whether a topic message at `incoming` was already delivered to a subscription
+ * standing at `last` (same epoch, offset not above). A message of another epoch
+ * is never a duplicate: the topic's history was lost or reset.
+ * @param {{offset: number, epoch: string} | null} last
+ * @param {{offset: number, epoch: string}} incoming
+ */
+export function isDuplicate(last, incoming) {
+  return Boolean(last) && incoming.epoch === last.epoch && incoming.offset <= last.offset;
 }
 
 /** Resolves `url` (absolute ws/wss/http/https, or relative to the page in a browser) to a ws:/wss: URL. */
@@ -310,13 +331,15 @@ export class RealtimeClient {
 
   /**
    * Subscribes `handler` to `topic`. Resolves once the server answered
-   * `subscribed`; rejects with a RealtimeError whose `code` is the server's error
-   * code, `timeout`, `closed`, or `disconnected` (terminal close). While
-   * disconnected the subscription is queued and sent once connected.
+   * `subscribed`, with the topic's position on a history topic; rejects with a
+   * RealtimeError whose `code` is the server's error code, `timeout`, `closed`,
+   * or `disconnected` (terminal close). While disconnected the subscription is
+   * queued and sent once connected. `since` (a position kept from an earlier
+   * visit) asks for every publication after it first.
    * @param {string} topic
    * @param {(message: object) => void} handler
-   * @param {{timeout?: number}} [options]
-   * @returns {Promise<{topic: string}>}
+   * @param {{timeout?: number, since?: {offset: number, epoch: string}}} [options]
+   * @returns {Promise<{topic: string, offset?: number, epoch?: string, recovered?: boolean, reason?: string}>}
    */
   subscribe(topic, handler, options = {}) {
     if (typeof topic !== "string" || topic === "") {
@@ -325,12 +348,26 @@ export class RealtimeClient {
     if (typeof handler !== "function") {
       return Promise.reject(new TypeError("subscribe: handler must be a function"));
     }
+    const since = options.since === undefined || options.since === null ? null : positionOf(options.since);
+    if (options.since !== undefined && options.since !== null && !since) {
+      return Promise.reject(new TypeError("subscribe: since must be {offset: a non-negative integer, epoch: a string}"));
+    }
     let entry = this._topics.get(topic);
     if (entry) {
       entry.handlers.add(handler);
-      if (entry.active) return Promise.resolve({ topic });
+      if (entry.active) return Promise.resolve(this._subscription(topic, entry));
     } else {
-      entry = { handlers: new Set([handler]), active: false, ref: null, waiters: [], timeout: undefined };
+      entry = {
+        handlers: new Set([handler]),
+        active: false,
+        ref: null,
+        waiters: [],
+        timeout: undefined,
+        // The last position delivered on a history topic (null: no history, or not known yet).
+        position: null,
+        // Where the first subscribe should resume from (options.since), until it is answered.
+        since,
+      };
       this._topics.set(topic, entry);
     }
     if (options.timeout !== undefined) entry.timeout = options.timeout;
@@ -378,6 +415,47 @@ export class RealtimeClient {
    */
   publish(topic, message, options = {}) {
     return this._command({ action: "publish", topic, message }, options.timeout);
+  }
+
+  /**
+   * Reads a history topic's publications after `since` (from the oldest held
+   * without it), at most `limit` (the server caps it). Allowed to whoever may
+   * subscribe to the topic; rejects with `no_history`, `forbidden`,
+   * `history_unavailable`, or `not_connected` when not connected.
+   * @param {string} topic
+   * @param {{since?: {offset: number, epoch: string}, limit?: number, timeout?: number}} [options]
+   * @returns {Promise<{type: "history", topic: string, publications: object[], offset: number, epoch: string, recovered?: boolean}>}
+   */
+  history(topic, options = {}) {
+    if (typeof topic !== "string" || topic === "") {
+      return Promise.reject(new TypeError("history: topic must be a non-empty string"));
+    }
+    const frame = { action: "history", topic };
+    if (options.since !== undefined && options.since !== null) {
+      const since = positionOf(options.since);
+      if (!since) return Promise.reject(new TypeError("history: since must be {offset: a non-negative integer, epoch: a string}"));
+      frame.since = since;
+    }
+    if (options.limit !== undefined && options.limit !== null) {
+      if (!Number.isSafeInteger(options.limit) || options.limit < 0) {
+        return Promise.reject(new TypeError("history: limit must be a non-negative integer"));
+      }
+      frame.limit = options.limit;
+    }
+    return this._command(frame, options.timeout).then((reply) => {
+      const { ref: _ref, ...answer } = reply;
+      return answer;
+    });
+  }
+
+  /**
+   * The last position delivered on `topic`, a history topic this client keeps:
+   * what the next resubscription resumes from. Null for other topics.
+   * @returns {{offset: number, epoch: string} | null}
+   */
+  position(topic) {
+    const position = this._topics.get(topic)?.position;
+    return position ? { ...position } : null;
   }
 
   /**
@@ -637,6 +715,10 @@ export class RealtimeClient {
       // Otherwise a late reply to a command that already timed out: dropped.
       return;
     }
+    if (type === "missed" && !("timestamp" in frame) && typeof frame.topic === "string") {
+      this._onMissed(frame);
+      return;
+    }
     if (type === "server-shutdown") this._shutdownNotice = true;
     this._dispatch(frame);
   }
@@ -644,13 +726,35 @@ export class RealtimeClient {
   _dispatch(message) {
     if (typeof message.topic === "string") {
       const entry = this._topics.get(message.topic);
-      if (entry) for (const h of [...entry.handlers]) this._call(h, message);
+      if (entry) {
+        // Only on topics the server answered with a position: elsewhere an
+        // `offset` field is the application's own.
+        const at = entry.position ? positionOf(message) : null;
+        if (at) {
+          // Defensive: the server merges replay and live by offset already.
+          if (isDuplicate(entry.position, at)) return;
+          entry.position = at;
+        }
+        for (const h of [...entry.handlers]) this._call(h, message);
+      }
     } else {
       const set = this._handlers.get(message.type);
       if (set) for (const h of [...set]) this._call(h, message);
     }
     const all = this._handlers.get("*");
     if (all) for (const h of [...all]) this._call(h, message);
+  }
+
+  /** A `missed` notice: messages on the topic may not have reached this
+   * connection; on a history topic delivery continues after its position. */
+  _onMissed(frame) {
+    const entry = this._topics.get(frame.topic);
+    if (!entry) return;
+    const at = positionOf(frame);
+    if (at) entry.position = at;
+    const event = { topic: frame.topic, reason: frame.reason };
+    if (at) Object.assign(event, at);
+    this._emit("missed", event);
   }
 
   _onWelcome(frame) {
@@ -717,19 +821,26 @@ export class RealtimeClient {
     return { ref, promise };
   }
 
-  /** Sends `subscribe` for a kept topic; `restore` marks a re-subscription after a reconnect. */
+  /** Sends `subscribe` for a kept topic; `restore` marks a re-subscription after a reconnect.
+   * A history topic resumes from its last delivered position (`since`). */
   _sendSubscribe(topic, entry, restore) {
     if (this.state !== "connected") return;
     const timeout = entry.timeout ?? this.options.timeout;
     const generation = this._generation;
-    const { ref, promise: request } = this._send({ action: "subscribe", topic }, timeout);
+    const since = entry.position ?? entry.since;
+    const frame = { action: "subscribe", topic };
+    if (since) frame.since = { offset: since.offset, epoch: since.epoch };
+    const { ref, promise: request } = this._send(frame, timeout);
     entry.ref = ref;
     request.then(
-      () => {
+      (reply) => {
         if (this._topics.get(topic) !== entry || entry.ref !== ref) return;
         entry.ref = null;
         entry.active = true;
-        this._settleWaiters(entry, null, { topic });
+        entry.since = null;
+        const result = this._onSubscribed(topic, entry, reply, since, restore);
+        this._settleWaiters(entry, null, result);
+        if (restore) this._emit("resubscribed", result);
       },
       (error) => {
         if (this._topics.get(topic) !== entry || entry.ref !== ref) return;
@@ -737,8 +848,10 @@ export class RealtimeClient {
         if (error.code === "disconnected") return; // re-sent after the reconnect (or rejected if terminal)
         if (restore) {
           error.topic = topic;
-          if (error.code === "rate_limited") {
-            // Kept and tried again after a pause of the whole paced queue.
+          if (error.code === "rate_limited" || error.code === "history_unavailable") {
+            // Kept and tried again after a pause of the whole paced queue:
+            // the server's rate limit, or its history store, recovers by itself.
+            if (error.code === "history_unavailable") this._emit("error", { error, topic });
             if (generation === this._generation) {
               this._restoreQueue.push(topic);
               this._clearTimer("_restoreTimer");
@@ -765,6 +878,43 @@ export class RealtimeClient {
         this._settleWaiters(entry, error);
       },
     );
+  }
+
+  /**
+   * Takes the position from a `subscribed` reply and builds what the subscribe
+   * resolves to (and a restore's `resubscribed` event carries).
+   * @param {{offset: number, epoch: string} | null} since the position sent, if any
+   * @param {boolean} restore whether this re-subscribes a topic after a reconnect
+   */
+  _onSubscribed(topic, entry, reply, since, restore) {
+    const at = positionOf(reply);
+    const result = { topic };
+    if (at) Object.assign(result, at);
+    if (since) {
+      result.recovered = reply.recovered === true;
+      if (!result.recovered) result.reason = typeof reply.reason === "string" ? reply.reason : "no_history";
+    } else if (restore) {
+      // A restore of a topic without history: whatever was published while
+      // disconnected is gone, and the application has to know it.
+      result.recovered = false;
+      result.reason = "no_history";
+    }
+    if (!at) {
+      entry.position = null;
+    } else if (!(since && result.recovered)) {
+      // Not recovered (or a first subscribe): delivery starts after the topic's
+      // current position. Recovered: the replay moves the position on from
+      // `since`, whatever the reply says the top is.
+      entry.position = at;
+    } else {
+      entry.position = { offset: since.offset, epoch: since.epoch };
+    }
+    return result;
+  }
+
+  /** What a subscribe of an already confirmed topic resolves to: the topic and its position. */
+  _subscription(topic, entry) {
+    return entry.position ? { topic, ...entry.position } : { topic };
   }
 
   /** Sends up to `count` subscribes waiting in the queue; schedules the rest. */
