@@ -706,6 +706,9 @@ export class RealtimeClient {
         if (type === "error") {
           pending.reject(new RealtimeError(frame.code || "error", frame.message || frame.code || "error", { frame }));
         } else {
+          // Before the next frame is read: a promise callback could run after
+          // frames that follow this reply (a replay right behind `subscribed`).
+          if (pending.onReply) pending.onReply(frame);
           pending.resolve(frame);
         }
       } else if (type === "error" && (frame.ref === undefined || frame.ref === null)) {
@@ -795,15 +798,16 @@ export class RealtimeClient {
     return this._send(frame, timeout).promise;
   }
 
-  /** Sends a command with a fresh `ref`; the promise settles with its reply. */
-  _send(frame, timeout = this.options.timeout) {
+  /** Sends a command with a fresh `ref`; the promise settles with its reply.
+   * `onReply` runs synchronously when the reply is read. */
+  _send(frame, timeout = this.options.timeout, onReply = null) {
     const ws = this._ws;
     if (!ws || this.state !== "connected") {
       return { ref: null, promise: Promise.reject(new RealtimeError("not_connected", `cannot ${frame.action}: not connected`)) };
     }
     const ref = String(this._nextRef++);
     const promise = new Promise((resolve, reject) => {
-      const pending = { expect: REPLY_TYPES[frame.action], resolve, reject, timer: null };
+      const pending = { expect: REPLY_TYPES[frame.action], resolve, reject, timer: null, onReply };
       pending.timer = setTimeout(() => {
         if (this._pending.get(ref) !== pending) return;
         this._pending.delete(ref);
@@ -830,18 +834,21 @@ export class RealtimeClient {
     const since = entry.position ?? entry.since;
     const frame = { action: "subscribe", topic };
     if (since) frame.since = { offset: since.offset, epoch: since.epoch };
-    const { ref, promise: request } = this._send(frame, timeout);
+    // Taken when the reply is read, so the position is in place for the replay
+    // frames right behind it, and the `resubscribed` event comes before them.
+    const onReply = (reply) => {
+      if (this._topics.get(topic) !== entry || entry.ref !== ref) return;
+      entry.ref = null;
+      entry.active = true;
+      entry.since = null;
+      const result = this._onSubscribed(topic, entry, reply, since, restore);
+      this._settleWaiters(entry, null, result);
+      if (restore) this._emit("resubscribed", result);
+    };
+    const { ref, promise: request } = this._send(frame, timeout, onReply);
     entry.ref = ref;
     request.then(
-      (reply) => {
-        if (this._topics.get(topic) !== entry || entry.ref !== ref) return;
-        entry.ref = null;
-        entry.active = true;
-        entry.since = null;
-        const result = this._onSubscribed(topic, entry, reply, since, restore);
-        this._settleWaiters(entry, null, result);
-        if (restore) this._emit("resubscribed", result);
-      },
+      () => {},
       (error) => {
         if (this._topics.get(topic) !== entry || entry.ref !== ref) return;
         entry.ref = null;
