@@ -146,7 +146,12 @@ function showSubscription(topic) {
       logEvent(`unsubscribe ${topic} failed: ${e.code ?? ""} ${e.message}`);
     }
   });
-  li.append(name, recovery, position, button);
+  // The topic on one line; below it how its last (re)subscription went and where it stands.
+  const details = document.createElement("div");
+  details.append(recovery, " ", position);
+  const info = document.createElement("div");
+  info.append(name, details);
+  li.append(info, button);
   $("subscriptions").append(li);
 }
 
