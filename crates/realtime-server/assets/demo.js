@@ -131,6 +131,9 @@ function showSubscription(topic) {
   recovery.className = "recovery badge";
   const position = document.createElement("span");
   position.className = "position muted";
+  // Set through the CSSOM: the page's CSP allows no inline style sheet.
+  recovery.style.whiteSpace = position.style.whiteSpace = "nowrap";
+  recovery.style.marginRight = ".3rem";
   const button = document.createElement("button");
   button.className = "secondary unsubscribe";
   button.textContent = "Unsubscribe";
