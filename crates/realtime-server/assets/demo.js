@@ -132,7 +132,7 @@ function showSubscription(topic) {
   const position = document.createElement("span");
   position.className = "position muted";
   // Set through the CSSOM: the page's CSP allows no inline style sheet.
-  recovery.style.whiteSpace = position.style.whiteSpace = "nowrap";
+  recovery.style.whiteSpace = "nowrap";
   recovery.style.marginRight = ".3rem";
   const button = document.createElement("button");
   button.className = "secondary unsubscribe";
