@@ -48,6 +48,12 @@ export const DEFAULT_OPTIONS = Object.freeze({
 // Paced subscribes go out every this many ms.
 const RESTORE_STEP_MS = 250;
 
+// After a close as a slow consumer (3008) history topics catch up in `history`
+// pages of this many publications before they are subscribed again: a replay
+// larger than the server's outbound queue would close the connection again.
+const CATCH_UP_PAGE = 100;
+const SLOW_CONSUMER = 3008;
+
 /** Error with a stable `code`: a server error code (`forbidden`, `invalid_topic`,
  * `limit_exceeded`, `rate_limited`, ...) or a client one (`timeout`,
  * `not_connected`, `disconnected`, `closed`, `token`, `unsubscribed`,
@@ -287,6 +293,9 @@ export class RealtimeClient {
     this._welcomedAt = 0;
     this._shutdownNotice = false;
     this._refreshUnsupported = false;
+    this._catchUpNext = false; // the last connection closed as a slow consumer
+    this._catchUp = false; // this connection restores history topics in pages first
+    this._catchUpChain = Promise.resolve(); // one page at a time, for every topic
 
     // Connect on the next microtask, so listeners added right after the
     // constructor see the first `connecting` event.
@@ -635,6 +644,7 @@ export class RealtimeClient {
       p.reject(new RealtimeError("disconnected", `connection closed (${code}${reason ? " " + reason : ""})`, { closeCode: code }));
     }
     for (const entry of this._topics.values()) entry.ref = null;
+    if (code === SLOW_CONSUMER) this._catchUpNext = true;
 
     let willReconnect = false;
     let delay;
@@ -769,6 +779,9 @@ export class RealtimeClient {
     this._welcomedAt = now();
     this._shutdownNotice = false;
     this._refreshUnsupported = false;
+    this._catchUp = this._catchUpNext;
+    this._catchUpNext = false;
+    this._catchUpChain = Promise.resolve();
     this._setState("connected");
     // Every kept topic again (and those queued while disconnected): a first
     // batch at once, the rest paced under the server's command rate limit.
@@ -933,12 +946,55 @@ export class RealtimeClient {
       const topic = this._restoreQueue.shift();
       const entry = this._topics.get(topic);
       if (!entry || entry.ref !== null) continue; // forgotten, or already sent
-      this._sendSubscribe(topic, entry, entry.active);
+      if (this._catchUp && entry.active && entry.position) this._queueCatchUp(topic, entry);
+      else this._sendSubscribe(topic, entry, entry.active);
       sent++;
     }
     if (this._restoreQueue.length > 0 && !this._restoreTimer) {
       this._restoreTimer = setTimeout(() => this._pumpSubscribes(this._paceBatch()), RESTORE_STEP_MS);
     }
+  }
+
+  /**
+   * Catches a history topic up in `history` pages, then subscribes with `since`
+   * for the rest. Pages of every topic go one at a time, paced at restoreRate,
+   * behind those queued before.
+   */
+  _queueCatchUp(topic, entry) {
+    const token = `catch-up:${this._nextRef++}`;
+    entry.ref = token; // in flight: neither the pump nor a new subscribe sends it meanwhile
+    const generation = this._generation;
+    const current = () => generation === this._generation && this._topics.get(topic) === entry && entry.ref === token;
+    const pause = (ms) => new Promise((r) => setTimeout(r, ms));
+    const step = 1000 / Math.max(1, this.options.restoreRate);
+    this._catchUpChain = this._catchUpChain.then(async () => {
+      while (current() && entry.position) {
+        let page;
+        try {
+          page = await this._request({ action: "history", topic, since: { ...entry.position }, limit: CATCH_UP_PAGE });
+        } catch (error) {
+          if (error.code === "rate_limited" && current()) {
+            await pause(this.options.rateLimitRetryDelay);
+            continue;
+          }
+          break; // the subscribe below answers for it (and reports it)
+        }
+        if (!current()) return;
+        // Not recoverable (trimmed, other epoch): the subscribe says so.
+        if (page.recovered !== true || !Array.isArray(page.publications)) break;
+        for (const message of page.publications) {
+          if (message && typeof message === "object" && message.topic === topic) this._dispatch(message);
+        }
+        const top = positionOf(page);
+        const behind = top && entry.position && top.epoch === entry.position.epoch ? top.offset - entry.position.offset : 0;
+        if (page.publications.length === 0 || behind <= CATCH_UP_PAGE) break;
+        await pause(step);
+      }
+      if (!current()) return;
+      entry.ref = null;
+      this._sendSubscribe(topic, entry, true);
+      await pause(step);
+    }).catch(reportUncaught);
   }
 
   _paceBatch() {
