@@ -179,6 +179,11 @@ impl From<SubscribeError> for ApiError {
             }
             SubscribeError::UnknownConnection => ApiError::unknown_connection(),
             SubscribeError::Cluster(c) => c.into(),
+            SubscribeError::History(h) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "history_unavailable",
+                h.to_string(),
+            ),
         }
     }
 }

@@ -211,3 +211,53 @@ impl Node {
         self.child.wait().await.unwrap()
     }
 }
+
+impl RedisServer {
+    /// Starts `redis-server` on a free port with `extra` arguments after the
+    /// defaults (later arguments win), e.g. `["--appendonly", "yes", "--appendfsync",
+    /// "always", "--dir", dir]` for a server whose restart loses nothing.
+    pub async fn start_with_args(extra: &[&str]) -> RedisServer {
+        let mut server = RedisServer {
+            port: free_port(),
+            child: None,
+        };
+        server.restart_with_args(extra).await;
+        server
+    }
+
+    /// As [`RedisServer::restart`], with `extra` arguments after the defaults.
+    pub async fn restart_with_args(&mut self, extra: &[&str]) {
+        let port = self.port.to_string();
+        let mut args = vec![
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ];
+        args.extend_from_slice(extra);
+        let mut child = Command::new("redis-server")
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server must be installed (it is on PATH in CI; see .ci/run)");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        tokio::time::timeout(START, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if line.contains("Ready to accept connections") {
+                    return;
+                }
+            }
+            panic!("redis-server exited before it was ready");
+        })
+        .await
+        .expect("redis-server ready in time");
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.child = Some(child);
+    }
+}
