@@ -265,3 +265,21 @@ test("a reset of the topic's history is a missed notice; delivery goes on in the
   assert.deepEqual(client.position("feed:reset"), { offset: 1, epoch: reset.body.epoch });
   assert.deepEqual(inbox.all.map((m) => m.seq), [1, 2, 3]);
 });
+
+test("close() keeps the position: connect() later resumes from it", async () => {
+  const { client } = await connect("gil");
+  const inbox = messageQueue();
+  const sub = await client.subscribe("feed:closed", inbox);
+  await publish("feed:closed", 1);
+  assert.deepEqual(await take(inbox, 1), [1]);
+  client.close();
+  for (const seq of range(2, 4)) await publish("feed:closed", seq);
+
+  const resubscribed = nextEvent(client, "resubscribed");
+  client.connect();
+  const event = await resubscribed;
+  assert.equal(event.recovered, true, JSON.stringify(event));
+  assert.equal(event.epoch, sub.epoch);
+  assert.deepEqual(await take(inbox, 3), range(2, 4));
+  assert.deepEqual(inbox.all.map((m) => m.offset), range(1, 4));
+});
