@@ -87,7 +87,7 @@ export declare const DEFAULT_OPTIONS: Readonly<Required<Omit<RealtimeClientOptio
  * Error with a stable `code`: a server error code (`bad_request`,
  * `unknown_action`, `invalid_topic`, `forbidden`, `internal`,
  * `bus_unavailable`, `invalid_token`, `token_mismatch`, `rate_limited`,
- * `limit_exceeded`, `no_history`, `history_unavailable`) or a client one:
+ * `limit_exceeded`, `no_history`, `history_unavailable`, `invalid_message`) or a client one:
  * - `timeout`: no reply within the timeout (or no welcome within connectTimeout)
  * - `not_connected`: a command issued while not connected
  * - `disconnected`: the connection closed before the reply (or for good, for a queued subscribe)
@@ -393,8 +393,10 @@ export declare class RealtimeClient {
 
   /**
    * Publishes `message` (an object with a string `type`) on `topic`. Refused
-   * with `forbidden` unless the server opens the topic to client publishing.
-   * Rejects with `not_connected` when not connected.
+   * with `forbidden` unless the server opens the topic to client publishing, and
+   * with `invalid_message` on a history topic when the message carries `offset`
+   * or `epoch` (the server assigns them). Rejects with `not_connected` when not
+   * connected.
    */
   publish(topic: string, message: { type: string; [field: string]: unknown }, options?: CommandOptions): Promise<PublishedReply>;
 
