@@ -283,3 +283,17 @@ test("close() keeps the position: connect() later resumes from it", async () => 
   assert.deepEqual(await take(inbox, 3), range(2, 4));
   assert.deepEqual(inbox.all.map((m) => m.offset), range(1, 4));
 });
+
+test("a client publish on a history topic answers its position; offset or epoch of its own is refused", async () => {
+  const { client } = await connect("hal");
+  const inbox = messageQueue();
+  const sub = await client.subscribe("feed:talk", inbox);
+  const reply = await client.publish("feed:talk", { type: "chat", seq: 1 });
+  assert.equal(reply.offset, 1, JSON.stringify(reply));
+  assert.equal(reply.epoch, sub.epoch);
+  const message = await inbox.next();
+  assert.equal(message.seq, 1);
+  assert.equal(message.offset, 1);
+  await assert.rejects(client.publish("feed:talk", { type: "chat", offset: 7 }), (e) => e.code === "invalid_message");
+  await assert.rejects(client.publish("feed:talk", { type: "chat", epoch: "mine" }), (e) => e.code === "invalid_message");
+});
