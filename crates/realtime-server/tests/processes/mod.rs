@@ -211,3 +211,139 @@ impl Node {
         self.child.wait().await.unwrap()
     }
 }
+
+/// A `redis-server` owned by the test, started with extra arguments after the
+/// port and bind address (e.g. [`RedisWithArgs::durable`]) and restarted with
+/// the same ones, so a restart finds what the previous process persisted.
+pub struct RedisWithArgs {
+    pub port: u16,
+    args: Vec<String>,
+    /// Where a durable server keeps its files; removed when this is dropped.
+    dir: Option<std::path::PathBuf>,
+    child: Option<Child>,
+}
+
+impl RedisWithArgs {
+    /// Data only in memory: a restart comes back empty.
+    pub async fn volatile() -> RedisWithArgs {
+        Self::start_with_args(&["--save", "", "--appendonly", "no"], None).await
+    }
+
+    /// Every write reaches the append-only file before Redis answers it
+    /// (`appendfsync always`), so a SIGKILL loses nothing Redis acknowledged.
+    pub async fn durable() -> RedisWithArgs {
+        let dir =
+            std::env::temp_dir().join(format!("rt-redis-aof-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir_arg = dir.to_str().unwrap().to_owned();
+        Self::start_with_args(
+            &[
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                &dir_arg,
+            ],
+            Some(dir),
+        )
+        .await
+    }
+
+    pub async fn start_with_args(args: &[&str], dir: Option<std::path::PathBuf>) -> RedisWithArgs {
+        let mut server = RedisWithArgs {
+            port: free_port(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            dir,
+            child: None,
+        };
+        server.restart().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the server on the same port and waits until it accepts
+    /// connections (after loading what it persisted, if anything).
+    pub async fn restart(&mut self) {
+        let port = self.port.to_string();
+        let mut args = vec!["--port", &port, "--bind", "127.0.0.1"];
+        args.extend(self.args.iter().map(String::as_str));
+        let mut child = Command::new("redis-server")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server must be installed (it is on PATH in CI; see .ci/run)");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        tokio::time::timeout(START, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if line.contains("Ready to accept connections") {
+                    return;
+                }
+            }
+            panic!("redis-server exited before it was ready");
+        })
+        .await
+        .expect("redis-server ready in time");
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.child = Some(child);
+    }
+
+    /// Kills the server (SIGKILL: no goodbye to its clients, no final write) and
+    /// waits for it to exit.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+    }
+}
+
+impl Drop for RedisWithArgs {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A TOML file for `REALTIME_CONFIG`, removed when dropped.
+pub struct ConfigFile {
+    pub path: std::path::PathBuf,
+}
+
+impl ConfigFile {
+    pub fn write(toml: &str) -> ConfigFile {
+        let path = std::env::temp_dir().join(format!(
+            "rt-config-{}-{}.toml",
+            std::process::id(),
+            unique()
+        ));
+        std::fs::write(&path, toml).unwrap();
+        ConfigFile { path }
+    }
+
+    pub fn path(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A number no other call in this process gets, for file names.
+fn unique() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}

@@ -1,0 +1,171 @@
+//! Real faults under a steady publisher, two real `realtime-server` processes and a
+//! real `redis-server`: Redis killed with SIGKILL mid-stream (with and without
+//! persistence), a topic without history across the same, and a node killed with
+//! SIGKILL whose clients move to the other node. The independent tally in `tally/`
+//! holds every subscriber's record against the publisher's answers.
+
+mod common;
+mod processes;
+mod tally;
+
+use std::collections::HashMap;
+
+use processes::RedisWithArgs;
+use tally::{Cluster, Publisher, Subscriber, TopicLog, Verdict, base, links_logged, settle, ws};
+
+type Verdicts = HashMap<(String, String), Verdict>;
+
+/// Two subscribers on each node, each on every topic.
+async fn subscribers(cluster: &Cluster, topics: &[&str]) -> Vec<Subscriber> {
+    let mut all = Vec::new();
+    for (node, label) in [(&cluster.a, "a"), (&cluster.b, "b")] {
+        for k in 0..2 {
+            let name = format!("s{k}@{label}");
+            all.push(Subscriber::start(&name, ws(node, &name), topics, None).await);
+        }
+    }
+    all
+}
+
+/// Waits until every subscriber received `n` messages on every topic.
+async fn all_seen(subscribers: &mut [Subscriber], topics: &[&str], n: u64) {
+    let seqs: HashMap<String, u64> = topics.iter().map(|t| ((*t).to_owned(), n)).collect();
+    for s in subscribers {
+        s.wait_seen(&seqs).await;
+    }
+}
+
+/// Publishes through both nodes, kills Redis with SIGKILL once every subscriber is
+/// receiving, keeps publishing through the outage (those are refused), restarts
+/// Redis on the same port and publishes on until both nodes are back; then the
+/// tally of every subscriber.
+async fn through_a_redis_crash(
+    mut redis: RedisWithArgs,
+    topics: &[&str],
+) -> (Verdicts, HashMap<String, TopicLog>) {
+    let mut cluster = Cluster::start(&redis.url()).await;
+    let mut subs = subscribers(&cluster, topics).await;
+    let mut publisher = Publisher::start(topics, &[base(&cluster.a), base(&cluster.b)]);
+    all_seen(&mut subs, topics, 10).await;
+
+    let marks = [cluster.a.log_mark(), cluster.b.log_mark()];
+    redis.kill().await;
+    for (node, mark) in cluster.nodes().into_iter().zip(marks) {
+        for link in ["subscriber", "publisher"] {
+            node.wait_for_log(mark, &["redis link down", &format!("link=\"{link}\"")])
+                .await;
+        }
+    }
+    // Publications keep being attempted, on both nodes, while Redis is away.
+    publisher.wait_refused_beyond(publisher.counts(), 4).await;
+
+    redis.restart().await;
+    for (node, mark) in cluster.nodes().into_iter().zip(marks) {
+        links_logged(node, mark, "redis link restored").await;
+    }
+    publisher
+        .wait_accepted_beyond(publisher.counts(), 20 * topics.len())
+        .await;
+    let logs = publisher.stop().await;
+    (settle(subs, &logs).await, logs)
+}
+
+#[tokio::test]
+async fn a_redis_crash_with_persistence_loses_nothing_on_history_topics() {
+    const TOPICS: [&str; 2] = ["feed:durable-1", "feed:durable-2"];
+    let (verdicts, logs) = through_a_redis_crash(RedisWithArgs::durable().await, &TOPICS).await;
+    for ((who, topic), v) in &verdicts {
+        // Nothing accepted was lost and no subscriber had to be told anything: the
+        // nodes filled the gap themselves.
+        assert!(v.lost.is_empty(), "{who} {topic}: {v:?}");
+        assert!(v.notices.is_empty(), "{who} {topic}: {v:?}");
+        assert_eq!(v.disconnects, 0, "{who} {topic}: {v:?}");
+        assert_eq!(
+            v.epochs.len(),
+            1,
+            "{who} {topic}: the epoch survived: {v:?}"
+        );
+        assert_eq!(
+            v.received - v.arrived_unaccepted.len(),
+            logs[topic].accepted().count(),
+            "{who} {topic}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_redis_crash_without_persistence_tells_every_subscriber_of_the_new_epoch() {
+    const TOPICS: [&str; 2] = ["feed:volatile-1", "feed:volatile-2"];
+    let (verdicts, _) = through_a_redis_crash(RedisWithArgs::volatile().await, &TOPICS).await;
+    for ((who, topic), v) in &verdicts {
+        // The check already failed any loss not right at a notice; here: every
+        // subscriber was told, and the epoch really changed.
+        assert!(
+            v.notices.iter().any(|n| n == "history_lost"),
+            "{who} {topic}: no history_lost notice: {v:?}"
+        );
+        assert_eq!(v.epochs.len(), 2, "{who} {topic}: {v:?}");
+        assert_eq!(v.disconnects, 0, "{who} {topic}: {v:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_topic_without_history_gets_a_bus_reconnected_notice_across_a_redis_crash() {
+    const TOPICS: [&str; 2] = ["plain:crash-1", "plain:crash-2"];
+    let (verdicts, _) = through_a_redis_crash(RedisWithArgs::volatile().await, &TOPICS).await;
+    for ((who, topic), v) in &verdicts {
+        // The subscriber link of every node broke, so each subscriber is told, and
+        // whatever it lost sits right at that notice.
+        assert!(
+            v.notices.iter().all(|n| n == "bus_reconnected") && !v.notices.is_empty(),
+            "{who} {topic}: {v:?}"
+        );
+        assert_eq!(v.disconnects, 0, "{who} {topic}: {v:?}");
+    }
+}
+
+#[tokio::test]
+async fn clients_of_a_node_killed_with_sigkill_resume_on_the_other_with_nothing_missed() {
+    const TOPICS: [&str; 2] = ["feed:survive-1", "feed:survive-2"];
+    let redis = RedisWithArgs::volatile().await;
+    let mut cluster = Cluster::start(&redis.url()).await;
+    let mut subs = Vec::new();
+    for k in 0..2 {
+        let name = format!("mover{k}@a");
+        let fallback = Some(ws(&cluster.b, &name));
+        subs.push(Subscriber::start(&name, ws(&cluster.a, &name), &TOPICS, fallback).await);
+    }
+    subs.push(Subscriber::start("stayer@b", ws(&cluster.b, "stayer"), &TOPICS, None).await);
+    // Through both nodes, so some publications are in flight on A when it dies.
+    let mut publisher = Publisher::start(&TOPICS, &[base(&cluster.a), base(&cluster.b)]);
+    all_seen(&mut subs, &TOPICS, 10).await;
+
+    cluster.a.kill().await;
+    for mover in &mut subs[..2] {
+        mover.wait_for_resubscribed(2).await;
+    }
+    publisher
+        .wait_accepted_beyond(publisher.counts(), 20 * TOPICS.len())
+        .await;
+    let logs = publisher.stop().await;
+    let verdicts = settle(subs, &logs).await;
+
+    for ((who, topic), v) in &verdicts {
+        assert!(
+            v.lost.is_empty() && v.notices.is_empty(),
+            "{who} {topic}: {v:?}"
+        );
+        assert_eq!(v.epochs.len(), 1, "{who} {topic}: {v:?}");
+        assert_eq!(
+            v.received - v.arrived_unaccepted.len(),
+            logs[topic].accepted().count(),
+            "{who} {topic}"
+        );
+        if who.starts_with("mover") {
+            assert_eq!(v.disconnects, 1, "{who} {topic}: {v:?}");
+            assert_eq!(v.resubscribed, [Some(true)], "{who} {topic}: {v:?}");
+        } else {
+            assert_eq!(v.disconnects, 0, "{who} {topic}: {v:?}");
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! An independent tally for the multi-node history tests: a steady publisher that
+//! numbers each topic's messages (`seq` in the body), subscribers that record every
+//! frame they receive, and the check of one against the other. Also the two-node
+//! cluster these tests run on: real `realtime-server` processes reading a config
+//! file with a history namespace, sharing a real `redis-server`.
+#![allow(dead_code)]
+
+mod check;
+mod publisher;
+mod subscriber;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub use check::{Verdict, check};
+pub use publisher::{Publisher, TopicLog};
+pub use realtime_core::history::Position;
+pub use subscriber::Subscriber;
+
+use crate::processes::{ConfigFile, Node};
+
+/// Upper bound for anything the tally awaits, generous for a loaded 2-core machine.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Topics under `feed` keep history; every other topic keeps none.
+pub const CONFIG: &str = r#"
+[[namespaces]]
+pattern = "feed"
+subscribe = "authenticated"
+publish = "nobody"
+history_size = 10000
+history_ttl = "10m"
+"#;
+
+/// The Redis links of a node; each logs `redis link connected` / `restored` when
+/// it comes up and `redis link down` when it fails, as its state changes.
+pub const LINKS: [&str; 3] = ["subscriber", "publisher", "directory"];
+
+/// Two nodes on one Redis, reading [`CONFIG`].
+pub struct Cluster {
+    pub a: Node,
+    pub b: Node,
+    _config: ConfigFile,
+}
+
+impl Cluster {
+    pub async fn start(redis_url: &str) -> Cluster {
+        let config = ConfigFile::write(CONFIG);
+        let env = [("REALTIME_CONFIG", config.path())];
+        let mut a = Node::start(redis_url, "a", &env).await;
+        let mut b = Node::start(redis_url, "b", &env).await;
+        for node in [&mut a, &mut b] {
+            links_logged(node, 0, "redis link connected").await;
+        }
+        Cluster {
+            a,
+            b,
+            _config: config,
+        }
+    }
+
+    pub fn nodes(&mut self) -> [&mut Node; 2] {
+        [&mut self.a, &mut self.b]
+    }
+}
+
+/// Waits until every Redis link of `node` logged `event` after `mark`.
+pub async fn links_logged(node: &mut Node, mark: usize, event: &str) {
+    for link in LINKS {
+        node.wait_for_log(mark, &[event, &format!("link=\"{link}\"")])
+            .await;
+    }
+}
+
+/// The node's HTTP base URL.
+pub fn base(node: &Node) -> String {
+    format!("http://{}", node.addr)
+}
+
+/// A WebSocket URL on `node` for a user of its own.
+pub fn ws(node: &Node, user: &str) -> String {
+    node.ws_url(&crate::common::token(user, &[]))
+}
+
+/// The highest accepted `seq` of every topic.
+pub fn last_accepted(logs: &HashMap<String, TopicLog>) -> HashMap<String, u64> {
+    logs.iter()
+        .map(|(t, log)| (t.clone(), log.last_accepted()))
+        .collect()
+}
+
+/// Waits until every subscriber received each topic's last accepted publication,
+/// then ends them and checks each one: `(subscriber, topic) → verdict`.
+pub async fn settle(
+    subscribers: Vec<Subscriber>,
+    logs: &HashMap<String, TopicLog>,
+) -> HashMap<(String, String), Verdict> {
+    let last = last_accepted(logs);
+    let mut verdicts = HashMap::new();
+    for mut subscriber in subscribers {
+        // One that never gets there fails in the check below, with its record.
+        subscriber.reached(&last).await;
+        let name = subscriber.name.clone();
+        for (topic, events) in subscriber.finish().await {
+            let history = topic.starts_with("feed:");
+            let who = format!("subscriber {name}, topic {topic}");
+            let verdict = check(&who, history, &events, &logs[&topic]);
+            verdicts.insert((name.clone(), topic), verdict);
+        }
+    }
+    verdicts
+}
