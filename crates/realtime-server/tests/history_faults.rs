@@ -5,15 +5,35 @@
 //! holds every subscriber's record against the publisher's answers.
 
 mod common;
+mod gate;
 mod processes;
 mod tally;
 
 use std::collections::HashMap;
 
+use gate::Gate;
 use processes::RedisWithArgs;
 use tally::{Cluster, Publisher, Subscriber, TopicLog, Verdict, base, links_logged, settle, ws};
 
-type Verdicts = HashMap<(String, String), Verdict>;
+/// What a run through a Redis crash left: every subscriber's verdict per topic,
+/// the publisher's logs, and per topic the seqs answered while node B was kept
+/// away from Redis (its subscribers can only get those by catching up).
+struct Crash {
+    verdicts: HashMap<(String, String), Verdict>,
+    logs: HashMap<String, TopicLog>,
+    away: HashMap<String, std::ops::RangeInclusive<u64>>,
+}
+
+impl Crash {
+    /// How many publications accepted while B was away are on `topic`.
+    fn accepted_while_away(&self, topic: &str) -> usize {
+        let away = &self.away[topic];
+        self.logs[topic]
+            .accepted()
+            .filter(|(seq, _)| away.contains(seq))
+            .count()
+    }
+}
 
 /// Two subscribers on each node, each on every topic.
 async fn subscribers(cluster: &Cluster, topics: &[&str]) -> Vec<Subscriber> {
@@ -37,13 +57,13 @@ async fn all_seen(subscribers: &mut [Subscriber], topics: &[&str], n: u64) {
 
 /// Publishes through both nodes, kills Redis with SIGKILL once every subscriber is
 /// receiving, keeps publishing through the outage (those are refused), restarts
-/// Redis on the same port and publishes on until both nodes are back; then the
-/// tally of every subscriber.
-async fn through_a_redis_crash(
-    mut redis: RedisWithArgs,
-    topics: &[&str],
-) -> (Verdicts, HashMap<String, TopicLog>) {
-    let mut cluster = Cluster::start(&redis.url()).await;
+/// Redis on the same port, and keeps node B away from it (behind a closed gate)
+/// until node A accepted more, so B's subscribers certainly have something to
+/// catch up on; then lets B back and publishes on. Returns the tally of every
+/// subscriber.
+async fn through_a_redis_crash(mut redis: RedisWithArgs, topics: &[&str]) -> Crash {
+    let gate = Gate::start(redis.port).await;
+    let mut cluster = Cluster::start_with(&redis.url(), &gate.url()).await;
     let mut subs = subscribers(&cluster, topics).await;
     let mut publisher = Publisher::start(topics, &[base(&cluster.a), base(&cluster.b)]);
     all_seen(&mut subs, topics, 10).await;
@@ -59,22 +79,40 @@ async fn through_a_redis_crash(
     // Publications keep being attempted, on both nodes, while Redis is away.
     publisher.wait_refused_beyond(publisher.counts(), 4).await;
 
+    gate.close();
+    let closed = publisher.counts();
     redis.restart().await;
-    for (node, mark) in cluster.nodes().into_iter().zip(marks) {
-        links_logged(node, mark, "redis link restored").await;
-    }
+    links_logged(&mut cluster.a, marks[0], "redis link restored").await;
+    // A accepts again; B still refuses, and its subscribers hear nothing.
+    publisher
+        .wait_accepted_beyond(publisher.counts(), 10 * topics.len())
+        .await;
+    gate.open();
+    let opened = publisher.counts();
+    links_logged(&mut cluster.b, marks[1], "redis link restored").await;
     publisher
         .wait_accepted_beyond(publisher.counts(), 20 * topics.len())
         .await;
     let logs = publisher.stop().await;
-    (settle(subs, &logs).await, logs)
+    let away = topics
+        .iter()
+        .map(|t| {
+            let seqs = closed.answered(t) + 1..=opened.answered(t);
+            ((*t).to_owned(), seqs)
+        })
+        .collect();
+    Crash {
+        verdicts: settle(subs, &logs).await,
+        logs,
+        away,
+    }
 }
 
 #[tokio::test]
 async fn a_redis_crash_with_persistence_loses_nothing_on_history_topics() {
     const TOPICS: [&str; 2] = ["feed:durable-1", "feed:durable-2"];
-    let (verdicts, logs) = through_a_redis_crash(RedisWithArgs::durable().await, &TOPICS).await;
-    for ((who, topic), v) in &verdicts {
+    let crash = through_a_redis_crash(RedisWithArgs::durable().await, &TOPICS).await;
+    for ((who, topic), v) in &crash.verdicts {
         // Nothing accepted was lost and no subscriber had to be told anything: the
         // nodes filled the gap themselves.
         assert!(v.lost.is_empty(), "{who} {topic}: {v:?}");
@@ -87,8 +125,17 @@ async fn a_redis_crash_with_persistence_loses_nothing_on_history_topics() {
         );
         assert_eq!(
             v.received - v.arrived_unaccepted.len(),
-            logs[topic].accepted().count(),
+            crash.logs[topic].accepted().count(),
             "{who} {topic}"
+        );
+    }
+    // So B's subscribers received publications made while B could not hear any:
+    // B read them from the history when its link returned.
+    for topic in TOPICS {
+        assert!(
+            crash.accepted_while_away(topic) > 0,
+            "{topic}: {:?}",
+            crash.away
         );
     }
 }
@@ -96,8 +143,8 @@ async fn a_redis_crash_with_persistence_loses_nothing_on_history_topics() {
 #[tokio::test]
 async fn a_redis_crash_without_persistence_tells_every_subscriber_of_the_new_epoch() {
     const TOPICS: [&str; 2] = ["feed:volatile-1", "feed:volatile-2"];
-    let (verdicts, _) = through_a_redis_crash(RedisWithArgs::volatile().await, &TOPICS).await;
-    for ((who, topic), v) in &verdicts {
+    let crash = through_a_redis_crash(RedisWithArgs::volatile().await, &TOPICS).await;
+    for ((who, topic), v) in &crash.verdicts {
         // The check already failed any loss not right at a notice; here: every
         // subscriber was told, and the epoch really changed.
         assert!(
@@ -112,8 +159,8 @@ async fn a_redis_crash_without_persistence_tells_every_subscriber_of_the_new_epo
 #[tokio::test]
 async fn a_topic_without_history_gets_a_bus_reconnected_notice_across_a_redis_crash() {
     const TOPICS: [&str; 2] = ["plain:crash-1", "plain:crash-2"];
-    let (verdicts, _) = through_a_redis_crash(RedisWithArgs::volatile().await, &TOPICS).await;
-    for ((who, topic), v) in &verdicts {
+    let crash = through_a_redis_crash(RedisWithArgs::volatile().await, &TOPICS).await;
+    for ((who, topic), v) in &crash.verdicts {
         // The subscriber link of every node broke, so each subscriber is told, and
         // whatever it lost sits right at that notice.
         assert!(
@@ -121,6 +168,16 @@ async fn a_topic_without_history_gets_a_bus_reconnected_notice_across_a_redis_cr
             "{who} {topic}: {v:?}"
         );
         assert_eq!(v.disconnects, 0, "{who} {topic}: {v:?}");
+        // B's subscribers did miss what A accepted while B was away: the notice
+        // covers a real gap.
+        if who.ends_with("@b") {
+            assert!(
+                crash.accepted_while_away(topic) > 0,
+                "{topic}: {:?}",
+                crash.away
+            );
+            assert!(!v.lost.is_empty(), "{who} {topic}: {v:?}");
+        }
     }
 }
 

@@ -45,10 +45,15 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start(redis_url: &str) -> Cluster {
+        Self::start_with(redis_url, redis_url).await
+    }
+
+    /// Node A reaches Redis at `a_url`, node B at `b_url` (e.g. through a gate).
+    pub async fn start_with(a_url: &str, b_url: &str) -> Cluster {
         let config = ConfigFile::write(CONFIG);
         let env = [("REALTIME_CONFIG", config.path())];
-        let mut a = Node::start(redis_url, "a", &env).await;
-        let mut b = Node::start(redis_url, "b", &env).await;
+        let mut a = Node::start(a_url, "a", &env).await;
+        let mut b = Node::start(b_url, "b", &env).await;
         for node in [&mut a, &mut b] {
             links_logged(node, 0, "redis link connected").await;
         }
@@ -82,10 +87,23 @@ pub fn ws(node: &Node, user: &str) -> String {
     node.ws_url(&crate::common::token(user, &[]))
 }
 
-/// The highest accepted `seq` of every topic.
-pub fn last_accepted(logs: &HashMap<String, TopicLog>) -> HashMap<String, u64> {
+/// Per topic, the last accepted `seq` sent through each target: once those
+/// arrived, nothing accepted before them is still on its way.
+pub fn last_accepted(logs: &HashMap<String, TopicLog>) -> HashMap<String, Vec<u64>> {
     logs.iter()
-        .map(|(t, log)| (t.clone(), log.last_accepted()))
+        .map(|(t, log)| {
+            let last = log
+                .targets()
+                .into_iter()
+                .filter_map(|target| {
+                    log.accepted()
+                        .map(|(seq, _)| seq)
+                        .filter(|seq| log.via(*seq) == Some(target))
+                        .max()
+                })
+                .collect();
+            (t.clone(), last)
+        })
         .collect()
 }
 
@@ -99,12 +117,22 @@ pub async fn settle(
     let mut verdicts = HashMap::new();
     for mut subscriber in subscribers {
         // One that never gets there fails in the check below, with its record.
-        subscriber.reached(&last).await;
+        subscriber.received_all(&last).await;
         let name = subscriber.name.clone();
         for (topic, events) in subscriber.finish().await {
             let history = topic.starts_with("feed:");
             let who = format!("subscriber {name}, topic {topic}");
             let verdict = check(&who, history, &events, &logs[&topic]);
+            println!(
+                "{who}: received {}, lost {:?}, arrived unaccepted {:?}, notices {:?}, epochs {}, disconnects {}, resubscribed {:?}",
+                verdict.received,
+                verdict.lost,
+                verdict.arrived_unaccepted,
+                verdict.notices,
+                verdict.epochs.len(),
+                verdict.disconnects,
+                verdict.resubscribed
+            );
             verdicts.insert((name.clone(), topic), verdict);
         }
     }

@@ -28,26 +28,33 @@ pub enum Outcome {
     NotAccepted(String),
 }
 
-/// Every publication on one topic: `outcomes[n - 1]` is how `seq` n was answered.
+/// Every publication on one topic: `outcomes[n - 1]` is how `seq` n was answered,
+/// `via[n - 1]` which of the targets it was sent to.
 #[derive(Debug, Clone, Default)]
 pub struct TopicLog {
     pub outcomes: Vec<Outcome>,
+    pub via: Vec<usize>,
 }
 
 impl TopicLog {
+    /// The target `seq` was sent to.
+    pub fn via(&self, seq: u64) -> Option<usize> {
+        usize::try_from(seq)
+            .ok()
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|i| self.via.get(i).copied())
+    }
+
+    /// Every target publications were sent to.
+    pub fn targets(&self) -> std::collections::BTreeSet<usize> {
+        self.via.iter().copied().collect()
+    }
+
     pub fn outcome(&self, seq: u64) -> Option<&Outcome> {
         usize::try_from(seq)
             .ok()
             .and_then(|n| n.checked_sub(1))
             .and_then(|i| self.outcomes.get(i))
-    }
-
-    /// The highest accepted `seq` (0: none).
-    pub fn last_accepted(&self) -> u64 {
-        self.outcomes
-            .iter()
-            .rposition(|o| matches!(o, Outcome::Accepted(_)))
-            .map_or(0, |i| i as u64 + 1)
     }
 
     pub fn accepted(&self) -> impl Iterator<Item = (u64, Option<&Position>)> {
@@ -68,11 +75,19 @@ impl TopicLog {
     }
 }
 
-/// Totals over every topic, for tests to await.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Totals over every topic, for tests to await, and the last `seq` answered per
+/// topic, for tests to mark a moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
     pub accepted: usize,
     pub not_accepted: usize,
+    pub answered: HashMap<String, u64>,
+}
+
+impl Counts {
+    pub fn answered(&self, topic: &str) -> u64 {
+        self.answered.get(topic).copied().unwrap_or(0)
+    }
 }
 
 pub struct Publisher {
@@ -112,7 +127,7 @@ impl Publisher {
     }
 
     pub fn counts(&self) -> Counts {
-        *self.counts.borrow()
+        self.counts.borrow().clone()
     }
 
     /// Waits (bounded by [`WAIT`]) until the totals satisfy `done`.
@@ -169,13 +184,17 @@ async fn publish_topic(
             _ = stopped.wait_for(|s| *s) => return log,
         }
         let seq = log.outcomes.len() as u64 + 1;
-        let target = &targets[log.outcomes.len() % targets.len()];
-        let outcome = publish(&http, target, &topic, seq).await;
-        counted.send_modify(|c| match outcome {
-            Outcome::Accepted(_) => c.accepted += 1,
-            Outcome::NotAccepted(_) => c.not_accepted += 1,
+        let via = log.outcomes.len() % targets.len();
+        let outcome = publish(&http, &targets[via], &topic, seq).await;
+        counted.send_modify(|c| {
+            match outcome {
+                Outcome::Accepted(_) => c.accepted += 1,
+                Outcome::NotAccepted(_) => c.not_accepted += 1,
+            }
+            c.answered.insert(topic.clone(), seq);
         });
         log.outcomes.push(outcome);
+        log.via.push(via);
     }
 }
 

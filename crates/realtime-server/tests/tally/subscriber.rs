@@ -3,7 +3,7 @@
 //! receives in order. It tracks its position per topic from what arrived, and
 //! resubscribes with `since` whenever it connects again, as a client library does.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -51,6 +51,8 @@ pub enum Event {
 pub struct Progress {
     /// Highest `seq` received per topic.
     pub last_seq: HashMap<String, u64>,
+    /// Every `seq` received per topic.
+    pub got: HashMap<String, HashSet<u64>>,
     /// Connections opened so far.
     pub connects: usize,
     /// `subscribed` answers on the current connection.
@@ -120,25 +122,33 @@ impl Subscriber {
         let reached = tokio::time::timeout(WAIT, self.progress.wait_for(|p| done(p))).await;
         assert!(
             reached.is_ok_and(|r| r.is_ok()),
-            "subscriber {}: {what} not reached within {WAIT:?}; progress {:?}",
+            "subscriber {}: {what} not reached within {WAIT:?}; last seqs {:?}",
             self.name,
-            self.progress()
+            self.progress().last_seq
         );
     }
 
     /// Waits until every topic has reached `seq` (per topic).
     pub async fn wait_seen(&mut self, seqs: &HashMap<String, u64>) {
+        let done = |p: &Progress| seqs.iter().all(|(t, s)| p.seen(t) >= *s);
+        let reached = tokio::time::timeout(WAIT, self.progress.wait_for(done)).await;
         assert!(
-            self.reached(seqs).await,
+            reached.is_ok_and(|r| r.is_ok()),
             "subscriber {}: not seen {seqs:?} within {WAIT:?}; progress {:?}",
             self.name,
-            self.progress()
+            self.progress().last_seq
         );
     }
 
-    /// Like [`Subscriber::wait_seen`], but answers whether it got there.
-    pub async fn reached(&mut self, seqs: &HashMap<String, u64>) -> bool {
-        let done = |p: &Progress| seqs.iter().all(|(t, s)| p.seen(t) >= *s);
+    /// Waits (bounded by [`WAIT`]) until each of `seqs` arrived on its topic, and
+    /// answers whether they did.
+    pub async fn received_all(&mut self, seqs: &HashMap<String, Vec<u64>>) -> bool {
+        let done = |p: &Progress| {
+            seqs.iter().all(|(t, want)| {
+                want.iter()
+                    .all(|s| p.got.get(t).is_some_and(|g| g.contains(s)))
+            })
+        };
         tokio::time::timeout(WAIT, self.progress.wait_for(done))
             .await
             .is_ok_and(|r| r.is_ok())
@@ -350,6 +360,7 @@ impl State {
                 self.progressed.send_modify(|p| {
                     let last = p.last_seq.entry(topic.clone()).or_default();
                     *last = (*last).max(seq);
+                    p.got.entry(topic.clone()).or_default().insert(seq);
                 });
                 Event::Message { seq, offset, epoch }
             }
