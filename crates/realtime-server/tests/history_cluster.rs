@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use processes::RedisWithArgs;
 use tally::{Cluster, Publisher, Subscriber, base, settle, ws};
 
+/// B has a subscriber of its own on the first topic only, so the roamer's resume
+/// on B finds that topic already followed there and the second one not.
 const TOPICS: [&str; 2] = ["feed:cluster-1", "feed:cluster-2"];
 
 #[tokio::test]
@@ -19,7 +21,8 @@ async fn a_client_cut_off_from_one_node_resumes_on_the_other_with_nothing_missed
     let redis = RedisWithArgs::volatile().await;
     let cluster = Cluster::start(&redis.url()).await;
     let mut roamer = Subscriber::start("roamer@a", ws(&cluster.a, "roamer"), &TOPICS, None).await;
-    let witness = Subscriber::start("witness@b", ws(&cluster.b, "witness"), &TOPICS, None).await;
+    let witness =
+        Subscriber::start("witness@b", ws(&cluster.b, "witness"), &TOPICS[..1], None).await;
 
     // Every publication goes through B; the roamer hears them through the bus.
     let mut publisher = Publisher::start(&TOPICS, &[base(&cluster.b)]);
@@ -36,18 +39,19 @@ async fn a_client_cut_off_from_one_node_resumes_on_the_other_with_nothing_missed
     let at_resume = publisher.counts();
     // And live ones after the replay.
     publisher
-        .wait_accepted_beyond(at_resume, 30 * TOPICS.len())
+        .wait_accepted_beyond(at_resume.clone(), 30 * TOPICS.len())
         .await;
     let logs = publisher.stop().await;
 
     let verdicts = settle(vec![roamer, witness], &logs).await;
     for topic in TOPICS {
+        let away = at_cut.seen(topic) + 1..=at_resume.answered(topic);
         let missed_while_away = logs[topic]
             .accepted()
-            .filter(|(seq, _)| *seq > at_cut.seen(topic))
+            .filter(|(seq, _)| away.contains(seq))
             .count();
         assert!(
-            missed_while_away >= 30,
+            missed_while_away >= 10,
             "{topic}: only {missed_while_away} published while away"
         );
 
@@ -59,17 +63,19 @@ async fn a_client_cut_off_from_one_node_resumes_on_the_other_with_nothing_missed
             "{topic}: {roamed:?}"
         );
         assert_eq!(roamed.epochs.len(), 1, "{topic}: {roamed:?}");
-
-        let stayed = &verdicts[&("witness@b".to_owned(), topic.to_owned())];
-        assert!(
-            stayed.lost.is_empty() && stayed.notices.is_empty(),
-            "{topic}: {stayed:?}"
-        );
-        assert_eq!(stayed.disconnects, 0);
-        // Both heard every accepted publication (the check holds each one against
-        // its publish answer's position).
+        // It heard every accepted publication (the check holds each one against its
+        // publish answer's position).
         let accepted = logs[topic].accepted().count();
         assert_eq!(roamed.received - roamed.arrived_unaccepted.len(), accepted);
-        assert_eq!(stayed.received - stayed.arrived_unaccepted.len(), accepted);
     }
+    let stayed = &verdicts[&("witness@b".to_owned(), TOPICS[0].to_owned())];
+    assert!(
+        stayed.lost.is_empty() && stayed.notices.is_empty() && stayed.disconnects == 0,
+        "{stayed:?}"
+    );
+    assert_eq!(
+        stayed.received - stayed.arrived_unaccepted.len(),
+        logs[TOPICS[0]].accepted().count()
+    );
+    assert_eq!(verdicts.len(), 3);
 }

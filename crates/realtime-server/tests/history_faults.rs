@@ -35,6 +35,9 @@ impl Crash {
     }
 }
 
+/// The subscriber that is away during the crash.
+const AWAY: &str = "away@a";
+
 /// Two subscribers on each node, each on every topic.
 async fn subscribers(cluster: &Cluster, topics: &[&str]) -> Vec<Subscriber> {
     let mut all = Vec::new();
@@ -59,14 +62,18 @@ async fn all_seen(subscribers: &mut [Subscriber], topics: &[&str], n: u64) {
 /// receiving, keeps publishing through the outage (those are refused), restarts
 /// Redis on the same port, and keeps node B away from it (behind a closed gate)
 /// until node A accepted more, so B's subscribers certainly have something to
-/// catch up on; then lets B back and publishes on. Returns the tally of every
-/// subscriber.
+/// catch up on; then lets B back and publishes on. One more subscriber, `AWAY`, is
+/// cut off just before the crash and comes back (with `since`) only at the end.
+/// Returns the tally of every subscriber.
 async fn through_a_redis_crash(mut redis: RedisWithArgs, topics: &[&str]) -> Crash {
     let gate = Gate::start(redis.port).await;
     let mut cluster = Cluster::start_with(&redis.url(), &gate.url()).await;
     let mut subs = subscribers(&cluster, topics).await;
+    subs.push(Subscriber::start(AWAY, ws(&cluster.a, AWAY), topics, None).await);
     let mut publisher = Publisher::start(topics, &[base(&cluster.a), base(&cluster.b)]);
     all_seen(&mut subs, topics, 10).await;
+    let away = subs.last_mut().unwrap();
+    away.cut().await;
 
     let marks = [cluster.a.log_mark(), cluster.b.log_mark()];
     redis.kill().await;
@@ -90,6 +97,7 @@ async fn through_a_redis_crash(mut redis: RedisWithArgs, topics: &[&str]) -> Cra
     gate.open();
     let opened = publisher.counts();
     links_logged(&mut cluster.b, marks[1], "redis link restored").await;
+    subs.last_mut().unwrap().connect(ws(&cluster.a, AWAY)).await;
     publisher
         .wait_accepted_beyond(publisher.counts(), 20 * topics.len())
         .await;
@@ -114,10 +122,14 @@ async fn a_redis_crash_with_persistence_loses_nothing_on_history_topics() {
     let crash = through_a_redis_crash(RedisWithArgs::durable().await, &TOPICS).await;
     for ((who, topic), v) in &crash.verdicts {
         // Nothing accepted was lost and no subscriber had to be told anything: the
-        // nodes filled the gap themselves.
+        // nodes filled the gap themselves, and the one that was away recovered.
         assert!(v.lost.is_empty(), "{who} {topic}: {v:?}");
         assert!(v.notices.is_empty(), "{who} {topic}: {v:?}");
-        assert_eq!(v.disconnects, 0, "{who} {topic}: {v:?}");
+        if who == AWAY {
+            assert_eq!(v.resubscribed, [Some(true)], "{who} {topic}: {v:?}");
+        } else {
+            assert_eq!(v.disconnects, 0, "{who} {topic}: {v:?}");
+        }
         assert_eq!(
             v.epochs.len(),
             1,
@@ -146,13 +158,21 @@ async fn a_redis_crash_without_persistence_tells_every_subscriber_of_the_new_epo
     let crash = through_a_redis_crash(RedisWithArgs::volatile().await, &TOPICS).await;
     for ((who, topic), v) in &crash.verdicts {
         // The check already failed any loss not right at a notice; here: every
-        // subscriber was told, and the epoch really changed.
+        // subscriber was told, and the epoch really changed. The one that was away
+        // is told by its resubscribe.
+        let told = if who == AWAY {
+            "recovered=false:other_epoch"
+        } else {
+            "history_lost"
+        };
         assert!(
-            v.notices.iter().any(|n| n == "history_lost"),
-            "{who} {topic}: no history_lost notice: {v:?}"
+            v.notices.iter().any(|n| n == told),
+            "{who} {topic}: no {told} notice: {v:?}"
         );
         assert_eq!(v.epochs.len(), 2, "{who} {topic}: {v:?}");
-        assert_eq!(v.disconnects, 0, "{who} {topic}: {v:?}");
+        if who != AWAY {
+            assert_eq!(v.disconnects, 0, "{who} {topic}: {v:?}");
+        }
     }
 }
 
@@ -161,6 +181,11 @@ async fn a_topic_without_history_gets_a_bus_reconnected_notice_across_a_redis_cr
     const TOPICS: [&str; 2] = ["plain:crash-1", "plain:crash-2"];
     let crash = through_a_redis_crash(RedisWithArgs::volatile().await, &TOPICS).await;
     for ((who, topic), v) in &crash.verdicts {
+        if who == AWAY {
+            // It knows it was away; it resubscribed plainly.
+            assert_eq!(v.resubscribed, [None], "{who} {topic}: {v:?}");
+            continue;
+        }
         // The subscriber link of every node broke, so each subscriber is told, and
         // whatever it lost sits right at that notice.
         assert!(
@@ -183,24 +208,30 @@ async fn a_topic_without_history_gets_a_bus_reconnected_notice_across_a_redis_cr
 
 #[tokio::test]
 async fn clients_of_a_node_killed_with_sigkill_resume_on_the_other_with_nothing_missed() {
+    // B follows the first topic for a subscriber of its own before A dies, the
+    // second only once A's clients arrive.
     const TOPICS: [&str; 2] = ["feed:survive-1", "feed:survive-2"];
     let redis = RedisWithArgs::volatile().await;
     let mut cluster = Cluster::start(&redis.url()).await;
-    let mut subs = Vec::new();
-    for k in 0..2 {
-        let name = format!("mover{k}@a");
-        let fallback = Some(ws(&cluster.b, &name));
-        subs.push(Subscriber::start(&name, ws(&cluster.a, &name), &TOPICS, fallback).await);
-    }
-    subs.push(Subscriber::start("stayer@b", ws(&cluster.b, "stayer"), &TOPICS, None).await);
+    // One reconnects to B as soon as A is gone, as a client library does; the
+    // other only after more was published, so its replay is longer.
+    let quick = Some(ws(&cluster.b, "quick"));
+    let mut subs = vec![
+        Subscriber::start("quick@a", ws(&cluster.a, "quick"), &TOPICS, quick).await,
+        Subscriber::start("late@a", ws(&cluster.a, "late"), &TOPICS, None).await,
+        Subscriber::start("stayer@b", ws(&cluster.b, "stayer"), &TOPICS[..1], None).await,
+    ];
     // Through both nodes, so some publications are in flight on A when it dies.
     let mut publisher = Publisher::start(&TOPICS, &[base(&cluster.a), base(&cluster.b)]);
-    all_seen(&mut subs, &TOPICS, 10).await;
+    all_seen(&mut subs[..2], &TOPICS, 10).await;
 
     cluster.a.kill().await;
-    for mover in &mut subs[..2] {
-        mover.wait_for_resubscribed(2).await;
-    }
+    subs[0].wait_for_resubscribed(2).await;
+    subs[1].wait_for("A gone", |p| !p.connected).await;
+    publisher
+        .wait_accepted_beyond(publisher.counts(), 20 * TOPICS.len())
+        .await;
+    subs[1].connect(ws(&cluster.b, "late")).await;
     publisher
         .wait_accepted_beyond(publisher.counts(), 20 * TOPICS.len())
         .await;
@@ -218,11 +249,12 @@ async fn clients_of_a_node_killed_with_sigkill_resume_on_the_other_with_nothing_
             logs[topic].accepted().count(),
             "{who} {topic}"
         );
-        if who.starts_with("mover") {
+        if who.ends_with("@a") {
             assert_eq!(v.disconnects, 1, "{who} {topic}: {v:?}");
             assert_eq!(v.resubscribed, [Some(true)], "{who} {topic}: {v:?}");
         } else {
             assert_eq!(v.disconnects, 0, "{who} {topic}: {v:?}");
         }
     }
+    assert_eq!(verdicts.len(), 5);
 }

@@ -76,7 +76,7 @@ enum Order {
 
 pub struct Subscriber {
     pub name: String,
-    topics: usize,
+    pub topics: Vec<String>,
     orders: mpsc::UnboundedSender<Order>,
     progress: watch::Receiver<Progress>,
     task: JoinHandle<HashMap<String, Vec<Event>>>,
@@ -104,7 +104,7 @@ impl Subscriber {
         ));
         let mut subscriber = Subscriber {
             name: name.to_owned(),
-            topics: topics.len(),
+            topics: topics.clone(),
             orders,
             progress,
             task,
@@ -169,7 +169,7 @@ impl Subscriber {
 
     /// Waits until the `connects`-th connection is open with every topic answered.
     pub async fn wait_for_resubscribed(&mut self, connects: usize) {
-        let topics = self.topics;
+        let topics = self.topics.len();
         self.wait_for(&format!("connection {connects} subscribed"), move |p| {
             p.connects >= connects && p.connected && p.acked >= topics
         })
