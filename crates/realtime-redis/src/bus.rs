@@ -3,9 +3,11 @@
 //! Two links, each with its own task: the subscriber (`subscriber.rs`: one pub/sub
 //! connection that holds exactly the channels the engine asked for and hands every
 //! message to the engine's inbox) and the publisher (`publisher.rs`: one
-//! multiplexed connection that drains the outbox in pipelined batches, in order). A batch that fails is kept and
-//! published again after the reconnect, so a Redis blip delays envelopes instead
-//! of losing them; receivers drop the rare duplicate by sequence number.
+//! multiplexed connection that drains the outbox (`outbox.rs`, shared with the
+//! history store's appends) in pipelined batches, in order). A batch that fails
+//! is kept and published again after the reconnect, so a Redis blip delays
+//! envelopes instead of losing them; receivers drop the rare duplicate by
+//! sequence number.
 //!
 //! Both directions are bounded in envelopes and bytes. Outbound, a send beyond
 //! the bound fails at once. Inbound, the Redis client reads its socket without
@@ -19,12 +21,13 @@ use std::time::Duration;
 
 use realtime::cluster::bus::{BusError, BusFuture, BusStatus, CountFuture, Inbox, MessageBus};
 use redis::Client;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::RedisConfig;
 use crate::inbound::Inbound;
 use crate::link::Link;
 use crate::metrics::BusMetrics;
+use crate::outbox::{Outbox, Outgoing};
 use crate::publisher::{Publisher, run_publisher};
 use crate::subscriber::{Subscriber, run_subscriber};
 
@@ -38,8 +41,14 @@ pub(crate) struct InterestChange {
     pub(crate) done: oneshot::Sender<Result<(), BusError>>,
 }
 
-/// An envelope for a channel, and where to report how many nodes received it.
-pub(crate) type Outgoing = (String, Vec<u8>, Option<oneshot::Sender<usize>>);
+/// One of the bus's two Redis links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusLink {
+    /// Receives: the pub/sub connection.
+    Subscriber,
+    /// Sends: publishes and history appends.
+    Publisher,
+}
 
 /// The message bus over Redis pub/sub. Create it with [`crate::RedisCluster`].
 pub struct RedisBus {
@@ -51,12 +60,8 @@ pub struct RedisBus {
     /// Every channel the engine wants, re-subscribed after each reconnect.
     desired: Arc<Mutex<HashSet<String>>>,
     changes: mpsc::UnboundedSender<InterestChange>,
-    outbox: mpsc::Sender<Outgoing>,
-    /// Envelopes ever queued for the publisher; held while queueing, so the count
-    /// matches the queue's order.
-    queued: Mutex<u64>,
-    /// Envelopes ever handed to Redis, in queue order (for [`MessageBus::flush`]).
-    published: Arc<watch::Sender<u64>>,
+    /// Shared with the history store, whose appends go out in the same order.
+    outbox: Arc<Outbox>,
     receivers: Mutex<
         Option<(
             mpsc::UnboundedReceiver<InterestChange>,
@@ -69,7 +74,7 @@ impl RedisBus {
     /// `metrics` is shared with the directory, whose link reports in it too.
     pub(crate) fn new(client: Client, config: RedisConfig, metrics: BusMetrics) -> Self {
         let (changes, changes_rx) = mpsc::unbounded_channel();
-        let (outbox, outbox_rx) = mpsc::channel(config.outbox_capacity.max(1));
+        let (outbox, outbox_rx) = Outbox::new(&config, metrics.outbound.clone());
         RedisBus {
             client,
             config,
@@ -78,9 +83,7 @@ impl RedisBus {
             metrics,
             desired: Arc::new(Mutex::new(HashSet::new())),
             changes,
-            outbox,
-            queued: Mutex::new(0),
-            published: Arc::new(watch::Sender::new(0)),
+            outbox: Arc::new(outbox),
             receivers: Mutex::new(Some((changes_rx, outbox_rx))),
         }
     }
@@ -98,6 +101,18 @@ impl RedisBus {
             && self.publisher.is_up()
     }
 
+    /// Waits (up to `timeout`) until `link` is up (`up`) or down. Returns whether
+    /// it is.
+    pub async fn wait_for(&self, link: BusLink, up: bool, timeout: Duration) -> bool {
+        let link = match link {
+            BusLink::Subscriber => &self.subscriber,
+            BusLink::Publisher => &self.publisher,
+        };
+        let mut state = link.watch();
+        let _ = tokio::time::timeout(timeout, state.wait_for(|now| *now == up)).await;
+        link.is_up() == up
+    }
+
     /// Waits (up to `timeout`) until a link is down. Returns whether one is.
     pub async fn wait_until_down(&self, timeout: Duration) -> bool {
         let (mut sub, mut publ) = (self.subscriber.watch(), self.publisher.watch());
@@ -113,38 +128,18 @@ impl RedisBus {
 }
 
 impl RedisBus {
-    /// Queues an envelope for the publisher, or refuses it at once when the queue
-    /// is at its bound in envelopes or bytes. An empty queue takes any envelope.
+    pub(crate) fn outbox(&self) -> Arc<Outbox> {
+        self.outbox.clone()
+    }
+
+    pub(crate) fn publisher_link(&self) -> Arc<Link> {
+        self.publisher.clone()
+    }
+
     fn enqueue(&self, item: Outgoing) -> Result<(), BusError> {
-        let size = item.1.len();
-        let backlog = &self.metrics.outbound;
-        let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
-        let waiting = backlog.backlog_bytes.get().max(0) as usize;
-        if waiting > 0 && waiting + size > self.config.outbox_bytes {
-            return Err(BusError::Unavailable(
-                "redis publisher backlog is full (bytes)".into(),
-            ));
-        }
-        // Counted before it is visible to the publisher, which uncounts it.
-        backlog.queued(size);
-        match self.outbox.try_send(item) {
-            Ok(()) => {
-                *queued += 1;
-                Ok(())
-            }
-            Err(e) => {
-                backlog.backlog_envelopes.dec();
-                backlog.backlog_bytes.dec_by(size as i64);
-                Err(match e {
-                    mpsc::error::TrySendError::Full(_) => {
-                        BusError::Unavailable("redis publisher backlog is full".into())
-                    }
-                    mpsc::error::TrySendError::Closed(_) => {
-                        BusError::Unavailable("redis publisher stopped".into())
-                    }
-                })
-            }
-        }
+        self.outbox
+            .enqueue(item)
+            .map_err(|refused| BusError::Unavailable(refused.0.into()))
     }
 }
 
@@ -192,19 +187,28 @@ impl MessageBus for RedisBus {
                 config: self.config.clone(),
                 link: self.publisher.clone(),
                 flow: self.metrics.outbound.clone(),
-                published: self.published.clone(),
+                history: self.metrics.history.clone(),
+                published: self.outbox.published(),
             },
             outbox,
         ));
     }
 
     fn publish(&self, channel: String, envelope: Vec<u8>) -> Result<(), BusError> {
-        self.enqueue((channel, envelope, None))
+        self.enqueue(Outgoing::Publish {
+            channel,
+            envelope,
+            counted: None,
+        })
     }
 
     fn publish_counted(&self, channel: String, envelope: Vec<u8>) -> CountFuture {
         let (tx, rx) = oneshot::channel();
-        let queued = self.enqueue((channel, envelope, Some(tx)));
+        let queued = self.enqueue(Outgoing::Publish {
+            channel,
+            envelope,
+            counted: Some(tx),
+        });
         Box::pin(async move {
             queued?;
             rx.await
@@ -249,14 +253,11 @@ impl MessageBus for RedisBus {
     }
 
     fn flush(&self) -> BusFuture {
-        let target = *self.queued.lock().unwrap_or_else(|p| p.into_inner());
-        let mut published = self.published.subscribe();
+        let flushed = self.outbox.flush();
         Box::pin(async move {
-            published
-                .wait_for(|n| *n >= target)
+            flushed
                 .await
-                .map(|_| ())
-                .map_err(|_| BusError::Unavailable("redis publisher stopped".into()))
+                .map_err(|()| BusError::Unavailable("redis publisher stopped".into()))
         })
     }
 

@@ -1,6 +1,7 @@
 //! The inbound hand-off: a queue bounded in envelopes and bytes between the
 //! subscriber link, which drains the Redis client as fast as it reads, and one
-//! task that hands each envelope to the engine's inbox, in arrival order.
+//! task that hands each envelope, and each [`BusEvent::Resumed`] the link marks
+//! between two connections, to the engine's inbox, in arrival order.
 
 use std::sync::Arc;
 
@@ -14,8 +15,15 @@ use crate::metrics::Flow;
 #[derive(Debug)]
 pub(crate) struct Full;
 
+/// What waits for the inbox.
+enum Arrival {
+    Message(Msg),
+    /// The link was re-established: what was published meanwhile did not arrive.
+    Resumed,
+}
+
 pub(crate) struct Inbound {
-    queue: mpsc::UnboundedSender<Msg>,
+    queue: mpsc::UnboundedSender<Arrival>,
     flow: Flow,
     capacity: usize,
     bytes: usize,
@@ -31,11 +39,18 @@ impl Inbound {
         capacity: usize,
         bytes: usize,
     ) -> Inbound {
-        let (queue, mut pending) = mpsc::unbounded_channel::<Msg>();
+        let (queue, mut pending) = mpsc::unbounded_channel::<Arrival>();
         let drained = Arc::new(Notify::new());
         let (delivered, idle) = (flow.clone(), drained.clone());
         runtime.spawn(async move {
-            while let Some(msg) = pending.recv().await {
+            while let Some(arrival) = pending.recv().await {
+                let msg = match arrival {
+                    Arrival::Message(msg) => msg,
+                    Arrival::Resumed => {
+                        inbox(BusEvent::Resumed);
+                        continue;
+                    }
+                };
                 let payload = msg.get_payload_bytes();
                 // Counted as handed over before the hand-over, so whoever the inbox
                 // tells about the envelope already sees it counted.
@@ -67,8 +82,15 @@ impl Inbound {
         }
         self.flow.queued(size);
         // The delivery task lives as long as the runtime; after that nothing is read.
-        let _ = self.queue.send(msg);
+        let _ = self.queue.send(Arrival::Message(msg));
         Ok(())
+    }
+
+    /// Marks a new connection: the inbox gets [`BusEvent::Resumed`] after every
+    /// envelope queued so far and before any queued later. Never refused (it
+    /// carries nothing) and not counted as an envelope.
+    pub(crate) fn resumed(&self) {
+        let _ = self.queue.send(Arrival::Resumed);
     }
 
     /// Resolves once everything queued so far has been handed to the inbox (the

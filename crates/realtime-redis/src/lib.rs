@@ -1,9 +1,48 @@
-//! Redis adapters for Boundary Realtime: [`RedisBus`] (pub/sub relay between nodes)
-//! and [`RedisDirectory`] (the cluster-wide connection view, with expiry).
+//! Redis adapters for Boundary Realtime: [`RedisBus`] (pub/sub relay between nodes),
+//! [`RedisDirectory`] (the cluster-wide connection view, with expiry) and
+//! [`RedisHistory`] (per-topic history with offsets and epochs).
 //!
-//! Both keep their own connections, reconnect by themselves with capped, jittered
+//! All keep their own connections, reconnect by themselves with capped, jittered
 //! backoff, and restore their state after a reconnect (the bus resubscribes every
-//! channel; the directory rewrites this node's records).
+//! channel and tells the engine it resumed; the directory rewrites this node's
+//! records).
+//!
+//! # History keys
+//!
+//! Under the configured prefix (default `realtime`), per history topic:
+//! - `{prefix}:history:{topic}`: a STREAM of the topic's publications, entry id
+//!   `<offset>-0`, fields `p` (the publication's JSON, without its position) and
+//!   `o` (`<node tag>:<seq>` of the append). Trimmed exactly to the namespace's
+//!   `history_size` on every append (one entry out per entry in, so an append's
+//!   cost does not grow with the size); expires `history_ttl` after the last
+//!   append.
+//! - `{prefix}:history-meta:{topic}`: a HASH with `epoch` and `top` (the latest
+//!   offset). Expires `max(history_ttl, 24 h)` after the last append (or after the
+//!   read that created it), so a client away while nothing was published still
+//!   recovers. A read or append that finds no meta starts a new epoch (and drops
+//!   any stream left over), so lost data is never mistaken for kept data.
+//!
+//! And per appending node: `{prefix}:history-origin:{node tag}`, a sorted set of
+//! the node's last 4096 applied appends (`seq offset epoch`), expiring 24 h after
+//! its last append. The publisher re-sends a batch whose reply was lost; the
+//! append script finds the repeat there and answers its first position without
+//! appending or publishing again.
+//!
+//! Appending, trimming, moving `top` and publishing the wire publication on the
+//! topic's channel happen in one Lua script, so no node sees a publication live
+//! that is not in history, or in history that was never published. Appends and
+//! resets go through the bus's ordered outbox, interleaved with its publishes in
+//! the order the node asked; reads use a connection of their own.
+//!
+//! # Persistence
+//!
+//! Offsets and epochs are only as durable as Redis. Without persistence a Redis
+//! restart loses every topic's position: the next read or append starts a new
+//! epoch, and clients are told they could not recover. Zero loss across a Redis
+//! crash needs `appendonly yes` with `appendfsync always`. With `appendfsync
+//! everysec` a crash may lose the last second of appends, and the offsets they had
+//! are then given out again in the same epoch: a client that saw the lost ones
+//! would take the new publications at those offsets for ones it already has.
 //!
 //! ```no_run
 //! use realtime::{ClusterConfig, JwtVerifier, Realtime, RealtimeConfig};
@@ -18,17 +57,20 @@
 mod backoff;
 mod bus;
 mod directory;
+mod history;
 mod inbound;
 mod link;
 mod metrics;
+mod outbox;
 mod publisher;
 mod subscriber;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use bus::RedisBus;
+pub use bus::{BusLink, RedisBus};
 pub use directory::RedisDirectory;
+pub use history::RedisHistory;
 use realtime::ClusterConfig;
 
 /// How to reach Redis and how often to refresh.
@@ -93,12 +135,13 @@ impl RedisConfig {
 #[error("invalid Redis URL: {0}")]
 pub struct SetupError(#[from] redis::RedisError);
 
-/// A bus and a directory sharing one Redis configuration.
+/// A bus, a directory and a history store sharing one Redis configuration.
 #[derive(Clone)]
 pub struct RedisCluster {
     config: RedisConfig,
     bus: Arc<RedisBus>,
     directory: Arc<RedisDirectory>,
+    history: Arc<RedisHistory>,
 }
 
 impl std::fmt::Debug for RedisCluster {
@@ -116,17 +159,28 @@ impl RedisCluster {
         let client = redis::Client::open(config.url.as_str())?;
         // One set of metrics: the bus registers it, the directory's link reports in it.
         let metrics = metrics::BusMetrics::new();
+        let bus = Arc::new(RedisBus::new(
+            client.clone(),
+            config.clone(),
+            metrics.clone(),
+        ));
+        // Appends share the bus's outbox and publisher, so they keep their order
+        // with the bus's publishes.
+        let history = Arc::new(RedisHistory::new(
+            client.clone(),
+            &config,
+            bus.outbox(),
+            bus.publisher_link(),
+            metrics.history.clone(),
+        ));
         Ok(RedisCluster {
-            bus: Arc::new(RedisBus::new(
-                client.clone(),
-                config.clone(),
-                metrics.clone(),
-            )),
             directory: Arc::new(RedisDirectory::new(
                 client,
                 config.clone(),
                 metrics.link("directory"),
             )),
+            bus,
+            history,
             config,
         })
     }
@@ -139,6 +193,12 @@ impl RedisCluster {
         self.directory.clone()
     }
 
+    /// The history store. Its appends travel through the bus's publisher, so the
+    /// bus must be started (the engine does it) for them to go out.
+    pub fn history(&self) -> Arc<RedisHistory> {
+        self.history.clone()
+    }
+
     /// A [`ClusterConfig`] for an engine on this Redis, labelled `node_id`.
     pub fn cluster_config(&self, node_id: impl Into<String>) -> ClusterConfig {
         ClusterConfig {
@@ -146,7 +206,7 @@ impl RedisCluster {
             prefix: self.config.prefix.clone(),
             bus: self.bus.clone(),
             directory: self.directory.clone(),
-            history: None,
+            history: Some(self.history.clone()),
             request_timeout: Duration::from_secs(5),
         }
     }

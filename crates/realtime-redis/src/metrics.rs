@@ -1,5 +1,6 @@
-//! Prometheus metrics of the Redis bus: relay backlog, link state, reconnects and
-//! traffic in each direction, pre-resolved so the relay path only bumps atomics.
+//! Prometheus metrics of the Redis adapters: the bus's relay backlog, link state,
+//! reconnects and traffic in each direction, and the history store's operations,
+//! pre-resolved so the hot paths only bump atomics.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -40,7 +41,24 @@ pub(crate) struct LinkGauges {
     pub(crate) reconnects: Counter,
 }
 
-/// Every metric of one bus.
+/// What the history store did, and what it could not.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HistoryMetrics {
+    /// Publications appended (and published) by Redis.
+    pub(crate) appends: Counter,
+    pub(crate) reads: Counter,
+    pub(crate) resets: Counter,
+    errors: Family<Labels, Counter>,
+}
+
+impl HistoryMetrics {
+    /// The failures of one operation: `append`, `read` or `reset`.
+    pub(crate) fn errors(&self, op: &'static str) -> Counter {
+        self.errors.get_or_create_owned(&[("op", op)])
+    }
+}
+
+/// Every metric of one bus and its history store.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct BusMetrics {
     backlog_envelopes: Family<Labels, Gauge>,
@@ -54,6 +72,7 @@ pub(crate) struct BusMetrics {
     pub(crate) outbound: Flow,
     /// Envelopes received from Redis and discarded because the node fell behind.
     pub(crate) dropped_behind: Counter,
+    pub(crate) history: HistoryMetrics,
 }
 
 impl BusMetrics {
@@ -62,6 +81,10 @@ impl BusMetrics {
         m.inbound = m.flow("inbound");
         m.outbound = m.flow("outbound");
         m.dropped_behind = m.dropped.get_or_create_owned(&[("reason", "behind")]);
+        // Exported at zero from the start, so a first failure is a visible change.
+        for op in ["append", "read", "reset"] {
+            m.history.errors(op);
+        }
         m
     }
 
@@ -119,6 +142,26 @@ impl BusMetrics {
             "realtime_bus_envelopes_dropped",
             "Envelopes received from Redis and discarded, by reason (behind: the inbound backlog was full)",
             self.dropped.clone(),
+        );
+        registry.register(
+            "realtime_history_appends",
+            "Publications appended to a topic's history in Redis (and published with it)",
+            self.history.appends.clone(),
+        );
+        registry.register(
+            "realtime_history_reads",
+            "Reads of a topic's history position and publications from Redis",
+            self.history.reads.clone(),
+        );
+        registry.register(
+            "realtime_history_resets",
+            "Topic histories reset to a new epoch in Redis",
+            self.history.resets.clone(),
+        );
+        registry.register(
+            "realtime_history_errors",
+            "History operations that failed (Redis unreachable, the publisher backlog full, or refused), by op",
+            self.history.errors.clone(),
         );
     }
 }

@@ -2,6 +2,9 @@
 //! engine asked for. A reader task per connection moves every message into the
 //! bounded inbound hand-off; this task applies interest changes, checks the link,
 //! and on failure lets the reader queue what it already read before reconnecting.
+//! Every connection after the first is announced to the inbox as
+//! `BusEvent::Resumed` before anything it reads, whether the last one broke or
+//! was dropped because the engine fell behind.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -50,6 +53,7 @@ pub(crate) async fn run_subscriber(
     let config = &sub.config;
     let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
     let timeout = config.command_timeout;
+    let mut connected_before = false;
     loop {
         let pubsub = match tokio::time::timeout(timeout, sub.client.get_async_pubsub()).await {
             Ok(Ok(pubsub)) => pubsub,
@@ -69,6 +73,11 @@ pub(crate) async fn run_subscriber(
             }
         };
         let (mut sink, stream) = pubsub.split();
+        // The reader of the last connection has queued all it will, and the one
+        // for this connection starts below: the mark falls exactly between them.
+        if std::mem::replace(&mut connected_before, true) {
+            sub.inbound.resumed();
+        }
         // Reading starts before the first SUBSCRIBE, so nothing piles up unbounded
         // in the client while a large set is restored.
         let (stop, stopped) = oneshot::channel();

@@ -212,69 +212,35 @@ impl Node {
     }
 }
 
-/// A `redis-server` owned by the test, started with extra arguments after the
-/// port and bind address (e.g. [`RedisWithArgs::durable`]) and restarted with
-/// the same ones, so a restart finds what the previous process persisted.
-pub struct RedisWithArgs {
-    pub port: u16,
-    args: Vec<String>,
-    /// Where a durable server keeps its files; removed when this is dropped.
-    dir: Option<std::path::PathBuf>,
-    child: Option<Child>,
-}
-
-impl RedisWithArgs {
-    /// Data only in memory: a restart comes back empty.
-    pub async fn volatile() -> RedisWithArgs {
-        Self::start_with_args(&["--save", "", "--appendonly", "no"], None).await
-    }
-
-    /// Every write reaches the append-only file before Redis answers it
-    /// (`appendfsync always`), so a SIGKILL loses nothing Redis acknowledged.
-    pub async fn durable() -> RedisWithArgs {
-        let dir =
-            std::env::temp_dir().join(format!("rt-redis-aof-{}-{}", std::process::id(), unique()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let dir_arg = dir.to_str().unwrap().to_owned();
-        Self::start_with_args(
-            &[
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--dir",
-                &dir_arg,
-            ],
-            Some(dir),
-        )
-        .await
-    }
-
-    pub async fn start_with_args(args: &[&str], dir: Option<std::path::PathBuf>) -> RedisWithArgs {
-        let mut server = RedisWithArgs {
+impl RedisServer {
+    /// Starts `redis-server` on a free port with `extra` arguments after the
+    /// defaults (later arguments win), e.g. `["--appendonly", "yes", "--appendfsync",
+    /// "always", "--dir", dir]` for a server whose restart loses nothing.
+    pub async fn start_with_args(extra: &[&str]) -> RedisServer {
+        let mut server = RedisServer {
             port: free_port(),
-            args: args.iter().map(|a| (*a).to_owned()).collect(),
-            dir,
             child: None,
         };
-        server.restart().await;
+        server.restart_with_args(extra).await;
         server
     }
 
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// (Re)starts the server on the same port and waits until it accepts
-    /// connections (after loading what it persisted, if anything).
-    pub async fn restart(&mut self) {
+    /// As [`RedisServer::restart`], with `extra` arguments after the defaults.
+    pub async fn restart_with_args(&mut self, extra: &[&str]) {
         let port = self.port.to_string();
-        let mut args = vec!["--port", &port, "--bind", "127.0.0.1"];
-        args.extend(self.args.iter().map(String::as_str));
+        let mut args = vec![
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ];
+        args.extend_from_slice(extra);
         let mut child = Command::new("redis-server")
-            .args(args)
+            .args(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -294,21 +260,68 @@ impl RedisWithArgs {
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.child = Some(child);
     }
+}
 
-    /// Kills the server (SIGKILL: no goodbye to its clients, no final write) and
-    /// waits for it to exit.
-    pub async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await.unwrap();
+/// A [`RedisServer`] that keeps its extra arguments, so every restart gets the
+/// same ones and finds what the previous process persisted; a durable one keeps
+/// its files in a directory of its own, removed when this is dropped.
+pub struct RedisWithArgs {
+    pub port: u16,
+    server: RedisServer,
+    args: Vec<String>,
+    dir: Option<std::path::PathBuf>,
+}
+
+impl RedisWithArgs {
+    /// Data only in memory: a restart comes back empty.
+    pub async fn volatile() -> RedisWithArgs {
+        Self::start(Vec::new(), None).await
+    }
+
+    /// Every write reaches the append-only file before Redis answers it
+    /// (`appendfsync always`), so a SIGKILL loses nothing Redis acknowledged.
+    pub async fn durable() -> RedisWithArgs {
+        let dir =
+            std::env::temp_dir().join(format!("rt-redis-aof-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let args = ["--appendonly", "yes", "--appendfsync", "always", "--dir"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain([dir.to_str().unwrap().to_owned()])
+            .collect();
+        Self::start(args, Some(dir)).await
+    }
+
+    async fn start(args: Vec<String>, dir: Option<std::path::PathBuf>) -> RedisWithArgs {
+        let extra: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = RedisServer::start_with_args(&extra).await;
+        RedisWithArgs {
+            port: server.port,
+            server,
+            args,
+            dir,
         }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// (Re)starts the server on the same port with the same arguments and waits
+    /// until it accepts connections (after loading what it persisted, if anything).
+    pub async fn restart(&mut self) {
+        let extra: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.server.restart_with_args(&extra).await;
+    }
+
+    /// Kills the server (SIGKILL: no goodbye to its clients, no final write).
+    pub async fn kill(&mut self) {
+        self.server.kill().await;
     }
 }
 
 impl Drop for RedisWithArgs {
     fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.start_kill();
-        }
         if let Some(dir) = self.dir.take() {
             let _ = std::fs::remove_dir_all(dir);
         }
