@@ -1,7 +1,8 @@
 //! Real faults under a steady publisher, two real `realtime-server` processes and a
 //! real `redis-server`: Redis killed with SIGKILL mid-stream (with and without
-//! persistence), a topic without history across the same, and a node killed with
-//! SIGKILL whose clients move to the other node. The independent tally in `tally/`
+//! persistence), a topic without history across the same, one node cut off from
+//! Redis while the other carries on, and a node killed with SIGKILL whose clients
+//! move to the other node. The independent tally in `tally/`
 //! holds every subscriber's record against the publisher's answers.
 
 mod common;
@@ -257,4 +258,64 @@ async fn clients_of_a_node_killed_with_sigkill_resume_on_the_other_with_nothing_
         }
     }
     assert_eq!(verdicts.len(), 5);
+}
+
+#[tokio::test]
+async fn a_node_cut_off_from_redis_catches_up_within_the_window_and_says_so_past_it() {
+    // The same outage on a topic keeping 10000 publications and one keeping 5.
+    const TOPICS: [&str; 2] = ["feed:partition", "brief:partition"];
+    let redis = RedisWithArgs::volatile().await;
+    let gate = Gate::start(redis.port).await;
+    let mut cluster = Cluster::start_with(&redis.url(), &gate.url()).await;
+    let mut subs = vec![
+        Subscriber::start("s0@a", ws(&cluster.a, "s0"), &TOPICS, None).await,
+        Subscriber::start("s0@b", ws(&cluster.b, "s0"), &TOPICS, None).await,
+        Subscriber::start("s1@b", ws(&cluster.b, "s1"), &TOPICS, None).await,
+    ];
+    let mut publisher = Publisher::start(&TOPICS, &[base(&cluster.a), base(&cluster.b)]);
+    all_seen(&mut subs, &TOPICS, 10).await;
+
+    let mark = cluster.b.log_mark();
+    gate.close();
+    cluster
+        .b
+        .wait_for_log(mark, &["redis link down", "link=\"subscriber\""])
+        .await;
+    let closed = publisher.counts();
+    // Well past the short window: A accepts, B refuses.
+    publisher.wait_accepted_beyond(closed.clone(), 40).await;
+    let opened = publisher.counts();
+    gate.open();
+    links_logged(&mut cluster.b, mark, "redis link restored").await;
+    publisher
+        .wait_accepted_beyond(publisher.counts(), 20 * TOPICS.len())
+        .await;
+    let logs = publisher.stop().await;
+    let verdicts = settle(subs, &logs).await;
+
+    for topic in TOPICS {
+        let away = closed.answered(topic) + 1..=opened.answered(topic);
+        let accepted_away = logs[topic]
+            .accepted()
+            .filter(|(seq, _)| away.contains(seq))
+            .count();
+        assert!(
+            accepted_away > 5,
+            "{topic}: {accepted_away} accepted while B was away"
+        );
+    }
+    for ((who, topic), v) in &verdicts {
+        assert_eq!(v.disconnects, 0, "{who} {topic}: {v:?}");
+        assert_eq!(v.epochs.len(), 1, "{who} {topic}: {v:?}");
+        if who.ends_with("@b") && topic.starts_with("brief:") {
+            // The check held every lost one to sit right at this notice.
+            assert_eq!(v.notices, ["history_trimmed"], "{who} {topic}: {v:?}");
+            assert!(!v.lost.is_empty(), "{who} {topic}: {v:?}");
+        } else {
+            assert!(
+                v.lost.is_empty() && v.notices.is_empty(),
+                "{who} {topic}: {v:?}"
+            );
+        }
+    }
 }

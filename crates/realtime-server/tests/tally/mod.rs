@@ -22,7 +22,8 @@ use crate::processes::{ConfigFile, Node};
 /// Upper bound for anything the tally awaits, generous for a loaded 2-core machine.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// Topics under `feed` keep history; every other topic keeps none.
+/// Topics under `feed` keep a long history, topics under `brief` the last 5
+/// publications; every other topic keeps none.
 pub const CONFIG: &str = r#"
 [[namespaces]]
 pattern = "feed"
@@ -30,7 +31,19 @@ subscribe = "authenticated"
 publish = "nobody"
 history_size = 10000
 history_ttl = "10m"
+
+[[namespaces]]
+pattern = "brief"
+subscribe = "authenticated"
+publish = "nobody"
+history_size = 5
+history_ttl = "10m"
 "#;
+
+/// Whether [`CONFIG`] gives `topic` a history.
+pub fn keeps_history(topic: &str) -> bool {
+    topic.starts_with("feed:") || topic.starts_with("brief:")
+}
 
 /// The Redis links of a node; each logs `redis link connected` / `restored` when
 /// it comes up and `redis link down` when it fails, as its state changes.
@@ -125,7 +138,7 @@ pub async fn settle(
         subscriber.received_all(&own).await;
         let name = subscriber.name.clone();
         for (topic, events) in subscriber.finish().await {
-            let history = topic.starts_with("feed:");
+            let history = keeps_history(&topic);
             let who = format!("subscriber {name}, topic {topic}");
             let verdict = check(&who, history, &events, &logs[&topic]);
             println!(
