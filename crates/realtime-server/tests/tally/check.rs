@@ -3,13 +3,16 @@
 //! once and in order, or its absence sits right at a notice the subscriber was
 //! given; anything else fails the test, naming the subscriber, topic and frame.
 //!
-//! "In order" is the topic's order on a history topic (offsets are assigned in
-//! one place, and an accepted publication is already in the history), but only
-//! each node's own order on a topic without history: there "accepted" means queued
-//! for the bus, so the next publication, sent through another node, may overtake
-//! it, and a node's own subscribers hear its publications at once, while its link
-//! to the others may be down. So without history every origin node's publications
-//! are checked as a sequence of their own.
+//! "In order" is each publishing lane's order: a lane sends its next publication
+//! only once the last was answered, always through the same node. Lanes are not
+//! ordered against each other: on a topic without history "accepted" means queued
+//! for the bus, so another node's next publication may overtake it, and a node's
+//! own subscribers hear its publications at once while its link to the others may
+//! be down. On a history topic positions are checked across lanes as well: offsets
+//! follow each other with no gap nobody was told of, and each publication arrives
+//! at the position its publish answered. A publication refused with an error
+//! status must not arrive at all; one whose request got no answer may arrive once,
+//! at any point.
 
 use super::publisher::{Outcome, TopicLog};
 use super::subscriber::Event;
@@ -17,10 +20,11 @@ use super::subscriber::Event;
 /// What the tally found on one topic at one subscriber (violations already failed).
 #[derive(Debug, Clone, Default)]
 pub struct Verdict {
+    /// Accepted publications that arrived.
     pub received: usize,
     /// Accepted publications that never arrived; each sits right at a notice.
     pub lost: Vec<u64>,
-    /// Publications answered with an error (or no answer) that arrived anyway.
+    /// Publications whose request got no answer that arrived anyway.
     pub arrived_unaccepted: Vec<u64>,
     /// `missed` reasons, and `recovered:false` answers as `recovered=false:<reason>`.
     pub notices: Vec<String>,
@@ -34,13 +38,13 @@ pub struct Verdict {
 /// Checks `events` (one subscriber, one topic) against `log`. `history`: whether
 /// the topic keeps history (so positions must be present and contiguous).
 pub fn check(who: &str, history: bool, events: &[Event], log: &TopicLog) -> Verdict {
-    if history {
-        return check_sequence(who, true, events, log, None);
-    }
     let mut whole: Option<Verdict> = None;
-    for origin in log.targets() {
-        let who = format!("{who}, published through target {origin}");
-        let part = check_sequence(&who, false, events, log, Some(origin));
+    for lane in log.lanes() {
+        let who = format!("{who}, lane {lane}");
+        let ours = |seq: u64| log.via(seq) == Some(lane);
+        // Positions are checked once, over every message.
+        let positions = history && whole.is_none();
+        let part = check_sequence(&who, history, positions, events, log, &ours);
         match whole.as_mut() {
             None => whole = Some(part),
             Some(w) => {
@@ -56,16 +60,17 @@ pub fn check(who: &str, history: bool, events: &[Event], log: &TopicLog) -> Verd
     whole
 }
 
-/// Checks the publications sent through `origin` (all of them: `None`) as one
-/// sequence; notices and answers count whichever origin they follow.
+/// Checks the publications `ours` picks as one sequence; notices and answers count
+/// whichever sequence they interrupt. `positions`: also check every message's
+/// position (a history topic's, once).
 fn check_sequence(
     who: &str,
     history: bool,
+    positions: bool,
     events: &[Event],
     log: &TopicLog,
-    origin: Option<usize>,
+    ours: &dyn Fn(u64) -> bool,
 ) -> Verdict {
-    let ours = |seq: u64| origin.is_none() || log.via(seq) == origin;
     let fail = |at: usize, what: String| -> ! {
         let from = at.saturating_sub(8);
         let to = (at + 4).min(events.len());
@@ -89,6 +94,7 @@ fn check_sequence(
     // missing.
     let mut told = false;
     let mut answers = 0usize;
+    let mut seen = std::collections::HashSet::new();
     for (at, event) in events.iter().enumerate() {
         match event {
             Event::Subscribed {
@@ -136,40 +142,35 @@ fn check_sequence(
                     (None, _) => {}
                 }
             }
-            Event::Message { seq, .. } if !ours(*seq) => {}
             Event::Message { seq, offset, epoch } => {
                 let seq = *seq;
-                if seq <= last_seq {
-                    fail(
-                        at,
-                        format!("seq {seq} after seq {last_seq}: duplicate or out of order"),
-                    );
-                }
-                match log.outcome(seq) {
+                let answered = match log.outcome(seq) {
                     None => fail(at, format!("seq {seq} was never published")),
-                    Some(Outcome::Accepted(answered)) => {
-                        if history {
-                            let got = offset.zip(epoch.as_ref());
-                            let said = answered.as_ref().map(|p| (p.offset, &p.epoch));
-                            if said.is_none() {
-                                fail(at, format!("the publish of seq {seq} answered no position"));
-                            }
-                            if got != said {
-                                fail(
-                                    at,
-                                    format!(
-                                        "seq {seq} arrived at {got:?}, its publish answered {said:?}"
-                                    ),
-                                );
-                            }
-                        }
-                    }
-                    Some(Outcome::NotAccepted(_)) => verdict.arrived_unaccepted.push(seq),
-                }
-                if history {
+                    Some(Outcome::Accepted(answered)) => Some(answered),
+                    Some(Outcome::Refused(why)) => fail(
+                        at,
+                        format!("seq {seq} arrived, but its publish was refused: {why}"),
+                    ),
+                    Some(Outcome::Unanswered(_)) => None,
+                };
+                if positions {
                     let (Some(offset), Some(epoch)) = (offset, epoch) else {
                         fail(at, "a history topic's message carries no position".into());
                     };
+                    if let Some(answered) = answered {
+                        let said = answered.as_ref().map(|p| (p.offset, &p.epoch));
+                        if said.is_none() {
+                            fail(at, format!("the publish of seq {seq} answered no position"));
+                        }
+                        if said != Some((*offset, epoch)) {
+                            fail(
+                                at,
+                                format!(
+                                    "seq {seq} arrived at {offset}/{epoch}, its publish answered {said:?}"
+                                ),
+                            );
+                        }
+                    }
                     if let Some((o, e)) = &expect
                         && (offset != o || epoch != e)
                     {
@@ -184,8 +185,24 @@ fn check_sequence(
                     if verdict.epochs.last() != Some(epoch) {
                         verdict.epochs.push(epoch.clone());
                     }
-                } else if offset.is_some() || epoch.is_some() {
+                }
+                if !history && (offset.is_some() || epoch.is_some()) {
                     fail(at, "a topic without history carries a position".into());
+                }
+                if !ours(seq) {
+                    continue;
+                }
+                if !seen.insert(seq) {
+                    fail(at, format!("seq {seq} arrived twice"));
+                }
+                if answered.is_none() {
+                    // Unanswered: it may have been applied at any time, even after
+                    // later ones of its lane were answered.
+                    verdict.arrived_unaccepted.push(seq);
+                    continue;
+                }
+                if seq <= last_seq {
+                    fail(at, format!("seq {seq} after seq {last_seq}: out of order"));
                 }
                 for missing in (last_seq + 1..seq).filter(|s| ours(*s)) {
                     if matches!(log.outcome(missing), Some(Outcome::Accepted(_))) {

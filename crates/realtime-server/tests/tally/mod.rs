@@ -3,6 +3,9 @@
 //! frame they receive, and the check of one against the other. Also the two-node
 //! cluster these tests run on: real `realtime-server` processes reading a config
 //! file with a history namespace, sharing a real `redis-server`.
+//!
+//! With `TALLY_DUMP` set, every subscriber's record is also written to
+//! `/tmp/tally-<subscriber>-<topic>.txt`, one event a line, for reading a failure.
 #![allow(dead_code)]
 
 mod check;
@@ -100,22 +103,16 @@ pub fn ws(node: &Node, user: &str) -> String {
     node.ws_url(&crate::common::token(user, &[]))
 }
 
-/// Per topic, the last accepted `seq` sent through each target: once those
-/// arrived, nothing accepted before them is still on its way.
+/// Per topic, the last accepted `seq` of each lane: once those arrived, nothing
+/// accepted before them is still on its way.
 pub fn last_accepted(logs: &HashMap<String, TopicLog>) -> HashMap<String, Vec<u64>> {
     logs.iter()
         .map(|(t, log)| {
-            let last = log
-                .targets()
-                .into_iter()
-                .filter_map(|target| {
-                    log.accepted()
-                        .map(|(seq, _)| seq)
-                        .filter(|seq| log.via(*seq) == Some(target))
-                        .max()
-                })
-                .collect();
-            (t.clone(), last)
+            let mut last = HashMap::new();
+            for (seq, _) in log.accepted() {
+                last.insert(log.via(seq), seq);
+            }
+            (t.clone(), last.into_values().collect())
         })
         .collect()
 }
@@ -138,6 +135,10 @@ pub async fn settle(
         subscriber.received_all(&own).await;
         let name = subscriber.name.clone();
         for (topic, events) in subscriber.finish().await {
+            if std::env::var_os("TALLY_DUMP").is_some() {
+                let text: Vec<String> = events.iter().map(|e| format!("{e:?}")).collect();
+                std::fs::write(format!("/tmp/tally-{name}-{topic}.txt"), text.join("\n")).unwrap();
+            }
             let history = keeps_history(&topic);
             let who = format!("subscriber {name}, topic {topic}");
             let verdict = check(&who, history, &events, &logs[&topic]);
