@@ -14,7 +14,9 @@ use std::collections::HashMap;
 
 use gate::Gate;
 use processes::RedisWithArgs;
-use tally::{Cluster, Publisher, Subscriber, TopicLog, Verdict, base, links_logged, settle, ws};
+use tally::{
+    Cluster, Publisher, Subscriber, TopicLog, Verdict, base, link_logged, links_logged, settle, ws,
+};
 
 /// What a run through a Redis crash left: every subscriber's verdict per topic,
 /// the publisher's logs, and per topic the seqs answered while node B was kept
@@ -81,8 +83,7 @@ async fn through_a_redis_crash(mut redis: RedisWithArgs, topics: &[&str]) -> Cra
     redis.kill().await;
     for (node, mark) in cluster.nodes().into_iter().zip(marks) {
         for link in ["subscriber", "publisher"] {
-            node.wait_for_log(mark, &["redis link down", &format!("link=\"{link}\"")])
-                .await;
+            link_logged(node, mark, "redis link down", link).await;
         }
     }
     gate.close();
@@ -271,10 +272,7 @@ async fn a_node_cut_off_from_redis_catches_up_within_the_window_and_says_so_past
 
     let mark = cluster.b.log_mark();
     gate.close();
-    cluster
-        .b
-        .wait_for_log(mark, &["redis link down", "link=\"subscriber\""])
-        .await;
+    link_logged(&mut cluster.b, mark, "redis link down", "subscriber").await;
     let closed = publisher.counts();
     // Well past the short window: A accepts, B refuses.
     publisher.wait_accepted_beyond(&closed, 40).await;

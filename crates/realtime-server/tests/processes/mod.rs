@@ -360,3 +360,30 @@ fn unique() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
+
+impl Node {
+    /// As [`Node::wait_for_log`], bounded by `bound` instead of `START` (for
+    /// reconnects after a fault on a loaded machine).
+    pub async fn wait_for_log_within(
+        &mut self,
+        mark: usize,
+        parts: &[&str],
+        bound: std::time::Duration,
+    ) {
+        let found = |log: &Vec<String>| {
+            log.iter()
+                .skip(mark)
+                .any(|line| parts.iter().all(|p| line.contains(p)))
+        };
+        let waited = tokio::time::timeout(bound, self.log.wait_for(found))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        let log = self.log.borrow();
+        assert!(
+            waited,
+            "node {} did not log {parts:?} within {bound:?}; it logged {:#?}",
+            self.node_id,
+            &log[mark.min(log.len())..]
+        );
+    }
+}

@@ -85,12 +85,19 @@ impl Cluster {
     }
 }
 
-/// Waits until every Redis link of `node` logged `event` after `mark`.
+/// Waits (bounded by [`WAIT`]) until every Redis link of `node` logged `event`
+/// after `mark`.
 pub async fn links_logged(node: &mut Node, mark: usize, event: &str) {
     for link in LINKS {
-        node.wait_for_log(mark, &[event, &format!("link=\"{link}\"")])
-            .await;
+        link_logged(node, mark, event, link).await;
     }
+}
+
+/// Waits (bounded by [`WAIT`]) until `node`'s Redis link `link` logged `event`
+/// after `mark`.
+pub async fn link_logged(node: &mut Node, mark: usize, event: &str, link: &str) {
+    node.wait_for_log_within(mark, &[event, &format!("link=\"{link}\"")], WAIT)
+        .await;
 }
 
 /// The node's HTTP base URL.
