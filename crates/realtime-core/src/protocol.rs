@@ -75,6 +75,9 @@ pub enum ErrorCode {
     RateLimited,
     /// A per-connection limit (subscriptions) is reached; the command was refused.
     LimitExceeded,
+    /// A published message the topic cannot take as it is: `offset` or `epoch`
+    /// set by the client on a history topic.
+    InvalidMessage,
     /// `history` on a topic that keeps no history.
     NoHistory,
     /// The history store could not be read or written right now (Redis is down).
@@ -94,6 +97,7 @@ impl ErrorCode {
             ErrorCode::TokenMismatch => "token_mismatch",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::InvalidMessage => "invalid_message",
             ErrorCode::NoHistory => "no_history",
             ErrorCode::HistoryUnavailable => "history_unavailable",
         }
@@ -330,6 +334,10 @@ pub enum ServerFrame<'a> {
         publications: &'a [Box<serde_json::value::RawValue>],
         offset: u64,
         epoch: &'a str,
+        /// With `since`: whether the publications follow on from it (false: the
+        /// page starts at the oldest held instead).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
     },
     /// Messages on `topic` may not have reached this connection. On a history
     /// topic `offset` and `epoch` say where delivery continues from.
@@ -638,6 +646,7 @@ mod tests {
             publications: &publications,
             offset: 3,
             epoch: "E",
+            recovered: None,
         };
         assert_eq!(
             serde_json::from_str::<Value>(&f.to_json()).unwrap(),

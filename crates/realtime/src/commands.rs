@@ -1,30 +1,38 @@
-//! Carries out client commands (subscribe, unsubscribe, publish, ping) for one
-//! connection and builds the reply frame. Decoding and policy live in realtime-core.
+//! Carries out client commands (subscribe, unsubscribe, publish, history, ping,
+//! refresh) for one connection and builds the reply frame. Decoding and policy
+//! live in realtime-core.
 
 use std::sync::Arc;
 
+use realtime_core::history::Unrecoverable;
 use realtime_core::protocol::decode_command;
-use realtime_core::{Command, ErrorCode, PreparedMessage, ProtocolError, Route, ServerFrame};
+use realtime_core::{
+    Command, ErrorCode, MessageError, PreparedMessage, ProtocolError, Route, ServerFrame,
+};
 use serde_json::Value;
 
 use crate::error::SendError;
 use crate::handle::ConnectionHandle;
+use crate::history::engine::HistorySubscribeError;
+use crate::history::{HistoryQuery, HistoryQueryError};
 use crate::metrics::ErrorKind;
 use crate::service::{Realtime, now_rfc3339};
 
-/// Handles one inbound text frame and returns the reply to queue.
+/// Handles one inbound text frame and returns the reply to queue; `None` when
+/// the command queued its reply itself (a subscribe on a history topic, whose
+/// reply must come before its replay).
 pub(crate) async fn handle_text(
     rt: &Realtime,
     handle: &Arc<ConnectionHandle>,
     text: &str,
-) -> String {
+) -> Option<String> {
     let result = match decode_command(text, rt.config().max_topic_length) {
         Ok(cmd) => execute(rt, handle, cmd).await,
         Err(e) => Err(e),
     };
     result.unwrap_or_else(|e| {
         rt.inner.metrics.error(ErrorKind::Protocol);
-        e.frame().to_json()
+        Some(e.frame().to_json())
     })
 }
 
@@ -44,7 +52,7 @@ async fn execute(
     rt: &Realtime,
     handle: &Arc<ConnectionHandle>,
     cmd: Command,
-) -> Result<String, ProtocolError> {
+) -> Result<Option<String>, ProtocolError> {
     let policy = &rt.config().topic_policy;
     let error = |reference: &Option<Value>, code: ErrorCode, message: String| {
         ProtocolError::new(reference.clone(), code, message)
@@ -52,7 +60,7 @@ async fn execute(
     match cmd {
         Command::Subscribe {
             topic,
-            since: _,
+            since,
             reference,
         } => {
             policy
@@ -66,30 +74,56 @@ async fn execute(
                     format!("a connection may subscribe to at most {max} topics"),
                 ));
             }
-            rt.subscribe_local(handle, &topic).await.map_err(|_| {
+            if let Some(limits) = rt.history_limits(&topic) {
+                rt.subscribe_history(
+                    handle,
+                    &topic,
+                    limits,
+                    since.as_ref(),
+                    Some(reference.as_ref()),
+                )
+                .await
+                .map_err(|e| match e {
+                    HistorySubscribeError::Store(e) => {
+                        error(&reference, ErrorCode::HistoryUnavailable, e.to_string())
+                    }
+                    HistorySubscribeError::Gone => error(
+                        &reference,
+                        ErrorCode::Internal,
+                        "connection is closing".into(),
+                    ),
+                })?;
+                return Ok(None);
+            }
+            rt.subscribe_channel(handle, &topic).await.map_err(|_| {
                 error(
                     &reference,
                     ErrorCode::Internal,
                     "connection is closing".into(),
                 )
             })?;
-            Ok(ServerFrame::Subscribed {
-                topic: topic.as_str(),
-                reference: reference.as_ref(),
-                offset: None,
-                epoch: None,
-                recovered: None,
-                reason: None,
-            }
-            .to_json())
+            // Without history nothing can be recovered: say so to a client that asked.
+            Ok(Some(
+                ServerFrame::Subscribed {
+                    topic: topic.as_str(),
+                    reference: reference.as_ref(),
+                    offset: None,
+                    epoch: None,
+                    recovered: since.as_ref().map(|_| false),
+                    reason: since.as_ref().map(|_| Unrecoverable::NoHistory),
+                }
+                .to_json(),
+            ))
         }
         Command::Unsubscribe { topic, reference } => {
             rt.unsubscribe_local(handle, &topic).await;
-            Ok(ServerFrame::Unsubscribed {
-                topic: topic.as_str(),
-                reference: reference.as_ref(),
-            }
-            .to_json())
+            Ok(Some(
+                ServerFrame::Unsubscribed {
+                    topic: topic.as_str(),
+                    reference: reference.as_ref(),
+                }
+                .to_json(),
+            ))
         }
         Command::Publish {
             topic,
@@ -99,37 +133,80 @@ async fn execute(
             policy
                 .can_publish(handle.info(), &topic)
                 .map_err(|e| error(&reference, ErrorCode::Forbidden, e.to_string()))?;
-            let prepared = PreparedMessage::from_map(message, &now_rfc3339(), Some(&topic))
-                .map_err(|e| error(&reference, ErrorCode::BadRequest, e.to_string()))?;
+            let history = rt.history_limits(&topic).is_some();
+            let prepared =
+                PreparedMessage::from_map_with(message, &now_rfc3339(), Some(&topic), history)
+                    .map_err(|e| {
+                        let code = match e {
+                            MessageError::ReservedPosition => ErrorCode::InvalidMessage,
+                            _ => ErrorCode::BadRequest,
+                        };
+                        error(&reference, code, e.to_string())
+                    })?;
+            // On a history topic the answer waits for the position.
             let delivery = rt
-                .dispatch(&Route::Topic(topic), prepared)
+                .dispatch_confirmed(&Route::Topic(topic), prepared)
+                .await
                 .map_err(|e| match e {
                     SendError::Cluster(c) => {
                         error(&reference, ErrorCode::BusUnavailable, c.to_string())
                     }
+                    SendError::History(h) => {
+                        error(&reference, ErrorCode::HistoryUnavailable, h.to_string())
+                    }
                     other => error(&reference, ErrorCode::BadRequest, other.to_string()),
                 })?;
-            Ok(ServerFrame::Published {
-                reference: reference.as_ref(),
-                delivered: delivery.local,
-                relayed: delivery.relayed,
-                offset: None,
-                epoch: None,
-            }
-            .to_json())
+            let position = delivery.position.as_ref();
+            Ok(Some(
+                ServerFrame::Published {
+                    reference: reference.as_ref(),
+                    delivered: delivery.local,
+                    relayed: delivery.relayed,
+                    offset: position.map(|p| p.offset),
+                    epoch: position.map(|p| p.epoch.as_str()),
+                }
+                .to_json(),
+            ))
         }
         Command::History {
-            topic, reference, ..
-        } => Err(error(
-            &reference,
-            ErrorCode::NoHistory,
-            format!("topic {} keeps no history", topic.as_str()),
-        )),
-        Command::Ping { reference } => Ok(ServerFrame::Pong {
-            reference: reference.as_ref(),
+            topic,
+            since,
+            limit,
+            reference,
+        } => {
+            policy
+                .can_subscribe(handle.info(), &topic)
+                .map_err(|e| error(&reference, ErrorCode::Forbidden, e.to_string()))?;
+            let page = rt
+                .history(topic.as_str(), HistoryQuery { since, limit })
+                .await
+                .map_err(|e| {
+                    let code = match &e {
+                        HistoryQueryError::InvalidTopic(_) => ErrorCode::InvalidTopic,
+                        HistoryQueryError::NoHistory(_) => ErrorCode::NoHistory,
+                        HistoryQueryError::Store(_) => ErrorCode::HistoryUnavailable,
+                    };
+                    error(&reference, code, e.to_string())
+                })?;
+            Ok(Some(
+                ServerFrame::History {
+                    topic: topic.as_str(),
+                    reference: reference.as_ref(),
+                    publications: &page.publications,
+                    offset: page.position.offset,
+                    epoch: &page.position.epoch,
+                    recovered: page.recovered,
+                }
+                .to_json(),
+            ))
         }
-        .to_json()),
-        Command::Refresh { token, reference } => refresh(rt, handle, &token, reference),
+        Command::Ping { reference } => Ok(Some(
+            ServerFrame::Pong {
+                reference: reference.as_ref(),
+            }
+            .to_json(),
+        )),
+        Command::Refresh { token, reference } => refresh(rt, handle, &token, reference).map(Some),
     }
 }
 

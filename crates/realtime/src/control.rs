@@ -17,7 +17,9 @@ use crate::cluster::bus::{
 use crate::cluster::{ClusterError, Relay};
 use crate::error::{SendError, SubscribeError};
 use crate::handle::ConnectionHandle;
+use crate::history::engine::HistorySubscribeError;
 use crate::service::{Delivery, Realtime, now_rfc3339};
+use realtime_core::history::PUBLICATION_MARK;
 
 /// Page size when a caller asks for a whole cluster view.
 const WHOLE_VIEW_PAGE: usize = 1000;
@@ -222,8 +224,28 @@ impl Realtime {
     }
 
     /// Subscribes a local connection and, in a cluster, waits until the node
-    /// receives the topic's channel and the directory shows the subscription.
+    /// receives the topic's channel and the directory shows the subscription. On
+    /// a history topic it also reads the topic's position, so this node knows
+    /// where delivery stands (no replay: a server-side subscribe starts now).
     pub(crate) async fn subscribe_local(
+        &self,
+        handle: &Arc<ConnectionHandle>,
+        topic: &Topic,
+    ) -> Result<bool, SubscribeError> {
+        match self.history_limits(topic) {
+            Some(limits) => self
+                .subscribe_history(handle, topic, limits, None, None)
+                .await
+                .map_err(|e| match e {
+                    HistorySubscribeError::Gone => SubscribeError::UnknownConnection,
+                    HistorySubscribeError::Store(e) => SubscribeError::History(e),
+                }),
+            None => self.subscribe_channel(handle, topic).await,
+        }
+    }
+
+    /// Subscribes a local connection in the registry and on the bus.
+    pub(crate) async fn subscribe_channel(
         &self,
         handle: &Arc<ConnectionHandle>,
         topic: &Topic,
@@ -254,6 +276,21 @@ impl Realtime {
     }
 
     pub(crate) async fn unsubscribe_local(
+        &self,
+        handle: &Arc<ConnectionHandle>,
+        topic: &Topic,
+    ) -> bool {
+        let removed = self.unsubscribe_channel(handle, topic).await;
+        if self.history_limits(topic).is_some() {
+            self.inner
+                .trackers
+                .leave(topic.as_str(), handle.id(), &self.inner.registry);
+        }
+        removed
+    }
+
+    /// Unsubscribes a local connection in the registry and on the bus.
+    pub(crate) async fn unsubscribe_channel(
         &self,
         handle: &Arc<ConnectionHandle>,
         topic: &Topic,
@@ -291,15 +328,22 @@ impl Realtime {
             .count()
     }
 
-    /// Handles one envelope from the bus.
     /// The bus's receiving side came back after a break: what was published
     /// meanwhile did not arrive. History topics are filled in from the store;
     /// subscribers of other topics are told.
     pub(crate) fn on_bus_resumed(&self) {
-        // Implemented with the history engine.
+        self.resume_after_bus_break();
     }
 
+    /// Handles one envelope from the bus (or a history publication from the bus
+    /// or the store).
     pub(crate) fn on_envelope(&self, bytes: &[u8]) {
+        if bytes.first() == Some(&PUBLICATION_MARK) {
+            // Not deduplicated by origin: the origin delivers its own, and the
+            // topic's tracker drops duplicates by offset.
+            self.on_publication(bytes);
+            return;
+        }
         let Some(relay) = &self.inner.relay else {
             return;
         };

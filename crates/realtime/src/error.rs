@@ -35,4 +35,7 @@ pub enum SubscribeError {
     UnknownConnection,
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// The topic keeps history and its store could not be read.
+    #[error(transparent)]
+    History(#[from] crate::history::HistoryError),
 }

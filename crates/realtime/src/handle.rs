@@ -147,6 +147,11 @@ impl ConnectionHandle {
         }
     }
 
+    pub(crate) fn has_topic(&self, topic: &str) -> bool {
+        let set = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+        set.topics.contains(topic)
+    }
+
     /// Records `topic`; `Ok(true)` when it was new.
     pub(crate) fn add_topic(
         &self,

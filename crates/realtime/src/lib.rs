@@ -46,7 +46,9 @@ pub use cluster::memory::MemoryHub;
 pub use cluster::{ClusterConfig, ClusterError};
 pub use config::RealtimeConfig;
 pub use error::{SendError, SubscribeError};
-pub use history::{HistoryError, HistoryQuery, HistoryQueryError, HistoryStore, TopicHistory};
+pub use history::{
+    HistoryError, HistoryQuery, HistoryQueryError, HistoryStore, MemoryHistory, TopicHistory,
+};
 pub use realtime_core;
 pub use realtime_core::{ClaimRules, CloseCode, ConnectionId, ControlReply, NodeTag, Route, Topic};
 pub use service::{ConnectionSummary, Delivery, Realtime, Stats};

@@ -153,6 +153,26 @@ impl Registry {
         deliver_members(self.topics.get(topic).as_deref(), frame)
     }
 
+    /// As [`deliver_to_topic`](Self::deliver_to_topic), leaving out the
+    /// connections `skip` names (those still recovering on a history topic).
+    pub(crate) fn deliver_to_topic_except(
+        &self,
+        topic: &str,
+        frame: &Utf8Bytes,
+        skip: impl Fn(ConnectionId) -> bool,
+    ) -> usize {
+        self.topics.get(topic).map_or(0, |m| {
+            m.iter()
+                .filter(|(id, h)| !skip(**id) && h.try_send(frame))
+                .count()
+        })
+    }
+
+    /// How many local connections are subscribed to `topic`.
+    pub(crate) fn topic_subscribers(&self, topic: &str) -> usize {
+        self.topics.get(topic).map_or(0, |m| m.len())
+    }
+
     pub(crate) fn deliver_to_connection(&self, id: ConnectionId, frame: &Utf8Bytes) -> usize {
         self.connections
             .get(&id)

@@ -3,11 +3,12 @@
 //! state and opens, closes and shuts down connections.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use axum::extract::ws::Utf8Bytes;
+use futures_util::FutureExt;
 use prometheus_client::registry::Registry as MetricsRegistry;
 use realtime_core::message::rfc3339_millis;
 use realtime_core::{
@@ -26,6 +27,8 @@ use crate::cluster::{ClusterConfig, Relay};
 use crate::config::RealtimeConfig;
 use crate::error::SendError;
 use crate::handle::ConnectionHandle;
+use crate::history::tracker::Trackers;
+use crate::history::{HistoryStore, MemoryHistory};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 
@@ -62,12 +65,21 @@ pub(crate) struct Inner {
     pub(crate) tag: NodeTag,
     /// Present when the engine is part of a cluster.
     pub(crate) relay: Option<Relay>,
+    /// Where history topics keep their publications: the engine's own memory
+    /// store on a single node, the cluster's shared store otherwise.
+    pub(crate) history: Option<Arc<dyn HistoryStore>>,
+    /// The history topics this node has local subscribers for.
+    pub(crate) trackers: Trackers,
+    /// Appends this engine requested (their `seq`).
+    pub(crate) appends: AtomicU64,
 }
 
 /// What a send did. Remote deliveries are asynchronous, so the count is local only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Delivery {
-    /// Connections on this node the message was queued to.
+    /// Connections on this node the message was queued to. On a history topic:
+    /// the topic's subscribers on this node when it was sent (the store hands the
+    /// publication back to them).
     pub local: usize,
     /// Whether the message was queued on the bus for the other nodes. With the
     /// Redis bus: accepted into the node's bounded publisher queue, which hands it
@@ -121,6 +133,23 @@ impl Realtime {
     ) -> Self {
         let (high, low) = uuid::Uuid::new_v4().as_u64_pair();
         let tag = NodeTag::from_random(high ^ low);
+        let wants_history = config.topic_policy.has_history();
+        let (history, standalone_history) = match &cluster {
+            None if wants_history => {
+                let store = Arc::new(MemoryHistory::new());
+                (Some(store.clone() as Arc<dyn HistoryStore>), Some(store))
+            }
+            None => (None, None),
+            Some(cluster) => {
+                if wants_history && cluster.history.is_none() {
+                    tracing::error!(
+                        "the topic policy keeps history but the cluster has no history store: \
+                         publishing to and recovering on history topics will fail"
+                    );
+                }
+                (cluster.history.clone(), None)
+            }
+        };
         let rt = Realtime {
             inner: Arc::new(Inner {
                 config,
@@ -132,8 +161,19 @@ impl Realtime {
                 connection_count: watch::Sender::new(0),
                 tag,
                 relay: cluster.map(|c| Relay::new(tag, c)),
+                history,
+                trackers: Trackers::default(),
+                appends: AtomicU64::new(0),
             }),
         };
+        if let Some(store) = standalone_history {
+            let weak = Arc::downgrade(&rt.inner);
+            store.start(Arc::new(move |event: BusEvent<'_>| {
+                if let (Some(inner), BusEvent::Envelope(bytes)) = (Weak::upgrade(&weak), event) {
+                    Realtime { inner }.on_envelope(bytes);
+                }
+            }));
+        }
         if let Some(relay) = &rt.inner.relay {
             let weak = Arc::downgrade(&rt.inner);
             relay.bus.start(
@@ -199,15 +239,50 @@ impl Realtime {
     }
 
     /// Sends `message` along `route`: validated, stamped, serialized once.
+    ///
+    /// On a history topic the message may not carry `offset` or `epoch`; it is
+    /// handed to the history store, which numbers it and sends it to every
+    /// subscriber, on this node too. `position` is set when the store answered at
+    /// once (a single node); [`publish_confirmed`](Self::publish_confirmed) waits
+    /// for it.
     pub fn send(&self, route: Route, message: Value) -> Result<Delivery, SendError> {
-        let prepared = PreparedMessage::new(message, &now_rfc3339(), route_topic(&route))?;
+        let history = self.route_has_history(&route);
+        let prepared =
+            PreparedMessage::new_with(message, &now_rfc3339(), route_topic(&route), history)?;
         self.dispatch(&route, prepared)
     }
 
     /// As [`send`](Self::send), from raw JSON bytes (e.g. an HTTP request body).
     pub fn send_json(&self, route: Route, body: &[u8]) -> Result<Delivery, SendError> {
-        let prepared = PreparedMessage::from_slice(body, &now_rfc3339(), route_topic(&route))?;
+        let history = self.route_has_history(&route);
+        let prepared =
+            PreparedMessage::from_slice_with(body, &now_rfc3339(), route_topic(&route), history)?;
         self.dispatch(&route, prepared)
+    }
+
+    pub(crate) fn route_has_history(&self, route: &Route) -> bool {
+        route_topic(route).is_some_and(|t| self.history_limits(t).is_some())
+    }
+
+    /// As [`dispatch`](Self::dispatch), waiting on a history topic for the store
+    /// to assign the position.
+    pub(crate) async fn dispatch_confirmed(
+        &self,
+        route: &Route,
+        message: PreparedMessage,
+    ) -> Result<Delivery, SendError> {
+        if let Route::Topic(topic) = route
+            && let Some(limits) = self.history_limits(topic)
+        {
+            let local = self.inner.registry.topic_subscribers(topic.as_str());
+            let position = self.append(topic, limits, message)?.await?;
+            return Ok(Delivery {
+                local,
+                relayed: self.inner.relay.is_some(),
+                position: Some(position),
+            });
+        }
+        self.dispatch(route, message)
     }
 
     /// Whether messages can reach the other nodes (always, for a single node).
@@ -226,6 +301,22 @@ impl Realtime {
         route: &Route,
         message: PreparedMessage,
     ) -> Result<Delivery, SendError> {
+        if let Route::Topic(topic) = route
+            && let Some(limits) = self.history_limits(topic)
+        {
+            let local = self.inner.registry.topic_subscribers(topic.as_str());
+            // The request is taken at once; a store that answers later is not
+            // waited for (the caller may drop the future).
+            let position = match self.append(topic, limits, message)?.now_or_never() {
+                Some(answer) => Some(answer?),
+                None => None,
+            };
+            return Ok(Delivery {
+                local,
+                relayed: self.inner.relay.is_some(),
+                position,
+            });
+        }
         if let Some(relay) = &self.inner.relay {
             relay.ensure_up()?;
         }
@@ -464,6 +555,13 @@ impl Realtime {
     /// time only.
     pub(crate) fn unregister(&self, id: ConnectionId) -> Option<Arc<ConnectionHandle>> {
         let (handle, topics) = self.inner.registry.remove(id)?;
+        for topic in &topics {
+            if self.history_limits(topic).is_some() {
+                self.inner
+                    .trackers
+                    .leave(topic.as_str(), id, &self.inner.registry);
+            }
+        }
         if let Some(relay) = &self.inner.relay {
             let info = handle.info();
             let mut channels =

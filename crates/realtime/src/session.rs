@@ -255,7 +255,11 @@ async fn serve(
                                         if heartbeat.expire_at(handle.expires_at()) {
                                             rearm(timer.as_mut(), heartbeat.deadline());
                                         }
-                                        reply
+                                        match reply {
+                                            Some(reply) => reply,
+                                            // Queued by the command itself.
+                                            None => continue,
+                                        }
                                     }
                                     _ => commands::binary_frame_reply(rt),
                                 },

@@ -122,11 +122,15 @@ impl TestConnection {
     /// Runs a client command (`{"action": "subscribe", ...}`) as the connection's
     /// socket session would, client topic policy included, and returns the reply
     /// frame. The reply is returned, not queued: [`recv`](Self::recv) sees only
-    /// what the engine sends, such as the messages a publish delivered.
+    /// what the engine sends, such as the messages a publish delivered. A
+    /// subscribe on a history topic queues its reply ahead of its replay, as on a
+    /// socket; it is returned here as the next queued frame.
     pub async fn command(&mut self, frame: Value) -> Value {
         let text = frame.to_string();
-        let reply = crate::commands::handle_text(&self.rt, &self.handle, &text).await;
-        serde_json::from_str(&reply).expect("command replies are JSON")
+        match crate::commands::handle_text(&self.rt, &self.handle, &text).await {
+            Some(reply) => serde_json::from_str(&reply).expect("command replies are JSON"),
+            None => self.recv().await.expect("the queued reply"),
+        }
     }
 
     /// The close code, once the engine closed this connection (e.g. 3008 when its

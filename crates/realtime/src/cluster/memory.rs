@@ -1,10 +1,13 @@
 //! The in-memory bus and directory: several engines in one process share a
-//! [`MemoryHub`]. Dependency-free; deliveries are synchronous.
+//! [`MemoryHub`] (and, for history topics, its [`MemoryHistory`]). Dependency-free;
+//! deliveries are synchronous.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use uuid::Uuid;
+
+use crate::history::memory::MemoryHistory;
 
 use super::bus::{
     BusError, BusEvent, BusFuture, BusStatus, ClusterDirectory, ConnectionKey, CountFuture,
@@ -19,11 +22,30 @@ pub struct MemoryHub {
 }
 
 #[derive(Default)]
-struct HubInner {
+pub(crate) struct HubInner {
     /// channel -> member id -> that member's inbox
     channels: Mutex<HashMap<String, BTreeMap<u64, Inbox>>>,
     entries: Mutex<HashMap<Uuid, DirectoryEntry>>,
     next_member: Mutex<u64>,
+    /// The history store every engine on the hub shares, made on first use.
+    history: OnceLock<Arc<MemoryHistory>>,
+}
+
+impl HubInner {
+    /// Hands `bytes` to every member listening on `channel`; returns how many.
+    pub(crate) fn deliver(&self, channel: &str, bytes: &[u8]) -> usize {
+        let receivers: Vec<Inbox> = {
+            let channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+            channels
+                .get(channel)
+                .map(|m| m.values().cloned().collect())
+                .unwrap_or_default()
+        };
+        for inbox in &receivers {
+            inbox(BusEvent::Envelope(bytes));
+        }
+        receivers.len()
+    }
 }
 
 impl std::fmt::Debug for MemoryHub {
@@ -51,6 +73,17 @@ impl MemoryHub {
             inbox: OnceLock::new(),
             channels: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// The history store shared by every engine on this hub (the same one on every
+    /// call): give it to each engine's [`ClusterConfig::history`](crate::ClusterConfig).
+    /// An append publishes the publication on the hub to every engine subscribed to
+    /// the topic, the appending one included.
+    pub fn history(&self) -> Arc<MemoryHistory> {
+        self.inner
+            .history
+            .get_or_init(|| Arc::new(MemoryHistory::on_hub(Arc::downgrade(&self.inner))))
+            .clone()
     }
 
     /// A directory endpoint for one engine.
@@ -96,17 +129,7 @@ impl MemoryBus {
 impl MemoryBus {
     /// Hands the envelope to every member listening on `channel`; returns how many.
     fn deliver(&self, channel: String, envelope: Vec<u8>) -> usize {
-        let receivers: Vec<Inbox> = {
-            let channels = self.hub.channels.lock().unwrap_or_else(|p| p.into_inner());
-            channels
-                .get(&channel)
-                .map(|m| m.values().cloned().collect())
-                .unwrap_or_default()
-        };
-        for inbox in &receivers {
-            inbox(BusEvent::Envelope(&envelope));
-        }
-        receivers.len()
+        self.hub.deliver(&channel, &envelope)
     }
 }
 
