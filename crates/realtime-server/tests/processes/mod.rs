@@ -21,6 +21,23 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Polls another process's state until `check` passes. Across processes there is
+/// no event to await, so this looks every 20 ms; `bound` is only an upper limit.
+pub async fn eventually<F, Fut>(bound: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + bound;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {bound:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A `redis-server` owned by the test. Its data lives only in memory.
 pub struct RedisServer {
     pub port: u16,
@@ -53,36 +70,7 @@ impl RedisServer {
 
     /// (Re)starts the server on the same port and waits until it accepts connections.
     pub async fn restart(&mut self) {
-        let mut child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server must be installed (it is on PATH in CI; see .ci/run)");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        tokio::time::timeout(START, async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if line.contains("Ready to accept connections") {
-                    return;
-                }
-            }
-            panic!("redis-server exited before it was ready");
-        })
-        .await
-        .expect("redis-server ready in time");
-        // Keep draining its output so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        self.child = Some(child);
+        self.restart_with_args(&[]).await;
     }
 
     /// Kills the server (SIGKILL: no goodbye to its clients) and waits for it to exit.
