@@ -154,7 +154,7 @@ pub fn recovery(since: &Position, state: &StreamState) -> Recovery {
         return Recovery::NotRecovered(Unrecoverable::AheadOfTop);
     }
     // Needed: since+1 ..= top. Held: first ..= top.
-    if since.offset + 1 < state.first {
+    if since.offset.saturating_add(1) < state.first {
         return Recovery::NotRecovered(Unrecoverable::Trimmed);
     }
     Recovery::Recovered
@@ -307,6 +307,11 @@ mod tests {
             Recovery::Recovered
         );
         assert_eq!(recovery(&pos(0, "e1"), &state(0, 1)), Recovery::Recovered);
+        // The last possible offset (only a forged store state has it) does not overflow.
+        assert_eq!(
+            recovery(&pos(u64::MAX, "e1"), &state(u64::MAX, 1)),
+            Recovery::Recovered
+        );
     }
 
     #[test]

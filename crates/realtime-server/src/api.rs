@@ -1,5 +1,5 @@
 //! The HTTP API for backends: send along any route, inspect connections and topics,
-//! change subscriptions, disconnect. Every call needs `Authorization: Bearer <api key>`;
+//! change subscriptions, disconnect, read and reset topic history. Every call needs `Authorization: Bearer <api key>`;
 //! every error is JSON `{"error": "<code>", "message": "..."}`.
 
 use std::sync::Arc;
@@ -20,6 +20,8 @@ use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
+
+mod history;
 
 /// Largest accepted API request body.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -42,6 +44,10 @@ pub fn router(rt: Realtime, api_key: &str) -> Router {
         .route("/roles/{role}/messages", post(to_role))
         .route("/connections/{id}/messages", post(to_connection))
         .route("/topics/{topic}/messages", post(to_topic))
+        .route(
+            "/topics/{topic}/history",
+            get(history::read).delete(history::reset),
+        )
         .route("/connections", get(list_connections))
         .route("/connections/{id}", get(get_connection).delete(disconnect))
         .route("/topics", get(list_topics))
@@ -162,11 +168,7 @@ impl From<SendError> for ApiError {
                 format!("invalid topic: {t}"),
             ),
             SendError::Cluster(c) => c.into(),
-            SendError::History(h) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "history_unavailable",
-                h.to_string(),
-            ),
+            SendError::History(h) => h.into(),
         }
     }
 }
@@ -179,11 +181,7 @@ impl From<SubscribeError> for ApiError {
             }
             SubscribeError::UnknownConnection => ApiError::unknown_connection(),
             SubscribeError::Cluster(c) => c.into(),
-            SubscribeError::History(h) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "history_unavailable",
-                h.to_string(),
-            ),
+            SubscribeError::History(h) => h.into(),
         }
     }
 }
@@ -191,9 +189,15 @@ impl From<SubscribeError> for ApiError {
 type ApiResult = Result<Json<serde_json::Value>, ApiError>;
 
 /// `delivered` counts connections on this node; `relayed` says the message was
-/// queued for the bus to the other nodes (their deliveries are asynchronous).
+/// queued for the bus to the other nodes (their deliveries are asynchronous). On a
+/// history topic the answer also carries the publication's `offset` and `epoch`.
 fn delivered(d: Delivery) -> ApiResult {
-    Ok(Json(json!({"delivered": d.local, "relayed": d.relayed})))
+    let mut answer = json!({"delivered": d.local, "relayed": d.relayed});
+    if let Some(position) = d.position {
+        answer["offset"] = json!(position.offset);
+        answer["epoch"] = json!(position.epoch);
+    }
+    Ok(Json(answer))
 }
 
 /// Connection ids are UUIDs; anything else cannot name a connection.
@@ -316,6 +320,16 @@ async fn to_topic(
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     let topic = s.rt.parse_topic(&topic).map_err(SendError::from)?;
+    // A history topic answers once the store has given the publication its
+    // position, so the backend learns the offset it can later read from.
+    if s.rt
+        .config()
+        .topic_policy
+        .history_for(topic.as_str())
+        .is_some()
+    {
+        return delivered(s.rt.publish_json_confirmed(&topic, &body).await?);
+    }
     delivered(s.rt.send_json(Route::Topic(topic), &body)?)
 }
 

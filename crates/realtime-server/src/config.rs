@@ -9,15 +9,13 @@ use std::time::Duration;
 
 use clap::Parser;
 use realtime::{JwtAlgorithm, RealtimeConfig};
-use realtime_core::policy::builtin_namespaces;
-use realtime_core::{
-    Access, ClaimRules, Namespace, OriginPolicy, PolicyError, PublishRule, Rules, TopicPolicy,
-};
-use serde::Deserialize;
+use realtime_core::{ClaimRules, OriginPolicy, PublishRule};
 
 mod effective;
+mod namespaces;
 mod options;
 
+pub use namespaces::{DefaultNamespaceOptions, NamespaceOptions};
 pub use options::{OPTIONS, OptionSpec, Options};
 
 /// Boundary Realtime server: WebSocket connections authenticated by JWT, reached by
@@ -36,16 +34,6 @@ pub struct Cli {
 
     #[command(flatten)]
     pub options: Options,
-}
-
-/// One `[[namespaces]]` entry of the config file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NamespaceOptions {
-    /// `:`-separated segments, each a literal or `{sub}` / `{role}`.
-    pub pattern: String,
-    pub subscribe: Access,
-    pub publish: Access,
 }
 
 /// A configuration that cannot start a server.
@@ -286,7 +274,7 @@ impl Options {
         )?;
         engine.origin_policy =
             OriginPolicy::allow(&self.allowed_origins).with_localhost(development);
-        engine.topic_policy = topic_policy(self.namespaces, self.default_namespace)
+        engine.topic_policy = namespaces::topic_policy(self.namespaces, self.default_namespace)
             .map_err(|e| ConfigError::Invalid(format!("topic policy: {e}")))?;
         engine.topic_policy.publish = self
             .client_publish
@@ -417,30 +405,6 @@ fn http_limits(
     Ok(http)
 }
 
-/// The configured namespaces (the built-in ones when none are configured) and
-/// default rules, checked.
-fn topic_policy(
-    namespaces: Option<Vec<NamespaceOptions>>,
-    default: Option<Rules>,
-) -> Result<TopicPolicy, PolicyError> {
-    let namespaces = match namespaces {
-        None => builtin_namespaces(),
-        Some(list) => list
-            .into_iter()
-            .map(|n| {
-                Namespace::new(
-                    &n.pattern,
-                    Rules {
-                        subscribe: n.subscribe,
-                        publish: n.publish,
-                    },
-                )
-            })
-            .collect::<Result<_, _>>()?,
-    };
-    TopicPolicy::new(namespaces, default.unwrap_or_default())
-}
-
 fn read_file(path: &Path) -> Result<Options, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
         path: path.to_owned(),
@@ -455,6 +419,8 @@ fn read_file(path: &Path) -> Result<Options, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use realtime_core::policy::builtin_namespaces;
+    use realtime_core::{Access, HistoryLimits, Rules, TopicPolicy};
 
     fn generated() -> String {
         "generated-0123456789".into()
@@ -738,6 +704,106 @@ publish = "nobody"
             default_owner.starts_with("topic policy: default namespace: "),
             "{default_owner}"
         );
+    }
+
+    #[test]
+    fn history_is_per_namespace_and_off_by_default() {
+        let s = from_toml("").unwrap();
+        assert!(!s.engine.topic_policy.has_history());
+        let s = from_toml(
+            r#"
+[[namespaces]]
+pattern = "chat"
+subscribe = "authenticated"
+publish = "authenticated"
+history_size = 100
+history_ttl = "10m"
+
+[[namespaces]]
+pattern = "ops"
+subscribe = "authenticated"
+publish = "nobody"
+
+[default_namespace]
+subscribe = "authenticated"
+publish = "nobody"
+history_size = 5
+history_ttl = "2h"
+"#,
+        )
+        .unwrap();
+        let policy = &s.engine.topic_policy;
+        let chat = HistoryLimits::new(100, Duration::from_secs(600)).unwrap();
+        assert_eq!(policy.history_for("chat:lobby"), Some(chat));
+        assert_eq!(
+            policy.history_for("ops:alerts"),
+            None,
+            "not configured: off"
+        );
+        assert_eq!(
+            policy.history_for("news"),
+            Some(HistoryLimits::new(5, Duration::from_secs(7200)).unwrap()),
+            "topics no namespace covers follow the default namespace"
+        );
+    }
+
+    #[test]
+    fn invalid_history_names_the_namespace() {
+        let entry = |extra: &str| {
+            format!(
+                "[[namespaces]]\npattern = \"chat\"\nsubscribe = \"authenticated\"\npublish = \"nobody\"\n{extra}"
+            )
+        };
+        assert_eq!(
+            invalid(&entry("history_size = 0\nhistory_ttl = \"1m\"\n")),
+            "topic policy: namespace \"chat\": history_size must be between 1 and 100000, not 0"
+        );
+        assert_eq!(
+            invalid(&entry("history_size = 100001\nhistory_ttl = \"1m\"\n")),
+            "topic policy: namespace \"chat\": history_size must be between 1 and 100000, not 100001"
+        );
+        for ttl in ["0s", "500ms", "31days"] {
+            let message = invalid(&entry(&format!(
+                "history_size = 10\nhistory_ttl = \"{ttl}\"\n"
+            )));
+            assert_eq!(
+                message,
+                "topic policy: namespace \"chat\": history_ttl must be between 1s and 30 days",
+                "{ttl}"
+            );
+        }
+        for half in ["history_size = 10\n", "history_ttl = \"1m\"\n"] {
+            assert_eq!(
+                invalid(&entry(half)),
+                "topic policy: namespace \"chat\": history_size and history_ttl must be set together",
+                "{half}"
+            );
+        }
+        let default = invalid(
+            "[default_namespace]\nsubscribe = \"authenticated\"\npublish = \"nobody\"\nhistory_size = 3\n",
+        );
+        assert_eq!(
+            default,
+            "topic policy: default namespace: history_size and history_ttl must be set together"
+        );
+        // The limits themselves: the edges are accepted.
+        let s = from_toml(&entry("history_size = 100000\nhistory_ttl = \"30days\"\n")).unwrap();
+        assert!(s.engine.topic_policy.has_history());
+        let s = from_toml(&entry("history_size = 1\nhistory_ttl = \"1s\"\n")).unwrap();
+        assert!(s.engine.topic_policy.has_history());
+        for text in [
+            entry("history_size = -1\nhistory_ttl = \"1m\"\n"),
+            entry("history_size = 10\nhistory_ttl = \"soon\"\n"),
+            entry("history_size = \"10\"\nhistory_ttl = \"1m\"\n"),
+            entry("history = 10\n"),
+            "[default_namespace]\nsubscribe = \"authenticated\"\npublish = \"nobody\"\nhistory_len = 3\n"
+                .into(),
+        ] {
+            assert!(
+                matches!(from_toml(&text), Err(ConfigError::ParseFile { .. })),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -361,6 +361,12 @@ async fn a_redis_outage_degrades_then_delivery_resumes_within_two_seconds() {
         links_logged(node, mark, "redis link restored").await;
         assert_eq!(health(node).await.0, 200);
     }
+    // `t` keeps no history: what was published meanwhile is gone, and v is told.
+    let notice = expect_type(&mut v, "missed").await;
+    assert_eq!(
+        notice,
+        json!({"type": "missed", "topic": "t", "reason": "bus_reconnected"})
+    );
     assert_eq!(
         post(&a, "/api/topics/t/messages", json!({"type": "after"}))
             .await

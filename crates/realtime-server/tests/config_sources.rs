@@ -149,19 +149,28 @@ fn sample(option: &OptionSpec, scratch: &Path) -> Sample {
             string(&path.display().to_string())
         }
         "namespaces" => Sample {
-            toml:
-                r#"[{ pattern = "chat", subscribe = "authenticated", publish = "authenticated" }]"#
-                    .into(),
+            toml: concat!(
+                r#"[{ pattern = "chat", subscribe = "authenticated", publish = "authenticated", "#,
+                r#"history_size = 50, history_ttl = "90s" }, "#,
+                r#"{ pattern = "ops", subscribe = "authenticated", publish = "nobody" }]"#
+            )
+            .into(),
             ..plain(
                 "",
-                json!([{"pattern": "chat", "subscribe": "authenticated", "publish": "authenticated"}]),
+                json!([
+                    {"pattern": "chat", "subscribe": "authenticated", "publish": "authenticated",
+                     "history_size": 50, "history_ttl": "1m 30s"},
+                    {"pattern": "ops", "subscribe": "authenticated", "publish": "nobody",
+                     "history_size": null, "history_ttl": null},
+                ]),
             )
         },
         "default_namespace" => Sample {
-            toml: r#"{ subscribe = "nobody", publish = { roles = ["admin"] } }"#.into(),
+            toml: r#"{ subscribe = "nobody", publish = { roles = ["admin"] }, history_size = 7, history_ttl = "1h" }"#.into(),
             ..plain(
                 "",
-                json!({"subscribe": "nobody", "publish": {"roles": ["admin"]}}),
+                json!({"subscribe": "nobody", "publish": {"roles": ["admin"]},
+                       "history_size": 7, "history_ttl": "1h"}),
             )
         },
         other => panic!("option `{other}` has no sample in this test: add one"),

@@ -11,11 +11,11 @@ mod processes;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::WAIT;
 use futures_util::{FutureExt, StreamExt};
-use processes::{RedisServer, START};
+use processes::{RedisServer, START, eventually};
 use prometheus_client::registry::Registry;
 use realtime::cluster::bus::{BusEvent, MessageBus};
 use realtime::history::{AppendRequest, HistoryError, HistoryStore, ReadRequest, StoredPage};
@@ -25,20 +25,6 @@ use realtime_redis::{BusLink, RedisCluster, RedisConfig};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// Polls Redis until `check` passes. Expiry happens inside another process, with
-/// nothing to await, so this looks every 20 ms; `bound` is only an upper limit.
-async fn eventually<F, Fut>(bound: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + bound;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {bound:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 async fn redis_connection(url: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(url)

@@ -157,35 +157,135 @@ async fn configured_namespaces_allow_and_deny_over_the_socket() {
     root.assert_nothing_pending().await;
 }
 
-#[tokio::test]
-async fn the_binary_refuses_to_start_with_an_invalid_namespace() {
-    let dir = std::env::temp_dir().join(format!("rt-namespaces-bad-{}", std::process::id()));
+/// Runs the real binary with `config` as its file and returns its exit code and
+/// stderr. It must stop at start, so it is bounded by [`WAIT`].
+async fn start_binary_with(name: &str, config: &str) -> (Option<i32>, String) {
+    let dir = std::env::temp_dir().join(format!("rt-namespaces-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("bad.toml");
-    std::fs::write(
-        &path,
-        "[[namespaces]]\npattern = \"chat\"\nsubscribe = \"owner\"\npublish = \"nobody\"\n",
-    )
-    .unwrap();
+    let path = dir.join("realtime.toml");
+    std::fs::write(&path, config).unwrap();
     let output = tokio::time::timeout(
         WAIT,
         tokio::process::Command::new(env!("CARGO_BIN_EXE_realtime-server"))
             .env_clear()
             .arg("--config")
             .arg(&path)
+            .kill_on_drop(true)
             .output(),
     )
     .await
     .expect("exits in time")
     .expect("runs");
-    assert_eq!(
+    let _ = std::fs::remove_dir_all(&dir);
+    (
         output.status.code(),
-        Some(2),
-        "a configuration error exits with 2"
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr);
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_binary_refuses_to_start_with_an_invalid_namespace() {
+    let (code, stderr) = start_binary_with(
+        "bad",
+        "[[namespaces]]\npattern = \"chat\"\nsubscribe = \"owner\"\npublish = \"nobody\"\n",
+    )
+    .await;
+    assert_eq!(code, Some(2), "a configuration error exits with 2");
     assert!(
         stderr.contains("namespace \"chat\"") && stderr.contains("placeholder"),
         "the error names the namespace and the rule: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn the_binary_refuses_to_start_with_invalid_history() {
+    let namespace = |history: &str| {
+        format!(
+            "[[namespaces]]\npattern = \"user:{{sub}}\"\nsubscribe = \"owner\"\npublish = \"nobody\"\n\
+             [[namespaces]]\npattern = \"chat\"\nsubscribe = \"authenticated\"\npublish = \"nobody\"\n{history}"
+        )
+    };
+    for (name, config, expected) in [
+        (
+            "size-0",
+            namespace("history_size = 0\nhistory_ttl = \"1m\"\n"),
+            "namespace \"chat\": history_size must be between 1 and 100000, not 0",
+        ),
+        (
+            "ttl-0",
+            namespace("history_size = 10\nhistory_ttl = \"0s\"\n"),
+            "namespace \"chat\": history_ttl must be between 1s and 30 days",
+        ),
+        (
+            "size-only",
+            namespace("history_size = 10\n"),
+            "namespace \"chat\": history_size and history_ttl must be set together",
+        ),
+        (
+            "ttl-only",
+            namespace("history_ttl = \"10m\"\n"),
+            "namespace \"chat\": history_size and history_ttl must be set together",
+        ),
+        (
+            "default-incomplete",
+            "[default_namespace]\nsubscribe = \"authenticated\"\npublish = \"nobody\"\nhistory_ttl = \"1h\"\n"
+                .to_owned(),
+            "default namespace: history_size and history_ttl must be set together",
+        ),
+        (
+            "unknown-key",
+            namespace("history_size = 10\nhistory_ttl = \"1m\"\nhistory_limit = 5\n"),
+            "unknown field `history_limit`",
+        ),
+    ] {
+        let (code, stderr) = start_binary_with(name, &config).await;
+        assert_eq!(code, Some(2), "{name}: a configuration error exits with 2: {stderr}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn history_keys_reach_the_policy_of_the_running_server() {
+    let dir = std::env::temp_dir().join(format!("rt-namespaces-history-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("realtime.toml");
+    std::fs::write(
+        &path,
+        "[[namespaces]]\npattern = \"chat\"\nsubscribe = \"authenticated\"\npublish = \"authenticated\"\n\
+         history_size = 3\nhistory_ttl = \"10m\"\n\
+         [[namespaces]]\npattern = \"ops\"\nsubscribe = \"authenticated\"\npublish = \"nobody\"\n",
+    )
+    .unwrap();
+    let options = realtime_server::Options {
+        config: Some(path),
+        ..options()
+    }
+    .merge_file()
+    .expect("the config file is valid");
+    let _ = std::fs::remove_dir_all(&dir);
+    let server = TestServer::start_with(options).await;
+    let policy = &server.rt.config().topic_policy;
+    let limits = policy
+        .history_for("chat:lobby")
+        .expect("chat keeps history");
+    assert_eq!(
+        (limits.size(), limits.ttl()),
+        (3, std::time::Duration::from_secs(600))
+    );
+    assert_eq!(policy.history_for("ops:alerts"), None);
+    assert_eq!(policy.history_for("news"), None, "off by default");
+
+    // Over the socket: a history topic answers its position, the others do not.
+    let mut client = server.connect("alice", &[]).await;
+    let reply = subscribe(&mut client, "chat:lobby").await;
+    assert_eq!(
+        (&reply["type"], &reply["offset"]),
+        (&json!("subscribed"), &json!(0)),
+        "{reply}"
+    );
+    assert!(reply["epoch"].is_string(), "{reply}");
+    assert_eq!(
+        subscribe(&mut client, "ops:alerts").await,
+        subscribed("ops:alerts")
     );
 }

@@ -8,30 +8,16 @@ mod common;
 mod processes;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-use processes::{Node, RedisServer, START};
+use processes::{Node, RedisServer, START, eventually};
 use prometheus_client::registry::Registry;
 use realtime::cluster::bus::{BusEvent, MessageBus};
 use realtime::{JwtVerifier, Realtime, RealtimeConfig};
 use realtime_core::{Body, Channels, Envelope, NodeTag, Route, Topic};
 use realtime_redis::{RedisCluster, RedisConfig};
 use serde_json::{Value, json};
-
-/// Polls another process's state until `check` passes. Across processes there is
-/// no event to await, so this looks every 20 ms; `bound` is only an upper limit.
-async fn eventually<F, Fut>(bound: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + bound;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {bound:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 async fn redis_connection(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
     redis::Client::open(redis.url())

@@ -232,15 +232,25 @@ impl Realtime {
         handle: &Arc<ConnectionHandle>,
         topic: &Topic,
     ) -> Result<bool, SubscribeError> {
-        match self.history_limits(topic) {
-            Some(limits) => self
-                .subscribe_history(handle, topic, limits, None, None)
+        let Some(limits) = self.history_limits(topic) else {
+            return self.subscribe_channel(handle, topic).await;
+        };
+        // Run to the end even when the caller gives up (an HTTP client that
+        // disconnects drops its request's future): stopped mid-read, the
+        // connection would stay subscribed but recovering, its deliveries
+        // buffered and never sent.
+        let (rt, handle, topic) = (self.clone(), handle.clone(), topic.clone());
+        let subscribing = tokio::spawn(async move {
+            rt.subscribe_history(&handle, &topic, limits, None, None)
                 .await
-                .map_err(|e| match e {
-                    HistorySubscribeError::Gone => SubscribeError::UnknownConnection,
-                    HistorySubscribeError::Store(e) => SubscribeError::History(e),
-                }),
-            None => self.subscribe_channel(handle, topic).await,
+        });
+        match subscribing.await {
+            Ok(done) => done.map_err(|e| match e {
+                HistorySubscribeError::Gone => SubscribeError::UnknownConnection,
+                HistorySubscribeError::Store(e) => SubscribeError::History(e),
+            }),
+            // Only a panic or the runtime shutting down stops the task.
+            Err(_) => Err(SubscribeError::UnknownConnection),
         }
     }
 

@@ -76,6 +76,13 @@ impl Metrics {
         self.deliveries_by_route[i].inc_by(delivered as u64);
     }
 
+    /// Frames of messages already counted by [`sent`](Self::sent) (or replayed
+    /// from history) queued to more connections.
+    pub(crate) fn delivered(&self, route: RouteKind, delivered: usize) {
+        let i = RouteKind::ALL.iter().position(|k| *k == route).unwrap_or(0);
+        self.deliveries_by_route[i].inc_by(delivered as u64);
+    }
+
     pub(crate) fn rejected(&self, reason: &'static str) {
         self.rejected_handshakes
             .get_or_create(&[("reason", reason)])

@@ -52,6 +52,11 @@ impl Outbox {
         }
     }
 
+    /// Most frames it holds.
+    pub(crate) fn max_frames(&self) -> usize {
+        self.max_frames
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -12,8 +12,8 @@ use futures_util::FutureExt;
 use prometheus_client::registry::Registry as MetricsRegistry;
 use realtime_core::message::rfc3339_millis;
 use realtime_core::{
-    CloseCode, ConnectionId, ConnectionInfo, Identity, NodeTag, Position, PreparedMessage, Route,
-    ServerFrame, Topic,
+    CloseCode, ConnectionId, ConnectionInfo, HistoryLimits, Identity, NodeTag, Position,
+    PreparedMessage, Route, ServerFrame, Topic,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -28,7 +28,7 @@ use crate::config::RealtimeConfig;
 use crate::error::SendError;
 use crate::handle::ConnectionHandle;
 use crate::history::tracker::Trackers;
-use crate::history::{HistoryStore, MemoryHistory};
+use crate::history::{HistoryStore, MemoryHistory, PositionFuture};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 
@@ -261,7 +261,7 @@ impl Realtime {
     }
 
     pub(crate) fn route_has_history(&self, route: &Route) -> bool {
-        route_topic(route).is_some_and(|t| self.history_limits(t).is_some())
+        self.history_topic(route).is_some()
     }
 
     /// As [`dispatch`](Self::dispatch), waiting on a history topic for the store
@@ -271,18 +271,35 @@ impl Realtime {
         route: &Route,
         message: PreparedMessage,
     ) -> Result<Delivery, SendError> {
-        if let Route::Topic(topic) = route
-            && let Some(limits) = self.history_limits(topic)
-        {
-            let local = self.inner.registry.topic_subscribers(topic.as_str());
-            let position = self.append(topic, limits, message)?.await?;
-            return Ok(Delivery {
-                local,
-                relayed: self.inner.relay.is_some(),
-                position: Some(position),
-            });
-        }
-        self.dispatch(route, message)
+        let Some((topic, limits)) = self.history_topic(route) else {
+            return self.dispatch(route, message);
+        };
+        let (mut delivery, position) = self.send_history(topic, limits, message)?;
+        delivery.position = Some(position.await?);
+        Ok(delivery)
+    }
+
+    fn history_topic<'r>(&self, route: &'r Route) -> Option<(&'r Topic, HistoryLimits)> {
+        let Route::Topic(topic) = route else {
+            return None;
+        };
+        Some((topic, self.history_limits(topic)?))
+    }
+
+    /// Hands a history topic's message to the store: what the send did
+    /// (`position` not set yet) and the store's answer.
+    fn send_history(
+        &self,
+        topic: &Topic,
+        limits: HistoryLimits,
+        message: PreparedMessage,
+    ) -> Result<(Delivery, PositionFuture), SendError> {
+        let delivery = Delivery {
+            local: self.inner.registry.topic_subscribers(topic.as_str()),
+            relayed: self.inner.relay.is_some(),
+            position: None,
+        };
+        Ok((delivery, self.append(topic, limits, message)?))
     }
 
     /// Whether messages can reach the other nodes (always, for a single node).
@@ -301,21 +318,12 @@ impl Realtime {
         route: &Route,
         message: PreparedMessage,
     ) -> Result<Delivery, SendError> {
-        if let Route::Topic(topic) = route
-            && let Some(limits) = self.history_limits(topic)
-        {
-            let local = self.inner.registry.topic_subscribers(topic.as_str());
+        if let Some((topic, limits)) = self.history_topic(route) {
+            let (mut delivery, position) = self.send_history(topic, limits, message)?;
             // The request is taken at once; a store that answers later is not
             // waited for (the caller may drop the future).
-            let position = match self.append(topic, limits, message)?.now_or_never() {
-                Some(answer) => Some(answer?),
-                None => None,
-            };
-            return Ok(Delivery {
-                local,
-                relayed: self.inner.relay.is_some(),
-                position,
-            });
+            delivery.position = position.now_or_never().transpose()?;
+            return Ok(delivery);
         }
         if let Some(relay) = &self.inner.relay {
             relay.ensure_up()?;

@@ -667,6 +667,30 @@ impl HistoryStore for HeldReads {
     }
 }
 
+/// Subscribes from `since` with the read held while `seqs` are published on
+/// `rt`, then lets the read answer; returns the reply.
+async fn subscribe_publishing(
+    ws: &mut Ws,
+    rt: &Realtime,
+    held: &HeldReads,
+    topic: &str,
+    since: &Position,
+    seqs: std::ops::RangeInclusive<u64>,
+) -> Value {
+    let (made, release) = held.hold_next();
+    send(
+        ws,
+        json!({"action":"subscribe","topic":topic,"since":{"offset":since.offset,"epoch":since.epoch},"ref":"s"}),
+    )
+    .await;
+    made.await.unwrap();
+    for seq in seqs {
+        publish(rt, topic, seq).await;
+    }
+    release.send(()).unwrap();
+    next_json(ws).await
+}
+
 #[tokio::test]
 async fn publications_during_the_recovery_read_follow_the_replay_without_gap_or_duplicate() {
     let hub = MemoryHub::new();
@@ -692,19 +716,9 @@ async fn publications_during_the_recovery_read_follow_the_replay_without_gap_or_
         .epoch;
 
     let mut second = app.connect("alice").await;
-    let (made, release) = held.hold_next();
-    send(
-        &mut second,
-        json!({"action":"subscribe","topic":"feed:m","since":{"offset":5,"epoch":epoch},"ref":"s"}),
-    )
-    .await;
-    made.await.unwrap();
-    // Read made (it saw 1..=10); these arrive while it is in flight.
-    for seq in 11..=20 {
-        publish(&app.rt, "feed:m", seq).await;
-    }
-    release.send(()).unwrap();
-    let reply = next_json(&mut second).await;
+    let since = Position { offset: 5, epoch };
+    // The read sees 1..=10; 11..=20 arrive while it is in flight.
+    let reply = subscribe_publishing(&mut second, &app.rt, &held, "feed:m", &since, 11..=20).await;
     assert_eq!(
         (reply["type"].clone(), reply["recovered"].clone()),
         (json!("subscribed"), json!(true)),
@@ -724,18 +738,11 @@ async fn publications_during_the_recovery_read_follow_the_replay_without_gap_or_
         epoch_n = publish(&app.rt, "feed:n", seq).await.epoch;
     }
     let mut third = app.connect("bob").await;
-    let (made, release) = held.hold_next();
-    send(
-        &mut third,
-        json!({"action":"subscribe","topic":"feed:n","since":{"offset":2,"epoch":epoch_n},"ref":"s"}),
-    )
-    .await;
-    made.await.unwrap();
-    for seq in 5..=8 {
-        publish(&app.rt, "feed:n", seq).await;
-    }
-    release.send(()).unwrap();
-    let reply = next_json(&mut third).await;
+    let since = Position {
+        offset: 2,
+        epoch: epoch_n,
+    };
+    let reply = subscribe_publishing(&mut third, &app.rt, &held, "feed:n", &since, 5..=8).await;
     assert_eq!(reply["recovered"], true, "{reply}");
     expect_seqs(&mut third, "feed:n", 3..=8).await;
     expect_quiet(&mut third).await;
@@ -794,22 +801,7 @@ impl realtime::MessageBus for CuttableBus {
 #[tokio::test]
 async fn after_a_bus_break_history_topics_are_filled_and_other_topics_told() {
     let hub = MemoryHub::new();
-    let link = Arc::new(CuttableBus {
-        bus: hub.bus(),
-        cut: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        inbox: std::sync::OnceLock::new(),
-    });
-    let verifier = JwtVerifier::hs256(SECRET, ClaimRules::default()).unwrap();
-    let cluster = ClusterConfig {
-        node_id: "a".into(),
-        prefix: "h".into(),
-        bus: link.clone(),
-        directory: hub.directory(),
-        history: Some(hub.history()),
-        request_timeout: Duration::from_secs(5),
-    };
-    let a = App::serve(Realtime::clustered(verifier, config(), cluster)).await;
-    let b = App::on_hub(&hub, "b").await;
+    let (a, b, link, _held) = cuttable_pair(&hub).await;
     let mut ws = a.connect("alice").await;
     subscribe(&mut ws, "feed:g", None).await;
     subscribe(&mut ws, "plain:g", None).await;
@@ -868,5 +860,166 @@ async fn a_server_side_subscribe_starts_at_the_current_position() {
     expect_quiet(&mut ws).await;
     assert!(app.rt.unsubscribe(id, "feed:s").await.unwrap());
     publish(&app.rt, "feed:s", 5).await;
+    expect_quiet(&mut ws).await;
+}
+
+/// Node `a` on a cuttable link whose reads can be held, node `b` publishing.
+async fn cuttable_pair(hub: &MemoryHub) -> (App, App, Arc<CuttableBus>, Arc<HeldReads>) {
+    let link = Arc::new(CuttableBus {
+        bus: hub.bus(),
+        cut: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        inbox: std::sync::OnceLock::new(),
+    });
+    let held = Arc::new(HeldReads {
+        store: hub.history(),
+        next: std::sync::Mutex::new(None),
+    });
+    let verifier = JwtVerifier::hs256(SECRET, ClaimRules::default()).unwrap();
+    let cluster = ClusterConfig {
+        node_id: "a".into(),
+        prefix: "h".into(),
+        bus: link.clone(),
+        directory: hub.directory(),
+        history: Some(held.clone()),
+        request_timeout: Duration::from_secs(5),
+    };
+    let a = App::serve(Realtime::clustered(verifier, config(), cluster)).await;
+    let b = App::on_hub(hub, "b").await;
+    (a, b, link, held)
+}
+
+/// Every frame up to the pong answering a ping sent now.
+async fn frames_until_pong(ws: &mut Ws) -> Vec<Value> {
+    send(ws, json!({"action": "ping", "ref": "q"})).await;
+    let mut frames = Vec::new();
+    loop {
+        let m = next_json(ws).await;
+        if m["type"] == "pong" {
+            return frames;
+        }
+        frames.push(m);
+    }
+}
+
+#[tokio::test]
+async fn a_fill_of_a_removed_tracker_delivers_nothing_to_the_next_subscribers() {
+    let hub = MemoryHub::new();
+    let (a, b, link, held) = cuttable_pair(&hub).await;
+    let mut first = a.connect("alice").await;
+    subscribe(&mut first, "feed:r", None).await;
+    for seq in 1..=2 {
+        publish(&b.rt, "feed:r", seq).await;
+    }
+    expect_seqs(&mut first, "feed:r", 1..=2).await;
+
+    // 3 and 4 are lost on the link; the fill after the break reads them, held.
+    link.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    for seq in 3..=4 {
+        publish(&b.rt, "feed:r", seq).await;
+    }
+    let (made, release) = held.hold_next();
+    link.resume();
+    made.await.unwrap();
+
+    // The only subscriber leaves (the tracker goes), a new one comes (a new tracker).
+    let reply = command(
+        &mut first,
+        json!({"action":"unsubscribe","topic":"feed:r","ref":"u"}),
+    )
+    .await;
+    assert_eq!(reply["type"], "unsubscribed");
+    let mut second = a.connect("bob").await;
+    let reply = subscribe(&mut second, "feed:r", None).await;
+    assert_eq!(reply["offset"], 4, "{reply}");
+
+    // The old fill answers now: what it read was not for this subscriber.
+    release.send(()).unwrap();
+    publish(&b.rt, "feed:r", 5).await;
+    let seqs: Vec<Value> = frames_until_pong(&mut second)
+        .await
+        .into_iter()
+        .map(|m| m["seq"].clone())
+        .collect();
+    assert_eq!(seqs, [json!(5)], "only what follows its position, once");
+    assert!(frames_until_pong(&mut first).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_forged_publication_with_an_impossible_offset_is_dropped() {
+    let hub = MemoryHub::new();
+    let (a, b, link, _held) = cuttable_pair(&hub).await;
+    let mut ws = a.connect("alice").await;
+    subscribe(&mut ws, "feed:f", None).await;
+    let epoch = publish(&b.rt, "feed:f", 1).await.epoch;
+    expect_seqs(&mut ws, "feed:f", [1]).await;
+
+    // Another process on the same bus sends history bytes no store produces.
+    for offset in [u64::MAX, 0] {
+        let forged = realtime_core::history::WirePublication {
+            offset,
+            epoch: &epoch,
+            topic: "feed:f",
+            payload: br#"{"type":"n","seq":999}"#,
+        }
+        .encode();
+        (link.inbox.get().expect("started"))(realtime::BusEvent::Envelope(&forged));
+    }
+
+    publish(&b.rt, "feed:f", 2).await;
+    expect_seqs(&mut ws, "feed:f", [2]).await;
+    expect_quiet(&mut ws).await;
+}
+
+#[tokio::test]
+async fn a_server_side_subscribe_whose_caller_gives_up_mid_read_still_delivers() {
+    let hub = MemoryHub::new();
+    let (a, b, _link, held) = cuttable_pair(&hub).await;
+    for seq in 1..=2 {
+        publish(&b.rt, "feed:d", seq).await;
+    }
+    let mut ws = a.connect("alice").await;
+    let id = a.rt.connections()[0].id;
+
+    // An HTTP caller that disconnects drops the request's future mid-read.
+    let (made, release) = held.hold_next();
+    {
+        let subscribing = a.rt.subscribe(id, "feed:d");
+        tokio::pin!(subscribing);
+        tokio::select! {
+            done = &mut subscribing => panic!("the read is held, yet: {done:?}"),
+            made = made => made.unwrap(),
+        }
+    }
+    // Fails when the read went with the dropped future.
+    let _ = release.send(());
+
+    publish(&b.rt, "feed:d", 3).await;
+    expect_seqs(&mut ws, "feed:d", [3]).await;
+    expect_quiet(&mut ws).await;
+}
+
+#[tokio::test]
+async fn a_bus_break_during_a_fill_is_filled_too() {
+    let hub = MemoryHub::new();
+    let (a, b, link, held) = cuttable_pair(&hub).await;
+    let mut ws = a.connect("alice").await;
+    subscribe(&mut ws, "feed:h", None).await;
+    publish(&b.rt, "feed:h", 1).await;
+    expect_seqs(&mut ws, "feed:h", [1]).await;
+
+    // A first break: its fill reads 2 and is held there.
+    link.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    publish(&b.rt, "feed:h", 2).await;
+    let (made, release) = held.hold_next();
+    link.resume();
+    made.await.unwrap();
+    // A second break while that read is in flight: 3 is lost on the link.
+    link.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    publish(&b.rt, "feed:h", 3).await;
+    link.resume();
+    release.send(()).unwrap();
+
+    // Both filled by the node itself, with no new publication to prompt it.
+    expect_seqs(&mut ws, "feed:h", 2..=3).await;
     expect_quiet(&mut ws).await;
 }

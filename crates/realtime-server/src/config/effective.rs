@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use realtime_core::HistoryLimits;
 use serde_json::{Value, json};
 
 use super::{Provider, Settings, TokenKey};
@@ -26,6 +27,21 @@ impl Settings {
         };
         let engine = &self.engine;
         let policy = &engine.topic_policy;
+        let namespaces: Vec<Value> = policy
+            .namespaces
+            .iter()
+            .map(|n| {
+                let mut entry = json!({
+                    "pattern": n.pattern().as_str(),
+                    "subscribe": n.rules().subscribe,
+                    "publish": n.rules().publish,
+                });
+                add_history(&mut entry, n.history());
+                entry
+            })
+            .collect();
+        let mut default_namespace = json!(policy.default);
+        add_history(&mut default_namespace, policy.default_history);
         let provider = match &self.provider {
             Provider::Memory => {
                 json!({"kind": "memory", "redis_url": null, "redis_prefix": null, "cluster_heartbeat": null})
@@ -71,12 +87,8 @@ impl Settings {
                 "write_timeout": duration(engine.write_timeout),
                 "expiry_grace": duration(engine.expiry_grace),
                 "client_publish": policy.publish.iter().map(|p| p.pattern()).collect::<Vec<_>>(),
-                "namespaces": policy.namespaces.iter().map(|n| json!({
-                    "pattern": n.pattern().as_str(),
-                    "subscribe": n.rules().subscribe,
-                    "publish": n.rules().publish,
-                })).collect::<Vec<_>>(),
-                "default_namespace": policy.default,
+                "namespaces": namespaces,
+                "default_namespace": default_namespace,
             },
             "allowed_origins": self.allowed_origins,
             "http": {
@@ -93,6 +105,12 @@ impl Settings {
             "worker_threads": self.worker_threads,
         })
     }
+}
+
+/// A namespace's history as its two TOML keys, `null` when it keeps none.
+fn add_history(entry: &mut Value, history: Option<HistoryLimits>) {
+    entry["history_size"] = json!(history.map(|h| h.size()));
+    entry["history_ttl"] = json!(history.map(|h| duration(h.ttl())));
 }
 
 fn duration(d: Duration) -> String {

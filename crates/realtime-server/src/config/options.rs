@@ -6,9 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use realtime_core::Rules;
-
-use super::NamespaceOptions;
+use super::{DefaultNamespaceOptions, NamespaceOptions};
 
 /// One option as operators see it: where it can be set, its default and what it
 /// feeds. The docs table and the tests are checked against these.
@@ -331,17 +329,17 @@ options! {
     file {
         namespaces: Option<Vec<NamespaceOptions>> {
             default: "user:{sub}, role:{role}", setting: "/engine/namespaces",
-            help: "Topic namespaces (`[[namespaces]]`); when given they replace the built-in ones entirely.",
+            help: "Topic namespaces (`[[namespaces]]`) with their access rules and history; when given they replace the built-in ones entirely.",
         }
-        default_namespace: Option<Rules> {
+        default_namespace: Option<DefaultNamespaceOptions> {
             default: "subscribe authenticated, publish nobody", setting: "/engine/default_namespace",
-            help: "Rules for topics no namespace covers (`[default_namespace]`).",
+            help: "Rules and history for topics no namespace covers (`[default_namespace]`).",
         }
     }
 }
 
 /// `Option<Duration>` in TOML as a humantime string such as `"25s"`.
-mod humantime_opt {
+pub(super) mod humantime_opt {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 

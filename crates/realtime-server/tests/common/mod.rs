@@ -33,6 +33,23 @@ pub fn options() -> Options {
     }
 }
 
+/// [`options`] with history on `chat` topics: `size` publications kept per topic
+/// for 10 minutes, and any client may subscribe and publish there. Every other
+/// topic keeps no history and follows the built-in rules.
+pub fn history_options(size: u64) -> Options {
+    use realtime_core::Access;
+    use realtime_server::config::NamespaceOptions;
+    Options {
+        namespaces: Some(vec![
+            NamespaceOptions::new("user:{sub}", Access::Owner, Access::Nobody),
+            NamespaceOptions::new("role:{role}", Access::Owner, Access::Nobody),
+            NamespaceOptions::new("chat", Access::Authenticated, Access::Authenticated)
+                .with_history(size, Duration::from_secs(600)),
+        ]),
+        ..options()
+    }
+}
+
 /// A running in-process server.
 pub struct TestServer {
     pub addr: SocketAddr,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use realtime_core::history::{WirePublication, with_position};
+use realtime_core::history::{MAX_HISTORY_LIMIT, WirePublication, with_position};
 use realtime_core::protocol::MissedReason;
 use realtime_core::{HistoryLimits, Position, PreparedMessage, ServerFrame, Topic};
 use serde_json::Value;
@@ -22,6 +22,11 @@ use crate::service::{Inner, Realtime};
 /// First wait before a failed fill reads the store again; doubled up to the cap.
 const FILL_BACKOFF: Duration = Duration::from_millis(50);
 const FILL_BACKOFF_CAP: Duration = Duration::from_secs(2);
+
+/// The highest offset a store hands out: Redis's Lua numbers are doubles, exact
+/// up to 2^53. A publication claiming more (or 0) was not made by a store, and
+/// taking it would move the topic's position where no real one can follow.
+const MAX_OFFSET: u64 = 1 << 53;
 
 /// Why a subscribe on a history topic failed; the connection is not left subscribed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,7 +94,9 @@ impl Realtime {
 
     /// A wire publication from the store's inbox or the bus.
     pub(crate) fn on_publication(&self, bytes: &[u8]) {
-        let Some(publication) = WirePublication::decode(bytes) else {
+        let Some(publication) =
+            WirePublication::decode(bytes).filter(|p| (1..=MAX_OFFSET).contains(&p.offset))
+        else {
             tracing::warn!("dropped a malformed history publication");
             return;
         };
@@ -148,25 +155,14 @@ impl Realtime {
         let store = self.history_store()?.clone();
         if handle.has_topic(topic.as_str()) {
             // Subscribed all along: nothing was missed, nothing to replay.
-            if let Some(reference) = reply {
-                let position = self
-                    .inner
-                    .trackers
-                    .get(topic.as_str())
-                    .and_then(|t| t.lock().position().cloned());
-                let frame = ServerFrame::Subscribed {
-                    topic: topic.as_str(),
-                    reference,
-                    offset: position.as_ref().map(|p| p.offset),
-                    epoch: position.as_ref().map(|p| p.epoch.as_str()),
-                    recovered: None,
-                    reason: None,
-                };
-                handle.try_send(&Utf8Bytes::from(frame.to_json()));
-            }
+            self.already_subscribed(handle, topic, reply);
             return Ok(false);
         }
-        let tracker = self.inner.trackers.join(topic, limits, handle);
+        let Some(tracker) = self.inner.trackers.join(topic, limits, handle) else {
+            // Another subscribe of this connection to the topic is under way.
+            self.already_subscribed(handle, topic, reply);
+            return Ok(false);
+        };
         let added = match self.subscribe_channel(handle, topic).await {
             Ok(added) => added,
             Err(_) => {
@@ -234,6 +230,33 @@ impl Realtime {
         Err(HistorySubscribeError::Gone)
     }
 
+    /// Answers a client's subscribe to a topic the connection has (or is being
+    /// given) with the node's position.
+    fn already_subscribed(
+        &self,
+        handle: &ConnectionHandle,
+        topic: &Topic,
+        reply: Option<Option<&Value>>,
+    ) {
+        let Some(reference) = reply else {
+            return;
+        };
+        let position = self
+            .inner
+            .trackers
+            .get(topic.as_str())
+            .and_then(|t| t.lock().position().cloned());
+        let frame = ServerFrame::Subscribed {
+            topic: topic.as_str(),
+            reference,
+            offset: position.as_ref().map(|p| p.offset),
+            epoch: position.as_ref().map(|p| p.epoch.as_str()),
+            recovered: None,
+            reason: None,
+        };
+        handle.try_send(&Utf8Bytes::from(frame.to_json()));
+    }
+
     async fn undo_subscribe(&self, handle: &Arc<ConnectionHandle>, topic: &Topic) {
         self.unsubscribe_channel(handle, topic).await;
         self.inner
@@ -246,7 +269,7 @@ impl Realtime {
     /// messages.
     pub(crate) fn resume_after_bus_break(&self) {
         for tracker in self.inner.trackers.all() {
-            if tracker.lock().begin_fill() {
+            if tracker.lock().resume_fill() {
                 self.spawn_fill(tracker);
             }
         }
@@ -287,7 +310,8 @@ async fn fill(engine: Weak<Inner>, store: Arc<dyn HistoryStore>, tracker: Arc<Tr
                 topic: tracker.topic.clone(),
                 limits: tracker.limits,
                 after: Some(from),
-                limit: tracker.limits.size() as usize,
+                // Paged: a fill after a long break reads on until the top.
+                limit: (tracker.limits.size() as usize).min(MAX_HISTORY_LIMIT),
                 new_epoch: new_epoch(),
             })
             .await;

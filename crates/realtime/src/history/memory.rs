@@ -4,9 +4,12 @@
 //! store whose appends go out on the hub.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{OnceLock, Weak};
+use std::time::Duration;
 
 use dashmap::DashMap;
+use dashmap::mapref::one::RefMut;
 use realtime_core::history::WirePublication;
 use realtime_core::{HistoryLimits, Position, StreamState, Topic};
 use tokio::time::Instant;
@@ -24,7 +27,13 @@ pub struct MemoryHistory {
     /// lock is held while its publication is handed on, so order = offset order.
     topics: DashMap<Topic, TopicLog>,
     sink: Sink,
+    /// Appends and reads since topics past their position's expiry were last
+    /// forgotten: a pass over the map per as many operations as it has topics.
+    since_sweep: AtomicUsize,
 }
+
+/// Fewest operations between two passes over a small map.
+const SWEEP_EVERY: usize = 1024;
 
 enum Sink {
     /// One engine: publications go to the inbox it gave [`HistoryStore::start`].
@@ -39,24 +48,33 @@ struct TopicLog {
     publications: VecDeque<StoredPublication>,
     /// When the topic was last appended to (or created): the expiry clock.
     touched: Instant,
+    /// How long its position outlives `touched` (its namespace's, when last used).
+    position_ttl: Duration,
 }
 
 impl TopicLog {
-    fn fresh(epoch: String, now: Instant) -> TopicLog {
+    fn fresh(epoch: String, now: Instant, limits: HistoryLimits) -> TopicLog {
         TopicLog {
             epoch,
             top: 0,
             publications: VecDeque::new(),
             touched: now,
+            position_ttl: limits.position_ttl(),
         }
+    }
+
+    /// Past this, the topic is as good as never used: forgetting it changes nothing.
+    fn forgotten(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.touched) >= self.position_ttl
     }
 
     /// Applies expiry: publications go `ttl` after the last append, the position
     /// `position_ttl` after it (a new epoch starts then).
     fn expire(&mut self, limits: HistoryLimits, now: Instant, new_epoch: &str) {
         let idle = now.saturating_duration_since(self.touched);
+        self.position_ttl = limits.position_ttl();
         if idle >= limits.position_ttl() {
-            *self = TopicLog::fresh(new_epoch.to_owned(), now);
+            *self = TopicLog::fresh(new_epoch.to_owned(), now, limits);
         } else if idle >= limits.ttl() {
             self.publications.clear();
         }
@@ -92,6 +110,7 @@ impl MemoryHistory {
         MemoryHistory {
             topics: DashMap::new(),
             sink: Sink::Inbox(OnceLock::new()),
+            since_sweep: AtomicUsize::new(0),
         }
     }
 
@@ -100,6 +119,7 @@ impl MemoryHistory {
         MemoryHistory {
             topics: DashMap::new(),
             sink: Sink::Hub(hub),
+            since_sweep: AtomicUsize::new(0),
         }
     }
 
@@ -118,13 +138,38 @@ impl MemoryHistory {
         }
     }
 
-    fn append_now(&self, request: AppendRequest) -> Position {
-        let now = Instant::now();
+    /// Forgets the topics whose position expired, now and then: every topic name
+    /// a client reads or subscribes to is otherwise kept for good. Called with no
+    /// entry of the map held.
+    fn sweep(&self, now: Instant) {
+        let due = self.since_sweep.fetch_add(1, Ordering::Relaxed) + 1;
+        if due < self.topics.len().max(SWEEP_EVERY) {
+            return;
+        }
+        self.since_sweep.store(0, Ordering::Relaxed);
+        self.topics.retain(|_, log| !log.forgotten(now));
+    }
+
+    /// The topic's log as of `now` (expired, or made with `new_epoch`), locked.
+    fn log(
+        &self,
+        topic: &Topic,
+        limits: HistoryLimits,
+        new_epoch: &str,
+        now: Instant,
+    ) -> RefMut<'_, Topic, TopicLog> {
+        self.sweep(now);
         let mut log = self
             .topics
-            .entry(request.topic.clone())
-            .or_insert_with(|| TopicLog::fresh(request.new_epoch.clone(), now));
-        log.expire(request.limits, now, &request.new_epoch);
+            .entry(topic.clone())
+            .or_insert_with(|| TopicLog::fresh(new_epoch.to_owned(), now, limits));
+        log.expire(limits, now, new_epoch);
+        log
+    }
+
+    fn append_now(&self, request: AppendRequest) -> Position {
+        let now = Instant::now();
+        let mut log = self.log(&request.topic, request.limits, &request.new_epoch, now);
         log.top += 1;
         log.touched = now;
         let offset = log.top;
@@ -155,19 +200,16 @@ impl MemoryHistory {
 
     fn read_now(&self, request: ReadRequest) -> StoredPage {
         let now = Instant::now();
-        let mut log = self
-            .topics
-            .entry(request.topic.clone())
-            .or_insert_with(|| TopicLog::fresh(request.new_epoch.clone(), now));
-        log.expire(request.limits, now, &request.new_epoch);
+        let log = self.log(&request.topic, request.limits, &request.new_epoch, now);
         let after = request.after.unwrap_or(0);
-        let publications = log
-            .publications
-            .iter()
-            .filter(|p| p.offset > after)
-            .take(request.limit)
-            .cloned()
-            .collect();
+        // Held offsets are consecutive: start at `after + 1` without a scan, so a
+        // read near the top of a large history costs what it returns.
+        let held = &log.publications;
+        let start = held.front().map_or(0, |p| {
+            let skip = after.saturating_add(1).saturating_sub(p.offset);
+            usize::try_from(skip).map_or(held.len(), |skip| skip.min(held.len()))
+        });
+        let publications = held.range(start..).take(request.limit).cloned().collect();
         StoredPage {
             state: log.state(),
             publications,
@@ -192,10 +234,12 @@ impl HistoryStore for MemoryHistory {
         Box::pin(std::future::ready(Ok(page)))
     }
 
-    fn reset(&self, topic: &Topic, _limits: HistoryLimits, new_epoch: String) -> PositionFuture {
+    fn reset(&self, topic: &Topic, limits: HistoryLimits, new_epoch: String) -> PositionFuture {
         let now = Instant::now();
-        self.topics
-            .insert(topic.clone(), TopicLog::fresh(new_epoch.clone(), now));
+        self.topics.insert(
+            topic.clone(),
+            TopicLog::fresh(new_epoch.clone(), now, limits),
+        );
         let position = Position {
             offset: 0,
             epoch: new_epoch,
@@ -267,6 +311,8 @@ mod tests {
         let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset).collect();
         assert_eq!(offsets, vec![3, 4, 5]);
         assert_eq!(read(&store, l, Some(4)).publications.len(), 1);
+        assert!(read(&store, l, Some(5)).publications.is_empty());
+        assert!(read(&store, l, Some(u64::MAX)).publications.is_empty());
     }
 
     #[tokio::test(start_paused = true)]
@@ -283,6 +329,33 @@ mod tests {
         let page = read(&store, l, None);
         assert_eq!(page.state.epoch, "e2", "a lost position starts a new epoch");
         assert_eq!(page.state.top, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn topics_whose_position_expired_are_forgotten() {
+        let store = MemoryHistory::new();
+        let l = limits(10, 60);
+        // A client may read (subscribe to) any number of topic names.
+        for n in 0..500 {
+            store.read_now(ReadRequest {
+                topic: Topic::parse(&format!("t{n}")).unwrap(),
+                limits: l,
+                after: None,
+                limit: 0,
+                new_epoch: "e1".into(),
+            });
+        }
+        append(&store, l, "{}");
+        tokio::time::advance(l.position_ttl() + Duration::from_secs(1)).await;
+        for _ in 0..1000 {
+            read(&store, l, None);
+        }
+        assert_eq!(store.topics.len(), 1, "only the topic still in use is kept");
+        assert_eq!(
+            read(&store, l, None).state.epoch,
+            "e2",
+            "its position expired too"
+        );
     }
 
     #[tokio::test]

@@ -6,15 +6,15 @@
 //! Everything here runs under the topic's tracker lock and never awaits; reading
 //! the store is the engine's job (see `history::engine`), which hands the pages in.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
-use realtime_core::history::{Admission, Recovery, admit, recovery, with_position};
+use realtime_core::history::{Admission, Recovery, Unrecoverable, admit, recovery, with_position};
 use realtime_core::protocol::MissedReason;
 use realtime_core::route::RouteKind;
-use realtime_core::{ConnectionId, HistoryLimits, Position, ServerFrame, Topic};
+use realtime_core::{CloseCode, ConnectionId, HistoryLimits, Position, ServerFrame, Topic};
 use serde_json::Value;
 
 use super::store::StoredPage;
@@ -46,12 +46,16 @@ pub(crate) struct Tracker {
 pub(crate) struct TrackerState {
     /// The last publication delivered; `None` until the first read initialises it.
     last: Option<Position>,
-    /// Arrivals before initialisation, applied once the position is known.
-    parked: Vec<(Position, Utf8Bytes)>,
+    /// Arrivals before initialisation, applied once the position is known; the
+    /// latest `size` of them (what the read does not cover is filled).
+    parked: VecDeque<(Position, Utf8Bytes)>,
     /// Arrivals after a gap, in the current epoch, by offset.
     pending: BTreeMap<u64, Utf8Bytes>,
     /// A fill (a read of the store after `last`) is in progress.
     filling: bool,
+    /// The bus broke while a read was in flight (a fill's, or the one that
+    /// initialises): what it lost may lie past that read, so read once more.
+    again: bool,
     /// The topic has no local subscriber any more: a fill in progress stops.
     closed: bool,
     recovering: HashMap<ConnectionId, Recovering>,
@@ -63,9 +67,26 @@ struct Recovering {
     /// `None` until its `subscribed` reply is queued; deliveries are buffered.
     /// Then the replay's top: deliveries at or below it were in the replay.
     replied_through: Option<u64>,
-    /// (offset, frame) delivered meanwhile, in order; a `missed` notice is keyed
-    /// by the offset delivery continues from.
-    buffer: Vec<(u64, Utf8Bytes)>,
+    /// (offset, frame, is a publication) delivered meanwhile, in order; a
+    /// `missed` notice is keyed by the offset delivery continues from.
+    buffer: Vec<(u64, Utf8Bytes, bool)>,
+}
+
+impl Recovering {
+    /// Holds a frame back until the reply is queued. The buffer is queued in one
+    /// go, so more than the connection's queue holds could never be: it is a
+    /// slow consumer already.
+    fn hold(&mut self, offset: u64, frame: &Utf8Bytes, publication: bool) {
+        if self.handle.is_closing() {
+            return;
+        }
+        if self.buffer.len() >= self.handle.outbox().max_frames() {
+            self.buffer = Vec::new();
+            self.handle.close(CloseCode::SlowConsumer);
+            return;
+        }
+        self.buffer.push((offset, frame.clone(), publication));
+    }
 }
 
 /// How a recovering subscribe ended.
@@ -90,15 +111,18 @@ pub(crate) struct Subscribing<'a> {
 
 impl Trackers {
     /// The topic's tracker, created when missing, with `handle` registered as
-    /// recovering (under the map's entry lock, so a concurrent [`release`] sees it).
+    /// recovering (under the map's entry lock, so a concurrent [`leave`] sees it).
+    /// `None` when it is recovering already: another subscribe of the connection
+    /// to the topic is under way (a server-side one beside the client's), and
+    /// what that one buffered stays its own.
     ///
-    /// [`release`]: Self::release
+    /// [`leave`]: Self::leave
     pub(crate) fn join(
         &self,
         topic: &Topic,
         limits: HistoryLimits,
         handle: &Arc<ConnectionHandle>,
-    ) -> Arc<Tracker> {
+    ) -> Option<Arc<Tracker>> {
         let entry = self.topics.entry(topic.clone()).or_insert_with(|| {
             Arc::new(Tracker {
                 topic: topic.clone(),
@@ -106,7 +130,11 @@ impl Trackers {
                 state: Mutex::new(TrackerState::default()),
             })
         });
-        entry.lock().recovering.insert(
+        let mut state = entry.lock();
+        if state.recovering.contains_key(&handle.id()) {
+            return None;
+        }
+        state.recovering.insert(
             handle.id(),
             Recovering {
                 handle: handle.clone(),
@@ -114,7 +142,8 @@ impl Trackers {
                 buffer: Vec::new(),
             },
         );
-        entry.clone()
+        drop(state);
+        Some(entry.clone())
     }
 
     pub(crate) fn get(&self, topic: &str) -> Option<Arc<Tracker>> {
@@ -171,6 +200,17 @@ impl TrackerState {
         true
     }
 
+    /// The bus came back after a break: a fill is to read what it lost. Returns
+    /// true when one should be started; with a read in flight, it reads again
+    /// after that one.
+    pub(crate) fn resume_fill(&mut self) -> bool {
+        if self.filling || self.last.is_none() {
+            self.again = true;
+            return false;
+        }
+        self.begin_fill()
+    }
+
     /// The fill ends (the topic closed, or nothing is missing any more).
     pub(crate) fn end_fill(&mut self) {
         self.filling = false;
@@ -184,8 +224,16 @@ impl TrackerState {
         at: Position,
         frame: Utf8Bytes,
     ) -> bool {
+        if self.closed {
+            // Removed from the map, maybe replaced: the topic's subscribers now
+            // belong to the tracker that replaced this one.
+            return false;
+        }
         let Some(last) = &self.last else {
-            self.parked.push((at, frame));
+            if self.parked.len() >= tracker.1.size() as usize {
+                self.parked.pop_front();
+            }
+            self.parked.push_back((at, frame));
             return false;
         };
         match admit(last, &at) {
@@ -224,8 +272,8 @@ impl TrackerState {
         }
         self.last = Some(page.state.position());
         let mut parked = std::mem::take(&mut self.parked);
-        parked.sort_by_key(|(p, _)| p.offset);
-        let mut fill = false;
+        parked.make_contiguous().sort_by_key(|(p, _)| p.offset);
+        let mut fill = std::mem::take(&mut self.again);
         for (at, frame) in parked {
             fill |= self.arrive(out, tracker, at, frame);
         }
@@ -240,7 +288,23 @@ impl TrackerState {
         tracker: (&Topic, HistoryLimits),
         page: &StoredPage,
     ) -> bool {
-        let Some(last) = self.last.clone() else {
+        let more = self.fill_step(out, tracker, page);
+        if !more && !self.closed && self.last.is_some() && std::mem::take(&mut self.again) {
+            self.filling = true;
+            return true;
+        }
+        more
+    }
+
+    fn fill_step(
+        &mut self,
+        out: Fanout<'_>,
+        tracker: (&Topic, HistoryLimits),
+        page: &StoredPage,
+    ) -> bool {
+        let Some(last) = self.last.clone().filter(|_| !self.closed) else {
+            // A closed tracker's fill delivers nothing: another tracker may serve
+            // the topic's subscribers by now.
             self.filling = false;
             return false;
         };
@@ -252,7 +316,7 @@ impl TrackerState {
             return true;
         }
         let before = last.offset;
-        if page.state.first > last.offset + 1 && page.state.top > last.offset {
+        if page.state.first > last.offset.saturating_add(1) && page.state.top > last.offset {
             self.skip(
                 out,
                 topic,
@@ -261,7 +325,7 @@ impl TrackerState {
             );
         }
         for p in &page.publications {
-            let next = self.last.as_ref().map_or(0, |l| l.offset + 1);
+            let next = self.last.as_ref().map_or(0, |l| l.offset.saturating_add(1));
             if p.offset < next {
                 continue;
             }
@@ -272,11 +336,17 @@ impl TrackerState {
             self.deliver(out, topic, p.offset, &frame);
         }
         self.drain(out, topic);
-        if self.pending.is_empty() {
-            self.filling = false;
-            return false;
-        }
         let progressed = self.last.as_ref().is_some_and(|l| l.offset > before);
+        if self.pending.is_empty() {
+            // A page stops short of the top when it is full: read the next one.
+            let more = progressed
+                && self
+                    .last
+                    .as_ref()
+                    .is_some_and(|l| l.offset < page.state.top);
+            self.filling = more;
+            return more;
+        }
         if !progressed {
             // The store holds nothing that closes the gap: go on from what arrived.
             self.skip_to_pending(out, topic);
@@ -299,6 +369,10 @@ impl TrackerState {
         who: Subscribing<'_>,
         page: &StoredPage,
     ) -> (Completion, bool) {
+        if self.closed {
+            // Only a connection that left can still be completing here.
+            return (Completion::Gone, false);
+        }
         let fill = self.initialise(out, tracker, page);
         let Some(last) = self.last.clone() else {
             return (Completion::Retry, fill);
@@ -310,7 +384,7 @@ impl TrackerState {
             return (Completion::Gone, fill);
         };
         let state = &page.state;
-        let decided = who.since.map(|s| recovery(s, state));
+        let mut decided = who.since.map(|s| recovery(s, state));
         let (replay, stands_at) = match (who.since, decided) {
             (Some(since), Some(Recovery::Recovered)) => {
                 let replay: Vec<_> = page
@@ -318,8 +392,19 @@ impl TrackerState {
                     .iter()
                     .filter(|p| p.offset > since.offset)
                     .collect();
-                let top = replay.last().map_or(since.offset, |p| p.offset);
-                (replay, top)
+                // Only a replay of everything up to the read's top recovers: a
+                // stream holding more than the namespace's size now (it was
+                // lowered) answers a page that stops short.
+                let whole = replay
+                    .iter()
+                    .map(|p| p.offset)
+                    .eq(since.offset.saturating_add(1)..=state.top);
+                if whole {
+                    (replay, state.top)
+                } else {
+                    decided = Some(Recovery::NotRecovered(Unrecoverable::Trimmed));
+                    (Vec::new(), state.top)
+                }
             }
             _ => (Vec::new(), state.top),
         };
@@ -340,14 +425,20 @@ impl TrackerState {
             .to_json();
             r.handle.try_send(&Utf8Bytes::from(reply));
         }
+        let mut delivered = 0;
         for p in replay {
             let frame = with_position(&p.payload, p.offset, &state.epoch);
-            r.handle.try_send(&Utf8Bytes::from(frame));
+            delivered += usize::from(r.handle.try_send(&Utf8Bytes::from(frame)));
         }
-        for (key, frame) in r.buffer.drain(..) {
-            if key > stands_at {
-                r.handle.try_send(&frame);
+        for (key, frame, publication) in r.buffer.drain(..) {
+            if key > stands_at && r.handle.try_send(&frame) && publication {
+                delivered += 1;
             }
+        }
+        if let Some(metrics) = out.metrics {
+            // Counted here, not where they were handled: the replay's were
+            // published earlier, and the buffer's were held back from this one.
+            metrics.delivered(RouteKind::Topic, delivered);
         }
         if last.offset < stands_at {
             // This node has not yet delivered what the read saw: skip those when
@@ -361,7 +452,7 @@ impl TrackerState {
     /// The store started a new epoch (reset, or its data was lost): subscribers
     /// are told and delivery goes on from the new epoch's start.
     pub(crate) fn adopt_epoch(&mut self, out: Fanout<'_>, topic: &Topic, epoch: String) {
-        if self.last.as_ref().is_some_and(|l| l.epoch == epoch) {
+        if self.closed || self.last.as_ref().is_some_and(|l| l.epoch == epoch) {
             return;
         }
         let frame = missed(topic, MissedReason::HistoryLost, 0, &epoch);
@@ -393,7 +484,7 @@ impl TrackerState {
         let frame = missed(topic, reason, offset, &last.epoch);
         for r in self.recovering.values_mut() {
             match r.replied_through {
-                None => r.buffer.push((offset, frame.clone())),
+                None => r.hold(offset, &frame, false),
                 Some(through) if offset > through => {
                     r.handle.try_send(&frame);
                 }
@@ -415,12 +506,13 @@ impl TrackerState {
     /// Delivers the pending publications that now follow on.
     fn drain(&mut self, out: Fanout<'_>, topic: &Topic) {
         loop {
-            let Some(last) = self.last.as_ref().map(|l| l.offset) else {
+            // No successor past u64::MAX (only a forged store reply gets there).
+            let Some(next) = self.last.as_ref().and_then(|l| l.offset.checked_add(1)) else {
                 return;
             };
-            self.pending = self.pending.split_off(&(last + 1));
-            match self.pending.remove(&(last + 1)) {
-                Some(frame) => self.deliver(out, topic, last + 1, &frame),
+            self.pending = self.pending.split_off(&next);
+            match self.pending.remove(&next) {
+                Some(frame) => self.deliver(out, topic, next, &frame),
                 None => return,
             }
         }
@@ -442,7 +534,7 @@ impl TrackerState {
             let mut later = 0;
             for r in self.recovering.values_mut() {
                 match r.replied_through {
-                    None => r.buffer.push((offset, frame.clone())),
+                    None => r.hold(offset, frame, true),
                     Some(through) if offset > through => {
                         later += usize::from(r.handle.try_send(frame));
                     }
@@ -571,6 +663,40 @@ mod tests {
                 .arrive(out, (&self.topic, self.limits), pos(offset, epoch), frame)
         }
 
+        /// Its subscriber's read is in flight.
+        fn start_recovering(&mut self) {
+            self.state.recovering.insert(
+                self.handle.id(),
+                Recovering {
+                    handle: self.handle.clone(),
+                    replied_through: None,
+                    buffer: Vec::new(),
+                },
+            );
+        }
+
+        /// Completes its subscriber's subscribe from `since` with `page`; `reply`:
+        /// a client's, answered with `subscribed`.
+        fn complete(
+            &mut self,
+            since: &Position,
+            reply: bool,
+            page: &StoredPage,
+            metrics: Option<&Metrics>,
+        ) -> Completion {
+            let who = Subscribing {
+                id: self.handle.id(),
+                since: Some(since),
+                reply: reply.then_some(None),
+            };
+            let out = Fanout {
+                registry: &self.registry,
+                metrics,
+            };
+            let limits = self.limits;
+            self.state.complete(out, (&self.topic, limits), who, page).0
+        }
+
         fn fill(&mut self, store: &Store) -> bool {
             let page = store.page_after(self.state.fill_from().unwrap());
             let out = Fanout {
@@ -619,6 +745,15 @@ mod tests {
     }
 
     #[test]
+    fn delivery_at_the_last_possible_offset_does_not_overflow() {
+        // Only a forged store reply (a top offset of u64::MAX) gets here.
+        let mut s = Setup::new(10, u64::MAX - 1);
+        assert!(!s.arrive(u64::MAX, "e1"));
+        assert!(!s.arrive(u64::MAX, "e1"));
+        assert_eq!(s.received(), [u64::MAX.to_string()]);
+    }
+
+    #[test]
     fn a_gap_is_filled_from_the_store_in_order() {
         let mut s = Setup::new(10, 2);
         assert!(s.arrive(5, "e1"), "a gap starts a fill");
@@ -633,6 +768,52 @@ mod tests {
         assert_eq!(s.received(), ["3", "4", "5", "6"]);
         assert!(!s.arrive(7, "e1"));
         assert_eq!(s.received(), ["7"]);
+    }
+
+    #[test]
+    fn a_fill_reads_page_after_page_up_to_the_top() {
+        // After a bus break nothing is pending: only the store knows 3..=8.
+        let mut s = Setup::new(10, 2);
+        let store = Store {
+            epoch: "e1".into(),
+            held: (1..=8).collect(),
+            top: 8,
+        };
+        let out = Fanout {
+            registry: &s.registry,
+            metrics: None,
+        };
+        let mut page = store.page_after(2);
+        page.publications.truncate(3);
+        assert!(
+            s.state.apply_fill(out, (&s.topic, s.limits), &page),
+            "a page that stops short of the top is followed by another"
+        );
+        assert!(!s.fill(&store));
+        assert_eq!(s.received(), ["3", "4", "5", "6", "7", "8"]);
+    }
+
+    #[test]
+    fn a_bus_break_before_the_first_read_answers_is_filled_after_it() {
+        let mut s = Setup::new(10, 0);
+        s.state.last = None;
+        assert!(!s.state.resume_fill(), "nothing to fill from yet");
+        let store = Store {
+            epoch: "e1".into(),
+            held: (1..=3).collect(),
+            top: 3,
+        };
+        let out = Fanout {
+            registry: &s.registry,
+            metrics: None,
+        };
+        let page = store.page_after(0);
+        assert!(
+            s.state.initialise(out, (&s.topic, s.limits), &page),
+            "the read may be older than what the break lost"
+        );
+        assert!(s.state.begin_fill());
+        assert!(!s.fill(&store));
     }
 
     #[test]
@@ -695,17 +876,39 @@ mod tests {
     }
 
     #[test]
+    fn arrivals_before_the_first_read_are_bounded_and_the_rest_filled() {
+        let mut s = Setup::new(3, 0);
+        s.state.last = None;
+        // The first read is slow (or failing) while publications keep arriving.
+        for offset in 1..=1000 {
+            assert!(!s.arrive(offset, "e1"), "nothing to fill from yet");
+        }
+        assert!(s.state.parked.len() <= 3, "{} parked", s.state.parked.len());
+        // The read answers: what was let go is read from the store.
+        let store = Store {
+            epoch: "e1".into(),
+            held: (998..=1000).collect(),
+            top: 1000,
+        };
+        let out = Fanout {
+            registry: &s.registry,
+            metrics: None,
+        };
+        let page = store.page_after(0);
+        s.state.initialise(out, (&s.topic, s.limits), &page);
+        assert!(
+            s.received().is_empty(),
+            "the read's position is where delivery starts"
+        );
+        assert!(!s.arrive(1001, "e1"));
+        assert_eq!(s.received(), ["1001"]);
+    }
+
+    #[test]
     fn a_recovering_connection_gets_its_reply_replay_and_buffer_in_order() {
         let mut s = Setup::new(10, 0);
         s.state.last = None;
-        s.state.recovering.insert(
-            s.handle.id(),
-            Recovering {
-                handle: s.handle.clone(),
-                replied_through: None,
-                buffer: Vec::new(),
-            },
-        );
+        s.start_recovering();
         // Live arrivals while its read is in flight (before the node knew where it stood).
         s.arrive(4, "e1");
         s.arrive(5, "e1");
@@ -715,18 +918,15 @@ mod tests {
             top: 4,
         };
         let since = pos(1, "e1");
-        let who = Subscribing {
-            id: s.handle.id(),
-            since: Some(&since),
-            reply: Some(None),
-        };
         let page = store.page_after(1);
-        let out = Fanout {
-            registry: &s.registry,
-            metrics: None,
-        };
-        let (done, _) = s.state.complete(out, (&s.topic, s.limits), who, &page);
+        let metrics = Metrics::new();
+        let done = s.complete(&since, true, &page, Some(&metrics));
         assert_eq!(done, Completion::Done);
+        assert_eq!(
+            metrics.totals(),
+            (1, 4),
+            "5 was handled here; the replay and the buffer were delivered"
+        );
         let mut batch = VecDeque::new();
         s.handle.outbox().try_take(&mut batch);
         let frames: Vec<Value> = batch
@@ -747,16 +947,73 @@ mod tests {
     }
 
     #[test]
+    fn a_recovering_connection_buffers_no_more_than_its_queue_holds() {
+        // Its queue holds 1000 frames: the buffer goes to it in one go.
+        let mut s = Setup::new(100_000, 0);
+        s.start_recovering();
+        for offset in 1..=5000 {
+            s.arrive(offset, "e1");
+        }
+        let buffered = s.state.recovering[&s.handle.id()].buffer.len();
+        assert!(buffered <= 1000, "{buffered} buffered");
+        assert_eq!(s.handle.close_code(), Some(CloseCode::SlowConsumer));
+    }
+
+    #[test]
+    fn a_second_subscribe_of_a_recovering_connection_keeps_the_first() {
+        let s = Setup::new(10, 0);
+        let trackers = Trackers::default();
+        let tracker = trackers.join(&s.topic, s.limits, &s.handle).unwrap();
+        tracker.lock().last = Some(pos(0, "e1"));
+        let frame = Utf8Bytes::from(with_position(r#"{"type":"n"}"#, 1, "e1"));
+        let out = Fanout {
+            registry: &s.registry,
+            metrics: None,
+        };
+        tracker
+            .lock()
+            .arrive(out, (&s.topic, s.limits), pos(1, "e1"), frame);
+        // A server-side subscribe beside the client's, while its read is in flight.
+        assert!(trackers.join(&s.topic, s.limits, &s.handle).is_none());
+        let state = tracker.lock();
+        assert_eq!(
+            state.recovering[&s.handle.id()].buffer.len(),
+            1,
+            "nothing lost"
+        );
+    }
+
+    #[test]
+    fn a_replay_that_does_not_reach_the_top_is_not_a_recovery() {
+        let mut s = Setup::new(3, 10);
+        s.start_recovering();
+        // The store holds 1..=10 (trimmed to a larger size before the namespace's
+        // was lowered), but the read returns at most `size` after the position.
+        let store = Store {
+            epoch: "e1".into(),
+            held: (1..=10).collect(),
+            top: 10,
+        };
+        let mut page = store.page_after(2);
+        page.publications.truncate(3);
+        let since = pos(2, "e1");
+        let done = s.complete(&since, true, &page, None);
+        assert_eq!(done, Completion::Done);
+        let mut batch = VecDeque::new();
+        s.handle.outbox().try_take(&mut batch);
+        let reply: Value = serde_json::from_str(&batch[0]).unwrap();
+        assert_eq!(
+            (reply["recovered"].clone(), reply["offset"].clone()),
+            (Value::from(false), Value::from(10)),
+            "6..=10 would be missing from a replay of 3..=5: {reply}"
+        );
+        assert_eq!(batch.len(), 1, "nothing replayed");
+    }
+
+    #[test]
     fn a_node_behind_the_read_skips_what_the_replay_had() {
         let mut s = Setup::new(10, 2);
-        s.state.recovering.insert(
-            s.handle.id(),
-            Recovering {
-                handle: s.handle.clone(),
-                replied_through: None,
-                buffer: Vec::new(),
-            },
-        );
+        s.start_recovering();
         // The read saw 3..=5 before they reached this node.
         let store = Store {
             epoch: "e1".into(),
@@ -764,17 +1021,8 @@ mod tests {
             top: 5,
         };
         let since = pos(2, "e1");
-        let who = Subscribing {
-            id: s.handle.id(),
-            since: Some(&since),
-            reply: None,
-        };
         let page = store.page_after(2);
-        let out = Fanout {
-            registry: &s.registry,
-            metrics: None,
-        };
-        let (done, _) = s.state.complete(out, (&s.topic, s.limits), who, &page);
+        let done = s.complete(&since, false, &page, None);
         assert_eq!(done, Completion::Done);
         assert_eq!(s.received(), ["3", "4", "5"], "the replay");
         for offset in 3..=6 {
