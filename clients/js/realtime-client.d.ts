@@ -60,7 +60,7 @@ export interface RealtimeClientOptions extends BackoffOptions {
   maxReconnectAttempts?: number;
   /** After a `server-shutdown` notice or close 1001, reconnect after a uniform random delay in [0, shutdownJitter] ms. Default 1000. */
   shutdownJitter?: number;
-  /** Longest wait for a command's reply (subscribe, unsubscribe, publish, ping, refresh), ms. Default 10000. */
+  /** Longest wait for a command's reply (subscribe, unsubscribe, publish, history, ping, refresh), ms. Default 10000. */
   timeout?: number;
   /** Longest wait from the start of an attempt (token fetch included) to the welcome frame, ms. Default 10000. */
   connectTimeout?: number;
@@ -87,7 +87,7 @@ export declare const DEFAULT_OPTIONS: Readonly<Required<Omit<RealtimeClientOptio
  * Error with a stable `code`: a server error code (`bad_request`,
  * `unknown_action`, `invalid_topic`, `forbidden`, `internal`,
  * `bus_unavailable`, `invalid_token`, `token_mismatch`, `rate_limited`,
- * `limit_exceeded`) or a client one:
+ * `limit_exceeded`, `no_history`, `history_unavailable`, `invalid_message`) or a client one:
  * - `timeout`: no reply within the timeout (or no welcome within connectTimeout)
  * - `not_connected`: a command issued while not connected
  * - `disconnected`: the connection closed before the reply (or for good, for a queued subscribe)
@@ -116,7 +116,46 @@ export interface RealtimeMessage {
   timestamp: string;
   /** Set by the server on topic messages. */
   topic?: string;
+  /** On history topics: the publication's offset (1, 2, ... within its epoch). */
+  offset?: number;
+  /** On history topics: the epoch the offset belongs to. */
+  epoch?: string;
   [field: string]: unknown;
+}
+
+/**
+ * A place in a history topic: the last offset had, within an epoch (an opaque
+ * string that changes when the topic's history is lost or reset). Offset 0 is
+ * "before the first publication".
+ */
+export interface Position {
+  offset: number;
+  epoch: string;
+}
+
+/**
+ * Why a position could not be recovered: `"trimmed"` (publications after it were
+ * trimmed or expired), `"other_epoch"` (the history was lost or reset since),
+ * `"ahead_of_top"` (not a position this epoch gave out), `"no_history"` (the
+ * topic keeps no history).
+ */
+export type UnrecoveredReason = "trimmed" | "other_epoch" | "ahead_of_top" | "no_history";
+
+/** Why a `missed` notice was sent. */
+export type MissedReason = "bus_reconnected" | "history_lost" | "history_trimmed";
+
+/**
+ * What a subscribe resolves to, and what a `resubscribed` event carries.
+ * `offset`/`epoch`: on a history topic, the position the server reported.
+ * `recovered` (with `since`, and on every resubscription): whether every
+ * publication after the position follows; `reason` when not.
+ */
+export interface SubscribeResult {
+  topic: string;
+  offset?: number;
+  epoch?: string;
+  recovered?: boolean;
+  reason?: UnrecoveredReason;
 }
 
 export type MessageHandler<M extends RealtimeMessage = RealtimeMessage> = (message: M) => void;
@@ -181,12 +220,39 @@ export interface RefreshedEvent {
   expiresAt: number | null;
 }
 
+/**
+ * A kept topic was subscribed again after a reconnect. `recovered: true`: every
+ * message published meanwhile follows (history topic, position still held).
+ * `recovered: false`: messages may have been lost (`reason`; `"no_history"` for
+ * every topic without history): refetch the state the topic carries.
+ */
+export interface ResubscribedEvent extends SubscribeResult {
+  type: "resubscribed";
+  recovered: boolean;
+}
+
+/**
+ * The server says messages on `topic` may not have reached this connection
+ * (`bus_reconnected` on topics without history; `history_lost`,
+ * `history_trimmed` on history topics, with the position delivery continues
+ * after). Refetch the state the topic carries.
+ */
+export interface MissedEvent {
+  type: "missed";
+  topic: string;
+  reason: MissedReason;
+  offset?: number;
+  epoch?: string;
+}
+
 export interface RealtimeClientEventMap {
   connecting: ConnectingEvent;
   connected: ConnectedEvent;
   disconnected: DisconnectedEvent;
   error: ErrorEvent;
   refreshed: RefreshedEvent;
+  resubscribed: ResubscribedEvent;
+  missed: MissedEvent;
 }
 
 export interface PublishedReply {
@@ -196,11 +262,45 @@ export interface PublishedReply {
   delivered: number;
   /** Whether it was also handed to the bus for other nodes. */
   relayed: boolean;
+  /** On a history topic: the offset the publication got. */
+  offset?: number;
+  /** On a history topic: its epoch. */
+  epoch?: string;
 }
 
 export interface CommandOptions {
   /** Overrides the `timeout` option for this call, ms. */
   timeout?: number;
+}
+
+export interface SubscribeOptions extends CommandOptions {
+  /**
+   * A position kept from earlier (e.g. saved before the page unloaded): the
+   * first subscribe asks for every publication after it. Ignored when the
+   * topic is already kept. Resubscriptions after a reconnect use the tracked
+   * position by themselves.
+   */
+  since?: Position;
+}
+
+export interface HistoryOptions extends CommandOptions {
+  /** Publications after this position; without it, from the oldest held. */
+  since?: Position;
+  /** At most this many publications (the server caps it at 1000). */
+  limit?: number;
+}
+
+/** The answer to {@link RealtimeClient.history}. */
+export interface HistoryAnswer<M extends RealtimeMessage = RealtimeMessage> {
+  type: "history";
+  topic: string;
+  /** In offset order, each a topic message with its `offset` and `epoch`. */
+  publications: M[];
+  /** The topic's current position. */
+  offset: number;
+  epoch: string;
+  /** With `since`: whether the publications start right after it (false: from the oldest held). */
+  recovered?: boolean;
 }
 
 /**
@@ -252,19 +352,37 @@ export declare class RealtimeClient {
 
   /**
    * Subscribes `handler` to `topic` (several handlers per topic are fine).
-   * Resolves on `subscribed`; rejects with a {@link RealtimeError} whose code is
-   * the server's (`forbidden`, `invalid_topic`, `limit_exceeded`,
-   * `rate_limited`, ...), `timeout`, `closed`, `unsubscribed`, or
-   * `disconnected` (terminal close); a rejected topic is not kept. While not
-   * connected the subscribe is queued and sent once connected (the timeout
-   * runs from the send). Kept topics are re-subscribed after every reconnect;
-   * a failure there is an `error` event.
+   * Resolves on `subscribed`, with the position on a history topic (and
+   * `recovered` when `since` was given); rejects with a {@link RealtimeError}
+   * whose code is the server's (`forbidden`, `invalid_topic`, `limit_exceeded`,
+   * `rate_limited`, `history_unavailable`, ...), `timeout`, `closed`,
+   * `unsubscribed`, or `disconnected` (terminal close); a rejected topic is not
+   * kept. While not connected the subscribe is queued and sent once connected
+   * (the timeout runs from the send). Kept topics are re-subscribed after every
+   * reconnect, history topics from their last delivered position; each one is
+   * a `resubscribed` event saying whether it recovered, a failure an `error`
+   * event. Messages of a history topic at or below the last delivered offset
+   * are dropped (duplicates).
    */
   subscribe<M extends RealtimeMessage = RealtimeMessage>(
     topic: string,
     handler: MessageHandler<M>,
-    options?: CommandOptions,
-  ): Promise<{ topic: string }>;
+    options?: SubscribeOptions,
+  ): Promise<SubscribeResult>;
+
+  /**
+   * Reads a history topic's publications. Allowed to whoever may subscribe to
+   * the topic. Rejects with `no_history`, `forbidden`, `history_unavailable`,
+   * `not_connected`, or a TypeError for a malformed `since` or `limit`.
+   */
+  history<M extends RealtimeMessage = RealtimeMessage>(topic: string, options?: HistoryOptions): Promise<HistoryAnswer<M>>;
+
+  /**
+   * The last position delivered on a kept history topic: what the next
+   * resubscription resumes from (save it to resume after a page reload with
+   * `subscribe(topic, handler, { since })`). Null for other topics.
+   */
+  position(topic: string): Position | null;
 
   /**
    * Removes `handler` from `topic`, or every handler when omitted. When none
@@ -275,8 +393,10 @@ export declare class RealtimeClient {
 
   /**
    * Publishes `message` (an object with a string `type`) on `topic`. Refused
-   * with `forbidden` unless the server opens the topic to client publishing.
-   * Rejects with `not_connected` when not connected.
+   * with `forbidden` unless the server opens the topic to client publishing, and
+   * with `invalid_message` on a history topic when the message carries `offset`
+   * or `epoch` (the server assigns them). Rejects with `not_connected` when not
+   * connected.
    */
   publish(topic: string, message: { type: string; [field: string]: unknown }, options?: CommandOptions): Promise<PublishedReply>;
 
@@ -302,7 +422,8 @@ export declare class RealtimeClient {
 
   /**
    * Listens to client events (never message types): `connecting`, `connected`,
-   * `disconnected`, `error`, `refreshed`. The listener receives a plain object.
+   * `disconnected`, `error`, `refreshed`, `resubscribed`, `missed`. The
+   * listener receives a plain object.
    */
   addEventListener<K extends keyof RealtimeClientEventMap>(
     type: K,
@@ -354,3 +475,9 @@ export declare function refreshDelay(expiresAtMs: number, nowMs: number, options
  * delay), `"token"` (3005: at once, fresh token), `"backoff"` (anything else).
  */
 export declare function closeAction(code: number): "terminal" | "shutdown" | "token" | "backoff";
+
+/** `{offset, epoch}` when `value` holds a position (a non-negative safe integer `offset` and a string `epoch`), else null. */
+export declare function positionOf(value: unknown): Position | null;
+
+/** Whether a message at `incoming` was already delivered to a subscription at `last`: same epoch, offset not above. */
+export declare function isDuplicate(last: Position | null, incoming: Position): boolean;

@@ -27,7 +27,7 @@ export const DEFAULT_OPTIONS = Object.freeze({
   maxReconnectAttempts: Infinity,
   /** After a `server-shutdown` notice or close 1001: reconnect after a uniform random delay in [0, shutdownJitter], ms. */
   shutdownJitter: 1000,
-  /** Longest wait for a command's reply (subscribe, unsubscribe, publish, ping, refresh), ms. */
+  /** Longest wait for a command's reply (subscribe, unsubscribe, publish, history, ping, refresh), ms. */
   timeout: 10000,
   /** Longest wait from starting a connection attempt to the welcome frame, ms. */
   connectTimeout: 10000,
@@ -47,6 +47,12 @@ export const DEFAULT_OPTIONS = Object.freeze({
 
 // Paced subscribes go out every this many ms.
 const RESTORE_STEP_MS = 250;
+
+// After a close as a slow consumer (3008) history topics catch up in `history`
+// pages of this many publications before they are subscribed again: a replay
+// larger than the server's outbound queue would close the connection again.
+const CATCH_UP_PAGE = 100;
+const SLOW_CONSUMER = 3008;
 
 /** Error with a stable `code`: a server error code (`forbidden`, `invalid_topic`,
  * `limit_exceeded`, `rate_limited`, ...) or a client one (`timeout`,
@@ -165,13 +171,14 @@ const REPLY_TYPES = {
   subscribe: "subscribed",
   unsubscribe: "unsubscribed",
   publish: "published",
+  history: "history",
   ping: "pong",
   refresh: "refreshed",
 };
 
 const REPLY_FRAME_TYPES = new Set([...Object.values(REPLY_TYPES), "error"]);
 
-const EVENT_TYPES = new Set(["connecting", "connected", "disconnected", "error", "refreshed"]);
+const EVENT_TYPES = new Set(["connecting", "connected", "disconnected", "error", "refreshed", "resubscribed", "missed"]);
 
 const OPEN = 1;
 
@@ -190,6 +197,26 @@ function reportUncaught(error) {
   } else if (globalThis.console) {
     globalThis.console.error(error);
   }
+}
+
+/** `{offset, epoch}` when `value` holds a history position (a non-negative
+ * integer offset and a string epoch), else null. */
+export function positionOf(value) {
+  if (!value || typeof value !== "object") return null;
+  const { offset, epoch } = value;
+  if (!Number.isSafeInteger(offset) || offset < 0 || typeof epoch !== "string") return null;
+  return { offset, epoch };
+}
+
+/**
+ * Whether a topic message at `incoming` was already delivered to a subscription
+ * standing at `last` (same epoch, offset not above). A message of another epoch
+ * is never a duplicate: the topic's history was lost or reset.
+ * @param {{offset: number, epoch: string} | null} last
+ * @param {{offset: number, epoch: string}} incoming
+ */
+export function isDuplicate(last, incoming) {
+  return Boolean(last) && incoming.epoch === last.epoch && incoming.offset <= last.offset;
 }
 
 /** Resolves `url` (absolute ws/wss/http/https, or relative to the page in a browser) to a ws:/wss: URL. */
@@ -266,6 +293,9 @@ export class RealtimeClient {
     this._welcomedAt = 0;
     this._shutdownNotice = false;
     this._refreshUnsupported = false;
+    this._catchUpNext = false; // the last connection closed as a slow consumer
+    this._catchUp = false; // this connection restores history topics in pages first
+    this._catchUpChain = Promise.resolve(); // one page at a time, for every topic
 
     // Connect on the next microtask, so listeners added right after the
     // constructor see the first `connecting` event.
@@ -310,13 +340,15 @@ export class RealtimeClient {
 
   /**
    * Subscribes `handler` to `topic`. Resolves once the server answered
-   * `subscribed`; rejects with a RealtimeError whose `code` is the server's error
-   * code, `timeout`, `closed`, or `disconnected` (terminal close). While
-   * disconnected the subscription is queued and sent once connected.
+   * `subscribed`, with the topic's position on a history topic; rejects with a
+   * RealtimeError whose `code` is the server's error code, `timeout`, `closed`,
+   * or `disconnected` (terminal close). While disconnected the subscription is
+   * queued and sent once connected. `since` (a position kept from an earlier
+   * visit) asks for every publication after it first.
    * @param {string} topic
    * @param {(message: object) => void} handler
-   * @param {{timeout?: number}} [options]
-   * @returns {Promise<{topic: string}>}
+   * @param {{timeout?: number, since?: {offset: number, epoch: string}}} [options]
+   * @returns {Promise<{topic: string, offset?: number, epoch?: string, recovered?: boolean, reason?: string}>}
    */
   subscribe(topic, handler, options = {}) {
     if (typeof topic !== "string" || topic === "") {
@@ -325,12 +357,26 @@ export class RealtimeClient {
     if (typeof handler !== "function") {
       return Promise.reject(new TypeError("subscribe: handler must be a function"));
     }
+    const since = options.since === undefined || options.since === null ? null : positionOf(options.since);
+    if (options.since !== undefined && options.since !== null && !since) {
+      return Promise.reject(new TypeError("subscribe: since must be {offset: a non-negative integer, epoch: a string}"));
+    }
     let entry = this._topics.get(topic);
     if (entry) {
       entry.handlers.add(handler);
-      if (entry.active) return Promise.resolve({ topic });
+      if (entry.active) return Promise.resolve(this._subscription(topic, entry));
     } else {
-      entry = { handlers: new Set([handler]), active: false, ref: null, waiters: [], timeout: undefined };
+      entry = {
+        handlers: new Set([handler]),
+        active: false,
+        ref: null,
+        waiters: [],
+        timeout: undefined,
+        // The last position delivered on a history topic (null: no history, or not known yet).
+        position: null,
+        // Where the first subscribe should resume from (options.since), until it is answered.
+        since,
+      };
       this._topics.set(topic, entry);
     }
     if (options.timeout !== undefined) entry.timeout = options.timeout;
@@ -378,6 +424,47 @@ export class RealtimeClient {
    */
   publish(topic, message, options = {}) {
     return this._command({ action: "publish", topic, message }, options.timeout);
+  }
+
+  /**
+   * Reads a history topic's publications after `since` (from the oldest held
+   * without it), at most `limit` (the server caps it). Allowed to whoever may
+   * subscribe to the topic; rejects with `no_history`, `forbidden`,
+   * `history_unavailable`, or `not_connected` when not connected.
+   * @param {string} topic
+   * @param {{since?: {offset: number, epoch: string}, limit?: number, timeout?: number}} [options]
+   * @returns {Promise<{type: "history", topic: string, publications: object[], offset: number, epoch: string, recovered?: boolean}>}
+   */
+  history(topic, options = {}) {
+    if (typeof topic !== "string" || topic === "") {
+      return Promise.reject(new TypeError("history: topic must be a non-empty string"));
+    }
+    const frame = { action: "history", topic };
+    if (options.since !== undefined && options.since !== null) {
+      const since = positionOf(options.since);
+      if (!since) return Promise.reject(new TypeError("history: since must be {offset: a non-negative integer, epoch: a string}"));
+      frame.since = since;
+    }
+    if (options.limit !== undefined && options.limit !== null) {
+      if (!Number.isSafeInteger(options.limit) || options.limit < 0) {
+        return Promise.reject(new TypeError("history: limit must be a non-negative integer"));
+      }
+      frame.limit = options.limit;
+    }
+    return this._command(frame, options.timeout).then((reply) => {
+      const { ref: _ref, ...answer } = reply;
+      return answer;
+    });
+  }
+
+  /**
+   * The last position delivered on `topic`, a history topic this client keeps:
+   * what the next resubscription resumes from. Null for other topics.
+   * @returns {{offset: number, epoch: string} | null}
+   */
+  position(topic) {
+    const position = this._topics.get(topic)?.position;
+    return position ? { ...position } : null;
   }
 
   /**
@@ -557,6 +644,7 @@ export class RealtimeClient {
       p.reject(new RealtimeError("disconnected", `connection closed (${code}${reason ? " " + reason : ""})`, { closeCode: code }));
     }
     for (const entry of this._topics.values()) entry.ref = null;
+    if (code === SLOW_CONSUMER) this._catchUpNext = true;
 
     let willReconnect = false;
     let delay;
@@ -628,6 +716,9 @@ export class RealtimeClient {
         if (type === "error") {
           pending.reject(new RealtimeError(frame.code || "error", frame.message || frame.code || "error", { frame }));
         } else {
+          // Before the next frame is read: a promise callback could run after
+          // frames that follow this reply (a replay right behind `subscribed`).
+          if (pending.onReply) pending.onReply(frame);
           pending.resolve(frame);
         }
       } else if (type === "error" && (frame.ref === undefined || frame.ref === null)) {
@@ -637,6 +728,10 @@ export class RealtimeClient {
       // Otherwise a late reply to a command that already timed out: dropped.
       return;
     }
+    if (type === "missed" && !("timestamp" in frame) && typeof frame.topic === "string") {
+      this._onMissed(frame);
+      return;
+    }
     if (type === "server-shutdown") this._shutdownNotice = true;
     this._dispatch(frame);
   }
@@ -644,13 +739,35 @@ export class RealtimeClient {
   _dispatch(message) {
     if (typeof message.topic === "string") {
       const entry = this._topics.get(message.topic);
-      if (entry) for (const h of [...entry.handlers]) this._call(h, message);
+      if (entry) {
+        // Only on topics the server answered with a position: elsewhere an
+        // `offset` field is the application's own.
+        const at = entry.position ? positionOf(message) : null;
+        if (at) {
+          // Defensive: the server merges replay and live by offset already.
+          if (isDuplicate(entry.position, at)) return;
+          entry.position = at;
+        }
+        for (const h of [...entry.handlers]) this._call(h, message);
+      }
     } else {
       const set = this._handlers.get(message.type);
       if (set) for (const h of [...set]) this._call(h, message);
     }
     const all = this._handlers.get("*");
     if (all) for (const h of [...all]) this._call(h, message);
+  }
+
+  /** A `missed` notice: messages on the topic may not have reached this
+   * connection; on a history topic delivery continues after its position. */
+  _onMissed(frame) {
+    const entry = this._topics.get(frame.topic);
+    if (!entry) return;
+    const at = positionOf(frame);
+    if (at) entry.position = at;
+    const event = { topic: frame.topic, reason: frame.reason };
+    if (at) Object.assign(event, at);
+    this._emit("missed", event);
   }
 
   _onWelcome(frame) {
@@ -662,6 +779,9 @@ export class RealtimeClient {
     this._welcomedAt = now();
     this._shutdownNotice = false;
     this._refreshUnsupported = false;
+    this._catchUp = this._catchUpNext;
+    this._catchUpNext = false;
+    this._catchUpChain = Promise.resolve();
     this._setState("connected");
     // Every kept topic again (and those queued while disconnected): a first
     // batch at once, the rest paced under the server's command rate limit.
@@ -691,15 +811,16 @@ export class RealtimeClient {
     return this._send(frame, timeout).promise;
   }
 
-  /** Sends a command with a fresh `ref`; the promise settles with its reply. */
-  _send(frame, timeout = this.options.timeout) {
+  /** Sends a command with a fresh `ref`; the promise settles with its reply.
+   * `onReply` runs synchronously when the reply is read. */
+  _send(frame, timeout = this.options.timeout, onReply = null) {
     const ws = this._ws;
     if (!ws || this.state !== "connected") {
       return { ref: null, promise: Promise.reject(new RealtimeError("not_connected", `cannot ${frame.action}: not connected`)) };
     }
     const ref = String(this._nextRef++);
     const promise = new Promise((resolve, reject) => {
-      const pending = { expect: REPLY_TYPES[frame.action], resolve, reject, timer: null };
+      const pending = { expect: REPLY_TYPES[frame.action], resolve, reject, timer: null, onReply };
       pending.timer = setTimeout(() => {
         if (this._pending.get(ref) !== pending) return;
         this._pending.delete(ref);
@@ -717,28 +838,40 @@ export class RealtimeClient {
     return { ref, promise };
   }
 
-  /** Sends `subscribe` for a kept topic; `restore` marks a re-subscription after a reconnect. */
+  /** Sends `subscribe` for a kept topic; `restore` marks a re-subscription after a reconnect.
+   * A history topic resumes from its last delivered position (`since`). */
   _sendSubscribe(topic, entry, restore) {
     if (this.state !== "connected") return;
     const timeout = entry.timeout ?? this.options.timeout;
     const generation = this._generation;
-    const { ref, promise: request } = this._send({ action: "subscribe", topic }, timeout);
+    const since = entry.position ?? entry.since;
+    const frame = { action: "subscribe", topic };
+    if (since) frame.since = { offset: since.offset, epoch: since.epoch };
+    // Taken when the reply is read, so the position is in place for the replay
+    // frames right behind it, and the `resubscribed` event comes before them.
+    const onReply = (reply) => {
+      if (this._topics.get(topic) !== entry || entry.ref !== ref) return;
+      entry.ref = null;
+      entry.active = true;
+      entry.since = null;
+      const result = this._onSubscribed(topic, entry, reply, since, restore);
+      this._settleWaiters(entry, null, result);
+      if (restore) this._emit("resubscribed", result);
+    };
+    const { ref, promise: request } = this._send(frame, timeout, onReply);
     entry.ref = ref;
     request.then(
-      () => {
-        if (this._topics.get(topic) !== entry || entry.ref !== ref) return;
-        entry.ref = null;
-        entry.active = true;
-        this._settleWaiters(entry, null, { topic });
-      },
+      () => {},
       (error) => {
         if (this._topics.get(topic) !== entry || entry.ref !== ref) return;
         entry.ref = null;
         if (error.code === "disconnected") return; // re-sent after the reconnect (or rejected if terminal)
         if (restore) {
           error.topic = topic;
-          if (error.code === "rate_limited") {
-            // Kept and tried again after a pause of the whole paced queue.
+          if (error.code === "rate_limited" || error.code === "history_unavailable") {
+            // Kept and tried again after a pause of the whole paced queue:
+            // the server's rate limit, or its history store, recovers by itself.
+            if (error.code === "history_unavailable") this._emit("error", { error, topic });
             if (generation === this._generation) {
               this._restoreQueue.push(topic);
               this._clearTimer("_restoreTimer");
@@ -767,6 +900,43 @@ export class RealtimeClient {
     );
   }
 
+  /**
+   * Takes the position from a `subscribed` reply and builds what the subscribe
+   * resolves to (and a restore's `resubscribed` event carries).
+   * @param {{offset: number, epoch: string} | null} since the position sent, if any
+   * @param {boolean} restore whether this re-subscribes a topic after a reconnect
+   */
+  _onSubscribed(topic, entry, reply, since, restore) {
+    const at = positionOf(reply);
+    const result = { topic };
+    if (at) Object.assign(result, at);
+    if (since) {
+      result.recovered = reply.recovered === true;
+      if (!result.recovered) result.reason = typeof reply.reason === "string" ? reply.reason : "no_history";
+    } else if (restore) {
+      // A restore of a topic without history: whatever was published while
+      // disconnected is gone, and the application has to know it.
+      result.recovered = false;
+      result.reason = "no_history";
+    }
+    if (!at) {
+      entry.position = null;
+    } else if (!(since && result.recovered)) {
+      // Not recovered (or a first subscribe): delivery starts after the topic's
+      // current position. Recovered: the replay moves the position on from
+      // `since`, whatever the reply says the top is.
+      entry.position = at;
+    } else {
+      entry.position = { offset: since.offset, epoch: since.epoch };
+    }
+    return result;
+  }
+
+  /** What a subscribe of an already confirmed topic resolves to: the topic and its position. */
+  _subscription(topic, entry) {
+    return entry.position ? { topic, ...entry.position } : { topic };
+  }
+
   /** Sends up to `count` subscribes waiting in the queue; schedules the rest. */
   _pumpSubscribes(count) {
     this._restoreTimer = null;
@@ -776,12 +946,55 @@ export class RealtimeClient {
       const topic = this._restoreQueue.shift();
       const entry = this._topics.get(topic);
       if (!entry || entry.ref !== null) continue; // forgotten, or already sent
-      this._sendSubscribe(topic, entry, entry.active);
+      if (this._catchUp && entry.active && entry.position) this._queueCatchUp(topic, entry);
+      else this._sendSubscribe(topic, entry, entry.active);
       sent++;
     }
     if (this._restoreQueue.length > 0 && !this._restoreTimer) {
       this._restoreTimer = setTimeout(() => this._pumpSubscribes(this._paceBatch()), RESTORE_STEP_MS);
     }
+  }
+
+  /**
+   * Catches a history topic up in `history` pages, then subscribes with `since`
+   * for the rest. Pages of every topic go one at a time, paced at restoreRate,
+   * behind those queued before.
+   */
+  _queueCatchUp(topic, entry) {
+    const token = `catch-up:${this._nextRef++}`;
+    entry.ref = token; // in flight: neither the pump nor a new subscribe sends it meanwhile
+    const generation = this._generation;
+    const current = () => generation === this._generation && this._topics.get(topic) === entry && entry.ref === token;
+    const pause = (ms) => new Promise((r) => setTimeout(r, ms));
+    const step = 1000 / Math.max(1, this.options.restoreRate);
+    this._catchUpChain = this._catchUpChain.then(async () => {
+      while (current() && entry.position) {
+        let page;
+        try {
+          page = await this._request({ action: "history", topic, since: { ...entry.position }, limit: CATCH_UP_PAGE });
+        } catch (error) {
+          if (error.code === "rate_limited" && current()) {
+            await pause(this.options.rateLimitRetryDelay);
+            continue;
+          }
+          break; // the subscribe below answers for it (and reports it)
+        }
+        if (!current()) return;
+        // Not recoverable (trimmed, other epoch): the subscribe says so.
+        if (page.recovered !== true || !Array.isArray(page.publications)) break;
+        for (const message of page.publications) {
+          if (message && typeof message === "object" && message.topic === topic) this._dispatch(message);
+        }
+        const top = positionOf(page);
+        const behind = top && entry.position && top.epoch === entry.position.epoch ? top.offset - entry.position.offset : 0;
+        if (page.publications.length === 0 || behind <= CATCH_UP_PAGE) break;
+        await pause(step);
+      }
+      if (!current()) return;
+      entry.ref = null;
+      this._sendSubscribe(topic, entry, true);
+      await pause(step);
+    }).catch(reportUncaught);
   }
 
   _paceBatch() {

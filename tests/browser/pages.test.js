@@ -11,6 +11,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import { API_KEY, TestServer } from "../../clients/js/test/server.js";
+import { startLink } from "../../clients/js/test/link.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ARTIFACTS = process.env.BROWSER_ARTIFACTS ?? join(here, "artifacts");
@@ -46,6 +47,21 @@ after(async () => {
 function developmentServer() {
   return new TestServer({ env: { REALTIME_JWT_SECRET: undefined, REALTIME_API_KEY: undefined } }).start();
 }
+
+/** Development mode with history on `feed` topics (memory store: lost on restart). */
+const HISTORY_DEMO_CONFIG = `
+[[namespaces]]
+pattern = "feed"
+subscribe = "authenticated"
+publish = "nobody"
+history_size = 100
+history_ttl = "10m"
+
+[[namespaces]]
+pattern = "user:{sub}"
+subscribe = "owner"
+publish = "nobody"
+`;
 
 /** A page that fails the test on any uncaught page error. */
 async function openPage(url) {
@@ -154,6 +170,64 @@ test("the demo page recovers after the server restarts and its subscriptions rec
     console.log(`screenshot: ${await screenshot(page, "demo-after-restart")}`);
     assert.deepEqual(page.errors, []);
   } finally {
+    await server.stop();
+  }
+});
+
+test("the demo page shows recovered after a dropped link, and not recovered after a restart lost the history", async () => {
+  const server = await new TestServer({
+    env: { REALTIME_JWT_SECRET: undefined, REALTIME_API_KEY: undefined },
+    config: HISTORY_DEMO_CONFIG,
+  }).start();
+  // The page and its WebSocket go through a link the test can cut like a network.
+  const link = await startLink(server.port);
+  try {
+    const page = await connectedDemo(link);
+    await page.fill("#topic-input", "feed:browser");
+    await page.click("#subscribe-button");
+    const feed = subscription(page, "feed:browser");
+    await feed.locator(".recovery", { hasText: "subscribed" }).waitFor({ timeout: WAIT });
+    await feed.locator(".position", { hasText: /^offset 0 · epoch \S+$/ }).waitFor({ timeout: WAIT });
+    const epoch = (await feed.locator(".position").textContent()).split("epoch ")[1];
+
+    const publish = async (seq) => {
+      const sent = await server.api("POST", "/api/topics/feed:browser/messages", { type: "tick", text: `seq ${seq}` });
+      assert.equal(sent.status, 200, JSON.stringify(sent.body));
+      assert.equal(sent.body.offset, seq);
+    };
+    await publish(1);
+    await received(page, "feed:browser", "seq 1").waitFor({ timeout: WAIT });
+    await feed.locator(".position", { hasText: `offset 1 · epoch ${epoch}` }).waitFor({ timeout: WAIT });
+
+    // The link drops (reset, no close frame) and is held while two are published.
+    await link.cut();
+    await page.locator("#events li", { hasText: "disconnected: 1006" }).first().waitFor({ timeout: WAIT });
+    await publish(2);
+    await publish(3);
+    link.restore();
+    await page.locator("#reconnects", { hasText: "1" }).waitFor({ timeout: WAIT });
+    await page.locator('#subscriptions li[data-topic="feed:browser"][data-recovery="true"]').waitFor({ timeout: WAIT });
+    assert.equal(await feed.locator(".recovery").textContent(), "recovered");
+    for (const seq of [2, 3]) await received(page, "feed:browser", `seq ${seq}`).waitFor({ timeout: WAIT });
+    await feed.locator(".position", { hasText: `offset 3 · epoch ${epoch}` }).waitFor({ timeout: WAIT });
+    // A topic without history cannot be recovered, and the page says so.
+    const lobby = subscription(page, "chat:lobby");
+    await lobby.locator(".recovery", { hasText: "not recovered (no_history)" }).waitFor({ timeout: WAIT });
+    assert.equal(await lobby.locator(".position").textContent(), "no history");
+    for (const seq of [1, 2, 3]) assert.equal(await received(page, "feed:browser", `seq ${seq}`).count(), 1, `seq ${seq} once`);
+    console.log(`screenshot: ${await screenshot(page, "demo-recovered")}`);
+
+    // A restart loses the memory history: the position cannot be recovered.
+    await server.restart();
+    await page.locator("#reconnects", { hasText: "2" }).waitFor({ timeout: WAIT });
+    await page.locator('#subscriptions li[data-topic="feed:browser"][data-recovery="false"]').waitFor({ timeout: WAIT });
+    const reason = await feed.locator(".recovery").textContent();
+    assert.match(reason, /^not recovered \((other_epoch|ahead_of_top)\)$/);
+    await feed.locator(".position", { hasText: /^offset 0 · epoch \S+$/ }).waitFor({ timeout: WAIT });
+    console.log(`screenshot: ${await screenshot(page, "demo-not-recovered")}`);
+    assert.deepEqual(page.errors, []);
+  } finally {
+    await link.close();
     await server.stop();
   }
 });

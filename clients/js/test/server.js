@@ -7,9 +7,10 @@
 
 import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
-import { dirname, resolve } from "node:path";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -96,13 +97,53 @@ function processState(pid) {
   }
 }
 
+/** A config file with history on every topic under `feed` (100 kept, 10 minutes)
+ *  and under `tiny` (3 kept), subscribable by any authenticated connection, and
+ *  on `inbox:<user>` for its owner only. Other topics keep no history. */
+export const HISTORY_CONFIG = `
+[[namespaces]]
+pattern = "feed"
+subscribe = "authenticated"
+publish = "authenticated"
+history_size = 100
+history_ttl = "10m"
+
+[[namespaces]]
+pattern = "tiny"
+subscribe = "authenticated"
+publish = "authenticated"
+history_size = 3
+history_ttl = "10m"
+
+[[namespaces]]
+pattern = "inbox:{sub}"
+subscribe = "owner"
+publish = "nobody"
+history_size = 10
+history_ttl = "10m"
+`;
+
+// Config files written for servers started here, removed when this process exits.
+const configDirs = new Set();
+process.once("exit", () => {
+  for (const dir of configDirs) rmSync(dir, { recursive: true, force: true });
+});
+
 export class TestServer {
   /**
-   * @param {{port?: number, env?: Record<string, string>}} [options]
+   * @param {{port?: number, env?: Record<string, string>, config?: string}} [options]
+   *   `config`: the text of a TOML config file, passed with REALTIME_CONFIG
    */
-  constructor({ port, env = {} } = {}) {
+  constructor({ port, env = {}, config } = {}) {
     this.port = port;
-    this.env = env;
+    this.env = { ...env };
+    if (config !== undefined) {
+      const dir = mkdtempSync(join(tmpdir(), "realtime-client-js-"));
+      configDirs.add(dir);
+      const path = join(dir, "realtime.toml");
+      writeFileSync(path, config);
+      this.env.REALTIME_CONFIG = path;
+    }
     this.child = null;
     this.log = "";
     this.frozen = false;
@@ -279,10 +320,11 @@ export function nextEvent(client, type, { filter = () => true, timeout = 10000 }
   });
 }
 
-/** Records every client event in order: [{type, ...}]. */
-export function recordEvents(client) {
+/** Records the connection's client events in order: [{type, ...}] (`types` to
+ *  record others, e.g. "resubscribed" and "missed"). */
+export function recordEvents(client, types = ["connecting", "connected", "disconnected", "error", "refreshed"]) {
   const events = [];
-  for (const type of ["connecting", "connected", "disconnected", "error", "refreshed"]) {
+  for (const type of types) {
     client.addEventListener(type, (event) => events.push(event));
   }
   return events;

@@ -11,6 +11,8 @@ import {
   RealtimeError,
   backoffDelay,
   closeAction,
+  isDuplicate,
+  positionOf,
   refreshDelay,
   shutdownDelay,
 } from "../realtime-client.js";
@@ -149,6 +151,36 @@ class FakeWebSocket {
 function nextConnecting(client) {
   return new Promise((resolve) => client.addEventListener("connecting", resolve, { once: true }));
 }
+
+test("positions: an integer offset of 0 or more and a string epoch, nothing else", () => {
+  assert.deepEqual(positionOf({ offset: 0, epoch: "e1" }), { offset: 0, epoch: "e1" });
+  assert.deepEqual(positionOf({ type: "tick", topic: "t", offset: 17, epoch: "e1", seq: 3 }), { offset: 17, epoch: "e1" });
+  for (const bad of [null, undefined, 5, "x", {}, { offset: 1 }, { epoch: "e" }, { offset: -1, epoch: "e" },
+    { offset: 1.5, epoch: "e" }, { offset: "1", epoch: "e" }, { offset: 2 ** 60, epoch: "e" }, { offset: 1, epoch: 7 }]) {
+    assert.equal(positionOf(bad), null, JSON.stringify(bad));
+  }
+});
+
+test("duplicates: same epoch and an offset not above the last delivered; another epoch never is", () => {
+  const last = { offset: 5, epoch: "a" };
+  assert.equal(isDuplicate(last, { offset: 4, epoch: "a" }), true);
+  assert.equal(isDuplicate(last, { offset: 5, epoch: "a" }), true);
+  assert.equal(isDuplicate(last, { offset: 6, epoch: "a" }), false);
+  assert.equal(isDuplicate(last, { offset: 9, epoch: "a" }), false, "a gap is not a duplicate");
+  assert.equal(isDuplicate(last, { offset: 1, epoch: "b" }), false, "a new epoch starts again at 1");
+  assert.equal(isDuplicate(null, { offset: 1, epoch: "a" }), false);
+});
+
+test("history: arguments are checked before anything is sent", async () => {
+  const client = new RealtimeClient("ws://127.0.0.1:9/ws", { token: "t", autoConnect: false, WebSocket: class {} });
+  await assert.rejects(client.history(""), TypeError);
+  await assert.rejects(client.history("feed", { limit: 1.5 }), TypeError);
+  await assert.rejects(client.history("feed", { since: { offset: 1, epoch: null } }), TypeError);
+  await assert.rejects(client.history("feed"), (e) => e.code === "not_connected");
+  await assert.rejects(client.subscribe("feed", () => {}, { since: { epoch: "e" } }), TypeError);
+  assert.deepEqual(client.topics, [], "a refused since keeps nothing");
+  assert.equal(client.position("feed"), null);
+});
 
 test("url: token URL-encoded in ?token=, other query parameters kept", async () => {
   FakeWebSocket.instances.length = 0;

@@ -1,7 +1,9 @@
 // The demo page (development mode only): connects by itself with a token from
 // /dev/token, shows every message with its full content, subscribes and
-// unsubscribes topics, sends through the HTTP API and logs every reconnect. Every
-// value is rendered with textContent, never as HTML.
+// unsubscribes topics, sends through the HTTP API and logs every reconnect. Each
+// subscription shows whether its last (re)subscription recovered what was
+// published meanwhile and, on a history topic, its offset and epoch. Every value
+// is rendered with textContent, never as HTML.
 
 import { RealtimeClient } from "/client/realtime-client.js";
 
@@ -61,6 +63,15 @@ client.addEventListener("disconnected", (e) => {
   logEvent(`disconnected: ${e.code} ${e.reason || ""}${next}`);
 });
 client.addEventListener("refreshed", (e) => logEvent(`token refreshed, expires ${e.expiresAt}`));
+client.addEventListener("resubscribed", (e) => {
+  showRecovery(e.topic, e);
+  logEvent(`resubscribed ${e.topic}: ${recoveryText(e)}`);
+});
+client.addEventListener("missed", (e) => {
+  showRecovery(e.topic, { missed: e.reason });
+  const at = e.epoch === undefined ? "" : `, continuing after offset ${e.offset} of epoch ${e.epoch}`;
+  logEvent(`missed on ${e.topic}: ${e.reason}${at}`);
+});
 client.addEventListener("error", (e) => logEvent(`error: ${e.error?.code ?? ""} ${e.error?.message ?? e.error}`));
 
 client.on("*", (message) => {
@@ -75,7 +86,40 @@ client.on("*", (message) => {
   body.textContent = JSON.stringify(message, null, 2);
   li.append(head, body);
   $("messages").prepend(li);
+  if (typeof message.topic === "string") showPosition(message.topic);
 });
+
+function subscriptionItem(topic) {
+  return document.querySelector(`#subscriptions li[data-topic="${CSS.escape(topic)}"]`);
+}
+
+/** "recovered", "not recovered (reason)" or "subscribed" (a first subscribe). */
+function recoveryText(result) {
+  if (result.missed) return `missed (${result.missed})`;
+  if (result.recovered === true) return "recovered";
+  if (result.recovered === false) return `not recovered (${result.reason})`;
+  return "subscribed";
+}
+
+function showRecovery(topic, result) {
+  const li = subscriptionItem(topic);
+  if (!li) return;
+  const recovery = li.querySelector(".recovery");
+  recovery.textContent = recoveryText(result);
+  const good = result.recovered === true || (result.recovered === undefined && !result.missed);
+  recovery.className = `recovery badge ${good ? "connected" : "disconnected"}`;
+  li.dataset.recovery = result.missed ? "missed" : result.recovered === undefined ? "subscribed" : String(result.recovered);
+  showPosition(topic);
+}
+
+function showPosition(topic) {
+  const li = subscriptionItem(topic);
+  if (!li) return;
+  const position = client.position(topic);
+  li.querySelector(".position").textContent = position
+    ? `offset ${position.offset} · epoch ${position.epoch}`
+    : "no history";
+}
 
 function showSubscription(topic) {
   if (document.querySelector(`#subscriptions li[data-topic="${CSS.escape(topic)}"]`)) return;
@@ -83,6 +127,13 @@ function showSubscription(topic) {
   li.dataset.topic = topic;
   const name = document.createElement("span");
   name.textContent = topic;
+  const recovery = document.createElement("span");
+  recovery.className = "recovery badge";
+  const position = document.createElement("span");
+  position.className = "position muted";
+  // Set through the CSSOM: the page's CSP allows no inline style sheet.
+  recovery.style.whiteSpace = "nowrap";
+  recovery.style.marginRight = ".3rem";
   const button = document.createElement("button");
   button.className = "secondary unsubscribe";
   button.textContent = "Unsubscribe";
@@ -98,16 +149,23 @@ function showSubscription(topic) {
       logEvent(`unsubscribe ${topic} failed: ${e.code ?? ""} ${e.message}`);
     }
   });
-  li.append(name, button);
+  // The topic on one line; below it how its last (re)subscription went and where it stands.
+  const details = document.createElement("div");
+  details.append(recovery, " ", position);
+  const info = document.createElement("div");
+  info.append(name, details);
+  li.append(info, button);
   $("subscriptions").append(li);
 }
 
 async function subscribe(topic) {
   $("subscribe-error").textContent = "";
   try {
-    await client.subscribe(topic, () => {});
+    const result = await client.subscribe(topic, () => {});
     showSubscription(topic);
-    logEvent(`subscribed ${topic}`);
+    showRecovery(topic, result);
+    const at = result.epoch === undefined ? "" : ` at offset ${result.offset} of epoch ${result.epoch}`;
+    logEvent(`subscribed ${topic}${at}`);
   } catch (e) {
     $("subscribe-error").textContent = `${topic}: ${e.code ?? "error"}: ${e.message}`;
   }

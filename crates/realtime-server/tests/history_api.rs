@@ -44,6 +44,18 @@ fn seqs(history: &Value) -> Vec<u64> {
         .collect()
 }
 
+/// Publishes `seq` 1..=`n` on `topic`; returns the epoch of the last answer.
+async fn publish_numbered(server: &TestServer, topic: &str, n: u64) -> String {
+    let mut epoch = String::new();
+    for seq in 1..=n {
+        epoch = publish(server, topic, seq).await["epoch"]
+            .as_str()
+            .expect("a history topic's answer carries its epoch")
+            .to_owned();
+    }
+    epoch
+}
+
 fn history_path(topic: &str, query: &str) -> String {
     format!("/api/topics/{topic}/history{query}")
 }
@@ -133,13 +145,7 @@ async fn publishes_get_offsets_and_history_reads_them_back() {
 #[tokio::test]
 async fn positions_that_cannot_be_recovered_say_so() {
     let server = TestServer::start_with(history_options(3)).await;
-    let mut epoch = String::new();
-    for seq in 1..=5 {
-        epoch = publish(&server, TOPIC, seq).await["epoch"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-    }
+    let epoch = publish_numbered(&server, TOPIC, 5).await;
     // Three kept: 3, 4, 5.
     let (status, all) = server.get(&history_path(TOPIC, "")).await;
     assert_eq!(status, 200, "{all}");
@@ -176,13 +182,7 @@ async fn positions_that_cannot_be_recovered_say_so() {
 #[tokio::test]
 async fn delete_starts_a_new_epoch() {
     let server = TestServer::start_with(history_options(100)).await;
-    let mut old = String::new();
-    for seq in 1..=3 {
-        old = publish(&server, TOPIC, seq).await["epoch"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-    }
+    let old = publish_numbered(&server, TOPIC, 3).await;
     let (status, reset) = server.delete(&history_path(TOPIC, "")).await;
     assert_eq!(status, 200, "{reset}");
     assert_eq!(

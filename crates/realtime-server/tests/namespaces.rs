@@ -31,10 +31,16 @@ publish = "nobody"
 
 /// A server whose options come from [`CONFIG`], read through `--config`.
 async fn server() -> TestServer {
-    let dir = std::env::temp_dir().join(format!("rt-namespaces-it-{}", std::process::id()));
+    server_from("it", CONFIG).await
+}
+
+/// A server whose options come from `config`, read through `--config` from a
+/// file in a directory named after `name`.
+async fn server_from(name: &str, config: &str) -> TestServer {
+    let dir = std::env::temp_dir().join(format!("rt-namespaces-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("realtime.toml");
-    std::fs::write(&path, CONFIG).unwrap();
+    std::fs::write(&path, config).unwrap();
     let options = realtime_server::Options {
         config: Some(path),
         ..options()
@@ -246,24 +252,13 @@ async fn the_binary_refuses_to_start_with_invalid_history() {
 
 #[tokio::test]
 async fn history_keys_reach_the_policy_of_the_running_server() {
-    let dir = std::env::temp_dir().join(format!("rt-namespaces-history-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("realtime.toml");
-    std::fs::write(
-        &path,
+    let server = server_from(
+        "history",
         "[[namespaces]]\npattern = \"chat\"\nsubscribe = \"authenticated\"\npublish = \"authenticated\"\n\
          history_size = 3\nhistory_ttl = \"10m\"\n\
          [[namespaces]]\npattern = \"ops\"\nsubscribe = \"authenticated\"\npublish = \"nobody\"\n",
     )
-    .unwrap();
-    let options = realtime_server::Options {
-        config: Some(path),
-        ..options()
-    }
-    .merge_file()
-    .expect("the config file is valid");
-    let _ = std::fs::remove_dir_all(&dir);
-    let server = TestServer::start_with(options).await;
+    .await;
     let policy = &server.rt.config().topic_policy;
     let limits = policy
         .history_for("chat:lobby")

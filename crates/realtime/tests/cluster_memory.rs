@@ -725,12 +725,7 @@ impl Node {
     async fn start(hub: &MemoryHub, name: &str, config: RealtimeConfig) -> Node {
         let verifier = JwtVerifier::hs256(SECRET, ClaimRules::default()).expect("valid secret");
         let rt = Realtime::clustered(verifier, config, cluster(hub, name, hub.bus()));
-        let app = axum::Router::new().route("/ws", rt.websocket_route());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("server runs");
-        });
+        let (addr, server) = support::serve(&rt).await;
         Node { rt, addr, server }
     }
 

@@ -35,12 +35,7 @@ impl App {
     async fn start(config: RealtimeConfig) -> App {
         let verifier = JwtVerifier::hs256(SECRET, ClaimRules::default()).expect("valid secret");
         let rt = Realtime::new(verifier, config);
-        let app = axum::Router::new().route("/ws", rt.websocket_route());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("server runs");
-        });
+        let (addr, server) = support::serve(&rt).await;
         App { rt, addr, server }
     }
 

@@ -72,12 +72,7 @@ struct App {
 
 impl App {
     async fn serve(rt: Realtime) -> App {
-        let app = axum::Router::new().route("/ws", rt.websocket_route());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("server runs");
-        });
+        let (addr, server) = support::serve(&rt).await;
         App { rt, addr, server }
     }
 

@@ -249,3 +249,129 @@ impl RedisServer {
         self.child = Some(child);
     }
 }
+
+/// A [`RedisServer`] that keeps its extra arguments, so every restart gets the
+/// same ones and finds what the previous process persisted; a durable one keeps
+/// its files in a directory of its own, removed when this is dropped.
+pub struct RedisWithArgs {
+    pub port: u16,
+    server: RedisServer,
+    args: Vec<String>,
+    dir: Option<std::path::PathBuf>,
+}
+
+impl RedisWithArgs {
+    /// Data only in memory: a restart comes back empty.
+    pub async fn volatile() -> RedisWithArgs {
+        Self::start(Vec::new(), None).await
+    }
+
+    /// Every write reaches the append-only file before Redis answers it
+    /// (`appendfsync always`), so a SIGKILL loses nothing Redis acknowledged.
+    pub async fn durable() -> RedisWithArgs {
+        let dir =
+            std::env::temp_dir().join(format!("rt-redis-aof-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let args = ["--appendonly", "yes", "--appendfsync", "always", "--dir"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain([dir.to_str().unwrap().to_owned()])
+            .collect();
+        Self::start(args, Some(dir)).await
+    }
+
+    async fn start(args: Vec<String>, dir: Option<std::path::PathBuf>) -> RedisWithArgs {
+        let extra: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = RedisServer::start_with_args(&extra).await;
+        RedisWithArgs {
+            port: server.port,
+            server,
+            args,
+            dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// (Re)starts the server on the same port with the same arguments and waits
+    /// until it accepts connections (after loading what it persisted, if anything).
+    pub async fn restart(&mut self) {
+        let extra: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.server.restart_with_args(&extra).await;
+    }
+
+    /// Kills the server (SIGKILL: no goodbye to its clients, no final write).
+    pub async fn kill(&mut self) {
+        self.server.kill().await;
+    }
+}
+
+impl Drop for RedisWithArgs {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A TOML file for `REALTIME_CONFIG`, removed when dropped.
+pub struct ConfigFile {
+    pub path: std::path::PathBuf,
+}
+
+impl ConfigFile {
+    pub fn write(toml: &str) -> ConfigFile {
+        let path = std::env::temp_dir().join(format!(
+            "rt-config-{}-{}.toml",
+            std::process::id(),
+            unique()
+        ));
+        std::fs::write(&path, toml).unwrap();
+        ConfigFile { path }
+    }
+
+    pub fn path(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A number no other call in this process gets, for file names.
+fn unique() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+impl Node {
+    /// As [`Node::wait_for_log`], bounded by `bound` instead of `START` (for
+    /// reconnects after a fault on a loaded machine).
+    pub async fn wait_for_log_within(
+        &mut self,
+        mark: usize,
+        parts: &[&str],
+        bound: std::time::Duration,
+    ) {
+        let found = |log: &Vec<String>| {
+            log.iter()
+                .skip(mark)
+                .any(|line| parts.iter().all(|p| line.contains(p)))
+        };
+        let waited = tokio::time::timeout(bound, self.log.wait_for(found))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        let log = self.log.borrow();
+        assert!(
+            waited,
+            "node {} did not log {parts:?} within {bound:?}; it logged {:#?}",
+            self.node_id,
+            &log[mark.min(log.len())..]
+        );
+    }
+}

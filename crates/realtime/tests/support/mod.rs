@@ -1,5 +1,6 @@
-//! Socket helpers shared by the library's integration tests: the client socket
-//! type, the wait bound and reading the next frame.
+//! Socket helpers shared by the library's integration tests: serving an engine
+//! on a local port, the client socket type, the wait bound and reading the next
+//! frame.
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -14,6 +15,18 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub const WAIT: Duration = Duration::from_secs(5);
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Serves `rt`'s WebSocket route at `/ws` on a free local port; returns the
+/// address and the server task.
+pub async fn serve(rt: &realtime::Realtime) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let app = axum::Router::new().route("/ws", rt.websocket_route());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("server runs");
+    });
+    (addr, server)
+}
 
 /// The next message of any kind, bounded by [`WAIT`].
 pub async fn next_message(ws: &mut Ws) -> Message {
