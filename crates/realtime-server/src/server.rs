@@ -47,13 +47,10 @@ impl Server {
                 tracing::warn!(reason = ?app.realtime.bus_status(), "starting before Redis is reachable");
             }
         }
-        let listener =
-            TcpListener::bind(settings.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: settings.listen,
-                    source,
-                })?;
+        let listener = listen(settings.listen).map_err(|source| StartError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
         Ok(Server {
             realtime: app.realtime,
             listener,
@@ -192,4 +189,23 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// Connections the kernel may hold for the server before it accepts them (capped
+/// by `net.core.somaxconn`). The standard library's 128 drops most of a reconnect
+/// storm: a thousand clients coming back at once after a blip would wait a
+/// second for their SYN to be retried.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the listening socket as `TcpListener::bind` does (with `SO_REUSEADDR`),
+/// with a backlog sized for reconnect storms.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
