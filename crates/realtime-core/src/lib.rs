@@ -13,6 +13,7 @@ pub mod identity;
 pub mod message;
 pub mod origin;
 pub mod policy;
+pub mod presence;
 pub mod protocol;
 pub mod ratelimit;
 pub mod route;
