@@ -48,12 +48,7 @@ impl RedisServer {
     /// Starts `redis-server` on a free port. A missing binary fails the test: a
     /// multi-node test must never pass without Redis.
     pub async fn start() -> RedisServer {
-        let mut server = RedisServer {
-            port: free_port(),
-            child: None,
-        };
-        server.restart().await;
-        server
+        Self::start_with_args(&[]).await
     }
 
     /// Starts `redis-server` on `port`, e.g. one a node was told to use before
@@ -71,6 +66,54 @@ impl RedisServer {
     /// (Re)starts the server on the same port and waits until it accepts connections.
     pub async fn restart(&mut self) {
         self.restart_with_args(&[]).await;
+    }
+
+    /// Starts `redis-server` on a free port with `extra` arguments after the
+    /// defaults (later arguments win), e.g. `["--appendonly", "yes", "--appendfsync",
+    /// "always", "--dir", dir]` for a server whose restart loses nothing.
+    pub async fn start_with_args(extra: &[&str]) -> RedisServer {
+        let mut server = RedisServer {
+            port: free_port(),
+            child: None,
+        };
+        server.restart_with_args(extra).await;
+        server
+    }
+
+    /// As [`RedisServer::restart`], with `extra` arguments after the defaults.
+    pub async fn restart_with_args(&mut self, extra: &[&str]) {
+        let port = self.port.to_string();
+        let mut args = vec![
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ];
+        args.extend_from_slice(extra);
+        let mut child = Command::new("redis-server")
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server must be installed (it is on PATH in CI; see .ci/run)");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        tokio::time::timeout(START, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if line.contains("Ready to accept connections") {
+                    return;
+                }
+            }
+            panic!("redis-server exited before it was ready");
+        })
+        .await
+        .expect("redis-server ready in time");
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.child = Some(child);
     }
 
     /// Kills the server (SIGKILL: no goodbye to its clients) and waits for it to exit.
@@ -162,18 +205,24 @@ impl Node {
     /// Waits (bounded by `START`) until a line logged after `mark` contains every
     /// one of `parts`.
     pub async fn wait_for_log(&mut self, mark: usize, parts: &[&str]) {
+        self.wait_for_log_within(mark, parts, START).await;
+    }
+
+    /// As [`Node::wait_for_log`], bounded by `bound` instead of `START` (for
+    /// reconnects after a fault on a loaded machine).
+    pub async fn wait_for_log_within(&mut self, mark: usize, parts: &[&str], bound: Duration) {
         let found = |log: &Vec<String>| {
             log.iter()
                 .skip(mark)
                 .any(|line| parts.iter().all(|p| line.contains(p)))
         };
-        let waited = tokio::time::timeout(START, self.log.wait_for(found))
+        let waited = tokio::time::timeout(bound, self.log.wait_for(found))
             .await
             .is_ok_and(|r| r.is_ok());
         let log = self.log.borrow();
         assert!(
             waited,
-            "node {} did not log {parts:?}; it logged {:#?}",
+            "node {} did not log {parts:?} within {bound:?}; it logged {:#?}",
             self.node_id,
             &log[mark.min(log.len())..]
         );
@@ -197,56 +246,6 @@ impl Node {
     /// Waits for the process to exit.
     pub async fn wait(&mut self) -> std::process::ExitStatus {
         self.child.wait().await.unwrap()
-    }
-}
-
-impl RedisServer {
-    /// Starts `redis-server` on a free port with `extra` arguments after the
-    /// defaults (later arguments win), e.g. `["--appendonly", "yes", "--appendfsync",
-    /// "always", "--dir", dir]` for a server whose restart loses nothing.
-    pub async fn start_with_args(extra: &[&str]) -> RedisServer {
-        let mut server = RedisServer {
-            port: free_port(),
-            child: None,
-        };
-        server.restart_with_args(extra).await;
-        server
-    }
-
-    /// As [`RedisServer::restart`], with `extra` arguments after the defaults.
-    pub async fn restart_with_args(&mut self, extra: &[&str]) {
-        let port = self.port.to_string();
-        let mut args = vec![
-            "--port",
-            &port,
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ];
-        args.extend_from_slice(extra);
-        let mut child = Command::new("redis-server")
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server must be installed (it is on PATH in CI; see .ci/run)");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        tokio::time::timeout(START, async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if line.contains("Ready to accept connections") {
-                    return;
-                }
-            }
-            panic!("redis-server exited before it was ready");
-        })
-        .await
-        .expect("redis-server ready in time");
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        self.child = Some(child);
     }
 }
 
@@ -347,31 +346,4 @@ impl Drop for ConfigFile {
 fn unique() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-}
-
-impl Node {
-    /// As [`Node::wait_for_log`], bounded by `bound` instead of `START` (for
-    /// reconnects after a fault on a loaded machine).
-    pub async fn wait_for_log_within(
-        &mut self,
-        mark: usize,
-        parts: &[&str],
-        bound: std::time::Duration,
-    ) {
-        let found = |log: &Vec<String>| {
-            log.iter()
-                .skip(mark)
-                .any(|line| parts.iter().all(|p| line.contains(p)))
-        };
-        let waited = tokio::time::timeout(bound, self.log.wait_for(found))
-            .await
-            .is_ok_and(|r| r.is_ok());
-        let log = self.log.borrow();
-        assert!(
-            waited,
-            "node {} did not log {parts:?} within {bound:?}; it logged {:#?}",
-            self.node_id,
-            &log[mark.min(log.len())..]
-        );
-    }
 }
