@@ -207,6 +207,7 @@ impl RedisCluster {
             bus: self.bus.clone(),
             directory: self.directory.clone(),
             history: Some(self.history.clone()),
+            presence: None,
             request_timeout: Duration::from_secs(5),
         }
     }

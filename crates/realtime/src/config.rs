@@ -64,6 +64,10 @@ pub struct RealtimeConfig {
     /// otherwise). Default: pages of the server's own host, and any upgrade
     /// without an `Origin` header (backends, native clients).
     pub origin_policy: OriginPolicy,
+    /// How presence runs: the bound on a dead node's entries (10 s), the offline
+    /// grace (5 s), and whether webhook events are queued (no; the server turns
+    /// them on with `webhook_url`).
+    pub presence: crate::presence::PresenceSettings,
 }
 
 impl Default for RealtimeConfig {
@@ -89,6 +93,7 @@ impl Default for RealtimeConfig {
             expiry_grace: Duration::ZERO,
             topic_policy: TopicPolicy::default(),
             origin_policy: OriginPolicy::same_host(),
+            presence: crate::presence::PresenceSettings::default(),
         }
     }
 }

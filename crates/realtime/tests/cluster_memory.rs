@@ -37,6 +37,7 @@ fn cluster(hub: &MemoryHub, node: &str, bus: Arc<dyn MessageBus>) -> ClusterConf
         bus,
         directory: hub.directory(),
         history: None,
+        presence: None,
         request_timeout: WAIT,
     }
 }

@@ -93,6 +93,7 @@ impl App {
             bus: hub.bus(),
             directory: hub.directory(),
             history: Some(history),
+            presence: None,
             request_timeout: Duration::from_secs(5),
         };
         App::serve(Realtime::clustered(verifier, config(), cluster)).await
@@ -526,6 +527,7 @@ async fn the_store_down_refuses_the_subscribe_and_the_publish() {
         bus: hub.bus(),
         directory: hub.directory(),
         history: None,
+        presence: None,
         request_timeout: Duration::from_secs(5),
     };
     let app = App::serve(Realtime::clustered(verifier, config(), cluster)).await;
@@ -876,6 +878,7 @@ async fn cuttable_pair(hub: &MemoryHub) -> (App, App, Arc<CuttableBus>, Arc<Held
         bus: link.clone(),
         directory: hub.directory(),
         history: Some(held.clone()),
+        presence: None,
         request_timeout: Duration::from_secs(5),
     };
     let a = App::serve(Realtime::clustered(verifier, config(), cluster)).await;

@@ -64,6 +64,15 @@ pub struct Namespace {
     rules: Rules,
     /// History kept for the namespace's topics; `None`: no history.
     history: Option<HistoryLimits>,
+    /// Presence kept for the namespace's topics; `None`: no presence.
+    presence: Option<PresenceMode>,
+}
+
+/// How a namespace keeps presence (who is subscribed to each of its topics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PresenceMode {
+    /// Also push `join` and `leave` frames to the topic's subscribers.
+    pub join_leave: bool,
 }
 
 impl Namespace {
@@ -82,6 +91,7 @@ impl Namespace {
             pattern: parsed,
             rules,
             history: None,
+            presence: None,
         })
     }
 
@@ -93,6 +103,16 @@ impl Namespace {
 
     pub fn history(&self) -> Option<HistoryLimits> {
         self.history
+    }
+
+    /// The same namespace, keeping presence for its topics (`None`: none).
+    pub fn with_presence(mut self, presence: Option<PresenceMode>) -> Namespace {
+        self.presence = presence;
+        self
+    }
+
+    pub fn presence(&self) -> Option<PresenceMode> {
+        self.presence
     }
 
     pub fn pattern(&self) -> &Pattern {
@@ -281,6 +301,8 @@ pub struct TopicPolicy {
     pub publish: Vec<PublishRule>,
     /// History for topics no namespace covers. Default: none.
     pub default_history: Option<HistoryLimits>,
+    /// Presence for topics no namespace covers. Default: none.
+    pub default_presence: Option<PresenceMode>,
 }
 
 impl Default for TopicPolicy {
@@ -290,6 +312,7 @@ impl Default for TopicPolicy {
             default: Rules::default(),
             publish: Vec::new(),
             default_history: None,
+            default_presence: None,
         }
     }
 }
@@ -302,6 +325,7 @@ impl TopicPolicy {
             default,
             publish: Vec::new(),
             default_history: None,
+            default_presence: None,
         };
         policy.validate()?;
         Ok(policy)
@@ -358,6 +382,20 @@ impl TopicPolicy {
     /// Whether any topic keeps history.
     pub fn has_history(&self) -> bool {
         self.default_history.is_some() || self.namespaces.iter().any(|ns| ns.history.is_some())
+    }
+
+    /// The presence kept for `topic`: its namespace's, or the default's when no
+    /// namespace covers it. `None`: the topic keeps no presence.
+    pub fn presence_for(&self, topic: &str) -> Option<PresenceMode> {
+        match self.namespace_for(topic) {
+            Some(ns) => ns.presence,
+            None => self.default_presence,
+        }
+    }
+
+    /// Whether any topic keeps presence.
+    pub fn has_presence(&self) -> bool {
+        self.default_presence.is_some() || self.namespaces.iter().any(|ns| ns.presence.is_some())
     }
 
     /// May this connection subscribe to `topic`?
@@ -812,6 +850,7 @@ mod tests {
             default: rules(Access::Owner, Access::Owner),
             publish: vec![],
             default_history: None,
+            default_presence: None,
         };
         assert!(unchecked.can_subscribe(&conn("u", &[]), &t("a")).is_err());
         assert!(unchecked.can_publish(&conn("u", &[]), &t("a")).is_err());

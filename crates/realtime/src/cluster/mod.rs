@@ -32,6 +32,10 @@ pub struct ClusterConfig {
     /// when the topic policy gives any namespace history (without it, publishing
     /// to and recovering on history topics fail with `HistoryError::Unavailable`).
     pub history: Option<Arc<dyn crate::history::HistoryStore>>,
+    /// Where presence (topic members, online status, node leases) is kept,
+    /// shared by every node. Without it each node keeps its own, answers only
+    /// for its own connections, and says so (`degraded`).
+    pub presence: Option<Arc<dyn crate::presence::PresenceStore>>,
     /// How long a request to another node (e.g. subscribe one of its connections)
     /// may take. Default 5 s.
     pub request_timeout: Duration,
@@ -424,6 +428,7 @@ mod tests {
                 bus,
                 directory: memory::MemoryHub::new().directory(),
                 history: None,
+                presence: None,
                 request_timeout: Duration::from_secs(3600),
             },
         )
@@ -504,6 +509,7 @@ mod tests {
                 bus: Arc::new(SilentOwner),
                 directory: memory::MemoryHub::new().directory(),
                 history: None,
+                presence: None,
                 request_timeout: Duration::from_secs(3600),
             },
         )

@@ -1,0 +1,13 @@
+//! Presence in the shell: the [`PresenceStore`] port (who is subscribed to each
+//! presence topic, who is online, node leases) and the [`EventQueue`] port the
+//! webhook sender drains, plus what the engine builds on them.
+
+pub mod events;
+pub mod store;
+
+pub use events::{EventQueue, QueuedEvent};
+pub use store::{
+    ClusterCounts, Member, MemberPage, PresenceError, PresenceFuture, PresenceNotice,
+    PresenceSettings, PresenceSink, PresenceSnapshot, PresenceStore, SnapshotFn, TopicCounts,
+    UserStatus,
+};
