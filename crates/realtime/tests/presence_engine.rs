@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::SinkExt;
@@ -16,8 +17,8 @@ use prometheus_client::registry::Registry;
 use realtime::presence::PresenceSettings;
 use realtime::testing::TestConnection;
 use realtime::{
-    ClaimRules, ClusterConfig, JwtVerifier, MemoryHub, PresenceQuery, PresenceQueryError, Realtime,
-    RealtimeConfig,
+    ClaimRules, ClusterConfig, JwtVerifier, MemoryHub, MemoryPresence, PresenceQuery,
+    PresenceQueryError, PresenceStore, Realtime, RealtimeConfig,
 };
 use realtime_core::{
     Access, EventKind, Identity, LeaseRules, Namespace, PresenceMode, Rules, TopicPolicy,
@@ -177,6 +178,11 @@ type Tally = BTreeMap<String, BTreeSet<String>>;
 /// returns the members, checking each page's order and shape on the way. Each
 /// member must appear once over the whole walk.
 async fn walk(ws: &mut Ws, topic: &str, limit: u64) -> (Tally, usize) {
+    walk_expecting(ws, topic, limit, false).await
+}
+
+/// As [`walk`], every page saying it is `degraded` (or not).
+async fn walk_expecting(ws: &mut Ws, topic: &str, limit: u64, degraded: bool) -> (Tally, usize) {
     let mut tally = Tally::new();
     let mut cursor: Option<String> = None;
     let mut pages = 0;
@@ -190,7 +196,10 @@ async fn walk(ws: &mut Ws, topic: &str, limit: u64) -> (Tally, usize) {
         assert_eq!(page["type"], "presence", "{page}");
         assert_eq!(page["topic"], topic);
         assert_eq!(page["ref"], pages);
-        assert!(page.get("degraded").is_none(), "{page}");
+        assert_eq!(page.get("degraded").is_some(), degraded, "{page}");
+        if degraded {
+            assert_eq!(page["degraded"], true);
+        }
         pages += 1;
         let users = page["users"].as_array().expect("users");
         let on_page: usize = users
@@ -624,6 +633,15 @@ struct Node {
 
 impl Node {
     async fn start(hub: &MemoryHub, name: &str, config: RealtimeConfig) -> Node {
+        Node::start_on(hub, name, config, Some(hub.presence())).await
+    }
+
+    async fn start_on(
+        hub: &MemoryHub,
+        name: &str,
+        config: RealtimeConfig,
+        presence: Option<Arc<MemoryPresence>>,
+    ) -> Node {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -635,7 +653,7 @@ impl Node {
             bus: hub.bus(),
             directory: hub.directory(),
             history: None,
-            presence: Some(hub.presence()),
+            presence: presence.map(|p| p as Arc<dyn PresenceStore>),
             request_timeout: Duration::from_secs(5),
         };
         let (rt, addr) = runtime
@@ -840,4 +858,107 @@ async fn online_and_offline_events_are_debounced_by_the_grace() {
         (EventKind::UserOffline, Some("bob")),
         "{e:?}"
     );
+}
+
+fn metric(rt: &Realtime, line: &str) -> bool {
+    let mut registry = Registry::default();
+    rt.register_metrics(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    text.lines().any(|l| l == line)
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_leaves_at_once() {
+    let hub = MemoryHub::new();
+    let b = Node::start(&hub, "b", short_lease_config()).await;
+    let a = Node::start(&hub, "a", short_lease_config()).await;
+    let topic = "room:s";
+    let (mut carol, carol_id) = connect(b.addr, "carol").await;
+    subscribe(&mut carol, topic).await;
+    let (mut alice, alice_id) = connect(a.addr, "alice").await;
+    subscribe(&mut alice, topic).await;
+    assert_membership(
+        &next_json(&mut carol).await,
+        "join",
+        topic,
+        "alice",
+        &alice_id,
+    );
+
+    assert!(a.rt().shutdown(WAIT).await, "a clean shutdown");
+    // Before any lease could run out: the leave came from alice's close, and the
+    // store holds nothing of A's.
+    assert_membership(
+        &next_json(&mut carol).await,
+        "leave",
+        topic,
+        "alice",
+        &alice_id,
+    );
+    let (listed, _) = walk(&mut carol, topic, 10).await;
+    let mut expected = Tally::new();
+    add(&mut expected, "carol", &carol_id);
+    assert_eq!(listed, expected);
+    let online = b.rt().online_stats().await;
+    assert_eq!((online.users, online.connections), (1, 1));
+    assert!(metric(b.rt(), "realtime_presence_reaped_members_total 0"));
+    drop(alice);
+}
+
+#[tokio::test]
+async fn a_cluster_without_a_presence_store_answers_for_this_node_and_says_so() {
+    let hub = MemoryHub::new();
+    let a = Node::start_on(&hub, "a", config(), None).await;
+    let b = Node::start_on(&hub, "b", config(), None).await;
+    let topic = "room:d";
+    let (mut carol, carol_id) = connect(b.addr, "carol").await;
+    subscribe(&mut carol, topic).await;
+    let mut on_a = Tally::new();
+    let mut sockets = Vec::new();
+    for user in ["alice", "dave", "alice"] {
+        let (mut ws, id) = connect(a.addr, user).await;
+        subscribe(&mut ws, topic).await;
+        // join/leave frames still cross nodes: they ride the bus, not the store.
+        assert_membership(&next_json(&mut carol).await, "join", topic, user, &id);
+        add(&mut on_a, user, &id);
+        sockets.push(ws);
+    }
+
+    // Each node lists its own members only, page by page, and says so. (The
+    // last to join heard of nobody; the others heard of those after them.)
+    let last = &mut sockets[2];
+    let (listed, pages) = walk_expecting(last, topic, 2, true).await;
+    assert_eq!((listed, pages), (on_a.clone(), 2));
+    let (listed, _) = walk_expecting(&mut carol, topic, 2, true).await;
+    let mut on_b = Tally::new();
+    add(&mut on_b, "carol", &carol_id);
+    assert_eq!(listed, on_b);
+    let reply = command(
+        &mut sockets[2],
+        json!({"action": "presence_stats", "topic": topic, "ref": "st"}),
+    )
+    .await;
+    assert_eq!(
+        reply,
+        json!({"type": "presence_stats", "topic": topic, "ref": "st", "connections": 3, "users": 2, "degraded": true})
+    );
+    let stats = a.rt().presence_stats(topic).await.unwrap();
+    assert_eq!(
+        (stats.connections, stats.users, stats.degraded),
+        (3, 2, true)
+    );
+    let online = a.rt().online_stats().await;
+    assert_eq!(
+        (online.users, online.connections, online.degraded),
+        (2, 3, true)
+    );
+    let alice = b.rt().user_presence("alice").await;
+    assert_eq!(
+        (alice.online, alice.degraded),
+        (false, true),
+        "B cannot see A's"
+    );
+    // 2 pages on A, 1 stats frame, the stats, online and user answers: 5 on A.
+    assert!(metric(a.rt(), "realtime_presence_degraded_answers_total 5"));
 }
