@@ -435,8 +435,10 @@ impl Realtime {
     /// connection, close each with 1001 once its queue is written, and wait up to
     /// `timeout` for the sockets to close. In a cluster the same budget covers
     /// draining the bus's publisher queue, so envelopes sent before the shutdown
-    /// still reach the other nodes. Returns `true` if all sockets closed and the
-    /// queue drained in time.
+    /// still reach the other nodes. Then the node leaves the cluster directory
+    /// and the presence store (its members are gone at once, not after its
+    /// lease), each bounded by `timeout`. Returns `true` if all sockets closed
+    /// and the queue drained in time.
     pub async fn shutdown(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         self.inner.accepting.store(false, Ordering::Release);
