@@ -5,7 +5,7 @@
 //! with a snapshot the test keeps. Outcomes are checked against the tests' own
 //! tallies and against what Redis holds (SCAN, XRANGE, INFO commandstats).
 
-#[allow(dead_code)]
+// `processes` names `common` for the server binary it can start.
 mod common;
 mod processes;
 

@@ -173,7 +173,7 @@ pub(crate) fn cursor(name: &str) -> String {
 pub(crate) fn uncursor(cursor: &str) -> Vec<u8> {
     let bytes = cursor.as_bytes();
     let hex = |b: u8| (b as char).to_digit(16);
-    if bytes.len() % 2 == 0 && bytes.iter().all(|b| hex(*b).is_some()) {
+    if bytes.len().is_multiple_of(2) && bytes.iter().all(|b| hex(*b).is_some()) {
         bytes
             .chunks(2)
             .map(|p| (hex(p[0]).unwrap_or(0) * 16 + hex(p[1]).unwrap_or(0)) as u8)
