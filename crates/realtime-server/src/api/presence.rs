@@ -6,9 +6,10 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use realtime::presence::{
+use realtime::{
     OnlineStats, PresenceQuery, PresenceQueryError, PresenceStats, TopicPresence, UserPresence,
 };
+use realtime_core::ErrorCode;
 use serde::Deserialize;
 
 use super::path::ApiPath;
@@ -54,9 +55,11 @@ impl From<PresenceQueryError> for ApiError {
                 "invalid_topic",
                 format!("invalid topic: {t}"),
             ),
-            PresenceQueryError::NoPresence => {
-                ApiError::new(StatusCode::NOT_FOUND, "no_presence", e.to_string())
-            }
+            PresenceQueryError::NoPresence => ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NoPresence.as_str(),
+                e.to_string(),
+            ),
             PresenceQueryError::BadLimit | PresenceQueryError::BadCursor => {
                 bad_request(e.to_string())
             }
