@@ -917,6 +917,19 @@ presence = true
             "REALTIME_WEBHOOK_SECRET must be at least 16 bytes, not 5"
         );
         assert!(invalid("presence_node_timeout = \"1s\"\n").contains("between 3s and 1h"));
+        // Neither the secret nor credentials in the URL are shown.
+        let s = from_toml(
+            "webhook_url = \"https://user:pw@hooks.example/rt\"\nwebhook_secret = \"0123456789abcdef\"\n",
+        )
+        .unwrap();
+        let shown = s.effective();
+        assert_eq!(
+            shown["webhooks"]["url"], "https://<set>@hooks.example/rt",
+            "{shown}"
+        );
+        assert_eq!(shown["webhooks"]["secret"], "<set>");
+        assert!(!shown.to_string().contains("0123456789abcdef"));
+        assert!(!format!("{s:?}").contains("0123456789abcdef"));
     }
 
     #[test]
