@@ -90,7 +90,7 @@ impl Hit {
     }
 }
 
-/// How the receiver answers its n-th POST (0-based).
+/// How the receiver answers its n-th POST (0-based): a status, or [`HANG`].
 type Answer = Arc<dyn Fn(usize) -> u16 + Send + Sync>;
 
 #[derive(Clone)]
@@ -160,8 +160,15 @@ async fn receive(State(s): State<ReceiverState>, headers: HeaderMap, body: Bytes
         headers,
         body,
     });
-    StatusCode::from_u16((s.answer)(n)).unwrap()
+    match (s.answer)(n) {
+        // Never answers: the attempt stays in flight until the sender gives up.
+        HANG => std::future::pending().await,
+        status => StatusCode::from_u16(status).unwrap(),
+    }
 }
+
+/// An answer that never comes.
+const HANG: u16 = 0;
 
 /// The presence namespace the topic events are about.
 const CONFIG: &str = r#"
@@ -459,4 +466,58 @@ async fn an_event_is_given_up_after_the_last_attempt_and_counted_failed() {
         0.0
     );
     assert_eq!(metric(&node, "realtime_webhook_in_flight").await, 0.0);
+}
+
+/// An in-process server with webhooks to `url`, stopping within `shutdown`.
+async fn in_process(url: &str, shutdown: &str) -> common::TestServer {
+    common::TestServer::start_with(realtime_server::Options {
+        webhook_url: Some(url.to_owned()),
+        webhook_secret: Some(WEBHOOK_SECRET.to_owned()),
+        shutdown_timeout: Some(humantime::parse_duration(shutdown).unwrap()),
+        ..common::options()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn shutdown_gives_an_attempt_in_flight_a_bounded_moment() {
+    let mut receiver = Receiver::start(|_| HANG).await;
+    let server = in_process(&receiver.url(), "1s").await;
+    let _hana = server.connect("hana", &[]).await;
+    assert_eq!(receiver.next().await.verified()["type"], "user.online");
+    let stopping = Instant::now();
+    let clean = tokio::time::timeout(ARRIVAL, server.shutdown())
+        .await
+        .expect("shutdown ends although the receiver never answers");
+    assert!(!clean, "an attempt was still in flight: not a clean stop");
+    assert!(
+        stopping.elapsed() >= Duration::from_millis(900),
+        "it was given the budget"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_a_retry() {
+    let mut receiver = Receiver::start(|_| 500).await;
+    let server = in_process(&receiver.url(), "30s").await;
+    let ivan = server.connect("ivan", &[]).await;
+    receiver.next().await.verified();
+    // The sender keeps delivering while connections close; with none left
+    // the stop comes straight to it.
+    drop(ivan);
+    server.wait_for_connections(0).await;
+    // The sender now waits a second before the retry; the stop ends that wait
+    // and leaves the event queued (`user.offline` is a grace away).
+    eventually(ARRIVAL, "the failed attempt is counted", || async {
+        server
+            .metrics_text()
+            .await
+            .contains("realtime_webhook_deliveries_total{outcome=\"retried\"} 1")
+    })
+    .await;
+    let clean = tokio::time::timeout(ARRIVAL, server.shutdown())
+        .await
+        .expect("shutdown ends");
+    assert!(clean, "nothing was in flight");
+    assert_eq!(receiver.received(), 1, "no retry once stopping");
 }
