@@ -962,3 +962,49 @@ async fn a_cluster_without_a_presence_store_answers_for_this_node_and_says_so() 
     // 2 pages on A, 1 stats frame, the stats, online and user answers: 5 on A.
     assert!(metric(a.rt(), "realtime_presence_degraded_answers_total 5"));
 }
+
+fn events_config(grace: Duration) -> RealtimeConfig {
+    RealtimeConfig {
+        presence: PresenceSettings {
+            offline_grace: grace,
+            events: true,
+            ..short_lease_config().presence
+        },
+        ..short_lease_config()
+    }
+}
+
+/// The next event of `queue`, marked done.
+async fn next_event(queue: &dyn realtime::EventQueue) -> realtime_core::PresenceEvent {
+    let e = tokio::time::timeout(WAIT, queue.next())
+        .await
+        .expect("an event in time")
+        .expect("the queue answers");
+    queue.done(&e.key).await.unwrap();
+    e.event
+}
+
+#[tokio::test]
+async fn offline_events_keep_coming_after_the_first_engine_of_a_hub_crashed() {
+    let hub = MemoryHub::new();
+    // A starts the shared store first, then dies: the survivor's users still
+    // go offline once their grace runs out.
+    let mut a = Node::start(&hub, "a", events_config(Duration::from_millis(300))).await;
+    let b = Node::start(&hub, "b", events_config(Duration::from_millis(300))).await;
+    let queue = b.rt().presence_events().expect("events are on");
+    a.crash();
+
+    let (alice, _) = connect(b.addr, "alice").await;
+    let online = next_event(&*queue).await;
+    assert_eq!(
+        (online.kind, online.user_id.as_deref()),
+        (EventKind::UserOnline, Some("alice"))
+    );
+    drop_tcp(alice);
+    let offline = next_event(&*queue).await;
+    assert_eq!(
+        (offline.kind, offline.user_id.as_deref()),
+        (EventKind::UserOffline, Some("alice")),
+        "{offline:?}"
+    );
+}

@@ -134,7 +134,7 @@ impl PresenceStore for MemoryPresence {
                 name: node.clone(),
             }));
         }
-        self.shared.start_grace_task();
+        self.shared.start_grace_loop(Arc::downgrade(me));
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(
                 node,

@@ -24,7 +24,7 @@ const SEEN_FOR_MS: u64 = 30 * 24 * 3600 * 1000;
 pub(crate) struct Effects {
     /// An event was queued or handed back: wake the queue's readers.
     pub queued: bool,
-    /// A leave is pending: the grace task has a new deadline.
+    /// A leave is pending: the grace loops have a new deadline.
     pub pending: bool,
 }
 
