@@ -1008,3 +1008,42 @@ async fn offline_events_keep_coming_after_the_first_engine_of_a_hub_crashed() {
         "{offline:?}"
     );
 }
+
+#[tokio::test]
+async fn a_walk_goes_on_whatever_the_length_of_the_user_ids() {
+    let app = App::start().await;
+    let topic = "lobby:long";
+    let mut expected = Tally::new();
+    let mut members = Vec::new();
+    // Nothing bounds a token's `sub`: ids of a few KiB page like any other.
+    for n in [2_500, 4_000, 6_000] {
+        let user = format!("{}{n}", "u".repeat(n));
+        let conn = TestConnection::connect(&app.rt, &user, &[]);
+        assert!(app.rt.subscribe(conn.id(), topic).await.unwrap());
+        add(&mut expected, &user, &conn.id().to_string());
+        members.push(conn);
+    }
+    let (mut observer, _) = app.connect("observer").await;
+    let (listed, pages) = walk(&mut observer, topic, 1).await;
+    assert_eq!((listed, pages), (expected.clone(), 3));
+
+    let mut seen = Tally::new();
+    let mut cursor = None;
+    loop {
+        let query = PresenceQuery {
+            limit: Some(1),
+            cursor,
+        };
+        let page = app.rt.presence(topic, query).await.expect("the next page");
+        for u in &page.users {
+            for c in &u.connections {
+                add(&mut seen, &u.user_id, &c.connection_id.to_string());
+            }
+        }
+        match page.cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, expected);
+}
