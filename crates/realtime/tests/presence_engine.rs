@@ -1047,3 +1047,33 @@ async fn a_walk_goes_on_whatever_the_length_of_the_user_ids() {
     }
     assert_eq!(seen, expected);
 }
+
+#[tokio::test]
+async fn join_and_leave_frames_count_as_deliveries_on_every_node() {
+    let hub = MemoryHub::new();
+    let a = Node::start(&hub, "a", config()).await;
+    let b = Node::start(&hub, "b", config()).await;
+    let topic = "room:m";
+    let (mut dave, _) = connect(a.addr, "dave").await;
+    subscribe(&mut dave, topic).await;
+    let (mut carol, _) = connect(b.addr, "carol").await;
+    subscribe(&mut carol, topic).await;
+    // Dave (on A) heard of carol: one frame from B, delivered on A.
+    assert_eq!(next_json(&mut dave).await["type"], "join");
+    let (mut alice, alice_id) = connect(a.addr, "alice").await;
+    subscribe(&mut alice, topic).await;
+    unsubscribe(&mut alice, topic).await;
+    for ws in [&mut dave, &mut carol] {
+        assert_membership(&next_json(ws).await, "join", topic, "alice", &alice_id);
+        assert_membership(&next_json(ws).await, "leave", topic, "alice", &alice_id);
+    }
+    // Each node counts each frame it queued: A queued 3 to dave, B 2 to carol.
+    assert!(metric(
+        a.rt(),
+        r#"realtime_deliveries_total{route="topic"} 3"#
+    ));
+    assert!(metric(
+        b.rt(),
+        r#"realtime_deliveries_total{route="topic"} 2"#
+    ));
+}

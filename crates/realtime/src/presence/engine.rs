@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use futures_util::FutureExt;
 use realtime_core::policy::PresenceMode;
+use realtime_core::route::RouteKind;
 use realtime_core::{ConnectionId, Route, ServerFrame, Topic};
 
 use super::store::{
@@ -200,9 +201,13 @@ impl Realtime {
             tracing::debug!(error = %e, "join/leave frame not relayed");
         }
         let frame = Utf8Bytes::from(json);
-        self.inner
+        let delivered = self
+            .inner
             .registry
             .deliver_to_topic_except(topic_name, &frame, |id| id == connection);
+        // Counted as the other nodes count it when it reaches them (a message on
+        // the topic route), so every node's figures mean the same.
+        self.inner.metrics.sent(RouteKind::Topic, delivered);
     }
 
     /// What the store reports: members of a dead node (`leave` for each, sent
