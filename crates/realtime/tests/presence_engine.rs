@@ -556,10 +556,10 @@ async fn presence_is_for_whoever_may_subscribe() {
 }
 
 /// The next frame must be `kind` about `user`'s connection `id` on `topic`.
-fn assert_membership(frame: &Value, kind: &str, topic: &str, user: &str, id: &str) {
+async fn expect_membership(ws: &mut Ws, kind: &str, topic: &str, user: &str, id: &str) {
     assert_eq!(
-        frame,
-        &json!({"type": kind, "topic": topic, "user_id": user, "connection_id": id}),
+        next_json(ws).await,
+        json!({"type": kind, "topic": topic, "user_id": user, "connection_id": id}),
     );
 }
 
@@ -573,13 +573,7 @@ async fn join_and_leave_reach_the_other_subscribers_only() {
 
     let (mut alice, alice_id) = app.connect("alice").await;
     subscribe(&mut alice, topic).await;
-    assert_membership(
-        &next_json(&mut carol).await,
-        "join",
-        topic,
-        "alice",
-        &alice_id,
-    );
+    expect_membership(&mut carol, "join", topic, "alice", &alice_id).await;
     expect_quiet(&mut alice).await;
 
     // A presence topic without join_leave sends nothing.
@@ -588,36 +582,18 @@ async fn join_and_leave_reach_the_other_subscribers_only() {
     expect_quiet(&mut carol).await;
 
     unsubscribe(&mut alice, topic).await;
-    assert_membership(
-        &next_json(&mut carol).await,
-        "leave",
-        topic,
-        "alice",
-        &alice_id,
-    );
+    expect_membership(&mut carol, "leave", topic, "alice", &alice_id).await;
     // Subscribing again joins again; an abrupt drop leaves.
     subscribe(&mut alice, topic).await;
-    assert_membership(
-        &next_json(&mut carol).await,
-        "join",
-        topic,
-        "alice",
-        &alice_id,
-    );
+    expect_membership(&mut carol, "join", topic, "alice", &alice_id).await;
     drop_tcp(alice);
-    assert_membership(
-        &next_json(&mut carol).await,
-        "leave",
-        topic,
-        "alice",
-        &alice_id,
-    );
+    expect_membership(&mut carol, "leave", topic, "alice", &alice_id).await;
 
     // A server-side subscribe joins too.
     let (mut bob, bob_id) = app.connect("bob").await;
     let id = bob_id.parse().unwrap();
     assert!(app.rt.subscribe(id, topic).await.unwrap());
-    assert_membership(&next_json(&mut carol).await, "join", topic, "bob", &bob_id);
+    expect_membership(&mut carol, "join", topic, "bob", &bob_id).await;
     expect_quiet(&mut bob).await;
     expect_quiet(&mut carol).await;
 }
@@ -714,29 +690,11 @@ async fn across_two_engines_joins_travel_and_a_crashed_engine_leaves() {
     let (mut alice, alice_id) = connect(a.addr, "alice").await;
     let (mut dave, dave_id) = connect(a.addr, "dave").await;
     subscribe(&mut alice, topic).await;
-    assert_membership(
-        &next_json(&mut carol).await,
-        "join",
-        topic,
-        "alice",
-        &alice_id,
-    );
+    expect_membership(&mut carol, "join", topic, "alice", &alice_id).await;
     subscribe(&mut dave, topic).await;
-    assert_membership(
-        &next_json(&mut carol).await,
-        "join",
-        topic,
-        "dave",
-        &dave_id,
-    );
+    expect_membership(&mut carol, "join", topic, "dave", &dave_id).await;
     // A's subscribers hear of each other, and of nobody twice.
-    assert_membership(
-        &next_json(&mut alice).await,
-        "join",
-        topic,
-        "dave",
-        &dave_id,
-    );
+    expect_membership(&mut alice, "join", topic, "dave", &dave_id).await;
     expect_quiet(&mut alice).await;
 
     // Both engines list all three, from the shared store.
@@ -878,24 +836,12 @@ async fn a_graceful_shutdown_leaves_at_once() {
     subscribe(&mut carol, topic).await;
     let (mut alice, alice_id) = connect(a.addr, "alice").await;
     subscribe(&mut alice, topic).await;
-    assert_membership(
-        &next_json(&mut carol).await,
-        "join",
-        topic,
-        "alice",
-        &alice_id,
-    );
+    expect_membership(&mut carol, "join", topic, "alice", &alice_id).await;
 
     assert!(a.rt().shutdown(WAIT).await, "a clean shutdown");
     // Before any lease could run out: the leave came from alice's close, and the
     // store holds nothing of A's.
-    assert_membership(
-        &next_json(&mut carol).await,
-        "leave",
-        topic,
-        "alice",
-        &alice_id,
-    );
+    expect_membership(&mut carol, "leave", topic, "alice", &alice_id).await;
     let (listed, _) = walk(&mut carol, topic, 10).await;
     let mut expected = Tally::new();
     add(&mut expected, "carol", &carol_id);
@@ -920,7 +866,7 @@ async fn a_cluster_without_a_presence_store_answers_for_this_node_and_says_so() 
         let (mut ws, id) = connect(a.addr, user).await;
         subscribe(&mut ws, topic).await;
         // join/leave frames still cross nodes: they ride the bus, not the store.
-        assert_membership(&next_json(&mut carol).await, "join", topic, user, &id);
+        expect_membership(&mut carol, "join", topic, user, &id).await;
         add(&mut on_a, user, &id);
         sockets.push(ws);
     }
@@ -1064,8 +1010,8 @@ async fn join_and_leave_frames_count_as_deliveries_on_every_node() {
     subscribe(&mut alice, topic).await;
     unsubscribe(&mut alice, topic).await;
     for ws in [&mut dave, &mut carol] {
-        assert_membership(&next_json(ws).await, "join", topic, "alice", &alice_id);
-        assert_membership(&next_json(ws).await, "leave", topic, "alice", &alice_id);
+        expect_membership(ws, "join", topic, "alice", &alice_id).await;
+        expect_membership(ws, "leave", topic, "alice", &alice_id).await;
     }
     // Each node counts each frame it queued: A queued 3 to dave, B 2 to carol.
     assert!(metric(

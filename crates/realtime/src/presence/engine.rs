@@ -221,32 +221,23 @@ impl Realtime {
                     .presence
                     .reaped_members
                     .inc_by(left.len() as u64);
-                for (topic, member) in &left {
-                    if self.presence_mode(topic).is_some_and(|m| m.join_leave) {
-                        self.membership_frame(
-                            Change::Leave,
-                            topic,
-                            &member.user_id,
-                            member.connection_id,
-                        );
-                    }
-                }
+                self.membership_frames(Change::Leave, &left);
             }
             PresenceNotice::Restored { joined } => {
                 tracing::info!(
                     members = joined.len(),
                     "presence: this node's entries were gone and are written again"
                 );
-                for (topic, member) in &joined {
-                    if self.presence_mode(topic).is_some_and(|m| m.join_leave) {
-                        self.membership_frame(
-                            Change::Join,
-                            topic,
-                            &member.user_id,
-                            member.connection_id,
-                        );
-                    }
-                }
+                self.membership_frames(Change::Join, &joined);
+            }
+        }
+    }
+
+    /// One `change` frame for each member on a `join_leave` topic.
+    fn membership_frames(&self, change: Change, members: &[(Topic, Member)]) {
+        for (topic, member) in members {
+            if self.presence_mode(topic).is_some_and(|m| m.join_leave) {
+                self.membership_frame(change, topic, &member.user_id, member.connection_id);
             }
         }
     }
