@@ -372,16 +372,12 @@ async fn presence_follows_subscribes_unsubscribes_and_dropped_sockets() {
     );
 
     // The metrics count what happened: 3 joins; bob's unsubscribe and two closes.
-    let mut registry = Registry::default();
-    app.rt.register_metrics(&mut registry);
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-    assert!(text.contains("realtime_presence_joins_total 3"), "{text}");
-    assert!(text.contains("realtime_presence_leaves_total 3"), "{text}");
-    assert!(
-        text.contains("realtime_presence_degraded_answers_total 0"),
-        "{text}"
-    );
+    assert!(metric(&app.rt, "realtime_presence_joins_total 3"));
+    assert!(metric(&app.rt, "realtime_presence_leaves_total 3"));
+    assert!(metric(
+        &app.rt,
+        "realtime_presence_degraded_answers_total 0"
+    ));
     drop(bob);
 }
 
@@ -742,14 +738,7 @@ async fn across_two_engines_joins_travel_and_a_crashed_engine_leaves() {
     assert_eq!((online.users, online.connections), (1, 1));
     assert!(!b.rt().user_presence("alice").await.online);
 
-    let mut registry = Registry::default();
-    b.rt().register_metrics(&mut registry);
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-    assert!(
-        text.contains("realtime_presence_reaped_members_total 2"),
-        "{text}"
-    );
+    assert!(metric(b.rt(), "realtime_presence_reaped_members_total 2"));
 }
 
 #[tokio::test]
