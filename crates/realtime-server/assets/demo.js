@@ -229,6 +229,9 @@ function showSubscription(topic) {
   const list = document.createElement("ul");
   list.className = "members";
   const info = document.createElement("div");
+  // As wide as the row allows, so the member badges line up rather than stack.
+  info.style.flex = "1";
+  info.style.minWidth = "0";
   info.append(name, details, presence, list);
   li.append(info, button);
   $("subscriptions").append(li);
