@@ -3,9 +3,11 @@
 //! webhook sender drains, plus what the engine builds on them.
 
 pub mod events;
+pub mod memory;
 pub mod store;
 
 pub use events::{EventQueue, QueuedEvent};
+pub use memory::MemoryPresence;
 pub use store::{
     ClusterCounts, Member, MemberPage, PresenceError, PresenceFuture, PresenceNotice,
     PresenceSettings, PresenceSink, PresenceSnapshot, PresenceStore, SnapshotFn, TopicCounts,
