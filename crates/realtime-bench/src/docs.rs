@@ -359,7 +359,9 @@ fn scenario_limits(scenario: &str) -> Option<&'static str> {
              waits for its answer: the latency is a round trip through the generator's own \
              scheduler on the same cores, not the server's work alone, which the CPU per \
              answer gives. Over WebSocket the client asks without being subscribed; over \
-             HTTP it uses one keep-alive connection with the API key. The counts and pages \
+             HTTP it uses one keep-alive connection with the API key. The node runs \
+             with `command_rate = 0` so that one connection may ask thousands of \
+             questions a second. The counts and pages \
              of every answer are checked against the connections the generator opened, and \
              the large topic is paged through once to check that every connection is \
              listed exactly once. With the Redis store each answer is a Redis round trip \

@@ -42,6 +42,8 @@ const WATCHERS: &str = "w";
 const IN_FLIGHT: usize = 256;
 /// Upper bound of each wait after the churn (connections closed, frames in).
 const WAIT_LIMIT: Duration = Duration::from_secs(60);
+/// Upper bound for the topic's counts to show the watchers alone.
+const COUNTS_LIMIT: Duration = Duration::from_secs(10);
 
 /// Parameters of presence-churn.
 #[derive(Debug, Clone)]
@@ -207,6 +209,11 @@ async fn measure(
     let mut asker = WsAsker::connect(addr, c.watchers, token).await?;
     let http = HttpAsker::new(addr);
     let held = c.watchers as u64 + 1;
+    let mut notes = Vec::new();
+    let mut mismatches = 0;
+    if presence {
+        mismatches += check_counts(&mut asker, c.watchers, true, "before", &mut notes).await?;
+    }
 
     let watch = ProcWatch::new(vec![node.server.pid()]);
     let others = Others::new(node.redis_pid());
@@ -223,13 +230,8 @@ async fn measure(
     };
     let window = start.elapsed();
     let (after, others_after) = (watch.sample(), others.sample());
-    let _ = stop.send(true);
-    for w in watchers {
-        let _ = w.await;
-    }
 
-    let mut mismatches = failed as u64;
-    let mut notes = Vec::new();
+    mismatches += failed as u64;
     if let Some(Err(e)) = outcomes.iter().find(|o| o.is_err()) {
         notes.push(format!("{failed} churners failed; first error: {e}"));
     }
@@ -246,8 +248,12 @@ async fn measure(
             "the watchers had not received every join and leave {WAIT_LIMIT:?} after the churn"
         ));
     }
-    mismatches += check_counts(&mut asker, c.watchers, presence, &mut notes).await?;
+    mismatches += check_counts(&mut asker, c.watchers, presence, "after", &mut notes).await?;
     asker.close().await;
+    let _ = stop.send(true);
+    for w in watchers {
+        let _ = w.await;
+    }
 
     let cpu = after.cpu_since(&before);
     let pairs = ok.len() as u64;
@@ -520,12 +526,13 @@ impl Tally {
     }
 }
 
-/// After the churn: with presence the topic counts the watchers alone; without,
+/// Before or after the churn: with presence the topic counts the watchers alone; without,
 /// presence questions are refused with `no_presence`. Returns the mismatches.
 async fn check_counts(
     asker: &mut WsAsker,
     watchers: usize,
     presence: bool,
+    when: &str,
     notes: &mut Vec<String>,
 ) -> anyhow::Result<u64> {
     if !presence {
@@ -546,7 +553,7 @@ async fn check_counts(
     }
     let want = (watchers as u64, members::users_in(watchers) as u64);
     // A Redis store may write the last leaves a moment after the frames.
-    let limit = Instant::now() + WAIT_LIMIT;
+    let limit = Instant::now() + COUNTS_LIMIT;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     let mut last = None;
     while Instant::now() < limit {
@@ -554,7 +561,7 @@ async fn check_counts(
         let (stats, _) = asker.stats(TOPIC).await?;
         if (stats.connections, stats.users) == want && !stats.degraded {
             notes.push(format!(
-                "after the churn presence_stats counted the {} watchers ({} users) alone",
+                "{when} the churn presence_stats counted the {} watchers ({} users) alone",
                 want.0, want.1
             ));
             return Ok(0);
@@ -562,7 +569,7 @@ async fn check_counts(
         last = Some(stats);
     }
     notes.push(format!(
-        "after the churn presence_stats still said {last:?}, not the {} watchers alone",
+        "{when} the churn presence_stats said {last:?} for {COUNTS_LIMIT:?}, not the {} watchers alone",
         want.0
     ));
     Ok(1)

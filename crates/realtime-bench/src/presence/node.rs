@@ -1,6 +1,7 @@
 //! A server under test for the presence benchmarks: one node on the memory or
 //! the Redis provider (with a private `redis-server`), started with a config
-//! file declaring the benchmark's namespaces, with or without presence.
+//! file declaring the benchmark's namespaces, with or without presence, and
+//! without the per-connection command limit.
 
 use std::path::PathBuf;
 
@@ -41,10 +42,16 @@ impl Node {
             Store::Redis => Some(Redis::start().await?),
         };
         let config = ConfigFile::write(&namespaces_toml(topics, presence))?;
-        let env = vec![(
-            "REALTIME_CONFIG".to_owned(),
-            config.path.display().to_string(),
-        )];
+        let env = vec![
+            (
+                "REALTIME_CONFIG".to_owned(),
+                config.path.display().to_string(),
+            ),
+            // One client asks thousands of questions a second, one after the
+            // other: the per-connection command limit (100/s) would answer
+            // most of them `rate_limited`.
+            ("REALTIME_COMMAND_RATE".to_owned(), "0".to_owned()),
+        ];
         let url = redis.as_ref().map(Redis::url);
         let server = bins.realtime(url.as_deref(), "bench-node", &env).await?;
         Ok(Node {
