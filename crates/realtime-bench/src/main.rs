@@ -100,7 +100,7 @@ enum Command {
         /// 200, or 150 with --quick]
         #[arg(long)]
         few: Option<usize>,
-        /// Questions timed per block. [default: 2000, or 200 with --quick]
+        /// Questions timed per block. [default: 5000, or 200 with --quick]
         #[arg(long)]
         questions: Option<usize>,
         #[command(flatten)]
@@ -458,7 +458,7 @@ async fn one(command: Command, via_all: bool) -> anyhow::Result<bool> {
             let s = StatsRun {
                 members: members.unwrap_or(if q { 500 } else { 15_000 }),
                 few: few.unwrap_or(if q { 150 } else { 200 }),
-                questions: questions.unwrap_or(if q { 200 } else { 2000 }),
+                questions: questions.unwrap_or(if q { 200 } else { 5000 }),
                 stores: stores.stores()?,
             };
             check_open_files(s.members + s.few)?;
