@@ -372,8 +372,11 @@ fn scenario_limits(scenario: &str) -> Option<&'static str> {
              subscribed: each churner connects, subscribes, and then half unsubscribe before \
              closing and half close without. CPU per 1,000 pairs is the server's CPU over \
              the churn divided by the pairs, so it includes each churner's TCP and WebSocket \
-             handshake and JWT check, the same with presence on and off; the difference is \
-             what presence (and the join and leave frames to every watcher) adds. With \
+             handshake and JWT check, the same with presence on and off. Online status (for \
+             `GET /api/users/{id}/presence` and the webhooks) is kept for every \
+             connection either way, so the run without presence already pays for it; \
+             the difference is what topic presence (membership, counts, and the join \
+             and leave frames to every watcher) adds. With \
              presence on the watchers' own tally checks one join and one leave per churner \
              each, and the topic's counts return to the watchers alone; with it off, no \
              frame and `no_presence`. Redis's CPU is in the machine-load note, not in the \
