@@ -1,0 +1,531 @@
+//! Presence under real faults: two real `realtime-server` processes sharing a real
+//! `redis-server`, real WebSocket clients and a real webhook receiver that checks
+//! every signature. A node killed with SIGKILL leaves no ghost after its lease
+//! bound and its users get exactly one `user.offline`; a user back within the
+//! grace gets none; a failing receiver gets the event on the third attempt; topic
+//! events fire once for a topic split over both nodes; a Redis outage makes
+//! answers say they are degraded, and they are exact again once it is back.
+//!
+//! Every expectation comes from the test's own record of who it connected where
+//! (and the receiver's own tally), never from the server's answers.
+
+mod common;
+mod processes;
+mod webhook_receiver;
+
+#[path = "presence_cluster/cluster.rs"]
+mod cluster;
+#[path = "presence_cluster/peer.rs"]
+mod peer;
+#[path = "presence_cluster/redis_keys.rs"]
+mod redis_keys;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use cluster::{
+    EAST, Listing, MARGIN, MemberKey, NODE_TIMEOUT, PresenceCluster, SLOW, Setup, get, keys,
+    listing_http, listing_ws, metric_sum,
+};
+use common::WAIT;
+use peer::Peer;
+use processes::{Node, eventually};
+use serde_json::{Value, json};
+
+/// `(user_id, connection_id)` of every `kind` frame (`join`/`leave`) `peer` got
+/// on `topic`, in arrival order.
+fn pushed_keys(peer: &Peer, kind: &str, topic: &str) -> Vec<MemberKey> {
+    peer.pushed(kind, topic)
+        .iter()
+        .map(|f| {
+            (
+                f["user_id"].as_str().unwrap_or_default().to_owned(),
+                f["connection_id"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn set(keys: &[MemberKey]) -> BTreeSet<MemberKey> {
+    keys.iter().cloned().collect()
+}
+
+/// Waits until `node` lists exactly `expected` (not degraded) over HTTP.
+async fn listed_exactly(node: &Node, topic: &str, expected: &BTreeSet<MemberKey>, bound: Duration) {
+    let want = Listing {
+        members: expected.clone(),
+        degraded: false,
+    };
+    let what = format!("{} lists {expected:?} on {topic}", node.node_id);
+    eventually(bound, &what, || {
+        let want = want.clone();
+        async move { listing_http(node, topic).await == want }
+    })
+    .await;
+}
+
+/// `GET /api/users/{user}/presence` from `node`.
+async fn user_presence(node: &Node, user: &str) -> Value {
+    let (status, body) = get(node, &format!("/api/users/{user}/presence")).await;
+    assert_eq!(status, 200, "user presence of {user}: {body}");
+    body
+}
+
+/// `GET /api/topics/{topic}/presence/stats` from `node`.
+async fn topic_stats(node: &Node, topic: &str) -> Value {
+    let (status, body) = get(node, &format!("/api/topics/{topic}/presence/stats")).await;
+    assert_eq!(status, 200, "presence stats of {topic}: {body}");
+    body
+}
+
+/// Connects `user` to `node` and subscribes it to `topic`.
+async fn member(node: &Node, user: &str, topic: &str) -> Peer {
+    let mut peer = Peer::connect(node, user).await;
+    peer.subscribe(topic).await;
+    peer
+}
+
+#[tokio::test]
+async fn a_killed_node_leaves_no_ghost_within_the_bound() {
+    let mut c = PresenceCluster::start(Setup::default()).await;
+    let topic = "room:lobby";
+    // Two subscribers on the survivor (one of a user who is also on the doomed
+    // node), four connections on the doomed node (alice twice).
+    let mut watcher = member(&c.west, "watcher", topic).await;
+    let carol_west = member(&c.west, "carol", topic).await;
+    let mut doomed = Vec::new();
+    for user in ["alice", "alice", "bob", "carol"] {
+        doomed.push(member(&c.east, user, topic).await);
+    }
+    let survivors = keys([&watcher, &carol_west]);
+    let dead = keys(&doomed);
+    let everyone: BTreeSet<MemberKey> = survivors.union(&dead).cloned().collect();
+    listed_exactly(&c.west, topic, &everyone, SLOW).await;
+    listed_exactly(&c.east, topic, &everyone, WAIT).await;
+    // Every later member's join reached the first subscriber, across nodes too.
+    let joined_later: BTreeSet<MemberKey> = everyone
+        .iter()
+        .filter(|k| k.1 != watcher.connection_id)
+        .cloned()
+        .collect();
+    watcher
+        .wait_until(WAIT, "a join for every later member", |_| {
+            set(&pushed_keys(&watcher, "join", topic)) == joined_later
+        })
+        .await;
+
+    let killed = Instant::now();
+    c.east.kill().await;
+
+    let bound = NODE_TIMEOUT + MARGIN;
+    listed_exactly(&c.west, topic, &survivors, bound).await;
+    let gone_after = killed.elapsed();
+    assert_eq!(
+        listing_ws(&mut watcher, topic).await,
+        Listing {
+            members: survivors.clone(),
+            degraded: false
+        },
+        "the socket answer agrees"
+    );
+    let stats = json!({"topic": topic, "connections": 2, "users": 2});
+    assert_eq!(topic_stats(&c.west, topic).await, stats);
+    let ws_stats = watcher.presence_stats(topic).await;
+    assert_eq!(
+        (
+            &ws_stats["type"],
+            &ws_stats["connections"],
+            &ws_stats["users"],
+            ws_stats.get("degraded")
+        ),
+        (&json!("presence_stats"), &json!(2), &json!(2), None),
+        "{ws_stats}"
+    );
+    for (user, online, connections) in [("alice", false, 0), ("bob", false, 0), ("carol", true, 1)]
+    {
+        let status = user_presence(&c.west, user).await;
+        assert_eq!(
+            (&status["online"], &status["connections"]),
+            (&json!(online), &json!(connections)),
+            "{user}: {status}"
+        );
+    }
+    let (status, online) = get(&c.west, "/api/presence/stats").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            &online["users"],
+            &online["connections"],
+            online.get("degraded")
+        ),
+        (&json!(2), &json!(2), None),
+        "only watcher and carol's west connection are online: {online}"
+    );
+
+    // Every dead member left, in a frame to each subscriber on the survivor.
+    for subscriber in [&watcher, &carol_west] {
+        subscriber
+            .wait_until(MARGIN, "a leave for every dead member", |_| {
+                set(&pushed_keys(subscriber, "leave", topic)) == dead
+            })
+            .await;
+    }
+
+    // Nothing the dead node wrote is left: no key or entry names it or one of
+    // its connections.
+    let mut needles = vec![EAST];
+    needles.extend(doomed.iter().map(|p| p.connection_id.as_str()));
+    let left = redis_keys::presence_leftovers(&c.redis, &needles).await;
+    assert!(left.is_empty(), "left behind in Redis: {left:#?}");
+
+    // No frame came twice.
+    for subscriber in [&watcher, &carol_west] {
+        let leaves = pushed_keys(subscriber, "leave", topic);
+        assert_eq!(leaves.len(), dead.len(), "{}: {leaves:?}", subscriber.user);
+    }
+    let joins = pushed_keys(&watcher, "join", topic);
+    assert_eq!(joins.len(), joined_later.len(), "{joins:?}");
+    c.hooks.assert_all_valid();
+    eprintln!("ghosts gone {gone_after:?} after the kill (bound {NODE_TIMEOUT:?})");
+}
+
+/// Connects a user on `node` and closes it again once its `user.online` arrived,
+/// then waits for its `user.offline`: once that is in, every `user.offline` that
+/// fell due before it has been queued too.
+async fn sentinel(c: &PresenceCluster, node: &Node, user: &str) {
+    let peer = Peer::connect(node, user).await;
+    c.hooks
+        .wait_until(SLOW, "the sentinel's user.online", |t| {
+            t.delivered("user.online", user)
+        })
+        .await;
+    peer.close().await;
+    c.hooks
+        .wait_until(
+            c.setup.offline_grace + NODE_TIMEOUT + MARGIN,
+            "the sentinel's user.offline",
+            |t| t.delivered("user.offline", user),
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn each_user_only_on_the_killed_node_gets_exactly_one_offline() {
+    let mut c = PresenceCluster::start(Setup::default()).await;
+    // ivan once and judy twice only on east; kim on both nodes.
+    let mut east = Vec::new();
+    for user in ["ivan", "judy", "judy", "kim"] {
+        east.push(member(&c.east, user, "quiet:office").await);
+    }
+    let kim_west = member(&c.west, "kim", "quiet:office").await;
+    c.hooks
+        .wait_until(SLOW, "user.online for ivan, judy and kim", |t| {
+            ["ivan", "judy", "kim"]
+                .iter()
+                .all(|u| t.delivered("user.online", u))
+        })
+        .await;
+
+    c.east.kill().await;
+    c.hooks
+        .wait_until(
+            c.offline_after_kill(),
+            "user.offline for ivan and judy",
+            |t| t.delivered("user.offline", "ivan") && t.delivered("user.offline", "judy"),
+        )
+        .await;
+    sentinel(&c, &c.west, "sentinel").await;
+
+    let tally = c.hooks.tally();
+    for (user, online, offline) in [("ivan", 1, 1), ("judy", 1, 1), ("kim", 1, 0)] {
+        assert_eq!(
+            (
+                tally.count("user.online", user),
+                tally.count("user.offline", user)
+            ),
+            (online, offline),
+            "{user}: events {:#?}",
+            tally.events
+        );
+    }
+    for user in ["ivan", "judy"] {
+        let status = user_presence(&c.west, user).await;
+        assert_eq!(status["online"], false, "{status}");
+        assert!(status["last_seen"].is_string(), "{user}: {status}");
+    }
+    let kim = user_presence(&c.west, "kim").await;
+    assert_eq!(
+        (&kim["online"], &kim["connections"]),
+        (&json!(true), &json!(1)),
+        "{kim}"
+    );
+    c.hooks.assert_all_valid();
+    drop(kim_west);
+}
+
+#[tokio::test]
+async fn a_user_back_on_the_other_node_within_the_grace_gets_no_offline_and_no_second_online() {
+    let setup = Setup {
+        offline_grace: Duration::from_secs(3),
+        ..Setup::default()
+    };
+    let mut c = PresenceCluster::start(setup).await;
+    // "reload" closes its page on east and opens it again on west; "crash" was
+    // on east when east was killed, and comes back on west once east's lease
+    // expired (when the cluster first counts it offline).
+    let reload = Peer::connect(&c.east, "reload").await;
+    let _crash = Peer::connect(&c.east, "crash").await;
+    c.hooks
+        .wait_until(SLOW, "user.online for reload and crash", |t| {
+            t.delivered("user.online", "reload") && t.delivered("user.online", "crash")
+        })
+        .await;
+    reload.close().await;
+    let _reload_again = Peer::connect(&c.west, "reload").await;
+
+    c.east.kill().await;
+    let west = &c.west;
+    eventually(
+        NODE_TIMEOUT + MARGIN,
+        "crash counted offline",
+        || async move { user_presence(west, "crash").await["online"] == false },
+    )
+    .await;
+    let _crash_again = Peer::connect(&c.west, "crash").await;
+    sentinel(&c, &c.west, "sentinel").await;
+
+    let tally = c.hooks.tally();
+    for user in ["reload", "crash"] {
+        assert_eq!(
+            (
+                tally.count("user.online", user),
+                tally.count("user.offline", user)
+            ),
+            (1, 0),
+            "{user}: events {:#?}",
+            tally.events
+        );
+        let status = user_presence(&c.west, user).await;
+        assert_eq!(
+            (&status["online"], &status["connections"]),
+            (&json!(true), &json!(1)),
+            "{user}: {status}"
+        );
+    }
+    c.hooks.assert_all_valid();
+}
+
+#[tokio::test]
+async fn a_receiver_answering_500_twice_gets_the_event_on_the_third_attempt() {
+    let setup = Setup {
+        fail_first: 2,
+        ..Setup::default()
+    };
+    let c = PresenceCluster::start(setup).await;
+    let eve = Peer::connect(&c.east, "eve").await;
+    // Backoff 1 s then 2 s (±10%), then the third attempt is answered 200.
+    let bound = Duration::from_secs(4) + MARGIN;
+    c.hooks
+        .wait_until(bound, "user.online for eve delivered", |t| {
+            t.delivered("user.online", "eve")
+        })
+        .await;
+    let online = c.hooks.tally().about("user.online", "eve")[0].clone();
+    assert_eq!(online.attempts.len(), 3, "{online:#?}");
+    let gaps: Vec<Duration> = online.attempts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps[0] >= Duration::from_millis(850) && gaps[1] >= Duration::from_millis(1700),
+        "retries wait 1 s then 2 s (±10%): {gaps:?}"
+    );
+
+    // eve's offline goes through the same; once it is in, the online event got
+    // no fourth attempt.
+    eve.close().await;
+    c.hooks
+        .wait_until(
+            bound + c.setup.offline_grace,
+            "user.offline for eve delivered",
+            |t| t.delivered("user.offline", "eve"),
+        )
+        .await;
+    let tally = c.hooks.tally();
+    assert_eq!(tally.about("user.online", "eve")[0].attempts.len(), 3);
+    assert_eq!(tally.about("user.offline", "eve")[0].attempts.len(), 3);
+    assert_eq!(tally.events.len(), 2, "{:#?}", tally.events);
+    c.hooks.assert_all_valid();
+
+    let nodes = [&c.east, &c.west];
+    let series =
+        |outcome: &str| format!("realtime_webhook_deliveries_total{{outcome=\"{outcome}\"}}");
+    assert_eq!(metric_sum(nodes, &series("delivered")).await, 2.0);
+    assert_eq!(metric_sum(nodes, &series("retried")).await, 4.0);
+    assert_eq!(metric_sum(nodes, &series("failed")).await, 0.0);
+    for kind in ["user.online", "user.offline"] {
+        let handed = format!("realtime_webhook_events_total{{type=\"{kind}\"}}");
+        assert_eq!(metric_sum(nodes, &handed).await, 1.0, "{handed}");
+    }
+    assert_eq!(metric_sum(nodes, "realtime_webhook_in_flight").await, 0.0);
+}
+
+#[tokio::test]
+async fn topic_events_fire_once_for_a_topic_split_over_both_nodes() {
+    let c = PresenceCluster::start(Setup::default()).await;
+    let topics: Vec<String> = (0..5).map(|i| format!("quiet:split-{i}")).collect();
+    let mut peers = Vec::new();
+    for (i, topic) in topics.iter().enumerate() {
+        let mut on_east = Peer::connect(&c.east, &format!("east-{i}")).await;
+        let mut on_west = Peer::connect(&c.west, &format!("west-{i}")).await;
+        // Both nodes take the topic's first member at the same moment.
+        tokio::join!(on_east.subscribe(topic), on_west.subscribe(topic));
+        peers.push((on_east, on_west));
+    }
+    c.hooks
+        .wait_until(SLOW, "topic.occupied for every topic", |t| {
+            topics
+                .iter()
+                .all(|topic| t.delivered("topic.occupied", topic))
+        })
+        .await;
+    // East's members leave first: each topic still has a member on west.
+    for (i, (on_east, _)) in peers.iter_mut().enumerate() {
+        on_east.unsubscribe(&topics[i]).await;
+    }
+    for (i, (_, on_west)) in peers.iter_mut().enumerate() {
+        on_west.unsubscribe(&topics[i]).await;
+    }
+    c.hooks
+        .wait_until(
+            c.setup.offline_grace + NODE_TIMEOUT + MARGIN,
+            "topic.vacated for every topic",
+            |t| {
+                topics
+                    .iter()
+                    .all(|topic| t.delivered("topic.vacated", topic))
+            },
+        )
+        .await;
+    // A later topic's vacated event: everything due before it has been queued.
+    let mut last = member(&c.east, "last", "quiet:sentinel").await;
+    last.unsubscribe("quiet:sentinel").await;
+    c.hooks
+        .wait_until(
+            c.setup.offline_grace + NODE_TIMEOUT + MARGIN,
+            "topic.vacated for the sentinel",
+            |t| t.delivered("topic.vacated", "quiet:sentinel"),
+        )
+        .await;
+
+    let tally = c.hooks.tally();
+    for topic in &topics {
+        assert_eq!(
+            (
+                tally.count("topic.occupied", topic),
+                tally.count("topic.vacated", topic)
+            ),
+            (1, 1),
+            "{topic}: events {:#?}",
+            tally.events
+        );
+    }
+    c.hooks.assert_all_valid();
+}
+
+#[tokio::test]
+async fn presence_during_a_redis_outage_says_degraded_and_is_exact_after() {
+    let mut c = PresenceCluster::start(Setup::default()).await;
+    let topic = "room:outage";
+    let w1 = member(&c.west, "w1", topic).await;
+    let mut e1 = member(&c.east, "e1", topic).await;
+    let e2 = member(&c.east, "e2", topic).await;
+    let on_east = keys([&e1, &e2]);
+    let on_west = keys([&w1]);
+    let everyone = keys([&w1, &e1, &e2]);
+    listed_exactly(&c.east, topic, &everyone, SLOW).await;
+    listed_exactly(&c.west, topic, &everyone, WAIT).await;
+    w1.wait_until(WAIT, "joins for east's members", |_| {
+        set(&pushed_keys(&w1, "join", topic)) == on_east
+    })
+    .await;
+
+    c.redis.kill().await;
+    // Each node answers from its own members and says so.
+    for (node, own) in [(&c.east, &on_east), (&c.west, &on_west)] {
+        let want = Listing {
+            members: own.clone(),
+            degraded: true,
+        };
+        eventually(SLOW, &format!("{} degraded", node.node_id), || {
+            let want = want.clone();
+            async move { listing_http(node, topic).await == want }
+        })
+        .await;
+    }
+    assert_eq!(
+        listing_ws(&mut e1, topic).await,
+        Listing {
+            members: on_east.clone(),
+            degraded: true
+        }
+    );
+    let stats = e1.presence_stats(topic).await;
+    assert_eq!(
+        (&stats["connections"], &stats["users"], &stats["degraded"]),
+        (&json!(2), &json!(2), &json!(true)),
+        "{stats}"
+    );
+    assert_eq!(
+        topic_stats(&c.east, topic).await,
+        json!({"topic": topic, "connections": 2, "users": 2, "degraded": true})
+    );
+    let e2_status = user_presence(&c.east, "e2").await;
+    assert_eq!(
+        (&e2_status["online"], &e2_status["degraded"]),
+        (&json!(true), &json!(true)),
+        "{e2_status}"
+    );
+    let (_, online) = get(&c.west, "/api/presence/stats").await;
+    assert_eq!(
+        (
+            &online["users"],
+            &online["connections"],
+            &online["degraded"]
+        ),
+        (&json!(1), &json!(1), &json!(true)),
+        "west alone: {online}"
+    );
+
+    // Redis comes back empty: each node writes its own presence again.
+    let joins_before = pushed_keys(&w1, "join", topic).len();
+    c.redis.restart().await;
+    listed_exactly(&c.east, topic, &everyone, SLOW).await;
+    listed_exactly(&c.west, topic, &everyone, WAIT).await;
+    assert_eq!(
+        listing_ws(&mut e1, topic).await,
+        Listing {
+            members: everyone.clone(),
+            degraded: false
+        }
+    );
+    assert_eq!(
+        topic_stats(&c.west, topic).await,
+        json!({"topic": topic, "connections": 3, "users": 3})
+    );
+    let (_, online) = get(&c.east, "/api/presence/stats").await;
+    assert_eq!(
+        (
+            &online["users"],
+            &online["connections"],
+            online.get("degraded")
+        ),
+        (&json!(3), &json!(3), None),
+        "{online}"
+    );
+    // East's members were restored, so west's subscriber is told they joined.
+    w1.wait_until(WAIT, "joins for east's restored members", |_| {
+        let later = &pushed_keys(&w1, "join", topic)[joins_before..];
+        on_east.iter().all(|k| later.contains(k))
+    })
+    .await;
+    drop(e2);
+    c.hooks.assert_all_valid();
+}
