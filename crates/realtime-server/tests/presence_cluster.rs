@@ -529,3 +529,45 @@ async fn presence_during_a_redis_outage_says_degraded_and_is_exact_after() {
     drop(e2);
     c.hooks.assert_all_valid();
 }
+
+/// The receiver the other tests rely on refuses what the server must not send:
+/// checked against a signature computed outside Rust (Python's `hmac`).
+#[tokio::test]
+async fn the_webhook_receiver_refuses_a_wrong_signature() {
+    const BODY: &str = r#"{"id":"evt-1","type":"user.online","timestamp":"2026-12-01T10:00:00.000Z","user_id":"42"}"#;
+    const SIGNATURE: &str = "9199d77208622e369ea3301aaa7a12b3b11ea51095332b52f45123a63b64db7e";
+    let hooks = webhook_receiver::Receiver::failing_first(cluster::WEBHOOK_SECRET, 1).await;
+    let post = |signature: String| {
+        reqwest::Client::new()
+            .post(hooks.url())
+            .header("content-type", "application/json")
+            .header("user-agent", "boundary-realtime/test")
+            .header("x-realtime-event", "user.online")
+            .header("x-realtime-event-id", "evt-1")
+            .header("x-realtime-signature", signature)
+            .body(BODY)
+            .send()
+    };
+    let status = |r: reqwest::Result<reqwest::Response>| r.unwrap().status().as_u16();
+    assert_eq!(
+        status(post(format!("sha256={}", SIGNATURE.to_uppercase())).await),
+        401
+    );
+    assert_eq!(
+        status(post(format!("sha256={}", &SIGNATURE[1..])).await),
+        401
+    );
+    assert_eq!(status(post(SIGNATURE.to_owned()).await), 401);
+    // Well signed: the first attempt fails as told, the second is taken.
+    assert_eq!(status(post(format!("sha256={SIGNATURE}")).await), 500);
+    assert_eq!(status(post(format!("sha256={SIGNATURE}")).await), 200);
+    let tally = hooks.tally();
+    assert_eq!(tally.count("user.online", "42"), 1);
+    assert_eq!(tally.about("user.online", "42")[0].attempts.len(), 5);
+    let valid: Vec<bool> = hooks
+        .attempts()
+        .iter()
+        .map(|a| a.signed && a.problems.is_empty())
+        .collect();
+    assert_eq!(valid, [false, false, false, true, true]);
+}

@@ -165,7 +165,10 @@ async fn receive(
             .as_ref()
             .and_then(|e| e.get("id"))
             .and_then(Value::as_str);
-        let earlier = all.iter().filter(|a| id.is_some() && a.id() == id).count() as u32;
+        let earlier = all
+            .iter()
+            .filter(|a| a.signed && id.is_some() && a.id() == id)
+            .count() as u32;
         answered = if !signed || event.is_none() {
             401
         } else if earlier < shared.fail_first {
