@@ -45,7 +45,9 @@ fn check_peeked_reference(text: &str) {
         | Ok(Command::Unsubscribe { reference, .. })
         | Ok(Command::Publish { reference, .. })
         | Ok(Command::Ping { reference })
-        | Ok(Command::Refresh { reference, .. }) => reference,
+        | Ok(Command::Refresh { reference, .. })
+        | Ok(Command::Presence { reference, .. })
+        | Ok(Command::PresenceStats { reference, .. }) => reference,
         Err(_) => return,
     };
     assert_eq!(peeked, decoded, "peek_reference disagrees with the decoder");
@@ -73,7 +75,11 @@ fn check_command(command: &Command, max: usize) {
             }
             check_reference(reference.as_ref());
         }
-        Command::Unsubscribe { topic, reference } => {
+        Command::Unsubscribe { topic, reference }
+        | Command::PresenceStats { topic, reference }
+        | Command::Presence {
+            topic, reference, ..
+        } => {
             check_decoded_topic(topic, max);
             check_reference(reference.as_ref());
         }

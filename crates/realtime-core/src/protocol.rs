@@ -5,6 +5,7 @@
 //! frames are [`ServerFrame`]s. docs/PROTOCOL.md is the prose form of this module.
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -49,6 +50,19 @@ pub enum Command {
         token: String,
         reference: Option<Value>,
     },
+    /// A page of a presence topic's members: at most `limit` (the engine checks
+    /// the range) after `cursor` (opaque, from the previous page).
+    Presence {
+        topic: Topic,
+        limit: Option<u64>,
+        cursor: Option<String>,
+        reference: Option<Value>,
+    },
+    /// How many connections and users a presence topic has.
+    PresenceStats {
+        topic: Topic,
+        reference: Option<Value>,
+    },
 }
 
 /// Stable error codes carried by `error` frames.
@@ -82,6 +96,8 @@ pub enum ErrorCode {
     NoHistory,
     /// The history store could not be read or written right now (Redis is down).
     HistoryUnavailable,
+    /// `presence` or `presence_stats` on a topic that keeps no presence.
+    NoPresence,
 }
 
 impl ErrorCode {
@@ -100,6 +116,7 @@ impl ErrorCode {
             ErrorCode::InvalidMessage => "invalid_message",
             ErrorCode::NoHistory => "no_history",
             ErrorCode::HistoryUnavailable => "history_unavailable",
+            ErrorCode::NoPresence => "no_presence",
         }
     }
 }
@@ -179,19 +196,29 @@ pub fn decode_command(text: &str, max_topic_len: usize) -> Result<Command, Proto
             since: since(&obj, &reference)?,
             reference,
         }),
-        "history" => {
-            let limit = match obj.get("limit") {
+        "history" => Ok(Command::History {
+            topic: topic(&obj, &reference)?,
+            since: since(&obj, &reference)?,
+            limit: limit(&obj, &reference)?,
+            reference,
+        }),
+        "presence" => {
+            let cursor = match obj.remove("cursor") {
                 None | Some(Value::Null) => None,
-                Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
-                Some(_) => return Err(bad(&reference, "`limit` must be a non-negative integer")),
+                Some(Value::String(c)) => Some(c),
+                Some(_) => return Err(bad(&reference, "`cursor` must be a string")),
             };
-            Ok(Command::History {
+            Ok(Command::Presence {
                 topic: topic(&obj, &reference)?,
-                since: since(&obj, &reference)?,
-                limit,
+                limit: limit(&obj, &reference)?,
+                cursor,
                 reference,
             })
         }
+        "presence_stats" => Ok(Command::PresenceStats {
+            topic: topic(&obj, &reference)?,
+            reference,
+        }),
         "unsubscribe" => Ok(Command::Unsubscribe {
             topic: topic(&obj, &reference)?,
             reference,
@@ -229,6 +256,23 @@ pub fn decode_command(text: &str, max_topic_len: usize) -> Result<Command, Proto
                 format!("unknown action `{shown}`"),
             ))
         }
+    }
+}
+
+/// The optional `limit` of a command: a non-negative integer (its range is the
+/// command's business).
+fn limit(
+    obj: &Map<String, Value>,
+    reference: &Option<Value>,
+) -> Result<Option<u64>, ProtocolError> {
+    match obj.get("limit") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
+        Some(_) => Err(ProtocolError::new(
+            reference.clone(),
+            ErrorCode::BadRequest,
+            "`limit` must be a non-negative integer",
+        )),
     }
 }
 
@@ -387,6 +431,45 @@ pub enum ServerFrame<'a> {
         message: &'a str,
         timestamp: &'a str,
     },
+    /// The answer to `presence`: one page of members grouped by user (users by
+    /// `user_id`, each user's connections by `connection_id`), serialized by the
+    /// engine; `cursor` names the next page, if there is one.
+    Presence {
+        topic: &'a str,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a Value>,
+        users: &'a RawValue,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cursor: Option<&'a str>,
+        /// The store could not be asked: only this node's members are listed.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        degraded: bool,
+    },
+    /// The answer to `presence_stats`.
+    #[serde(rename = "presence_stats")]
+    PresenceStats {
+        topic: &'a str,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a Value>,
+        connections: u64,
+        users: u64,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        degraded: bool,
+    },
+    /// A connection subscribed to a `join_leave` topic (sent to its other
+    /// subscribers).
+    Join {
+        topic: &'a str,
+        user_id: &'a str,
+        connection_id: Uuid,
+    },
+    /// A connection left a `join_leave` topic: unsubscribed, closed, or its node
+    /// died.
+    Leave {
+        topic: &'a str,
+        user_id: &'a str,
+        connection_id: Uuid,
+    },
 }
 
 /// Why a `missed` notice was sent.
@@ -499,6 +582,151 @@ mod tests {
             "e".repeat(MAX_EPOCH_LEN + 1)
         );
         assert_eq!(decode(&long).unwrap_err().code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn decodes_presence_commands() {
+        assert_eq!(
+            decode(r#"{"action":"presence","topic":"room:1","ref":"1"}"#).unwrap(),
+            Command::Presence {
+                topic: Topic::parse("room:1").unwrap(),
+                limit: None,
+                cursor: None,
+                reference: Some(json!("1"))
+            }
+        );
+        assert_eq!(
+            decode(r#"{"action":"presence","topic":"t","ref":2,"limit":7,"cursor":"abc"}"#)
+                .unwrap(),
+            Command::Presence {
+                topic: Topic::parse("t").unwrap(),
+                limit: Some(7),
+                cursor: Some("abc".into()),
+                reference: Some(json!(2))
+            }
+        );
+        // The range is the engine's to check: 0 decodes.
+        assert!(matches!(
+            decode(r#"{"action":"presence","topic":"t","limit":0,"cursor":null}"#),
+            Ok(Command::Presence {
+                limit: Some(0),
+                cursor: None,
+                ..
+            })
+        ));
+        assert_eq!(
+            decode(r#"{"action":"presence_stats","topic":"t","ref":"2"}"#).unwrap(),
+            Command::PresenceStats {
+                topic: Topic::parse("t").unwrap(),
+                reference: Some(json!("2"))
+            }
+        );
+        for (bad, code) in [
+            (
+                r#"{"action":"presence","topic":"t","limit":"5","ref":"r"}"#,
+                ErrorCode::BadRequest,
+            ),
+            (
+                r#"{"action":"presence","topic":"t","limit":-1,"ref":"r"}"#,
+                ErrorCode::BadRequest,
+            ),
+            (
+                r#"{"action":"presence","topic":"t","cursor":5,"ref":"r"}"#,
+                ErrorCode::BadRequest,
+            ),
+            (r#"{"action":"presence","ref":"r"}"#, ErrorCode::BadRequest),
+            (
+                r#"{"action":"presence","topic":"a b","ref":"r"}"#,
+                ErrorCode::InvalidTopic,
+            ),
+            (
+                r#"{"action":"presence_stats","topic":7,"ref":"r"}"#,
+                ErrorCode::BadRequest,
+            ),
+            (
+                r#"{"action":"presence_stats","topic":"","ref":"r"}"#,
+                ErrorCode::InvalidTopic,
+            ),
+        ] {
+            let e = decode(bad).unwrap_err();
+            assert_eq!((e.code, e.reference), (code, Some(json!("r"))), "{bad}");
+        }
+        assert_eq!(ErrorCode::NoPresence.as_str(), "no_presence");
+        assert_eq!(json!(ErrorCode::NoPresence), json!("no_presence"));
+    }
+
+    #[test]
+    fn presence_frames_serialize_as_documented() {
+        let r = json!("1");
+        let id = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        let users = RawValue::from_string(
+            json!([{"user_id":"42","connections":[{"connection_id":id,"connected_at":"t","info":{"name":"Ann"}}]}])
+                .to_string(),
+        )
+        .unwrap();
+        let f = ServerFrame::Presence {
+            topic: "t",
+            reference: Some(&r),
+            users: &users,
+            cursor: Some("c"),
+            degraded: false,
+        };
+        assert_eq!(
+            serde_json::from_str::<Value>(&f.to_json()).unwrap(),
+            json!({"type":"presence","topic":"t","ref":"1","users":[{"user_id":"42","connections":[{"connection_id":id,"connected_at":"t","info":{"name":"Ann"}}]}],"cursor":"c"})
+        );
+        let empty = RawValue::from_string("[]".into()).unwrap();
+        let f = ServerFrame::Presence {
+            topic: "t",
+            reference: None,
+            users: &empty,
+            cursor: None,
+            degraded: true,
+        };
+        assert_eq!(
+            serde_json::from_str::<Value>(&f.to_json()).unwrap(),
+            json!({"type":"presence","topic":"t","users":[],"degraded":true})
+        );
+        let f = ServerFrame::PresenceStats {
+            topic: "t",
+            reference: Some(&r),
+            connections: 3,
+            users: 2,
+            degraded: false,
+        };
+        assert_eq!(
+            serde_json::from_str::<Value>(&f.to_json()).unwrap(),
+            json!({"type":"presence_stats","topic":"t","ref":"1","connections":3,"users":2})
+        );
+        let f = ServerFrame::PresenceStats {
+            topic: "t",
+            reference: None,
+            connections: 0,
+            users: 0,
+            degraded: true,
+        };
+        assert_eq!(
+            serde_json::from_str::<Value>(&f.to_json()).unwrap()["degraded"],
+            true
+        );
+        let f = ServerFrame::Join {
+            topic: "t",
+            user_id: "42",
+            connection_id: id,
+        };
+        assert_eq!(
+            serde_json::from_str::<Value>(&f.to_json()).unwrap(),
+            json!({"type":"join","topic":"t","user_id":"42","connection_id":id.to_string()})
+        );
+        let f = ServerFrame::Leave {
+            topic: "t",
+            user_id: "42",
+            connection_id: id,
+        };
+        assert_eq!(
+            serde_json::from_str::<Value>(&f.to_json()).unwrap(),
+            json!({"type":"leave","topic":"t","user_id":"42","connection_id":id.to_string()})
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! Carries out client commands (subscribe, unsubscribe, publish, history, ping,
-//! refresh) for one connection and builds the reply frame. Decoding and policy
-//! live in realtime-core.
+//! Carries out client commands (subscribe, unsubscribe, publish, history,
+//! presence, presence_stats, ping, refresh) for one connection and builds the
+//! reply frame. Decoding and policy live in realtime-core.
 
 use std::sync::Arc;
 
@@ -16,6 +16,7 @@ use crate::handle::ConnectionHandle;
 use crate::history::engine::HistorySubscribeError;
 use crate::history::{HistoryQuery, HistoryQueryError};
 use crate::metrics::ErrorKind;
+use crate::presence::{PresenceQuery, PresenceQueryError};
 use crate::service::{Realtime, now_rfc3339};
 
 /// Handles one inbound text frame and returns the reply to queue; `None` when
@@ -200,6 +201,51 @@ async fn execute(
                 .to_json(),
             ))
         }
+        Command::Presence {
+            topic,
+            limit,
+            cursor,
+            reference,
+        } => {
+            policy
+                .can_subscribe(handle.info(), &topic)
+                .map_err(|e| error(&reference, ErrorCode::Forbidden, e.to_string()))?;
+            let page = rt
+                .presence_of(&topic, PresenceQuery { limit, cursor })
+                .await
+                .map_err(|e| presence_error(reference.clone(), e))?;
+            let users = serde_json::value::to_raw_value(&page.users)
+                .map_err(|e| error(&reference, ErrorCode::Internal, e.to_string()))?;
+            Ok(Some(
+                ServerFrame::Presence {
+                    topic: topic.as_str(),
+                    reference: reference.as_ref(),
+                    users: &users,
+                    cursor: page.cursor.as_deref(),
+                    degraded: page.degraded,
+                }
+                .to_json(),
+            ))
+        }
+        Command::PresenceStats { topic, reference } => {
+            policy
+                .can_subscribe(handle.info(), &topic)
+                .map_err(|e| error(&reference, ErrorCode::Forbidden, e.to_string()))?;
+            let stats = rt
+                .presence_stats_of(&topic)
+                .await
+                .map_err(|e| presence_error(reference.clone(), e))?;
+            Ok(Some(
+                ServerFrame::PresenceStats {
+                    topic: topic.as_str(),
+                    reference: reference.as_ref(),
+                    connections: stats.connections,
+                    users: stats.users,
+                    degraded: stats.degraded,
+                }
+                .to_json(),
+            ))
+        }
         Command::Ping { reference } => Ok(Some(
             ServerFrame::Pong {
                 reference: reference.as_ref(),
@@ -208,6 +254,16 @@ async fn execute(
         )),
         Command::Refresh { token, reference } => refresh(rt, handle, &token, reference).map(Some),
     }
+}
+
+/// The error frame for a presence query the engine refused.
+fn presence_error(reference: Option<Value>, e: PresenceQueryError) -> ProtocolError {
+    let code = match &e {
+        PresenceQueryError::InvalidTopic(_) => ErrorCode::InvalidTopic,
+        PresenceQueryError::NoPresence => ErrorCode::NoPresence,
+        PresenceQueryError::BadLimit | PresenceQueryError::BadCursor => ErrorCode::BadRequest,
+    };
+    ProtocolError::new(reference, code, e.to_string())
 }
 
 /// Replaces the connection's token: the new one must verify and name the same

@@ -261,18 +261,23 @@ impl Realtime {
         topic: &Topic,
     ) -> Result<bool, SubscribeError> {
         let relay = self.inner.relay.as_ref();
+        let presence = self.presence_mode(topic);
         let mut cluster = None;
         let added = self
             .inner
             .registry
             .subscribe(handle, topic, || {
-                // Both requested under the topic-set lock, so the bus and the
-                // directory see one connection's changes to a topic in order.
+                // Requested under the topic-set lock, so the bus, the directory
+                // and the presence store see one connection's changes to a topic
+                // in order.
                 cluster = relay.map(|r| {
                     let interest = r.acquire(vec![r.channels.topic(topic.as_str())]);
                     let recorded = r.directory.add_topic(handle.id(), topic.to_string());
                     futures_util::future::join(interest, recorded)
                 });
+                if let Some(mode) = presence {
+                    self.presence_joined(handle, topic, mode);
+                }
             })
             .map_err(|_| SubscribeError::UnknownConnection)?;
         if let Some(cluster) = cluster {
@@ -306,11 +311,16 @@ impl Realtime {
         topic: &Topic,
     ) -> bool {
         let relay = self.inner.relay.as_ref();
+        let presence = self.presence_mode(topic);
         let mut recorded = None;
         let removed = self.inner.registry.unsubscribe(handle, topic.as_str(), || {
             if let Some(r) = relay {
                 r.release(vec![r.channels.topic(topic.as_str())]);
                 recorded = Some(r.directory.remove_topic(handle.id(), topic.to_string()));
+            }
+            if let Some(mode) = presence {
+                let info = handle.info();
+                self.presence_left(topic, &info.user_id, info.id, mode);
             }
         });
         if let Some(recorded) = recorded {

@@ -50,7 +50,10 @@ pub use error::{SendError, SubscribeError};
 pub use history::{
     HistoryError, HistoryQuery, HistoryQueryError, HistoryStore, MemoryHistory, TopicHistory,
 };
-pub use presence::{EventQueue, Member, PresenceError, PresenceStore};
+pub use presence::{
+    EventQueue, Member, MemoryPresence, OnlineStats, PresenceError, PresenceQuery,
+    PresenceQueryError, PresenceStats, PresenceStore, TopicPresence, UserPresence,
+};
 pub use realtime_core;
 pub use realtime_core::{ClaimRules, CloseCode, ConnectionId, ControlReply, NodeTag, Route, Topic};
 pub use service::{ConnectionSummary, Delivery, Realtime, Stats};

@@ -35,9 +35,24 @@ impl ErrorKind {
     }
 }
 
+/// Presence counters.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PresenceMetrics {
+    /// Memberships of presence topics recorded (subscribes).
+    pub(crate) joins: Counter,
+    /// Memberships of presence topics ended (unsubscribes, closes).
+    pub(crate) leaves: Counter,
+    /// Presence answers built from this node alone because the store could not
+    /// be asked.
+    pub(crate) degraded_answers: Counter,
+    /// Members of dead nodes this node removed.
+    pub(crate) reaped_members: Counter,
+}
+
 /// The engine's counters and gauges.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Metrics {
+    pub(crate) presence: PresenceMetrics,
     pub(crate) active_connections: Gauge,
     pub(crate) accepted: Counter,
     messages: Family<Labels, Counter>,
@@ -138,5 +153,26 @@ impl Metrics {
             self.disconnects.clone(),
         );
         registry.register("realtime_errors", "Errors, by kind", self.errors.clone());
+        let p = &self.presence;
+        registry.register(
+            "realtime_presence_joins",
+            "Presence topic memberships recorded on this node",
+            p.joins.clone(),
+        );
+        registry.register(
+            "realtime_presence_leaves",
+            "Presence topic memberships ended on this node",
+            p.leaves.clone(),
+        );
+        registry.register(
+            "realtime_presence_degraded_answers",
+            "Presence answers built from this node alone because the store could not be asked",
+            p.degraded_answers.clone(),
+        );
+        registry.register(
+            "realtime_presence_reaped_members",
+            "Presence members of dead nodes removed by this node",
+            p.reaped_members.clone(),
+        );
     }
 }

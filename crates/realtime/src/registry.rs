@@ -168,6 +168,19 @@ impl Registry {
         })
     }
 
+    /// The local connections subscribed to `topic`.
+    pub(crate) fn topic_members(&self, topic: &str) -> Vec<Arc<ConnectionHandle>> {
+        self.topics
+            .get(topic)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// How many users have a connection on this node.
+    pub(crate) fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
     /// How many local connections are subscribed to `topic`.
     pub(crate) fn topic_subscribers(&self, topic: &str) -> usize {
         self.topics.get(topic).map_or(0, |m| m.len())

@@ -30,6 +30,8 @@ use crate::handle::ConnectionHandle;
 use crate::history::tracker::Trackers;
 use crate::history::{HistoryStore, MemoryHistory, PositionFuture};
 use crate::metrics::Metrics;
+use crate::presence::engine::{PresenceState, STANDALONE_NODE};
+use crate::presence::{MemoryPresence, PresenceStore};
 use crate::registry::Registry;
 
 /// The realtime engine. Cheap to clone: every clone shares one engine.
@@ -72,6 +74,9 @@ pub(crate) struct Inner {
     pub(crate) trackers: Trackers,
     /// Appends this engine requested (their `seq`).
     pub(crate) appends: AtomicU64,
+    /// Where presence is kept: the engine's own memory store on a single node,
+    /// the cluster's shared store otherwise.
+    pub(crate) presence: PresenceState,
 }
 
 /// What a send did. Remote deliveries are asynchronous, so the count is local only.
@@ -150,6 +155,10 @@ impl Realtime {
                 (cluster.history.clone(), None)
             }
         };
+        let presence = presence_state(&config, cluster.as_ref());
+        let node = cluster
+            .as_ref()
+            .map_or_else(|| STANDALONE_NODE.to_owned(), |c| c.node_id.clone());
         let rt = Realtime {
             inner: Arc::new(Inner {
                 config,
@@ -164,8 +173,10 @@ impl Realtime {
                 history,
                 trackers: Trackers::default(),
                 appends: AtomicU64::new(0),
+                presence,
             }),
         };
+        rt.start_presence(node);
         if let Some(store) = standalone_history {
             let weak = Arc::downgrade(&rt.inner);
             store.start(Arc::new(move |event: BusEvent<'_>| {
@@ -424,8 +435,10 @@ impl Realtime {
     /// connection, close each with 1001 once its queue is written, and wait up to
     /// `timeout` for the sockets to close. In a cluster the same budget covers
     /// draining the bus's publisher queue, so envelopes sent before the shutdown
-    /// still reach the other nodes. Returns `true` if all sockets closed and the
-    /// queue drained in time.
+    /// still reach the other nodes. Then the node leaves the cluster directory
+    /// and the presence store (its members are gone at once, not after its
+    /// lease), each bounded by `timeout`. Returns `true` if all sockets closed
+    /// and the queue drained in time.
     pub async fn shutdown(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         self.inner.accepting.store(false, Ordering::Release);
@@ -447,9 +460,13 @@ impl Realtime {
         // up the time the queued envelopes need.
         let flushed = self.drain_relay(deadline);
         let (closed, flushed) = futures_util::future::join(sessions, flushed).await;
-        if let Some(relay) = &self.inner.relay {
-            let _ = tokio::time::timeout(timeout, relay.directory.leave()).await;
-        }
+        let directory = async {
+            if let Some(relay) = &self.inner.relay {
+                let _ = tokio::time::timeout(timeout, relay.directory.leave()).await;
+            }
+        };
+        // Side by side: each within the same budget.
+        futures_util::future::join(directory, self.leave_presence(timeout)).await;
         closed.is_ok() && flushed
     }
 
@@ -500,6 +517,7 @@ impl Realtime {
         if let Some(relay) = &self.inner.relay {
             relay.bus.register_metrics(registry);
         }
+        self.inner.presence.store.register_metrics(registry);
     }
 
     /// Creates a connection and queues `first_frame` (the welcome). In a cluster it
@@ -554,6 +572,8 @@ impl Realtime {
 
     /// Makes an opened connection reachable.
     pub(crate) fn activate(&self, handle: &Arc<ConnectionHandle>) {
+        // Before it is reachable: a subscribe can only follow.
+        self.presence_connected(handle);
         self.inner.registry.insert(handle.clone());
         self.publish_connection_count();
     }
@@ -578,6 +598,7 @@ impl Realtime {
             relay.release(channels);
             drop(relay.directory.remove(id));
         }
+        self.presence_disconnected(&handle, &topics);
         self.publish_connection_count();
         Some(handle)
     }
@@ -615,6 +636,27 @@ impl Realtime {
 
     pub(crate) fn verify(&self, token: &str) -> Result<Identity, realtime_core::AuthError> {
         self.inner.verifier.verify(token, SystemTime::now())
+    }
+}
+
+/// The presence store the engine uses: its own memory store on a single node,
+/// the cluster's shared one, or (a cluster without one) its own again, whose
+/// answers then cover this node only.
+fn presence_state(config: &RealtimeConfig, cluster: Option<&ClusterConfig>) -> PresenceState {
+    let enabled = config.topic_policy.has_presence();
+    let own = || Arc::new(MemoryPresence::new()) as Arc<dyn PresenceStore>;
+    match cluster.map(|c| c.presence.clone()) {
+        None => PresenceState::new(own(), false, enabled),
+        Some(Some(store)) => PresenceState::new(store, false, enabled),
+        Some(None) => {
+            if enabled {
+                tracing::warn!(
+                    "the topic policy keeps presence but the cluster has no presence store: \
+                     presence answers cover this node only and say they are degraded"
+                );
+            }
+            PresenceState::new(own(), true, enabled)
+        }
     }
 }
 

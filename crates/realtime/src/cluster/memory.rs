@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use uuid::Uuid;
 
 use crate::history::memory::MemoryHistory;
+use crate::presence::memory::{MemoryPresence, Shared as PresenceState};
 
 use super::bus::{
     BusError, BusEvent, BusFuture, BusStatus, ClusterDirectory, ConnectionKey, CountFuture,
@@ -29,6 +30,8 @@ pub(crate) struct HubInner {
     next_member: Mutex<u64>,
     /// The history store every engine on the hub shares, made on first use.
     history: OnceLock<Arc<MemoryHistory>>,
+    /// The presence state every engine's endpoint shares, made on first use.
+    presence: OnceLock<Arc<PresenceState>>,
 }
 
 impl HubInner {
@@ -84,6 +87,16 @@ impl MemoryHub {
             .history
             .get_or_init(|| Arc::new(MemoryHistory::on_hub(Arc::downgrade(&self.inner))))
             .clone()
+    }
+
+    /// A presence endpoint for one engine (a new one on every call, like
+    /// [`bus`](Self::bus)): give each engine its own as its
+    /// [`ClusterConfig::presence`](crate::ClusterConfig). The endpoints share one
+    /// state; each started endpoint is a node with its own lease, and one whose
+    /// engine is dropped without leaving is reaped by another after the lease.
+    pub fn presence(&self) -> Arc<MemoryPresence> {
+        let shared = self.inner.presence.get_or_init(PresenceState::new).clone();
+        Arc::new(MemoryPresence::on(shared))
     }
 
     /// A directory endpoint for one engine.
