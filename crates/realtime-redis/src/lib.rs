@@ -1,6 +1,8 @@
 //! Redis adapters for Boundary Realtime: [`RedisBus`] (pub/sub relay between nodes),
-//! [`RedisDirectory`] (the cluster-wide connection view, with expiry) and
-//! [`RedisHistory`] (per-topic history with offsets and epochs).
+//! [`RedisDirectory`] (the cluster-wide connection view, with expiry),
+//! [`RedisHistory`] (per-topic history with offsets and epochs) and
+//! [`RedisPresence`] (topic members and online status under node leases, with
+//! its webhook event queue).
 //!
 //! All keep their own connections, reconnect by themselves with capped, jittered
 //! backoff, and restore their state after a reconnect (the bus resubscribes every
@@ -62,6 +64,7 @@ mod inbound;
 mod link;
 mod metrics;
 mod outbox;
+mod presence;
 mod publisher;
 mod subscriber;
 
@@ -71,6 +74,7 @@ use std::time::Duration;
 pub use bus::{BusLink, RedisBus};
 pub use directory::RedisDirectory;
 pub use history::RedisHistory;
+pub use presence::{RedisEvents, RedisPresence};
 use realtime::ClusterConfig;
 
 /// How to reach Redis and how often to refresh.
@@ -135,13 +139,15 @@ impl RedisConfig {
 #[error("invalid Redis URL: {0}")]
 pub struct SetupError(#[from] redis::RedisError);
 
-/// A bus, a directory and a history store sharing one Redis configuration.
+/// A bus, a directory, a history store and a presence store sharing one Redis
+/// configuration.
 #[derive(Clone)]
 pub struct RedisCluster {
     config: RedisConfig,
     bus: Arc<RedisBus>,
     directory: Arc<RedisDirectory>,
     history: Arc<RedisHistory>,
+    presence: Arc<RedisPresence>,
 }
 
 impl std::fmt::Debug for RedisCluster {
@@ -173,7 +179,14 @@ impl RedisCluster {
             bus.publisher_link(),
             metrics.history.clone(),
         ));
+        let presence = Arc::new(RedisPresence::new(
+            client.clone(),
+            config.clone(),
+            metrics.link("presence"),
+            metrics::PresenceMetrics::new(),
+        ));
         Ok(RedisCluster {
+            presence,
             directory: Arc::new(RedisDirectory::new(
                 client,
                 config.clone(),
@@ -199,6 +212,11 @@ impl RedisCluster {
         self.history.clone()
     }
 
+    /// The presence store: its own connection, started by the engine.
+    pub fn presence(&self) -> Arc<RedisPresence> {
+        self.presence.clone()
+    }
+
     /// A [`ClusterConfig`] for an engine on this Redis, labelled `node_id`.
     pub fn cluster_config(&self, node_id: impl Into<String>) -> ClusterConfig {
         ClusterConfig {
@@ -207,7 +225,7 @@ impl RedisCluster {
             bus: self.bus.clone(),
             directory: self.directory.clone(),
             history: Some(self.history.clone()),
-            presence: None,
+            presence: Some(self.presence.clone()),
             request_timeout: Duration::from_secs(5),
         }
     }

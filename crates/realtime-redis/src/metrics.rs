@@ -1,6 +1,6 @@
 //! Prometheus metrics of the Redis adapters: the bus's relay backlog, link state,
-//! reconnects and traffic in each direction, and the history store's operations,
-//! pre-resolved so the hot paths only bump atomics.
+//! reconnects and traffic in each direction, the history store's operations and
+//! the presence store's failures and reaps, pre-resolved so the hot paths only bump atomics.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -55,6 +55,45 @@ impl HistoryMetrics {
     /// The failures of one operation: `append`, `read` or `reset`.
     pub(crate) fn errors(&self, op: &'static str) -> Counter {
         self.errors.get_or_create_owned(&[("op", op)])
+    }
+}
+
+/// What the presence store could not do, and the dead nodes it cleaned up.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PresenceMetrics {
+    errors: Family<Labels, Counter>,
+    /// Dead nodes whose entries this node removed.
+    pub(crate) reaped: Counter,
+}
+
+impl PresenceMetrics {
+    /// Operations, each exported at zero from the start.
+    const OPS: [&'static str; 6] = ["write", "read", "leave", "resync", "heartbeat", "events"];
+
+    pub(crate) fn new() -> Self {
+        let m = PresenceMetrics::default();
+        for op in Self::OPS {
+            m.errors(op);
+        }
+        m
+    }
+
+    /// The failures of one operation (see [`Self::OPS`]).
+    pub(crate) fn errors(&self, op: &'static str) -> Counter {
+        self.errors.get_or_create_owned(&[("op", op)])
+    }
+
+    pub(crate) fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "realtime_presence_redis_errors",
+            "Presence operations on Redis that failed (Redis unreachable or refused), by op",
+            self.errors.clone(),
+        );
+        registry.register(
+            "realtime_presence_reaped_nodes",
+            "Dead nodes whose presence entries this node removed from Redis after their lease expired",
+            self.reaped.clone(),
+        );
     }
 }
 

@@ -1,5 +1,6 @@
 //! The HTTP API for backends: send along any route, inspect connections and topics,
-//! change subscriptions, disconnect, read and reset topic history. Every call needs `Authorization: Bearer <api key>`;
+//! change subscriptions, disconnect, read and reset topic history, read presence and
+//! online status. Every call needs `Authorization: Bearer <api key>`;
 //! every error is JSON `{"error": "<code>", "message": "..."}`.
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 mod history;
+mod presence;
 
 /// Largest accepted API request body.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -48,6 +50,10 @@ pub fn router(rt: Realtime, api_key: &str) -> Router {
             "/topics/{topic}/history",
             get(history::read).delete(history::reset),
         )
+        .route("/topics/{topic}/presence", get(presence::members))
+        .route("/topics/{topic}/presence/stats", get(presence::stats))
+        .route("/users/{user_id}/presence", get(presence::user))
+        .route("/presence/stats", get(presence::online))
         .route("/connections", get(list_connections))
         .route("/connections/{id}", get(get_connection).delete(disconnect))
         .route("/topics", get(list_topics))

@@ -1,4 +1,5 @@
-//! Assembles the server: engine, WebSocket route, HTTP API, health and metrics.
+//! Assembles the server: engine, WebSocket route, HTTP API, health, metrics and
+//! the webhook sender.
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use serde_json::json;
 use crate::api;
 use crate::config::{Provider, Settings, TokenKey};
 use crate::slots::ConnectionSlots;
+use crate::webhooks::{WebhookMetrics, WebhookSender};
 use realtime_redis::{RedisCluster, RedisConfig};
 
 /// The engine and the router serving it.
@@ -24,6 +26,8 @@ pub struct App {
     pub redis: Option<RedisCluster>,
     /// The connection cap, counted in the metrics.
     pub slots: ConnectionSlots,
+    /// Delivering presence events, with a `webhook_url`.
+    pub webhooks: Option<WebhookSender>,
 }
 
 /// The token key could not be loaded.
@@ -38,9 +42,12 @@ pub enum AppError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Redis(#[from] realtime_redis::SetupError),
+    #[error("cannot start the webhook sender: {0}")]
+    Webhook(String),
 }
 
-/// Builds the engine and every route from resolved settings.
+/// Builds the engine and every route from resolved settings, and starts the
+/// webhook sender when one is configured (so it must run inside a runtime).
 pub fn build(settings: &Settings) -> Result<App, AppError> {
     let rules = settings.claims.clone();
     let read = |path: &std::path::PathBuf| {
@@ -84,6 +91,7 @@ pub fn build(settings: &Settings) -> Result<App, AppError> {
     realtime.register_metrics(&mut registry);
     let slots = ConnectionSlots::new(settings.http.max_connections);
     slots.register(&mut registry);
+    let webhooks = start_webhooks(settings, &realtime, &mut registry)?;
     let registry = Arc::new(registry);
 
     let router = Router::new()
@@ -106,7 +114,31 @@ pub fn build(settings: &Settings) -> Result<App, AppError> {
         router,
         redis,
         slots,
+        webhooks,
     })
+}
+
+/// The sender draining the engine's event queue, with its metrics. The engine
+/// has a queue exactly when `presence.events` is on, which the configuration
+/// turns on with the webhook URL.
+fn start_webhooks(
+    settings: &Settings,
+    realtime: &Realtime,
+    registry: &mut Registry,
+) -> Result<Option<WebhookSender>, AppError> {
+    let Some(endpoint) = &settings.webhook.endpoint else {
+        return Ok(None);
+    };
+    let Some(queue) = realtime.presence_events() else {
+        return Err(AppError::Webhook(
+            "the presence store keeps no event queue".into(),
+        ));
+    };
+    let metrics = WebhookMetrics::new();
+    metrics.register(registry, queue.clone());
+    WebhookSender::start(queue, endpoint, &settings.webhook, metrics)
+        .map(Some)
+        .map_err(AppError::Webhook)
 }
 
 /// 200 `healthy` only while messages can flow and the cluster directory is

@@ -14,9 +14,11 @@ use realtime_core::{ClaimRules, OriginPolicy, PublishRule};
 mod effective;
 mod namespaces;
 mod options;
+mod presence;
 
 pub use namespaces::{DefaultNamespaceOptions, NamespaceOptions};
 pub use options::{OPTIONS, OptionSpec, Options};
+pub use presence::{WebhookEndpoint, WebhookSettings};
 
 /// Boundary Realtime server: WebSocket connections authenticated by JWT, reached by
 /// user, role, connection, broadcast or topic through an HTTP API.
@@ -107,6 +109,9 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     /// The TOML file the settings were read from, if any.
     pub config_file: Option<PathBuf>,
+    /// Where presence events are POSTed, if anywhere (the engine's
+    /// `presence.events` is on exactly when an endpoint is set).
+    pub webhook: WebhookSettings,
 }
 
 impl Options {
@@ -276,6 +281,20 @@ impl Options {
             OriginPolicy::allow(&self.allowed_origins).with_localhost(development);
         engine.topic_policy = namespaces::topic_policy(self.namespaces, self.default_namespace)
             .map_err(|e| ConfigError::Invalid(format!("topic policy: {e}")))?;
+        let webhook = presence::webhook_settings(presence::WebhookOptions {
+            url: self.webhook_url,
+            secret: self.webhook_secret,
+            timeout: self.webhook_timeout,
+            max_attempts: self.webhook_max_attempts,
+        })
+        .map_err(ConfigError::Invalid)?;
+        engine.presence = presence::presence_settings(presence::PresenceOptions {
+            node_timeout: self.presence_node_timeout,
+            offline_grace: self.presence_offline_grace,
+            queue_size: self.webhook_queue_size,
+            events: webhook.endpoint.is_some(),
+        })
+        .map_err(ConfigError::Invalid)?;
         engine.topic_policy.publish = self
             .client_publish
             .into_iter()
@@ -334,6 +353,7 @@ impl Options {
             )));
         }
         Ok(Settings {
+            webhook,
             http,
             provider,
             node_id,
@@ -804,6 +824,112 @@ history_ttl = "2h"
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn presence_is_per_namespace_and_off_by_default() {
+        use realtime_core::PresenceMode;
+        let s = from_toml("").unwrap();
+        assert!(!s.engine.topic_policy.has_presence());
+        assert!(!s.engine.presence.events, "no webhook, no events");
+        let s = from_toml(
+            r#"
+[[namespaces]]
+pattern = "chat"
+subscribe = "authenticated"
+publish = "authenticated"
+presence = true
+join_leave = true
+
+[[namespaces]]
+pattern = "doc"
+subscribe = "authenticated"
+publish = "nobody"
+presence = true
+
+[[namespaces]]
+pattern = "ops"
+subscribe = "authenticated"
+publish = "nobody"
+presence = false
+
+[default_namespace]
+subscribe = "authenticated"
+publish = "nobody"
+presence = true
+"#,
+        )
+        .unwrap();
+        let policy = &s.engine.topic_policy;
+        assert_eq!(
+            policy.presence_for("chat:lobby"),
+            Some(PresenceMode { join_leave: true })
+        );
+        assert_eq!(
+            policy.presence_for("doc:1"),
+            Some(PresenceMode { join_leave: false })
+        );
+        assert_eq!(policy.presence_for("ops:alerts"), None);
+        assert_eq!(
+            policy.presence_for("news"),
+            Some(PresenceMode { join_leave: false }),
+            "topics no namespace covers follow the default namespace"
+        );
+    }
+
+    #[test]
+    fn join_leave_without_presence_names_the_namespace() {
+        assert_eq!(
+            invalid(
+                "[[namespaces]]\npattern = \"chat\"\nsubscribe = \"authenticated\"\npublish = \"nobody\"\njoin_leave = true\n"
+            ),
+            "topic policy: namespace \"chat\": join_leave = true needs presence = true"
+        );
+        assert_eq!(
+            invalid(
+                "[default_namespace]\nsubscribe = \"authenticated\"\npublish = \"nobody\"\npresence = false\njoin_leave = true\n"
+            ),
+            "topic policy: default namespace: join_leave = true needs presence = true"
+        );
+        assert!(matches!(
+            from_toml(
+                "[[namespaces]]\npattern = \"chat\"\nsubscribe = \"authenticated\"\npublish = \"nobody\"\npresence = \"yes\"\n"
+            ),
+            Err(ConfigError::ParseFile { .. })
+        ));
+    }
+
+    #[test]
+    fn a_webhook_url_turns_presence_events_on() {
+        let s = from_toml(
+            "webhook_url = \"https://hooks.example/rt\"\nwebhook_secret = \"0123456789abcdef\"\n\
+             webhook_queue_size = 7\npresence_node_timeout = \"30s\"\npresence_offline_grace = \"1s\"\n",
+        )
+        .unwrap();
+        assert!(s.engine.presence.events);
+        assert_eq!(s.engine.presence.event_queue, 7);
+        assert_eq!(s.engine.presence.lease.bound(), Duration::from_secs(30));
+        assert_eq!(s.engine.presence.offline_grace, Duration::from_secs(1));
+        let endpoint = s.webhook.endpoint.unwrap();
+        assert_eq!(endpoint.url, "https://hooks.example/rt");
+        assert_eq!(
+            invalid("webhook_url = \"https://hooks.example\"\nwebhook_secret = \"short\"\n"),
+            "REALTIME_WEBHOOK_SECRET must be at least 16 bytes, not 5"
+        );
+        assert!(invalid("presence_node_timeout = \"1s\"\n").contains("between 3s and 1h"));
+        // Neither the secret nor credentials in the URL are shown.
+        let s = from_toml(
+            "webhook_url = \"https://user:pw@hooks.example/rt\"\nwebhook_secret = \"0123456789abcdef\"\n",
+        )
+        .unwrap();
+        let shown = s.effective();
+        assert_eq!(
+            shown["webhooks"]["url"], "https://<set>@hooks.example/rt",
+            "{shown}"
+        );
+        assert_eq!(shown["webhooks"]["secret"], "<set>");
+        assert!(!shown.to_string().contains("0123456789abcdef"));
+        assert!(!format!("{s:?}").contains("0123456789abcdef"));
     }
 
     #[test]

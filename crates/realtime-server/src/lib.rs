@@ -15,6 +15,7 @@ mod phase;
 pub mod request_log;
 pub mod server;
 pub mod slots;
+pub mod webhooks;
 
 pub use config::{Options, Settings};
 pub use server::{Server, shutdown_signal};

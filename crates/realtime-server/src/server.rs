@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::connection;
 use crate::limits::HttpLimits;
 use crate::slots::ConnectionSlots;
+use crate::webhooks::WebhookSender;
 
 /// The server failed to start.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,7 @@ pub struct Server {
     listener: TcpListener,
     router: axum::Router,
     slots: ConnectionSlots,
+    webhooks: Option<WebhookSender>,
     settings: Settings,
 }
 
@@ -56,6 +58,7 @@ impl Server {
             listener,
             router: app.router,
             slots: app.slots,
+            webhooks: app.webhooks,
             settings,
         })
     }
@@ -70,8 +73,9 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then: stop accepting, tell every connection
-    /// (`server-shutdown`, then close 1001), and return within the configured
-    /// shutdown timeout. Returns whether every connection closed in time.
+    /// (`server-shutdown`, then close 1001), stop the webhook sender, and return
+    /// within the configured shutdown timeout. Returns whether every connection
+    /// closed (and every webhook attempt in flight ended) in time.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> bool {
         let (stop_tx, stop_rx) = watch::channel(false);
         let serving = tokio::spawn(accept(
@@ -91,6 +95,10 @@ impl Server {
         // sent to other nodes is drained in it too.
         let _ = tokio::time::timeout_at(deadline, serving).await;
         clean &= self.realtime.drain_relay(deadline).await;
+        // Attempts in flight get what is left; undelivered events stay queued.
+        if let Some(webhooks) = self.webhooks {
+            clean &= webhooks.stop(deadline).await;
+        }
         tracing::info!(clean, "shutdown complete");
         clean
     }

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 const SECRET: &str = "sources-test-secret";
 const API_KEY: &str = "sources-test-api-key";
+const WEBHOOK_SECRET: &str = "sources-test-webhook-secret";
 
 /// A distinct, non-default value for one option, and what `--check-config` must
 /// then show at the option's setting.
@@ -140,6 +141,25 @@ fn sample(option: &OptionSpec, scratch: &Path) -> Sample {
         "redis_prefix" => with(string("prefix-sample"), redis()),
         "cluster_heartbeat" => with(string("2s"), redis()),
         "node_id" => string("node-sample"),
+        "presence_node_timeout" => string("30s"),
+        "presence_offline_grace" => string("2s"),
+        "webhook_url" => {
+            let mut context = base();
+            context.push(("REALTIME_WEBHOOK_SECRET", WEBHOOK_SECRET.into()));
+            with(string("https://hooks.example/realtime"), context)
+        }
+        "webhook_secret" => {
+            let mut context = base();
+            context.push(("REALTIME_WEBHOOK_URL", "https://hooks.example/realtime".into()));
+            Sample {
+                expected: json!("<set>"),
+                hidden: Some("a-webhook-secret-sample"),
+                ..with(string("a-webhook-secret-sample"), context)
+            }
+        }
+        "webhook_timeout" => string("7s"),
+        "webhook_max_attempts" => plain("3", json!(3)),
+        "webhook_queue_size" => plain("50", json!(50)),
         "log" => string("debug"),
         "worker_threads" => plain("3", json!(3)),
         "allow_remote_development" => plain("true", json!(true)),
@@ -151,7 +171,7 @@ fn sample(option: &OptionSpec, scratch: &Path) -> Sample {
         "namespaces" => Sample {
             toml: concat!(
                 r#"[{ pattern = "chat", subscribe = "authenticated", publish = "authenticated", "#,
-                r#"history_size = 50, history_ttl = "90s" }, "#,
+                r#"history_size = 50, history_ttl = "90s", presence = true, join_leave = true }, "#,
                 r#"{ pattern = "ops", subscribe = "authenticated", publish = "nobody" }]"#
             )
             .into(),
@@ -159,18 +179,18 @@ fn sample(option: &OptionSpec, scratch: &Path) -> Sample {
                 "",
                 json!([
                     {"pattern": "chat", "subscribe": "authenticated", "publish": "authenticated",
-                     "history_size": 50, "history_ttl": "1m 30s"},
+                     "history_size": 50, "history_ttl": "1m 30s", "presence": true, "join_leave": true},
                     {"pattern": "ops", "subscribe": "authenticated", "publish": "nobody",
-                     "history_size": null, "history_ttl": null},
+                     "history_size": null, "history_ttl": null, "presence": false, "join_leave": false},
                 ]),
             )
         },
         "default_namespace" => Sample {
-            toml: r#"{ subscribe = "nobody", publish = { roles = ["admin"] }, history_size = 7, history_ttl = "1h" }"#.into(),
+            toml: r#"{ subscribe = "nobody", publish = { roles = ["admin"] }, history_size = 7, history_ttl = "1h", presence = true }"#.into(),
             ..plain(
                 "",
                 json!({"subscribe": "nobody", "publish": {"roles": ["admin"]},
-                       "history_size": 7, "history_ttl": "1h"}),
+                       "history_size": 7, "history_ttl": "1h", "presence": true, "join_leave": false}),
             )
         },
         other => panic!("option `{other}` has no sample in this test: add one"),
@@ -286,7 +306,13 @@ fn secrets_are_the_options_whose_values_are_never_shown() {
         .collect();
     assert_eq!(
         secrets,
-        ["jwt_secret", "jwt_previous_secret", "api_key", "redis_url"]
+        [
+            "jwt_secret",
+            "jwt_previous_secret",
+            "api_key",
+            "redis_url",
+            "webhook_secret"
+        ]
     );
 }
 

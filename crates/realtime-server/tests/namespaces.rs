@@ -284,3 +284,65 @@ async fn history_keys_reach_the_policy_of_the_running_server() {
         subscribed("ops:alerts")
     );
 }
+
+#[tokio::test]
+async fn the_binary_refuses_join_leave_without_presence() {
+    let (code, stderr) = start_binary_with(
+        "join-leave",
+        "[[namespaces]]\npattern = \"chat\"\nsubscribe = \"authenticated\"\npublish = \"nobody\"\njoin_leave = true\n",
+    )
+    .await;
+    assert_eq!(
+        code,
+        Some(2),
+        "a configuration error exits with 2: {stderr}"
+    );
+    assert!(
+        stderr.contains("namespace \"chat\": join_leave = true needs presence = true"),
+        "the error names the namespace: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn the_binary_refuses_a_short_webhook_secret() {
+    let (code, stderr) = start_binary_with(
+        "webhook-secret",
+        "webhook_url = \"https://hooks.example/rt\"\nwebhook_secret = \"too-short\"\n",
+    )
+    .await;
+    assert_eq!(
+        code,
+        Some(2),
+        "a configuration error exits with 2: {stderr}"
+    );
+    assert!(
+        stderr.contains("REALTIME_WEBHOOK_SECRET must be at least 16 bytes, not 9"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("too-short"),
+        "the secret is never printed: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn presence_keys_reach_the_policy_of_the_running_server() {
+    let server = server_from(
+        "presence",
+        "[[namespaces]]\npattern = \"chat\"\nsubscribe = \"authenticated\"\npublish = \"authenticated\"\n\
+         presence = true\njoin_leave = true\n\
+         [[namespaces]]\npattern = \"doc\"\nsubscribe = \"authenticated\"\npublish = \"nobody\"\npresence = true\n",
+    )
+    .await;
+    let policy = &server.rt.config().topic_policy;
+    use realtime_core::PresenceMode;
+    assert_eq!(
+        policy.presence_for("chat:lobby"),
+        Some(PresenceMode { join_leave: true })
+    );
+    assert_eq!(
+        policy.presence_for("doc:7"),
+        Some(PresenceMode { join_leave: false })
+    );
+    assert_eq!(policy.presence_for("news"), None, "off by default");
+}

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use realtime_core::HistoryLimits;
+use realtime_core::{HistoryLimits, PresenceMode};
 use serde_json::{Value, json};
 
 use super::{Provider, Settings, TokenKey};
@@ -37,11 +37,13 @@ impl Settings {
                     "publish": n.rules().publish,
                 });
                 add_history(&mut entry, n.history());
+                add_presence(&mut entry, n.presence());
                 entry
             })
             .collect();
         let mut default_namespace = json!(policy.default);
         add_history(&mut default_namespace, policy.default_history);
+        add_presence(&mut default_namespace, policy.default_presence);
         let provider = match &self.provider {
             Provider::Memory => {
                 json!({"kind": "memory", "redis_url": null, "redis_prefix": null, "cluster_heartbeat": null})
@@ -98,6 +100,18 @@ impl Settings {
                 "request_timeout": duration(self.http.request_timeout),
                 "max_connections": self.http.max_connections,
             },
+            "presence": {
+                "node_timeout": duration(engine.presence.lease.bound()),
+                "offline_grace": duration(engine.presence.offline_grace),
+                "events": engine.presence.events,
+            },
+            "webhooks": {
+                "url": self.webhook.endpoint.as_ref().map(|e| redact_url(&e.url)),
+                "secret": self.webhook.endpoint.as_ref().map(|_| SET),
+                "timeout": duration(self.webhook.timeout),
+                "max_attempts": self.webhook.max_attempts,
+                "queue_size": engine.presence.event_queue,
+            },
             "provider": provider,
             "node_id": self.node_id,
             "shutdown_timeout": duration(self.shutdown_timeout),
@@ -113,11 +127,18 @@ fn add_history(entry: &mut Value, history: Option<HistoryLimits>) {
     entry["history_ttl"] = json!(history.map(|h| duration(h.ttl())));
 }
 
+/// A namespace's presence as its two TOML keys.
+fn add_presence(entry: &mut Value, presence: Option<PresenceMode>) {
+    entry["presence"] = json!(presence.is_some());
+    entry["join_leave"] = json!(presence.is_some_and(|p| p.join_leave));
+}
+
 fn duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-/// The URL with its user and password (Redis ACL credentials) replaced.
+/// The URL with its user and password (Redis ACL credentials, a webhook's basic
+/// auth) replaced.
 fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();

@@ -1,11 +1,11 @@
 //! The config file's topic namespaces (`[[namespaces]]`, `[default_namespace]`):
-//! their access rules and history, checked and turned into the engine's
+//! their access rules, history and presence, checked and turned into the engine's
 //! [`TopicPolicy`].
 
 use std::time::Duration;
 
 use realtime_core::policy::builtin_namespaces;
-use realtime_core::{Access, HistoryLimits, Namespace, Rules, TopicPolicy};
+use realtime_core::{Access, HistoryLimits, Namespace, PresenceMode, Rules, TopicPolicy};
 use serde::Deserialize;
 
 /// One `[[namespaces]]` entry of the config file.
@@ -22,6 +22,12 @@ pub struct NamespaceOptions {
     /// How long a topic's history outlives its last publication, e.g. `"10m"`.
     #[serde(default, with = "super::options::humantime_opt")]
     pub history_ttl: Option<Duration>,
+    /// Keep presence (who is subscribed) for the namespace's topics.
+    #[serde(default)]
+    pub presence: bool,
+    /// Also push `join` / `leave` frames to subscribers; needs `presence`.
+    #[serde(default)]
+    pub join_leave: bool,
 }
 
 impl NamespaceOptions {
@@ -33,7 +39,17 @@ impl NamespaceOptions {
             publish,
             history_size: None,
             history_ttl: None,
+            presence: false,
+            join_leave: false,
         }
+    }
+
+    /// The same namespace keeping presence, with `join` / `leave` frames when
+    /// `join_leave`.
+    pub fn with_presence(mut self, join_leave: bool) -> NamespaceOptions {
+        self.presence = true;
+        self.join_leave = join_leave;
+        self
     }
 
     /// The same namespace keeping `size` publications per topic for `ttl`.
@@ -54,6 +70,20 @@ pub struct DefaultNamespaceOptions {
     pub history_size: Option<u64>,
     #[serde(default, with = "super::options::humantime_opt")]
     pub history_ttl: Option<Duration>,
+    #[serde(default)]
+    pub presence: bool,
+    #[serde(default)]
+    pub join_leave: bool,
+}
+
+/// The presence a namespace's two keys ask for; `join_leave` alone is refused,
+/// since there would be no members to announce.
+fn presence_mode(presence: bool, join_leave: bool) -> Result<Option<PresenceMode>, String> {
+    match (presence, join_leave) {
+        (false, false) => Ok(None),
+        (false, true) => Err("join_leave = true needs presence = true".into()),
+        (true, join_leave) => Ok(Some(PresenceMode { join_leave })),
+    }
 }
 
 /// The configured namespaces (the built-in ones when none are configured) and
@@ -67,20 +97,22 @@ pub(super) fn topic_policy(
         Some(list) => list
             .into_iter()
             .map(|n| {
+                let named = |e: String| format!("namespace {:?}: {e}", n.pattern);
                 let history = HistoryLimits::from_options(n.history_size, n.history_ttl)
-                    .map_err(|e| format!("namespace {:?}: {e}", n.pattern))?;
+                    .map_err(|e| named(e.to_string()))?;
+                let presence = presence_mode(n.presence, n.join_leave).map_err(named)?;
                 let rules = Rules {
                     subscribe: n.subscribe,
                     publish: n.publish,
                 };
                 Namespace::new(&n.pattern, rules)
-                    .map(|ns| ns.with_history(history))
+                    .map(|ns| ns.with_history(history).with_presence(presence))
                     .map_err(|e| e.to_string())
             })
             .collect::<Result<_, _>>()?,
     };
-    let (rules, default_history) = match default {
-        None => (Rules::default(), None),
+    let (rules, default_history, default_presence) = match default {
+        None => (Rules::default(), None, None),
         Some(d) => (
             Rules {
                 subscribe: d.subscribe,
@@ -88,9 +120,12 @@ pub(super) fn topic_policy(
             },
             HistoryLimits::from_options(d.history_size, d.history_ttl)
                 .map_err(|e| format!("default namespace: {e}"))?,
+            presence_mode(d.presence, d.join_leave)
+                .map_err(|e| format!("default namespace: {e}"))?,
         ),
     };
     let mut policy = TopicPolicy::new(namespaces, rules).map_err(|e| e.to_string())?;
     policy.default_history = default_history;
+    policy.default_presence = default_presence;
     Ok(policy)
 }

@@ -306,6 +306,41 @@ options! {
             env: "REALTIME_CLUSTER_HEARTBEAT", default: "5s", setting: "/provider/cluster_heartbeat",
             help: "How often a node refreshes its cluster records; a dead node leaves the cluster views within three of these.",
         }
+        #[arg(value_parser = humantime::parse_duration)]
+        #[serde(default, with = "humantime_opt")]
+        presence_node_timeout: Option<Duration> {
+            env: "REALTIME_PRESENCE_NODE_TIMEOUT", default: "10s", setting: "/presence/node_timeout",
+            help: "Longest a node killed without cleaning up stays in presence answers (3s to 1h); its lease is renewed every fifth of it.",
+        }
+        #[arg(value_parser = humantime::parse_duration)]
+        #[serde(default, with = "humantime_opt")]
+        presence_offline_grace: Option<Duration> {
+            env: "REALTIME_PRESENCE_OFFLINE_GRACE", default: "5s", setting: "/presence/offline_grace",
+            help: "How long a user (topic) must stay without connections (members) before `user.offline` (`topic.vacated`) is sent, so a page reload emits nothing (0 to 1h).",
+        }
+        webhook_url: Option<String> {
+            env: "REALTIME_WEBHOOK_URL", default: "none", setting: "/webhooks/url",
+            help: "http:// or https:// URL presence events are POSTed to; setting it turns the events on.",
+        }
+        webhook_secret: Option<String> {
+            env: "REALTIME_WEBHOOK_SECRET", default: "none", setting: "/webhooks/secret",
+            help: "Key of the `X-Realtime-Signature` HMAC-SHA256 over each webhook body; required with `webhook_url`, at least 16 bytes.",
+            secret: true,
+        }
+        #[arg(value_parser = humantime::parse_duration)]
+        #[serde(default, with = "humantime_opt")]
+        webhook_timeout: Option<Duration> {
+            env: "REALTIME_WEBHOOK_TIMEOUT", default: "5s", setting: "/webhooks/timeout",
+            help: "Longest one webhook attempt may take before it counts as failed and is retried.",
+        }
+        webhook_max_attempts: Option<u32> {
+            env: "REALTIME_WEBHOOK_MAX_ATTEMPTS", default: "10", setting: "/webhooks/max_attempts",
+            help: "Attempts per webhook event in all (backoff 1s, 2s, 4s … capped at 60s) before it is given up and counted failed; at least 1.",
+        }
+        webhook_queue_size: Option<usize> {
+            env: "REALTIME_WEBHOOK_QUEUE_SIZE", default: "10000", setting: "/webhooks/queue_size",
+            help: "Most webhook events waiting for delivery; past it new events are dropped and counted; at least 1.",
+        }
         log: Option<String> {
             env: "REALTIME_LOG", default: "info", setting: "/log",
             help: "Log filter in `tracing` syntax, e.g. `info` or `realtime=debug`.",
@@ -329,11 +364,11 @@ options! {
     file {
         namespaces: Option<Vec<NamespaceOptions>> {
             default: "user:{sub}, role:{role}", setting: "/engine/namespaces",
-            help: "Topic namespaces (`[[namespaces]]`) with their access rules and history; when given they replace the built-in ones entirely.",
+            help: "Topic namespaces (`[[namespaces]]`) with their access rules, history and presence; when given they replace the built-in ones entirely.",
         }
         default_namespace: Option<DefaultNamespaceOptions> {
             default: "subscribe authenticated, publish nobody", setting: "/engine/default_namespace",
-            help: "Rules and history for topics no namespace covers (`[default_namespace]`).",
+            help: "Rules, history and presence for topics no namespace covers (`[default_namespace]`).",
         }
     }
 }
