@@ -24,7 +24,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use cluster::{
-    EAST, Listing, MARGIN, MemberKey, NODE_TIMEOUT, PresenceCluster, SLOW, Setup, get, keys,
+    EAST, Listing, MARGIN, MemberKey, NODE_TIMEOUT, PresenceCluster, SLOW, Setup, WEST, get, keys,
     listing_http, listing_ws, metric_sum,
 };
 use common::WAIT;
@@ -177,6 +177,17 @@ async fn a_killed_node_leaves_no_ghost_within_the_bound() {
     needles.extend(doomed.iter().map(|p| p.connection_id.as_str()));
     let left = redis_keys::presence_leftovers(&c.redis, &needles).await;
     assert!(left.is_empty(), "left behind in Redis: {left:#?}");
+    // The same scan does find what the live node wrote (its lease, its owned
+    // entries, its connections' info), so an empty answer above means something.
+    let mut live = vec![WEST];
+    live.extend([&watcher, &carol_west].map(|p| p.connection_id.as_str()));
+    let kept = redis_keys::presence_leftovers(&c.redis, &live).await;
+    for needle in live {
+        assert!(
+            kept.iter().any(|k| k.contains(&format!("{needle:?}"))),
+            "the scan sees {needle} in Redis: {kept:#?}"
+        );
+    }
 
     // No frame came twice.
     for subscriber in [&watcher, &carol_west] {
