@@ -21,6 +21,7 @@ mod peer;
 mod redis_keys;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster::{
@@ -91,17 +92,17 @@ async fn a_killed_node_leaves_no_ghost_within_the_bound() {
     let topic = "room:lobby";
     // Two subscribers on the survivor (one of a user who is also on the doomed
     // node), four connections on the doomed node (alice twice).
-    let mut watcher = member(&c.west, "watcher", topic).await;
-    let carol_west = member(&c.west, "carol", topic).await;
+    let mut watcher = member(c.west(), "watcher", topic).await;
+    let carol_west = member(c.west(), "carol", topic).await;
     let mut doomed = Vec::new();
     for user in ["alice", "alice", "bob", "carol"] {
-        doomed.push(member(&c.east, user, topic).await);
+        doomed.push(member(c.east(), user, topic).await);
     }
     let survivors = keys([&watcher, &carol_west]);
     let dead = keys(&doomed);
     let everyone: BTreeSet<MemberKey> = survivors.union(&dead).cloned().collect();
-    listed_exactly(&c.west, topic, &everyone, SLOW).await;
-    listed_exactly(&c.east, topic, &everyone, WAIT).await;
+    listed_exactly(c.west(), topic, &everyone, SLOW).await;
+    listed_exactly(c.east(), topic, &everyone, WAIT).await;
     // Every later member's join reached the first subscriber, across nodes too.
     let joined_later: BTreeSet<MemberKey> = everyone
         .iter()
@@ -115,10 +116,10 @@ async fn a_killed_node_leaves_no_ghost_within_the_bound() {
         .await;
 
     let killed = Instant::now();
-    c.east.kill().await;
+    c.east_mut().kill().await;
 
     let bound = NODE_TIMEOUT + MARGIN;
-    listed_exactly(&c.west, topic, &survivors, bound).await;
+    listed_exactly(c.west(), topic, &survivors, bound).await;
     let gone_after = killed.elapsed();
     assert_eq!(
         listing_ws(&mut watcher, topic).await,
@@ -129,7 +130,7 @@ async fn a_killed_node_leaves_no_ghost_within_the_bound() {
         "the socket answer agrees"
     );
     let stats = json!({"topic": topic, "connections": 2, "users": 2});
-    assert_eq!(topic_stats(&c.west, topic).await, stats);
+    assert_eq!(topic_stats(c.west(), topic).await, stats);
     let ws_stats = watcher.presence_stats(topic).await;
     assert_eq!(
         (
@@ -143,14 +144,14 @@ async fn a_killed_node_leaves_no_ghost_within_the_bound() {
     );
     for (user, online, connections) in [("alice", false, 0), ("bob", false, 0), ("carol", true, 1)]
     {
-        let status = user_presence(&c.west, user).await;
+        let status = user_presence(c.west(), user).await;
         assert_eq!(
             (&status["online"], &status["connections"]),
             (&json!(online), &json!(connections)),
             "{user}: {status}"
         );
     }
-    let (status, online) = get(&c.west, "/api/presence/stats").await;
+    let (status, online) = get(c.west(), "/api/presence/stats").await;
     assert_eq!(status, 200);
     assert_eq!(
         (
@@ -226,9 +227,9 @@ async fn each_user_only_on_the_killed_node_gets_exactly_one_offline() {
     // ivan once and judy twice only on east; kim on both nodes.
     let mut east = Vec::new();
     for user in ["ivan", "judy", "judy", "kim"] {
-        east.push(member(&c.east, user, "quiet:office").await);
+        east.push(member(c.east(), user, "quiet:office").await);
     }
-    let kim_west = member(&c.west, "kim", "quiet:office").await;
+    let kim_west = member(c.west(), "kim", "quiet:office").await;
     c.hooks
         .wait_until(SLOW, "user.online for ivan, judy and kim", |t| {
             ["ivan", "judy", "kim"]
@@ -237,7 +238,7 @@ async fn each_user_only_on_the_killed_node_gets_exactly_one_offline() {
         })
         .await;
 
-    c.east.kill().await;
+    c.east_mut().kill().await;
     c.hooks
         .wait_until(
             c.offline_after_kill(),
@@ -245,7 +246,7 @@ async fn each_user_only_on_the_killed_node_gets_exactly_one_offline() {
             |t| t.delivered("user.offline", "ivan") && t.delivered("user.offline", "judy"),
         )
         .await;
-    sentinel(&c, &c.west, "sentinel").await;
+    sentinel(&c, c.west(), "sentinel").await;
 
     let tally = c.hooks.tally();
     for (user, online, offline) in [("ivan", 1, 1), ("judy", 1, 1), ("kim", 1, 0)] {
@@ -260,11 +261,11 @@ async fn each_user_only_on_the_killed_node_gets_exactly_one_offline() {
         );
     }
     for user in ["ivan", "judy"] {
-        let status = user_presence(&c.west, user).await;
+        let status = user_presence(c.west(), user).await;
         assert_eq!(status["online"], false, "{status}");
         assert!(status["last_seen"].is_string(), "{user}: {status}");
     }
-    let kim = user_presence(&c.west, "kim").await;
+    let kim = user_presence(c.west(), "kim").await;
     assert_eq!(
         (&kim["online"], &kim["connections"]),
         (&json!(true), &json!(1)),
@@ -284,26 +285,26 @@ async fn a_user_back_on_the_other_node_within_the_grace_gets_no_offline_and_no_s
     // "reload" closes its page on east and opens it again on west; "crash" was
     // on east when east was killed, and comes back on west once east's lease
     // expired (when the cluster first counts it offline).
-    let reload = Peer::connect(&c.east, "reload").await;
-    let _crash = Peer::connect(&c.east, "crash").await;
+    let reload = Peer::connect(c.east(), "reload").await;
+    let _crash = Peer::connect(c.east(), "crash").await;
     c.hooks
         .wait_until(SLOW, "user.online for reload and crash", |t| {
             t.delivered("user.online", "reload") && t.delivered("user.online", "crash")
         })
         .await;
     reload.close().await;
-    let _reload_again = Peer::connect(&c.west, "reload").await;
+    let _reload_again = Peer::connect(c.west(), "reload").await;
 
-    c.east.kill().await;
-    let west = &c.west;
+    c.east_mut().kill().await;
+    let west = c.west();
     eventually(
         NODE_TIMEOUT + MARGIN,
         "crash counted offline",
         || async move { user_presence(west, "crash").await["online"] == false },
     )
     .await;
-    let _crash_again = Peer::connect(&c.west, "crash").await;
-    sentinel(&c, &c.west, "sentinel").await;
+    let _crash_again = Peer::connect(c.west(), "crash").await;
+    sentinel(&c, c.west(), "sentinel").await;
 
     let tally = c.hooks.tally();
     for user in ["reload", "crash"] {
@@ -316,7 +317,7 @@ async fn a_user_back_on_the_other_node_within_the_grace_gets_no_offline_and_no_s
             "{user}: events {:#?}",
             tally.events
         );
-        let status = user_presence(&c.west, user).await;
+        let status = user_presence(c.west(), user).await;
         assert_eq!(
             (&status["online"], &status["connections"]),
             (&json!(true), &json!(1)),
@@ -333,7 +334,7 @@ async fn a_receiver_answering_500_twice_gets_the_event_on_the_third_attempt() {
         ..Setup::default()
     };
     let c = PresenceCluster::start(setup).await;
-    let eve = Peer::connect(&c.east, "eve").await;
+    let eve = Peer::connect(c.east(), "eve").await;
     // Backoff 1 s then 2 s (±10%), then the third attempt is answered 200.
     let bound = Duration::from_secs(4) + MARGIN;
     c.hooks
@@ -365,7 +366,7 @@ async fn a_receiver_answering_500_twice_gets_the_event_on_the_third_attempt() {
     assert_eq!(tally.events.len(), 2, "{:#?}", tally.events);
     c.hooks.assert_all_valid();
 
-    let nodes = [&c.east, &c.west];
+    let nodes = [c.east(), c.west()];
     let series =
         |outcome: &str| format!("realtime_webhook_deliveries_total{{outcome=\"{outcome}\"}}");
     assert_eq!(metric_sum(nodes, &series("delivered")).await, 2.0);
@@ -384,8 +385,8 @@ async fn topic_events_fire_once_for_a_topic_split_over_both_nodes() {
     let topics: Vec<String> = (0..5).map(|i| format!("quiet:split-{i}")).collect();
     let mut peers = Vec::new();
     for (i, topic) in topics.iter().enumerate() {
-        let mut on_east = Peer::connect(&c.east, &format!("east-{i}")).await;
-        let mut on_west = Peer::connect(&c.west, &format!("west-{i}")).await;
+        let mut on_east = Peer::connect(c.east(), &format!("east-{i}")).await;
+        let mut on_west = Peer::connect(c.west(), &format!("west-{i}")).await;
         // Both nodes take the topic's first member at the same moment.
         tokio::join!(on_east.subscribe(topic), on_west.subscribe(topic));
         peers.push((on_east, on_west));
@@ -416,7 +417,7 @@ async fn topic_events_fire_once_for_a_topic_split_over_both_nodes() {
         )
         .await;
     // A later topic's vacated event: everything due before it has been queued.
-    let mut last = member(&c.east, "last", "quiet:sentinel").await;
+    let mut last = member(c.east(), "last", "quiet:sentinel").await;
     last.unsubscribe("quiet:sentinel").await;
     c.hooks
         .wait_until(
@@ -445,14 +446,14 @@ async fn topic_events_fire_once_for_a_topic_split_over_both_nodes() {
 async fn presence_during_a_redis_outage_says_degraded_and_is_exact_after() {
     let mut c = PresenceCluster::start(Setup::default()).await;
     let topic = "room:outage";
-    let w1 = member(&c.west, "w1", topic).await;
-    let mut e1 = member(&c.east, "e1", topic).await;
-    let e2 = member(&c.east, "e2", topic).await;
+    let w1 = member(c.west(), "w1", topic).await;
+    let mut e1 = member(c.east(), "e1", topic).await;
+    let e2 = member(c.east(), "e2", topic).await;
     let on_east = keys([&e1, &e2]);
     let on_west = keys([&w1]);
     let everyone = keys([&w1, &e1, &e2]);
-    listed_exactly(&c.east, topic, &everyone, SLOW).await;
-    listed_exactly(&c.west, topic, &everyone, WAIT).await;
+    listed_exactly(c.east(), topic, &everyone, SLOW).await;
+    listed_exactly(c.west(), topic, &everyone, WAIT).await;
     w1.wait_until(WAIT, "joins for east's members", |_| {
         set(&pushed_keys(&w1, "join", topic)) == on_east
     })
@@ -460,7 +461,7 @@ async fn presence_during_a_redis_outage_says_degraded_and_is_exact_after() {
 
     c.redis.kill().await;
     // Each node answers from its own members and says so.
-    for (node, own) in [(&c.east, &on_east), (&c.west, &on_west)] {
+    for (node, own) in [(c.east(), &on_east), (c.west(), &on_west)] {
         let want = Listing {
             members: own.clone(),
             degraded: true,
@@ -485,16 +486,16 @@ async fn presence_during_a_redis_outage_says_degraded_and_is_exact_after() {
         "{stats}"
     );
     assert_eq!(
-        topic_stats(&c.east, topic).await,
+        topic_stats(c.east(), topic).await,
         json!({"topic": topic, "connections": 2, "users": 2, "degraded": true})
     );
-    let e2_status = user_presence(&c.east, "e2").await;
+    let e2_status = user_presence(c.east(), "e2").await;
     assert_eq!(
         (&e2_status["online"], &e2_status["degraded"]),
         (&json!(true), &json!(true)),
         "{e2_status}"
     );
-    let (_, online) = get(&c.west, "/api/presence/stats").await;
+    let (_, online) = get(c.west(), "/api/presence/stats").await;
     assert_eq!(
         (
             &online["users"],
@@ -508,8 +509,8 @@ async fn presence_during_a_redis_outage_says_degraded_and_is_exact_after() {
     // Redis comes back empty: each node writes its own presence again.
     let joins_before = pushed_keys(&w1, "join", topic).len();
     c.redis.restart().await;
-    listed_exactly(&c.east, topic, &everyone, SLOW).await;
-    listed_exactly(&c.west, topic, &everyone, WAIT).await;
+    listed_exactly(c.east(), topic, &everyone, SLOW).await;
+    listed_exactly(c.west(), topic, &everyone, WAIT).await;
     assert_eq!(
         listing_ws(&mut e1, topic).await,
         Listing {
@@ -518,10 +519,10 @@ async fn presence_during_a_redis_outage_says_degraded_and_is_exact_after() {
         }
     );
     assert_eq!(
-        topic_stats(&c.west, topic).await,
+        topic_stats(c.west(), topic).await,
         json!({"topic": topic, "connections": 3, "users": 3})
     );
-    let (_, online) = get(&c.east, "/api/presence/stats").await;
+    let (_, online) = get(c.east(), "/api/presence/stats").await;
     assert_eq!(
         (
             &online["users"],
@@ -581,4 +582,111 @@ async fn the_webhook_receiver_refuses_a_wrong_signature() {
         .map(|a| a.signed && a.problems.is_empty())
         .collect();
     assert_eq!(valid, [false, false, false, true, true]);
+}
+
+#[tokio::test]
+async fn an_event_in_flight_on_a_killed_node_is_delivered_by_the_survivor() {
+    // Each node posts to a path of its own; east's deliveries all fail, so every
+    // event east takes stays in flight there until east dies.
+    let east_path = format!("/hooks/{EAST}");
+    let west_path = format!("/hooks/{WEST}");
+    let failing = east_path.clone();
+    let hooks = webhook_receiver::Receiver::with_policy(
+        cluster::WEBHOOK_SECRET,
+        Arc::new(move |path, _| if path == failing { 500 } else { 200 }),
+    )
+    .await;
+    let setup = Setup {
+        per_node_paths: true,
+        ..Setup::default()
+    };
+    let mut c = PresenceCluster::start_with(setup, hooks).await;
+    // Users come online (on west, so killing east takes nobody offline) until
+    // east is the node that took one of their events.
+    let mut users = Vec::new();
+    let mut stuck = None;
+    for i in 0..20 {
+        let user = format!("user-{i}");
+        users.push(Peer::connect(c.west(), &user).await);
+        c.hooks
+            .wait_until(SLOW, &format!("an attempt of {user}'s user.online"), |t| {
+                t.count("user.online", &user) == 1
+            })
+            .await;
+        let tally = c.hooks.tally();
+        let online = tally.about("user.online", &user)[0];
+        if online.paths[0] == east_path {
+            stuck = Some(online.event["id"].as_str().unwrap().to_owned());
+            break;
+        }
+    }
+    let stuck = stuck.expect("east took one of 20 events");
+
+    c.east_mut().kill().await;
+    c.hooks
+        .wait_until(
+            NODE_TIMEOUT + MARGIN,
+            "west delivers the event east held",
+            |t| t.events[&stuck].delivered_at.contains(&west_path),
+        )
+        .await;
+    let tally = c.hooks.tally();
+    for peer in &users {
+        let online = tally.about("user.online", &peer.user);
+        assert_eq!(online.len(), 1, "{}: {online:#?}", peer.user);
+        assert!(
+            online[0].delivered_at.iter().all(|p| *p == west_path),
+            "{}: {online:#?}",
+            peer.user
+        );
+    }
+    c.hooks.assert_all_valid();
+}
+
+#[tokio::test]
+async fn a_node_restarted_under_its_old_id_drops_what_its_killed_run_left() {
+    let mut c = PresenceCluster::start(Setup::default()).await;
+    let topic = "room:restart";
+    let watcher = member(c.west(), "watcher", topic).await;
+    let olga = member(c.east(), "olga", topic).await;
+    listed_exactly(c.west(), topic, &keys([&watcher, &olga]), SLOW).await;
+    c.hooks
+        .wait_until(SLOW, "user.online for olga", |t| {
+            t.delivered("user.online", "olga")
+        })
+        .await;
+
+    // Killed and started again at once under the same id (a pod restarted in
+    // place): the new run must not keep the old run's members alive.
+    c.east_mut().kill().await;
+    let restarted = c.start_node(EAST).await;
+    c.east = Some(restarted);
+    listed_exactly(c.west(), topic, &keys([&watcher]), NODE_TIMEOUT + MARGIN).await;
+    listed_exactly(c.east(), topic, &keys([&watcher]), WAIT).await;
+    c.hooks
+        .wait_until(c.offline_after_kill(), "user.offline for olga", |t| {
+            t.delivered("user.offline", "olga")
+        })
+        .await;
+    sentinel(&c, c.west(), "sentinel").await;
+    let tally = c.hooks.tally();
+    assert_eq!(
+        (
+            tally.count("user.online", "olga"),
+            tally.count("user.offline", "olga")
+        ),
+        (1, 1),
+        "{:#?}",
+        tally.events
+    );
+    let left = redis_keys::presence_leftovers(&c.redis, &[olga.connection_id.as_str()]).await;
+    assert!(left.is_empty(), "left behind in Redis: {left:#?}");
+    c.hooks.assert_all_valid();
+    // Subscribers elsewhere were told olga's old connection left.
+    let old = (olga.user.clone(), olga.connection_id.clone());
+    watcher
+        .wait_until(MARGIN, "a leave for olga's old connection", |_| {
+            pushed_keys(&watcher, "leave", topic) == [old.clone()]
+        })
+        .await;
 }

@@ -35,6 +35,8 @@ pub struct Setup {
     pub offline_grace: Duration,
     /// The receiver answers 500 to this many attempts of each event first.
     pub fail_first: u32,
+    /// Each node posts to a path of its own (`/hooks/{node id}`).
+    pub per_node_paths: bool,
 }
 
 impl Default for Setup {
@@ -42,6 +44,7 @@ impl Default for Setup {
         Setup {
             offline_grace: Duration::from_secs(2),
             fail_first: 0,
+            per_node_paths: false,
         }
     }
 }
@@ -49,16 +52,54 @@ impl Default for Setup {
 pub struct PresenceCluster {
     pub redis: RedisServer,
     pub hooks: Receiver,
-    pub east: Node,
-    pub west: Node,
+    pub east: Option<Node>,
+    pub west: Option<Node>,
     pub setup: Setup,
-    _config: ConfigFile,
+    configs: Vec<ConfigFile>,
 }
 
 impl PresenceCluster {
     pub async fn start(setup: Setup) -> PresenceCluster {
-        let redis = RedisServer::start().await;
         let hooks = Receiver::failing_first(WEBHOOK_SECRET, setup.fail_first).await;
+        Self::start_with(setup, hooks).await
+    }
+
+    /// As [`PresenceCluster::start`], with a receiver of the test's own.
+    pub async fn start_with(setup: Setup, hooks: Receiver) -> PresenceCluster {
+        let redis = RedisServer::start().await;
+        let mut c = PresenceCluster {
+            redis,
+            hooks,
+            east: None,
+            west: None,
+            setup,
+            configs: Vec::new(),
+        };
+        c.east = Some(c.start_node(EAST).await);
+        c.west = Some(c.start_node(WEST).await);
+        c
+    }
+
+    pub fn east(&self) -> &Node {
+        self.east.as_ref().expect("east runs")
+    }
+
+    pub fn west(&self) -> &Node {
+        self.west.as_ref().expect("west runs")
+    }
+
+    pub fn east_mut(&mut self) -> &mut Node {
+        self.east.as_mut().expect("east runs")
+    }
+
+    /// Starts a node called `id` (a new process; the id may be one a killed node
+    /// had). With `per_node_paths` its webhooks go to `/hooks/{id}`.
+    pub async fn start_node(&mut self, id: &str) -> Node {
+        let url = if self.setup.per_node_paths {
+            self.hooks.url_at(&format!("/hooks/{id}"))
+        } else {
+            self.hooks.url()
+        };
         let config = ConfigFile::write(&format!(
             r#"
 presence_node_timeout = "{timeout}ms"
@@ -81,20 +122,11 @@ publish = "nobody"
 presence = true
 "#,
             timeout = NODE_TIMEOUT.as_millis(),
-            grace = setup.offline_grace.as_millis(),
-            url = hooks.url(),
+            grace = self.setup.offline_grace.as_millis(),
         ));
-        let env = [("REALTIME_CONFIG", config.path())];
-        let east = Node::start(&redis.url(), EAST, &env).await;
-        let west = Node::start(&redis.url(), WEST, &env).await;
-        PresenceCluster {
-            redis,
-            hooks,
-            east,
-            west,
-            setup,
-            _config: config,
-        }
+        let node = Node::start(&self.redis.url(), id, &[("REALTIME_CONFIG", config.path())]).await;
+        self.configs.push(config);
+        node
     }
 
     /// The time from a user's last connection going away to its `user.offline`

@@ -46,9 +46,13 @@ impl Attempt {
     }
 }
 
+/// How the receiver answers a well-signed request: from its path and how many
+/// well-signed attempts of the same event came before it.
+pub type Policy = Arc<dyn Fn(&str, u32) -> u16 + Send + Sync>;
+
 struct Shared {
     secret: Vec<u8>,
-    fail_first: u32,
+    policy: Policy,
     attempts: watch::Sender<Vec<Attempt>>,
 }
 
@@ -70,10 +74,19 @@ impl Receiver {
     /// As [`Receiver::start`], but the first `n` attempts of each event (by its
     /// `id`) are answered 500.
     pub async fn failing_first(secret: &str, n: u32) -> Receiver {
+        Self::with_policy(
+            secret,
+            Arc::new(move |_, earlier| if earlier < n { 500 } else { 200 }),
+        )
+        .await
+    }
+
+    /// A receiver that answers every well-signed request as `policy` says.
+    pub async fn with_policy(secret: &str, policy: Policy) -> Receiver {
         let (sender, attempts) = watch::channel(Vec::new());
         let shared = Arc::new(Shared {
             secret: secret.as_bytes().to_vec(),
-            fail_first: n,
+            policy,
             attempts: sender,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -94,7 +107,13 @@ impl Receiver {
 
     /// The URL to configure as `webhook_url`.
     pub fn url(&self) -> String {
-        format!("http://{}/hooks/presence", self.addr)
+        self.url_at("/hooks/presence")
+    }
+
+    /// A URL on this receiver with `path`, e.g. one per node so the attempts
+    /// show which node made them.
+    pub fn url_at(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
     }
 
     /// Every request so far.
@@ -137,8 +156,8 @@ impl Drop for Receiver {
     }
 }
 
-/// Records the request and answers it: 401 for a missing or wrong signature, 500
-/// while the event's failures are not used up, 200 otherwise.
+/// Records the request and answers it: 401 for a missing or wrong signature,
+/// otherwise what the policy says.
 async fn receive(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -171,10 +190,8 @@ async fn receive(
             .count() as u32;
         answered = if !signed || event.is_none() {
             401
-        } else if earlier < shared.fail_first {
-            500
         } else {
-            200
+            (shared.policy)(uri.path(), earlier)
         };
         all.push(Attempt {
             at,
@@ -273,6 +290,10 @@ pub struct Received {
     pub event: Value,
     /// When each attempt arrived, in order.
     pub attempts: Vec<Instant>,
+    /// The path of each attempt, in order.
+    pub paths: Vec<String>,
+    /// The paths of the attempts answered 2xx.
+    pub delivered_at: Vec<String>,
     /// Whether one attempt was answered 2xx.
     pub delivered: bool,
 }
@@ -294,10 +315,16 @@ impl Tally {
             let entry = events.entry(id.to_owned()).or_insert_with(|| Received {
                 event: event.clone(),
                 attempts: Vec::new(),
+                paths: Vec::new(),
+                delivered_at: Vec::new(),
                 delivered: false,
             });
             entry.attempts.push(a.at);
-            entry.delivered |= (200..300).contains(&a.answered);
+            entry.paths.push(a.path.clone());
+            if (200..300).contains(&a.answered) {
+                entry.delivered = true;
+                entry.delivered_at.push(a.path.clone());
+            }
         }
         Tally { events }
     }
