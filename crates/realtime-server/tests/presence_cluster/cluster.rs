@@ -95,11 +95,17 @@ impl PresenceCluster {
     /// Starts a node called `id` (a new process; the id may be one a killed node
     /// had). With `per_node_paths` its webhooks go to `/hooks/{id}`.
     pub async fn start_node(&mut self, id: &str) -> Node {
-        let url = if self.setup.per_node_paths {
-            self.hooks.url_at(&format!("/hooks/{id}"))
+        let path = if self.setup.per_node_paths {
+            format!("/hooks/{id}")
         } else {
-            self.hooks.url()
+            "/hooks/presence".to_owned()
         };
+        self.start_node_posting_to(id, &path).await
+    }
+
+    /// As [`PresenceCluster::start_node`], with webhooks posted to `path`.
+    pub async fn start_node_posting_to(&mut self, id: &str, path: &str) -> Node {
+        let url = self.hooks.url_at(path);
         let config = ConfigFile::write(&format!(
             r#"
 presence_node_timeout = "{timeout}ms"
