@@ -60,7 +60,7 @@ export interface RealtimeClientOptions extends BackoffOptions {
   maxReconnectAttempts?: number;
   /** After a `server-shutdown` notice or close 1001, reconnect after a uniform random delay in [0, shutdownJitter] ms. Default 1000. */
   shutdownJitter?: number;
-  /** Longest wait for a command's reply (subscribe, unsubscribe, publish, history, ping, refresh), ms. Default 10000. */
+  /** Longest wait for a command's reply (subscribe, unsubscribe, publish, history, presence, ping, refresh), ms. Default 10000. */
   timeout?: number;
   /** Longest wait from the start of an attempt (token fetch included) to the welcome frame, ms. Default 10000. */
   connectTimeout?: number;
@@ -87,7 +87,8 @@ export declare const DEFAULT_OPTIONS: Readonly<Required<Omit<RealtimeClientOptio
  * Error with a stable `code`: a server error code (`bad_request`,
  * `unknown_action`, `invalid_topic`, `forbidden`, `internal`,
  * `bus_unavailable`, `invalid_token`, `token_mismatch`, `rate_limited`,
- * `limit_exceeded`, `no_history`, `history_unavailable`, `invalid_message`) or a client one:
+ * `limit_exceeded`, `no_history`, `history_unavailable`, `invalid_message`,
+ * `no_presence`) or a client one:
  * - `timeout`: no reply within the timeout (or no welcome within connectTimeout)
  * - `not_connected`: a command issued while not connected
  * - `disconnected`: the connection closed before the reply (or for good, for a queued subscribe)
@@ -245,6 +246,29 @@ export interface MissedEvent {
   epoch?: string;
 }
 
+/**
+ * A `join` or `leave` notice: on a topic whose namespace has `join_leave`, a
+ * connection subscribed (`join`) or unsubscribed or closed (`leave`; also the
+ * members of a server node that died, once its lease expired). Never sent for
+ * this client's own connection. Notices are hints, one per change and not
+ * coalesced: {@link RealtimeClient.presence} is the truth, to be read again
+ * after a `resubscribed` or `missed` event.
+ */
+export interface PresenceChangeEvent {
+  type: "join" | "leave";
+  topic: string;
+  userId: string;
+  connectionId: string;
+}
+
+export interface JoinEvent extends PresenceChangeEvent {
+  type: "join";
+}
+
+export interface LeaveEvent extends PresenceChangeEvent {
+  type: "leave";
+}
+
 export interface RealtimeClientEventMap {
   connecting: ConnectingEvent;
   connected: ConnectedEvent;
@@ -253,6 +277,8 @@ export interface RealtimeClientEventMap {
   refreshed: RefreshedEvent;
   resubscribed: ResubscribedEvent;
   missed: MissedEvent;
+  join: JoinEvent;
+  leave: LeaveEvent;
 }
 
 export interface PublishedReply {
@@ -281,6 +307,13 @@ export interface SubscribeOptions extends CommandOptions {
    * position by themselves.
    */
   since?: Position;
+  /**
+   * Called with every `join` notice on the topic (namespaces with `join_leave`),
+   * until this handler is unsubscribed. Notices never reach `handler`.
+   */
+  onJoin?: (event: JoinEvent) => void;
+  /** Called with every `leave` notice on the topic, like `onJoin`. */
+  onLeave?: (event: LeaveEvent) => void;
 }
 
 export interface HistoryOptions extends CommandOptions {
@@ -301,6 +334,62 @@ export interface HistoryAnswer<M extends RealtimeMessage = RealtimeMessage> {
   epoch: string;
   /** With `since`: whether the publications start right after it (false: from the oldest held). */
   recovered?: boolean;
+}
+
+/** One connection of a presence topic's member. */
+export interface PresenceConnection {
+  connection_id: string;
+  /** When the connection was opened (RFC 3339 UTC with milliseconds). */
+  connected_at: string;
+  /** The connection's token metadata claims (every claim but `sub`, `exp`, `nbf`, `iat`, `iss`, `aud`, `roles`). */
+  info: Record<string, unknown>;
+}
+
+/** A member of a presence topic: a user and those of its connections on the page, sorted by connection id. */
+export interface PresenceUser {
+  user_id: string;
+  connections: PresenceConnection[];
+}
+
+export interface PresenceOptions extends CommandOptions {
+  /** At most this many connections on the page: 1 to 1000 (the server refuses more with `bad_request`). Default 100. */
+  limit?: number;
+  /** The `cursor` of the previous page; omitted or null for the first page. */
+  cursor?: string | null;
+}
+
+/** One page of {@link RealtimeClient.presence}. */
+export interface PresencePage {
+  topic: string;
+  /** Sorted by user id. A user may continue on the next page. */
+  users: PresenceUser[];
+  /** Pass it back for the next page; null on the last one. */
+  cursor: string | null;
+  /**
+   * True when the server's presence store was unreachable: the page then lists
+   * only the members on the server node this client is connected to.
+   */
+  degraded: boolean;
+}
+
+/** What {@link RealtimeClient.presenceAll} resolves to: every page joined. */
+export interface PresenceList {
+  topic: string;
+  /** Sorted by user id, one entry per user. */
+  users: PresenceUser[];
+  /** True when any page was degraded. */
+  degraded: boolean;
+}
+
+/** What {@link RealtimeClient.presenceStats} resolves to. */
+export interface PresenceStats {
+  topic: string;
+  /** Connections subscribed to the topic. */
+  connections: number;
+  /** Distinct users among them. */
+  users: number;
+  /** True when the store was unreachable: then the counts of this client's server node only. */
+  degraded: boolean;
 }
 
 /**
@@ -385,6 +474,27 @@ export declare class RealtimeClient {
   position(topic: string): Position | null;
 
   /**
+   * One page of a presence topic's members: who is subscribed to it, grouped
+   * by user. Allowed to whoever may subscribe to the topic (subscribing is not
+   * required). Rejects with `no_presence` (the topic's namespace keeps no
+   * presence), `forbidden`, `invalid_topic`, `bad_request` (a limit above 1000,
+   * a cursor the server did not give out), `not_connected`, or a TypeError for
+   * a limit that is not a positive integer or a cursor that is not a string.
+   */
+  presence(topic: string, options?: PresenceOptions): Promise<PresencePage>;
+
+  /**
+   * Every member of a presence topic: reads pages of `limit` (default 1000)
+   * one after the other until the last and joins a user split across pages.
+   * Under churn the list is not one instant's. Rejects like {@link presence}
+   * (and with `bad_frame` if the server hands the same cursor back).
+   */
+  presenceAll(topic: string, options?: Omit<PresenceOptions, "cursor">): Promise<PresenceList>;
+
+  /** A presence topic's counts, in constant time whatever its size. Rejects like {@link presence}. */
+  presenceStats(topic: string, options?: CommandOptions): Promise<PresenceStats>;
+
+  /**
    * Removes `handler` from `topic`, or every handler when omitted. When none
    * remain the topic is forgotten and `unsubscribe` is sent if connected; the
    * promise resolves on `unsubscribed` (at once when nothing had to be sent).
@@ -422,8 +532,8 @@ export declare class RealtimeClient {
 
   /**
    * Listens to client events (never message types): `connecting`, `connected`,
-   * `disconnected`, `error`, `refreshed`, `resubscribed`, `missed`. The
-   * listener receives a plain object.
+   * `disconnected`, `error`, `refreshed`, `resubscribed`, `missed`, `join`,
+   * `leave`. The listener receives a plain object.
    */
   addEventListener<K extends keyof RealtimeClientEventMap>(
     type: K,

@@ -27,7 +27,7 @@ export const DEFAULT_OPTIONS = Object.freeze({
   maxReconnectAttempts: Infinity,
   /** After a `server-shutdown` notice or close 1001: reconnect after a uniform random delay in [0, shutdownJitter], ms. */
   shutdownJitter: 1000,
-  /** Longest wait for a command's reply (subscribe, unsubscribe, publish, history, ping, refresh), ms. */
+  /** Longest wait for a command's reply (subscribe, unsubscribe, publish, history, presence, ping, refresh), ms. */
   timeout: 10000,
   /** Longest wait from starting a connection attempt to the welcome frame, ms. */
   connectTimeout: 10000,
@@ -53,6 +53,9 @@ const RESTORE_STEP_MS = 250;
 // larger than the server's outbound queue would close the connection again.
 const CATCH_UP_PAGE = 100;
 const SLOW_CONSUMER = 3008;
+
+// `presenceAll` reads pages of this many connections (the server's largest).
+const PRESENCE_PAGE = 1000;
 
 /** Error with a stable `code`: a server error code (`forbidden`, `invalid_topic`,
  * `limit_exceeded`, `rate_limited`, ...) or a client one (`timeout`,
@@ -172,13 +175,29 @@ const REPLY_TYPES = {
   unsubscribe: "unsubscribed",
   publish: "published",
   history: "history",
+  presence: "presence",
+  presence_stats: "presence_stats",
   ping: "pong",
   refresh: "refreshed",
 };
 
 const REPLY_FRAME_TYPES = new Set([...Object.values(REPLY_TYPES), "error"]);
 
-const EVENT_TYPES = new Set(["connecting", "connected", "disconnected", "error", "refreshed", "resubscribed", "missed"]);
+const EVENT_TYPES = new Set([
+  "connecting",
+  "connected",
+  "disconnected",
+  "error",
+  "refreshed",
+  "resubscribed",
+  "missed",
+  "join",
+  "leave",
+]);
+
+// Frames the server itself sends on a topic: notices, never messages (a
+// backend's message always carries a `timestamp`; these never do).
+const TOPIC_NOTICES = new Set(["missed", "join", "leave"]);
 
 const OPEN = 1;
 
@@ -344,10 +363,13 @@ export class RealtimeClient {
    * RealtimeError whose `code` is the server's error code, `timeout`, `closed`,
    * or `disconnected` (terminal close). While disconnected the subscription is
    * queued and sent once connected. `since` (a position kept from an earlier
-   * visit) asks for every publication after it first.
+   * visit) asks for every publication after it first. On a topic whose
+   * namespace has `join_leave`, `onJoin` and `onLeave` get the server's join
+   * and leave notices (never `handler`), as the client's `join` and `leave`
+   * events do.
    * @param {string} topic
    * @param {(message: object) => void} handler
-   * @param {{timeout?: number, since?: {offset: number, epoch: string}}} [options]
+   * @param {{timeout?: number, since?: {offset: number, epoch: string}, onJoin?: (event: object) => void, onLeave?: (event: object) => void}} [options]
    * @returns {Promise<{topic: string, offset?: number, epoch?: string, recovered?: boolean, reason?: string}>}
    */
   subscribe(topic, handler, options = {}) {
@@ -361,9 +383,16 @@ export class RealtimeClient {
     if (options.since !== undefined && options.since !== null && !since) {
       return Promise.reject(new TypeError("subscribe: since must be {offset: a non-negative integer, epoch: a string}"));
     }
+    for (const name of ["onJoin", "onLeave"]) {
+      if (options[name] !== undefined && options[name] !== null && typeof options[name] !== "function") {
+        return Promise.reject(new TypeError(`subscribe: ${name} must be a function`));
+      }
+    }
+    const presence = options.onJoin || options.onLeave ? { onJoin: options.onJoin ?? null, onLeave: options.onLeave ?? null } : null;
     let entry = this._topics.get(topic);
     if (entry) {
       entry.handlers.add(handler);
+      if (presence) entry.presence.set(handler, presence);
       if (entry.active) return Promise.resolve(this._subscription(topic, entry));
     } else {
       entry = {
@@ -376,6 +405,8 @@ export class RealtimeClient {
         position: null,
         // Where the first subscribe should resume from (options.since), until it is answered.
         since,
+        // handler -> {onJoin, onLeave}: join/leave callbacks, removed with their handler.
+        presence: new Map(presence ? [[handler, presence]] : []),
       };
       this._topics.set(topic, entry);
     }
@@ -402,6 +433,7 @@ export class RealtimeClient {
     if (!entry) return Promise.resolve();
     if (handler !== undefined) {
       entry.handlers.delete(handler);
+      entry.presence.delete(handler);
       if (entry.handlers.size > 0) return Promise.resolve();
     }
     this._topics.delete(topic);
@@ -455,6 +487,99 @@ export class RealtimeClient {
       const { ref: _ref, ...answer } = reply;
       return answer;
     });
+  }
+
+  /**
+   * One page of a presence topic's members: who is connected to it, grouped by
+   * user (sorted by user id, each user's connections by connection id). Pass
+   * the answer's `cursor` back for the next page; it is null on the last one. A
+   * user may continue on the next page. `degraded: true` means the server's
+   * presence store was unreachable and the page lists only the members on the
+   * node this client is connected to. Allowed to whoever may subscribe to the
+   * topic (subscribing is not required); rejects with `no_presence`,
+   * `forbidden`, `invalid_topic`, `bad_request` (a limit above the server's
+   * 1000 or a cursor it did not give out), or `not_connected`.
+   * @param {string} topic
+   * @param {{limit?: number, cursor?: string | null, timeout?: number}} [options]
+   * @returns {Promise<{topic: string, users: object[], cursor: string | null, degraded: boolean}>}
+   */
+  presence(topic, options = {}) {
+    if (typeof topic !== "string" || topic === "") {
+      return Promise.reject(new TypeError("presence: topic must be a non-empty string"));
+    }
+    const frame = { action: "presence", topic };
+    if (options.limit !== undefined && options.limit !== null) {
+      if (!Number.isSafeInteger(options.limit) || options.limit < 1) {
+        return Promise.reject(new TypeError("presence: limit must be a positive integer"));
+      }
+      frame.limit = options.limit;
+    }
+    if (options.cursor !== undefined && options.cursor !== null) {
+      if (typeof options.cursor !== "string" || options.cursor === "") {
+        return Promise.reject(new TypeError("presence: cursor must be a string from an earlier answer"));
+      }
+      frame.cursor = options.cursor;
+    }
+    return this._command(frame, options.timeout).then((reply) => ({
+      topic: reply.topic,
+      users: Array.isArray(reply.users) ? reply.users : [],
+      cursor: typeof reply.cursor === "string" ? reply.cursor : null,
+      degraded: reply.degraded === true,
+    }));
+  }
+
+  /**
+   * Every member of a presence topic: reads `presence` pages (of `limit`,
+   * 1000 by default) until the last, and joins a user split across two pages
+   * into one entry. The pages are read one after the other, so under churn the
+   * list is not one instant's (a member may be missing or already gone);
+   * `degraded` is true when any page was.
+   * @param {string} topic
+   * @param {{limit?: number, timeout?: number}} [options] `timeout` per page
+   * @returns {Promise<{topic: string, users: object[], degraded: boolean}>}
+   */
+  async presenceAll(topic, options = {}) {
+    const limit = options.limit ?? PRESENCE_PAGE;
+    const users = [];
+    let degraded = false;
+    let cursor = null;
+    do {
+      const page = await this.presence(topic, { limit, cursor, timeout: options.timeout });
+      degraded = degraded || page.degraded;
+      for (const user of page.users) {
+        const last = users[users.length - 1];
+        if (last && last.user_id === user.user_id) {
+          last.connections.push(...user.connections);
+        } else {
+          users.push({ ...user, connections: [...user.connections] });
+        }
+      }
+      if (page.cursor !== null && page.cursor === cursor) {
+        throw new RealtimeError("bad_frame", `presence of ${topic}: the server handed back the same cursor`);
+      }
+      cursor = page.cursor;
+    } while (cursor !== null);
+    return { topic, users, degraded };
+  }
+
+  /**
+   * A presence topic's counts: connections and distinct users, answered in
+   * constant time however large the topic. `degraded` as for `presence`.
+   * Rejects like `presence`.
+   * @param {string} topic
+   * @param {{timeout?: number}} [options]
+   * @returns {Promise<{topic: string, connections: number, users: number, degraded: boolean}>}
+   */
+  presenceStats(topic, options = {}) {
+    if (typeof topic !== "string" || topic === "") {
+      return Promise.reject(new TypeError("presenceStats: topic must be a non-empty string"));
+    }
+    return this._command({ action: "presence_stats", topic }, options.timeout).then((reply) => ({
+      topic: reply.topic,
+      connections: reply.connections,
+      users: reply.users,
+      degraded: reply.degraded === true,
+    }));
   }
 
   /**
@@ -518,7 +643,8 @@ export class RealtimeClient {
 
   /**
    * Listens to client events: `connecting`, `connected`, `disconnected`,
-   * `error`, `refreshed`. The listener gets a plain object with a `type` field.
+   * `error`, `refreshed`, `resubscribed`, `missed`, `join`, `leave`. The
+   * listener gets a plain object with a `type` field.
    * @param {{once?: boolean}} [options]
    */
   addEventListener(type, listener, options = {}) {
@@ -728,8 +854,9 @@ export class RealtimeClient {
       // Otherwise a late reply to a command that already timed out: dropped.
       return;
     }
-    if (type === "missed" && !("timestamp" in frame) && typeof frame.topic === "string") {
-      this._onMissed(frame);
+    if (TOPIC_NOTICES.has(type) && !("timestamp" in frame) && typeof frame.topic === "string") {
+      if (type === "missed") this._onMissed(frame);
+      else this._onPresenceChange(type, frame);
       return;
     }
     if (type === "server-shutdown") this._shutdownNotice = true;
@@ -768,6 +895,19 @@ export class RealtimeClient {
     const event = { topic: frame.topic, reason: frame.reason };
     if (at) Object.assign(event, at);
     this._emit("missed", event);
+  }
+
+  /** A `join` or `leave` notice on a kept topic: to the subscription's
+   * `onJoin`/`onLeave` callbacks, then to the client's listeners. */
+  _onPresenceChange(type, frame) {
+    const entry = this._topics.get(frame.topic);
+    if (!entry) return;
+    const event = { type, topic: frame.topic, userId: frame.user_id, connectionId: frame.connection_id };
+    const name = type === "join" ? "onJoin" : "onLeave";
+    for (const callbacks of [...entry.presence.values()]) {
+      if (callbacks[name]) this._call(callbacks[name], event);
+    }
+    this._emit(type, event);
   }
 
   _onWelcome(frame) {

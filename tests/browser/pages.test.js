@@ -63,6 +63,21 @@ subscribe = "owner"
 publish = "nobody"
 `;
 
+/** Development mode with presence, join and leave notices on `chat` topics. */
+const PRESENCE_DEMO_CONFIG = `
+[[namespaces]]
+pattern = "chat"
+subscribe = "authenticated"
+publish = "nobody"
+presence = true
+join_leave = true
+
+[[namespaces]]
+pattern = "user:{sub}"
+subscribe = "owner"
+publish = "nobody"
+`;
+
 /** A page that fails the test on any uncaught page error. */
 async function openPage(url) {
   const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
@@ -228,6 +243,45 @@ test("the demo page shows recovered after a dropped link, and not recovered afte
     assert.deepEqual(page.errors, []);
   } finally {
     await link.close();
+    await server.stop();
+  }
+});
+
+test("the demo page shows who is in a presence topic: a second user appears and leaves", async () => {
+  const server = await new TestServer({
+    env: { REALTIME_JWT_SECRET: undefined, REALTIME_API_KEY: undefined },
+    config: PRESENCE_DEMO_CONFIG,
+  }).start();
+  try {
+    const first = await connectedDemo(server);
+    const lobby = subscription(first, "chat:lobby");
+    const member = (page, user) => subscription(page, "chat:lobby").locator(`.members li[data-user="${user}"]`);
+    await member(first, "demo-user").waitFor({ timeout: WAIT });
+    assert.equal(await member(first, "demo-user").textContent(), "demo-user (you)");
+    assert.equal(await lobby.locator(".presence").textContent(), "here: 1 user, 1 connection");
+    // The user's own topic keeps no presence, and the page says so.
+    await subscription(first, "user:demo-user").locator(".presence", { hasText: "no presence" }).waitFor({ timeout: WAIT });
+
+    // A second user opens the page: the first page's list gains them from the join notice.
+    const second = await connectedDemo(server, "?user=second-user");
+    await member(first, "second-user").waitFor({ timeout: WAIT });
+    await lobby.locator(".presence", { hasText: "here: 2 users, 2 connections" }).waitFor({ timeout: WAIT });
+    await first.locator("#events li", { hasText: "second-user joined chat:lobby" }).waitFor({ timeout: WAIT });
+    // The second page read the list itself on subscribing: both are there.
+    await member(second, "demo-user").waitFor({ timeout: WAIT });
+    assert.equal(await member(second, "second-user").textContent(), "second-user (you)");
+    // Notices are events, not messages.
+    assert.equal(await first.locator("#messages li.message").count(), 0);
+    console.log(`screenshot: ${await screenshot(first, "demo-presence")}`);
+
+    // The second page goes away: the leave notice takes them off the list.
+    await second.close();
+    await member(first, "second-user").waitFor({ state: "detached", timeout: WAIT });
+    await lobby.locator(".presence", { hasText: "here: 1 user, 1 connection" }).waitFor({ timeout: WAIT });
+    await first.locator("#events li", { hasText: "second-user left chat:lobby" }).waitFor({ timeout: WAIT });
+    assert.deepEqual(first.errors, []);
+    assert.deepEqual(second.errors, []);
+  } finally {
     await server.stop();
   }
 });

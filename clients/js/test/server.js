@@ -123,6 +123,32 @@ history_size = 10
 history_ttl = "10m"
 `;
 
+/** A config file with presence on `room` topics (with join and leave notices)
+ *  and on `counted` topics (without), both subscribable by any authenticated
+ *  connection, and on `staff` topics (with notices) for the `staff` role only.
+ *  Other topics keep no presence. */
+export const PRESENCE_CONFIG = `
+[[namespaces]]
+pattern = "room"
+subscribe = "authenticated"
+publish = "nobody"
+presence = true
+join_leave = true
+
+[[namespaces]]
+pattern = "counted"
+subscribe = "authenticated"
+publish = "nobody"
+presence = true
+
+[[namespaces]]
+pattern = "staff"
+subscribe = { roles = ["staff"] }
+publish = "nobody"
+presence = true
+join_leave = true
+`;
+
 // Config files written for servers started here, removed when this process exits.
 const configDirs = new Set();
 process.once("exit", () => {

@@ -88,6 +88,11 @@ async fn open_inner(spec: &ConnSpec) -> anyhow::Result<Socket> {
 /// Opens the TCP connection and upgrades it; for our server, also waits for the
 /// welcome frame (the connection is then registered and may send commands).
 pub async fn connect(spec: &ConnSpec) -> anyhow::Result<Socket> {
+    Ok(connect_welcomed(spec).await?.0)
+}
+
+/// [`connect`], also returning our server's welcome frame (empty for the others).
+pub async fn connect_welcomed(spec: &ConnSpec) -> anyhow::Result<(Socket, String)> {
     let tcp = TcpSocket::new_v4()?;
     tcp.bind(SocketAddr::new(source_address(spec.index), 0))?;
     if let Some(size) = spec.recv_buffer {
@@ -117,17 +122,19 @@ pub async fn connect(spec: &ConnSpec) -> anyhow::Result<Socket> {
     let (mut ws, _) = client_async_with_config(request, stream, Some(config))
         .await
         .context("upgrade")?;
-    if spec.kind == Kind::Realtime {
-        expect_text(&mut ws, |t| t.contains("\"welcome\"")).await?;
-    }
-    Ok(ws)
+    let welcome = match spec.kind {
+        Kind::Realtime => expect_text(&mut ws, |t| t.contains("\"welcome\"")).await?,
+        _ => String::new(),
+    };
+    Ok((ws, welcome))
 }
 
-/// Reads until a text frame that `accept` takes; an error frame or a close fails.
-async fn expect_text(ws: &mut Socket, accept: impl Fn(&str) -> bool) -> anyhow::Result<()> {
+/// Reads until a text frame that `accept` takes, and returns it; an error frame
+/// or a close fails.
+async fn expect_text(ws: &mut Socket, accept: impl Fn(&str) -> bool) -> anyhow::Result<String> {
     while let Some(msg) = ws.next().await {
         match msg? {
-            Message::Text(text) if accept(&text) => return Ok(()),
+            Message::Text(text) if accept(&text) => return Ok(text.as_str().to_owned()),
             Message::Text(text) if text.contains("\"error\"") => bail!("server error: {text}"),
             Message::Close(frame) => bail!("closed during handshake: {frame:?}"),
             _ => {}

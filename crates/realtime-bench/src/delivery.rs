@@ -342,7 +342,7 @@ pub fn summarize(h: &hdrhistogram::Histogram<u64>) -> Option<Latency> {
 }
 
 /// The distribution for plots: counts per logarithmic bucket (upper bound in µs).
-fn buckets(h: &hdrhistogram::Histogram<u64>) -> Vec<(f64, u64)> {
+pub(crate) fn buckets(h: &hdrhistogram::Histogram<u64>) -> Vec<(f64, u64)> {
     if h.is_empty() {
         return Vec::new();
     }

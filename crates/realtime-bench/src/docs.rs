@@ -12,7 +12,7 @@ use crate::{headline, plot};
 
 /// The scenarios, in the order they run in `all` and appear in docs/BENCHMARKS.md;
 /// other scenarios follow alphabetically.
-pub const ORDER: [&str; 8] = [
+pub const ORDER: [&str; 10] = [
     "idle",
     "fanout",
     "saturation",
@@ -21,6 +21,8 @@ pub const ORDER: [&str; 8] = [
     "slow-consumer",
     "history-fanout",
     "recovery-storm",
+    "presence-stats",
+    "presence-churn",
 ];
 
 const REPORT_COMMAND: &str = "cargo run --release -p realtime-bench -- report";
@@ -349,6 +351,36 @@ fn scenario_limits(scenario: &str) -> Option<&'static str> {
              the generator. Lost and duplicated are counted by sequence number in the \
              message bodies; offset order (no offset skipped or repeated, one epoch) is \
              checked separately by the generator."
+        }
+        "presence-stats" => {
+            "One node holds a topic of many members, one WebSocket connection each (every \
+             tenth connection shares its user with the one before, as two tabs would), and \
+             a topic of a few as the yardstick. One client asks one question at a time and \
+             waits for its answer: the latency is a round trip through the generator's own \
+             scheduler on the same cores, not the server's work alone, which the CPU per \
+             answer gives. Over WebSocket the client asks without being subscribed; over \
+             HTTP it uses one keep-alive connection with the API key. The node runs \
+             with `command_rate = 0` so that one connection may ask thousands of \
+             questions a second. The counts and pages \
+             of every answer are checked against the connections the generator opened, and \
+             the large topic is paged through once to check that every connection is \
+             listed exactly once. With the Redis store each answer is a Redis round trip \
+             from the node; Redis's CPU is in the machine-load note."
+        }
+        "presence-churn" => {
+            "Connections join and leave one topic at a steady rate while a few watchers stay \
+             subscribed: each churner connects, subscribes, and then half unsubscribe before \
+             closing and half close without. CPU per 1,000 pairs is the server's CPU over \
+             the churn divided by the pairs, so it includes each churner's TCP and WebSocket \
+             handshake and JWT check, the same with presence on and off. Online status (for \
+             `GET /api/users/{id}/presence` and the webhooks) is kept for every \
+             connection either way, so the run without presence already pays for it; \
+             the difference is what topic presence (membership, counts, and the join \
+             and leave frames to every watcher) adds. With \
+             presence on the watchers' own tally checks one join and one leave per churner \
+             each, and the topic's counts return to the watchers alone; with it off, no \
+             frame and `no_presence`. Redis's CPU is in the machine-load note, not in the \
+             server's."
         }
         _ => return None,
     })

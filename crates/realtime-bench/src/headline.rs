@@ -10,6 +10,8 @@ enum Verdict {
     Met,
     NotMet,
     NotMeasured,
+    /// A figure the issue asks to publish without a bound.
+    Reported,
     /// Measured, but not under the target's conditions.
     Unproven(String),
 }
@@ -24,6 +26,7 @@ impl Verdict {
             Self::Met => "yes".to_owned(),
             Self::NotMet => "**no**".to_owned(),
             Self::NotMeasured => "not measured".to_owned(),
+            Self::Reported => "—".to_owned(),
             Self::Unproven(why) => format!("not shown: {why}"),
         }
     }
@@ -62,6 +65,8 @@ pub(crate) fn headline(out: &mut String, records: &[RunRecord]) {
         handshakes(find("idle")),
         history_overhead(find("history-fanout")),
         storm(find("recovery-storm")),
+        presence_constant(find("presence-stats")),
+        presence_churn(find("presence-churn")),
     ];
     let header = ["figure", "value", "target", "met"].map(str::to_owned);
     let rows = rows.into_iter().map(|h| {
@@ -78,7 +83,10 @@ pub(crate) fn headline(out: &mut String, records: &[RunRecord]) {
          comes from a `--quick` smoke run and is too short to quote. For topics the row \
          reads the `realtime` result whose label names the rate `5,000/s` (or `5000/s`). \
          For history-fanout the ratio is realtime with the topic's history on ÷ off, per \
-         store, measured in the same run.\n\n",
+         store, measured in the same run. For presence-stats it is the p50 of a WebSocket \
+         `presence_stats` on the large topic ÷ the same on the small one, per store; for \
+         presence-churn the median server CPU per 1,000 join/leave pairs with presence \
+         (and join_leave) on ÷ off, per store.\n\n",
     );
 }
 
@@ -361,6 +369,103 @@ fn storm(record: Option<&RunRecord>) -> Headline {
     }
 }
 
+/// How much slower `presence_stats` may be on the large topic than on the small.
+const PRESENCE_CONSTANT: f64 = 2.0;
+
+fn presence_constant(record: Option<&RunRecord>) -> Headline {
+    let (what, target) = (
+        "presence-stats: presence_stats on a large topic ÷ on a small one (p50, WS)",
+        "constant whatever the topic's size: ≤ 2.00×",
+    );
+    let Some(record) = record else {
+        return Headline::not_measured(what, target, "no presence-stats run");
+    };
+    let figures = crate::presence::constant_time(record);
+    if figures.is_empty() {
+        return Headline::not_measured(what, target, "no large and small topic pair");
+    }
+    let members = |key: &str| thousands(record.params[key].as_u64().unwrap_or(0));
+    let value = figures
+        .iter()
+        .map(|(store, large, small)| {
+            format!(
+                "{store}: {} ms at {} members vs {} ms at {} ({:.2}×)",
+                report::ms(*large),
+                members("members"),
+                report::ms(*small),
+                members("small_topic_members"),
+                large / small.max(1.0)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let met = figures
+        .iter()
+        .all(|(_, large, small)| *large <= PRESENCE_CONSTANT * small.max(1.0));
+    let mismatches: u64 = record
+        .results
+        .iter()
+        .filter_map(|r| r.tally_mismatches)
+        .sum();
+    Headline {
+        what,
+        value: quick(record, value),
+        target,
+        verdict: match mismatches {
+            0 => Verdict::of(met),
+            n => Verdict::Unproven(format!("{n} answers disagreed with the tally")),
+        },
+    }
+}
+
+fn presence_churn(record: Option<&RunRecord>) -> Headline {
+    let (what, target) = (
+        "presence-churn: server CPU per 1,000 join/leave pairs, presence on ÷ off",
+        "published (the issue sets no bound)",
+    );
+    let Some(record) = record else {
+        return Headline::not_measured(what, target, "no presence-churn run");
+    };
+    let ratios: Vec<(String, f64, f64)> = ["memory", "redis"]
+        .into_iter()
+        .filter_map(|store| {
+            let (off, on) = crate::presence::churn_medians(&record.results, store)?;
+            Some((store.to_owned(), off, on))
+        })
+        .collect();
+    if ratios.is_empty() {
+        return Headline::not_measured(what, target, "no presence on/off pair");
+    }
+    let value = ratios
+        .iter()
+        .map(|(store, off, on)| {
+            format!(
+                "{store}: {} s vs {} s ({:.2}×)",
+                sensible(*on),
+                sensible(*off),
+                on / off
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mismatches: u64 = record
+        .results
+        .iter()
+        .map(|r| r.tally_mismatches.unwrap_or(0) + r.lost.unwrap_or(0) + r.duplicated.unwrap_or(0))
+        .sum();
+    Headline {
+        what,
+        value: quick(record, value),
+        target,
+        verdict: match mismatches {
+            0 => Verdict::Reported,
+            n => Verdict::Unproven(format!(
+                "{n} joins, leaves or counts disagreed with the tally"
+            )),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,6 +511,89 @@ mod tests {
         let memory_only = run("history-fanout", record.results[..2].to_vec());
         assert_eq!(history_overhead(Some(&memory_only)).verdict, Verdict::Met);
         assert_eq!(history_overhead(None).verdict, Verdict::NotMeasured);
+    }
+
+    fn answered(label: String, p50_us: f64) -> ServerResult {
+        ServerResult {
+            server: "realtime".into(),
+            label,
+            latency: Some(crate::record::Latency {
+                count: 100,
+                p50_us,
+                p95_us: p50_us,
+                p99_us: p50_us,
+                p999_us: p50_us,
+                max_us: p50_us,
+            }),
+            tally_mismatches: Some(0),
+            ..ServerResult::default()
+        }
+    }
+
+    #[test]
+    fn presence_stats_is_constant_when_the_large_topic_is_within_twice_the_small() {
+        use crate::presence::{Question, Way, stats_label};
+        let mut record = run(
+            "presence-stats",
+            vec![
+                answered(
+                    stats_label("memory", Way::Ws, Question::Stats, 15_000),
+                    150.0,
+                ),
+                answered(
+                    stats_label("memory", Way::Http, Question::Stats, 15_000),
+                    900.0,
+                ),
+                answered(stats_label("memory", Way::Ws, Question::Stats, 200), 100.0),
+                answered(
+                    stats_label("redis", Way::Ws, Question::Stats, 15_000),
+                    500.0,
+                ),
+                answered(stats_label("redis", Way::Ws, Question::Stats, 200), 200.0),
+            ],
+        );
+        record.params = serde_json::json!({"members": 15_000, "small_topic_members": 200});
+        let h = presence_constant(Some(&record));
+        assert_eq!(
+            h.value,
+            "memory: 0.15 ms at 15,000 members vs 0.10 ms at 200 (1.50×); redis: 0.50 ms at 15,000 members vs 0.20 ms at 200 (2.50×)"
+        );
+        assert_eq!(h.verdict, Verdict::NotMet);
+        record.results.truncate(3);
+        assert_eq!(presence_constant(Some(&record)).verdict, Verdict::Met);
+        record.results[0].tally_mismatches = Some(2);
+        assert!(matches!(
+            presence_constant(Some(&record)).verdict,
+            Verdict::Unproven(_)
+        ));
+        assert_eq!(presence_constant(None).verdict, Verdict::NotMeasured);
+    }
+
+    #[test]
+    fn presence_churn_reports_the_median_ratio_per_store() {
+        use crate::presence::churn_label;
+        let pairs = |label: String, s: f64| ServerResult {
+            server: "realtime".into(),
+            label,
+            cpu_s_per_1000_pairs: Some(s),
+            tally_mismatches: Some(0),
+            ..ServerResult::default()
+        };
+        let mut record = run(
+            "presence-churn",
+            vec![
+                pairs(churn_label("memory", false, 1, 1), 0.5),
+                pairs(churn_label("memory", true, 1, 1), 0.6),
+            ],
+        );
+        let h = presence_churn(Some(&record));
+        assert_eq!(h.value, "memory: 0.60 s vs 0.50 s (1.20×)");
+        assert_eq!(h.verdict, Verdict::Reported);
+        record.results[1].lost = Some(1);
+        assert!(matches!(
+            presence_churn(Some(&record)).verdict,
+            Verdict::Unproven(_)
+        ));
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod history;
 pub mod idle;
 pub mod machine;
 pub mod plot;
+pub mod presence;
 pub mod procstat;
 pub mod progress;
 pub mod publisher;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use realtime_bench::history::{self, HistoryLimits, Store, Storm};
+use realtime_bench::presence::{self, ChurnRun, StatsRun};
 use realtime_bench::record::RunRecord;
 use realtime_bench::scenarios::{self, Common, Fanout, Topics};
 use realtime_bench::servers::{Binaries, Kind};
@@ -87,6 +88,47 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// A topic of many members (one connection each) and one of a few: the
+    /// round trip of `presence_stats` and of a first `presence` page, over
+    /// WebSocket and HTTP, per store.
+    PresenceStats {
+        /// Connections subscribed to the large topic. [default: 15000, or 500
+        /// with --quick]
+        #[arg(long)]
+        members: Option<usize>,
+        /// Connections subscribed to the small topic, the yardstick. [default:
+        /// 200, or 150 with --quick]
+        #[arg(long)]
+        few: Option<usize>,
+        /// Questions timed per block. [default: 5000, or 200 with --quick]
+        #[arg(long)]
+        questions: Option<usize>,
+        #[command(flatten)]
+        stores: StoreArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Join/leave churn on one topic with watchers, presence on (join_leave)
+    /// against off: server CPU per 1,000 pairs, per store.
+    PresenceChurn {
+        /// Join/leave pairs started per second. [default: 200, or 50 with --quick]
+        #[arg(long)]
+        rate: Option<f64>,
+        /// How long to churn. [default: 30s, or 3s with --quick]
+        #[arg(long, value_parser = humantime_secs)]
+        duration: Option<Duration>,
+        /// Connections subscribed throughout. [default: 10, or 3 with --quick]
+        #[arg(long)]
+        watchers: Option<usize>,
+        /// Off/on pairs per store, in alternating order; the headline takes the
+        /// medians. [default: 3, or 1 with --quick]
+        #[arg(long)]
+        rounds: Option<usize>,
+        #[command(flatten)]
+        stores: StoreArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Every scenario in turn, then the report.
     All {
         #[command(flatten)]
@@ -145,6 +187,23 @@ struct HistoryArgs {
     /// `history_ttl` of the topic's namespace.
     #[arg(long, default_value = "10m")]
     history_ttl: String,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+struct StoreArgs {
+    /// Presence stores to measure side by side: memory, redis (one node on a
+    /// private redis-server).
+    #[arg(long, value_delimiter = ',')]
+    stores: Vec<String>,
+}
+
+impl StoreArgs {
+    fn stores(&self) -> anyhow::Result<Vec<Store>> {
+        match self.stores.is_empty() {
+            true => Ok(vec![Store::Memory, Store::Redis]),
+            false => self.stores.iter().map(|s| Store::parse(s)).collect(),
+        }
+    }
 }
 
 impl HistoryArgs {
@@ -264,6 +323,21 @@ fn scenario_command(name: &str, run: RunArgs) -> Command {
             history: HistoryArgs::default(),
             run,
         },
+        "presence-stats" => Command::PresenceStats {
+            members: None,
+            few: None,
+            questions: None,
+            stores: StoreArgs::default(),
+            run,
+        },
+        "presence-churn" => Command::PresenceChurn {
+            rate: None,
+            duration: None,
+            watchers: None,
+            rounds: None,
+            stores: StoreArgs::default(),
+            run,
+        },
         _ => Command::SlowConsumer(fanout),
     }
 }
@@ -372,6 +446,43 @@ async fn one(command: Command, via_all: bool) -> anyhow::Result<bool> {
             check_open_files(storm.clients)?;
             (history::recovery_storm(&common, &storm).await?, run)
         }
+        Command::PresenceStats {
+            members,
+            few,
+            questions,
+            stores,
+            run,
+        } => {
+            let common = common(&run, &["realtime"])?;
+            let q = run.quick;
+            let s = StatsRun {
+                members: members.unwrap_or(if q { 500 } else { 15_000 }),
+                few: few.unwrap_or(if q { 150 } else { 200 }),
+                questions: questions.unwrap_or(if q { 200 } else { 5000 }),
+                stores: stores.stores()?,
+            };
+            check_open_files(s.members + s.few)?;
+            (presence::presence_stats(&common, &s).await?, run)
+        }
+        Command::PresenceChurn {
+            rate,
+            duration,
+            watchers,
+            rounds,
+            stores,
+            run,
+        } => {
+            let common = common(&run, &["realtime"])?;
+            let q = run.quick;
+            let c = ChurnRun {
+                rate: rate.unwrap_or(if q { 50.0 } else { 200.0 }),
+                duration: duration.unwrap_or(Duration::from_secs(if q { 3 } else { 30 })),
+                watchers: watchers.unwrap_or(if q { 3 } else { 10 }),
+                rounds: rounds.unwrap_or(if q { 1 } else { 3 }),
+                stores: stores.stores()?,
+            };
+            (presence::presence_churn(&common, &c).await?, run)
+        }
         Command::All { .. } | Command::Report { .. } => unreachable!("handled by run"),
     };
     if via_all {
@@ -393,8 +504,9 @@ async fn one(command: Command, via_all: bool) -> anyhow::Result<bool> {
 }
 
 /// A quick run passes when every connection opened, no message was lost or
-/// duplicated, history streams kept offset order, and every resubscription
-/// recovered when the history held everything it missed.
+/// duplicated, history streams kept offset order, every resubscription
+/// recovered when the history held everything it missed, and every presence
+/// answer agreed with the generator's tally.
 fn clean(record: &RunRecord) -> bool {
     let history_holds_all = match (
         record.params["history_size"].as_u64(),
@@ -413,9 +525,16 @@ fn clean(record: &RunRecord) -> bool {
         } else {
             0
         };
-        if lost > 0 || dup > 0 || r.failed_connections > 0 || order > 0 || unrecovered > 0 {
+        let mismatches = r.tally_mismatches.unwrap_or(0);
+        if lost > 0
+            || dup > 0
+            || r.failed_connections > 0
+            || order > 0
+            || unrecovered > 0
+            || mismatches > 0
+        {
             eprintln!(
-                "{} / {}: {lost} lost, {dup} duplicated, {} connections failed, {order} out of offset order, {unrecovered} not recovered",
+                "{} / {}: {lost} lost, {dup} duplicated, {} connections failed, {order} out of offset order, {unrecovered} not recovered, {mismatches} presence mismatches",
                 record.scenario, r.label, r.failed_connections
             );
             ok = false;
@@ -454,6 +573,15 @@ fn print_summary(record: &RunRecord) {
         }
         if let Some(ms) = r.all_caught_up_ms {
             line += &format!(" all caught up in {ms:.0} ms");
+        }
+        if let Some(v) = r.cpu_us_per_answer {
+            line += &format!(" CPU/answer {v:.1} µs");
+        }
+        if let (Some(pairs), Some(v)) = (r.pairs, r.cpu_s_per_1000_pairs) {
+            line += &format!(" pairs {pairs} CPU/1,000 pairs {v:.3} s");
+        }
+        if let Some(n) = r.tally_mismatches {
+            line += &format!(" mismatches {n}");
         }
         println!("{line}");
     }

@@ -107,6 +107,19 @@ pub struct ServerResult {
     /// From the moment every client reconnects at once until the last one caught up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub all_caught_up_ms: Option<f64>,
+    /// Presence: server CPU per answered question, in µs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_us_per_answer: Option<f64>,
+    /// Presence churn: join/leave pairs made (connect, subscribe, leave, close).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairs: Option<u64>,
+    /// Presence churn: server CPU seconds per 1,000 join/leave pairs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_s_per_1000_pairs: Option<f64>,
+    /// Presence: answers (counts, pages, join/leave frames) that disagreed with
+    /// the generator's own tally of who it connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tally_mismatches: Option<u64>,
     /// Connections the server closed during the run, by close code.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub closes: Vec<CloseCount>,

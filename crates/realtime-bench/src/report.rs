@@ -114,6 +114,12 @@ fn columns() -> Vec<Column> {
         col("catch-up max ms", |r| {
             r.catch_up.as_ref().map(|l| ms(l.max_us))
         }),
+        col("CPU µs/answer", |r| r.cpu_us_per_answer.map(sensible)),
+        col("join/leave pairs", |r| r.pairs.map(thousands)),
+        col("CPU s/1,000 pairs", |r| {
+            r.cpu_s_per_1000_pairs.map(sensible)
+        }),
+        col("tally mismatches", |r| r.tally_mismatches.map(thousands)),
         col("p50 ms", |r| r.latency.as_ref().map(|l| ms(l.p50_us))),
         col("p95 ms", |r| r.latency.as_ref().map(|l| ms(l.p95_us))),
         col("p99 ms", |r| r.latency.as_ref().map(|l| ms(l.p99_us))),

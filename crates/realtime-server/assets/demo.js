@@ -2,8 +2,10 @@
 // /dev/token, shows every message with its full content, subscribes and
 // unsubscribes topics, sends through the HTTP API and logs every reconnect. Each
 // subscription shows whether its last (re)subscription recovered what was
-// published meanwhile and, on a history topic, its offset and epoch. Every value
-// is rendered with textContent, never as HTML.
+// published meanwhile and, on a history topic, its offset and epoch, and, on a
+// presence topic, who is in it: read with `presence` on every (re)subscription
+// and `missed` notice, kept current from join and leave notices in between.
+// Every value is rendered with textContent, never as HTML.
 
 import { RealtimeClient } from "/client/realtime-client.js";
 
@@ -13,6 +15,10 @@ const user = params.get("user") ?? "demo-user";
 const roles = params.get("roles") ?? "";
 let apiKey = null;
 let connects = 0;
+/** topic -> its members (connection id -> user id), or null for a topic without presence. */
+const members = new Map();
+/** topic -> number of the latest presence read: an older answer that arrives late is dropped. */
+const reads = new Map();
 
 /** A fresh development token for every (re)connect: the server may have restarted
  *  with a new secret. */
@@ -66,11 +72,25 @@ client.addEventListener("refreshed", (e) => logEvent(`token refreshed, expires $
 client.addEventListener("resubscribed", (e) => {
   showRecovery(e.topic, e);
   logEvent(`resubscribed ${e.topic}: ${recoveryText(e)}`);
+  // Joins and leaves while away were not seen (and this connection is a new one).
+  readPresence(e.topic);
 });
 client.addEventListener("missed", (e) => {
   showRecovery(e.topic, { missed: e.reason });
+  readPresence(e.topic);
   const at = e.epoch === undefined ? "" : `, continuing after offset ${e.offset} of epoch ${e.epoch}`;
   logEvent(`missed on ${e.topic}: ${e.reason}${at}`);
+});
+client.addEventListener("join", (e) => {
+  const here = members.get(e.topic);
+  if (here) here.set(e.connectionId, e.userId);
+  showPresence(e.topic);
+  logEvent(`${e.userId} joined ${e.topic} (connection ${e.connectionId})`);
+});
+client.addEventListener("leave", (e) => {
+  members.get(e.topic)?.delete(e.connectionId);
+  showPresence(e.topic);
+  logEvent(`${e.userId} left ${e.topic} (connection ${e.connectionId})`);
 });
 client.addEventListener("error", (e) => logEvent(`error: ${e.error?.code ?? ""} ${e.error?.message ?? e.error}`));
 
@@ -121,6 +141,55 @@ function showPosition(topic) {
     : "no history";
 }
 
+/** Reads who is in `topic` (every page); a topic without presence says so. Notices
+ *  are applied by connection id, so one that crosses this answer does no harm. */
+async function readPresence(topic) {
+  const read = (reads.get(topic) ?? 0) + 1;
+  reads.set(topic, read);
+  try {
+    const { users, degraded } = await client.presenceAll(topic);
+    if (reads.get(topic) !== read) return;
+    const here = new Map();
+    for (const u of users) for (const c of u.connections) here.set(c.connection_id, u.user_id);
+    members.set(topic, here);
+    showPresence(topic, degraded);
+  } catch (e) {
+    if (reads.get(topic) !== read) return;
+    if (e.code === "no_presence") {
+      members.set(topic, null);
+      showPresence(topic);
+    } else {
+      logEvent(`presence of ${topic} failed: ${e.code ?? ""} ${e.message}`);
+    }
+  }
+}
+
+/** The members of `topic` as one badge per user (with its number of connections). */
+function showPresence(topic, degraded = false) {
+  const li = subscriptionItem(topic);
+  if (!li || !members.has(topic)) return;
+  const here = members.get(topic);
+  const summary = li.querySelector(".presence");
+  const list = li.querySelector(".members");
+  list.replaceChildren();
+  if (here === null) {
+    summary.textContent = "no presence";
+    return;
+  }
+  const perUser = new Map();
+  for (const userId of here.values()) perUser.set(userId, (perUser.get(userId) ?? 0) + 1);
+  const users = [...perUser.keys()].sort();
+  summary.textContent = `here: ${users.length} ${users.length === 1 ? "user" : "users"}, ${here.size} ${here.size === 1 ? "connection" : "connections"}${degraded ? " (this node only: presence store unreachable)" : ""}`;
+  for (const userId of users) {
+    const item = document.createElement("li");
+    item.className = "badge member";
+    item.dataset.user = userId;
+    const count = perUser.get(userId);
+    item.textContent = `${userId}${userId === client.userId ? " (you)" : ""}${count > 1 ? ` ×${count}` : ""}`;
+    list.append(item);
+  }
+}
+
 function showSubscription(topic) {
   if (document.querySelector(`#subscriptions li[data-topic="${CSS.escape(topic)}"]`)) return;
   const li = document.createElement("li");
@@ -143,6 +212,8 @@ function showSubscription(topic) {
       // Removed from the list once the server confirms: nothing for it arrives after.
       await client.unsubscribe(topic);
       li.remove();
+      members.delete(topic);
+      reads.delete(topic);
       logEvent(`unsubscribed ${topic}`);
     } catch (e) {
       button.disabled = false;
@@ -152,8 +223,16 @@ function showSubscription(topic) {
   // The topic on one line; below it how its last (re)subscription went and where it stands.
   const details = document.createElement("div");
   details.append(recovery, " ", position);
+  // Who is in the topic, on a presence topic.
+  const presence = document.createElement("div");
+  presence.className = "presence muted";
+  const list = document.createElement("ul");
+  list.className = "members";
   const info = document.createElement("div");
-  info.append(name, details);
+  // As wide as the row allows, so the member badges line up rather than stack.
+  info.style.flex = "1";
+  info.style.minWidth = "0";
+  info.append(name, details, presence, list);
   li.append(info, button);
   $("subscriptions").append(li);
 }
@@ -164,6 +243,7 @@ async function subscribe(topic) {
     const result = await client.subscribe(topic, () => {});
     showSubscription(topic);
     showRecovery(topic, result);
+    readPresence(topic);
     const at = result.epoch === undefined ? "" : ` at offset ${result.offset} of epoch ${result.epoch}`;
     logEvent(`subscribed ${topic}${at}`);
   } catch (e) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use realtime_core::history::Unrecoverable;
 use realtime_core::protocol::decode_command;
 use realtime_core::{
-    Command, ErrorCode, MessageError, PreparedMessage, ProtocolError, Route, ServerFrame,
+    Command, ErrorCode, MessageError, PreparedMessage, ProtocolError, Route, ServerFrame, Topic,
 };
 use serde_json::Value;
 
@@ -58,15 +58,19 @@ async fn execute(
     let error = |reference: &Option<Value>, code: ErrorCode, message: String| {
         ProtocolError::new(reference.clone(), code, message)
     };
+    // Subscribing, and reading a topic's history or presence, are allowed alike.
+    let may_subscribe = |topic: &Topic, reference: &Option<Value>| {
+        policy
+            .can_subscribe(handle.info(), topic)
+            .map_err(|e| error(reference, ErrorCode::Forbidden, e.to_string()))
+    };
     match cmd {
         Command::Subscribe {
             topic,
             since,
             reference,
         } => {
-            policy
-                .can_subscribe(handle.info(), &topic)
-                .map_err(|e| error(&reference, ErrorCode::Forbidden, e.to_string()))?;
+            may_subscribe(&topic, &reference)?;
             let max = rt.config().max_subscriptions;
             if !handle.has_room_for(&topic, max) {
                 return Err(error(
@@ -175,9 +179,7 @@ async fn execute(
             limit,
             reference,
         } => {
-            policy
-                .can_subscribe(handle.info(), &topic)
-                .map_err(|e| error(&reference, ErrorCode::Forbidden, e.to_string()))?;
+            may_subscribe(&topic, &reference)?;
             let page = rt
                 .history(topic.as_str(), HistoryQuery { since, limit })
                 .await
@@ -207,9 +209,7 @@ async fn execute(
             cursor,
             reference,
         } => {
-            policy
-                .can_subscribe(handle.info(), &topic)
-                .map_err(|e| error(&reference, ErrorCode::Forbidden, e.to_string()))?;
+            may_subscribe(&topic, &reference)?;
             let page = rt
                 .presence_of(&topic, PresenceQuery { limit, cursor })
                 .await
@@ -228,9 +228,7 @@ async fn execute(
             ))
         }
         Command::PresenceStats { topic, reference } => {
-            policy
-                .can_subscribe(handle.info(), &topic)
-                .map_err(|e| error(&reference, ErrorCode::Forbidden, e.to_string()))?;
+            may_subscribe(&topic, &reference)?;
             let stats = rt
                 .presence_stats_of(&topic)
                 .await

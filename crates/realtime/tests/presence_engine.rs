@@ -372,16 +372,12 @@ async fn presence_follows_subscribes_unsubscribes_and_dropped_sockets() {
     );
 
     // The metrics count what happened: 3 joins; bob's unsubscribe and two closes.
-    let mut registry = Registry::default();
-    app.rt.register_metrics(&mut registry);
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-    assert!(text.contains("realtime_presence_joins_total 3"), "{text}");
-    assert!(text.contains("realtime_presence_leaves_total 3"), "{text}");
-    assert!(
-        text.contains("realtime_presence_degraded_answers_total 0"),
-        "{text}"
-    );
+    assert!(metric(&app.rt, "realtime_presence_joins_total 3"));
+    assert!(metric(&app.rt, "realtime_presence_leaves_total 3"));
+    assert!(metric(
+        &app.rt,
+        "realtime_presence_degraded_answers_total 0"
+    ));
     drop(bob);
 }
 
@@ -556,10 +552,10 @@ async fn presence_is_for_whoever_may_subscribe() {
 }
 
 /// The next frame must be `kind` about `user`'s connection `id` on `topic`.
-fn assert_membership(frame: &Value, kind: &str, topic: &str, user: &str, id: &str) {
+async fn expect_membership(ws: &mut Ws, kind: &str, topic: &str, user: &str, id: &str) {
     assert_eq!(
-        frame,
-        &json!({"type": kind, "topic": topic, "user_id": user, "connection_id": id}),
+        next_json(ws).await,
+        json!({"type": kind, "topic": topic, "user_id": user, "connection_id": id}),
     );
 }
 
@@ -573,13 +569,7 @@ async fn join_and_leave_reach_the_other_subscribers_only() {
 
     let (mut alice, alice_id) = app.connect("alice").await;
     subscribe(&mut alice, topic).await;
-    assert_membership(
-        &next_json(&mut carol).await,
-        "join",
-        topic,
-        "alice",
-        &alice_id,
-    );
+    expect_membership(&mut carol, "join", topic, "alice", &alice_id).await;
     expect_quiet(&mut alice).await;
 
     // A presence topic without join_leave sends nothing.
@@ -588,36 +578,18 @@ async fn join_and_leave_reach_the_other_subscribers_only() {
     expect_quiet(&mut carol).await;
 
     unsubscribe(&mut alice, topic).await;
-    assert_membership(
-        &next_json(&mut carol).await,
-        "leave",
-        topic,
-        "alice",
-        &alice_id,
-    );
+    expect_membership(&mut carol, "leave", topic, "alice", &alice_id).await;
     // Subscribing again joins again; an abrupt drop leaves.
     subscribe(&mut alice, topic).await;
-    assert_membership(
-        &next_json(&mut carol).await,
-        "join",
-        topic,
-        "alice",
-        &alice_id,
-    );
+    expect_membership(&mut carol, "join", topic, "alice", &alice_id).await;
     drop_tcp(alice);
-    assert_membership(
-        &next_json(&mut carol).await,
-        "leave",
-        topic,
-        "alice",
-        &alice_id,
-    );
+    expect_membership(&mut carol, "leave", topic, "alice", &alice_id).await;
 
     // A server-side subscribe joins too.
     let (mut bob, bob_id) = app.connect("bob").await;
     let id = bob_id.parse().unwrap();
     assert!(app.rt.subscribe(id, topic).await.unwrap());
-    assert_membership(&next_json(&mut carol).await, "join", topic, "bob", &bob_id);
+    expect_membership(&mut carol, "join", topic, "bob", &bob_id).await;
     expect_quiet(&mut bob).await;
     expect_quiet(&mut carol).await;
 }
@@ -714,29 +686,11 @@ async fn across_two_engines_joins_travel_and_a_crashed_engine_leaves() {
     let (mut alice, alice_id) = connect(a.addr, "alice").await;
     let (mut dave, dave_id) = connect(a.addr, "dave").await;
     subscribe(&mut alice, topic).await;
-    assert_membership(
-        &next_json(&mut carol).await,
-        "join",
-        topic,
-        "alice",
-        &alice_id,
-    );
+    expect_membership(&mut carol, "join", topic, "alice", &alice_id).await;
     subscribe(&mut dave, topic).await;
-    assert_membership(
-        &next_json(&mut carol).await,
-        "join",
-        topic,
-        "dave",
-        &dave_id,
-    );
+    expect_membership(&mut carol, "join", topic, "dave", &dave_id).await;
     // A's subscribers hear of each other, and of nobody twice.
-    assert_membership(
-        &next_json(&mut alice).await,
-        "join",
-        topic,
-        "dave",
-        &dave_id,
-    );
+    expect_membership(&mut alice, "join", topic, "dave", &dave_id).await;
     expect_quiet(&mut alice).await;
 
     // Both engines list all three, from the shared store.
@@ -784,14 +738,7 @@ async fn across_two_engines_joins_travel_and_a_crashed_engine_leaves() {
     assert_eq!((online.users, online.connections), (1, 1));
     assert!(!b.rt().user_presence("alice").await.online);
 
-    let mut registry = Registry::default();
-    b.rt().register_metrics(&mut registry);
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-    assert!(
-        text.contains("realtime_presence_reaped_members_total 2"),
-        "{text}"
-    );
+    assert!(metric(b.rt(), "realtime_presence_reaped_members_total 2"));
 }
 
 #[tokio::test]
@@ -878,24 +825,12 @@ async fn a_graceful_shutdown_leaves_at_once() {
     subscribe(&mut carol, topic).await;
     let (mut alice, alice_id) = connect(a.addr, "alice").await;
     subscribe(&mut alice, topic).await;
-    assert_membership(
-        &next_json(&mut carol).await,
-        "join",
-        topic,
-        "alice",
-        &alice_id,
-    );
+    expect_membership(&mut carol, "join", topic, "alice", &alice_id).await;
 
     assert!(a.rt().shutdown(WAIT).await, "a clean shutdown");
     // Before any lease could run out: the leave came from alice's close, and the
     // store holds nothing of A's.
-    assert_membership(
-        &next_json(&mut carol).await,
-        "leave",
-        topic,
-        "alice",
-        &alice_id,
-    );
+    expect_membership(&mut carol, "leave", topic, "alice", &alice_id).await;
     let (listed, _) = walk(&mut carol, topic, 10).await;
     let mut expected = Tally::new();
     add(&mut expected, "carol", &carol_id);
@@ -920,7 +855,7 @@ async fn a_cluster_without_a_presence_store_answers_for_this_node_and_says_so() 
         let (mut ws, id) = connect(a.addr, user).await;
         subscribe(&mut ws, topic).await;
         // join/leave frames still cross nodes: they ride the bus, not the store.
-        assert_membership(&next_json(&mut carol).await, "join", topic, user, &id);
+        expect_membership(&mut carol, "join", topic, user, &id).await;
         add(&mut on_a, user, &id);
         sockets.push(ws);
     }
@@ -961,4 +896,119 @@ async fn a_cluster_without_a_presence_store_answers_for_this_node_and_says_so() 
     );
     // 2 pages on A, 1 stats frame, the stats, online and user answers: 5 on A.
     assert!(metric(a.rt(), "realtime_presence_degraded_answers_total 5"));
+}
+
+fn events_config(grace: Duration) -> RealtimeConfig {
+    RealtimeConfig {
+        presence: PresenceSettings {
+            offline_grace: grace,
+            events: true,
+            ..short_lease_config().presence
+        },
+        ..short_lease_config()
+    }
+}
+
+/// The next event of `queue`, marked done.
+async fn next_event(queue: &dyn realtime::EventQueue) -> realtime_core::PresenceEvent {
+    let e = tokio::time::timeout(WAIT, queue.next())
+        .await
+        .expect("an event in time")
+        .expect("the queue answers");
+    queue.done(&e.key).await.unwrap();
+    e.event
+}
+
+#[tokio::test]
+async fn offline_events_keep_coming_after_the_first_engine_of_a_hub_crashed() {
+    let hub = MemoryHub::new();
+    // A starts the shared store first, then dies: the survivor's users still
+    // go offline once their grace runs out.
+    let mut a = Node::start(&hub, "a", events_config(Duration::from_millis(300))).await;
+    let b = Node::start(&hub, "b", events_config(Duration::from_millis(300))).await;
+    let queue = b.rt().presence_events().expect("events are on");
+    a.crash();
+
+    let (alice, _) = connect(b.addr, "alice").await;
+    let online = next_event(&*queue).await;
+    assert_eq!(
+        (online.kind, online.user_id.as_deref()),
+        (EventKind::UserOnline, Some("alice"))
+    );
+    drop_tcp(alice);
+    let offline = next_event(&*queue).await;
+    assert_eq!(
+        (offline.kind, offline.user_id.as_deref()),
+        (EventKind::UserOffline, Some("alice")),
+        "{offline:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_walk_goes_on_whatever_the_length_of_the_user_ids() {
+    let app = App::start().await;
+    let topic = "lobby:long";
+    let mut expected = Tally::new();
+    let mut members = Vec::new();
+    // Nothing bounds a token's `sub`: ids of a few KiB page like any other.
+    for n in [2_500, 4_000, 6_000] {
+        let user = format!("{}{n}", "u".repeat(n));
+        let conn = TestConnection::connect(&app.rt, &user, &[]);
+        assert!(app.rt.subscribe(conn.id(), topic).await.unwrap());
+        add(&mut expected, &user, &conn.id().to_string());
+        members.push(conn);
+    }
+    let (mut observer, _) = app.connect("observer").await;
+    let (listed, pages) = walk(&mut observer, topic, 1).await;
+    assert_eq!((listed, pages), (expected.clone(), 3));
+
+    let mut seen = Tally::new();
+    let mut cursor = None;
+    loop {
+        let query = PresenceQuery {
+            limit: Some(1),
+            cursor,
+        };
+        let page = app.rt.presence(topic, query).await.expect("the next page");
+        for u in &page.users {
+            for c in &u.connections {
+                add(&mut seen, &u.user_id, &c.connection_id.to_string());
+            }
+        }
+        match page.cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test]
+async fn join_and_leave_frames_count_as_deliveries_on_every_node() {
+    let hub = MemoryHub::new();
+    let a = Node::start(&hub, "a", config()).await;
+    let b = Node::start(&hub, "b", config()).await;
+    let topic = "room:m";
+    let (mut dave, _) = connect(a.addr, "dave").await;
+    subscribe(&mut dave, topic).await;
+    let (mut carol, _) = connect(b.addr, "carol").await;
+    subscribe(&mut carol, topic).await;
+    // Dave (on A) heard of carol: one frame from B, delivered on A.
+    assert_eq!(next_json(&mut dave).await["type"], "join");
+    let (mut alice, alice_id) = connect(a.addr, "alice").await;
+    subscribe(&mut alice, topic).await;
+    unsubscribe(&mut alice, topic).await;
+    for ws in [&mut dave, &mut carol] {
+        expect_membership(ws, "join", topic, "alice", &alice_id).await;
+        expect_membership(ws, "leave", topic, "alice", &alice_id).await;
+    }
+    // Each node counts each frame it queued: A queued 3 to dave, B 2 to carol.
+    assert!(metric(
+        a.rt(),
+        r#"realtime_deliveries_total{route="topic"} 3"#
+    ));
+    assert!(metric(
+        b.rt(),
+        r#"realtime_deliveries_total{route="topic"} 2"#
+    ));
 }

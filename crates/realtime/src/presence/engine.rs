@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use futures_util::FutureExt;
 use realtime_core::policy::PresenceMode;
+use realtime_core::route::RouteKind;
 use realtime_core::{ConnectionId, Route, ServerFrame, Topic};
 
 use super::store::{
@@ -200,9 +201,13 @@ impl Realtime {
             tracing::debug!(error = %e, "join/leave frame not relayed");
         }
         let frame = Utf8Bytes::from(json);
-        self.inner
+        let delivered = self
+            .inner
             .registry
             .deliver_to_topic_except(topic_name, &frame, |id| id == connection);
+        // Counted as the other nodes count it when it reaches them (a message on
+        // the topic route), so every node's figures mean the same.
+        self.inner.metrics.sent(RouteKind::Topic, delivered);
     }
 
     /// What the store reports: members of a dead node (`leave` for each, sent
@@ -216,32 +221,23 @@ impl Realtime {
                     .presence
                     .reaped_members
                     .inc_by(left.len() as u64);
-                for (topic, member) in &left {
-                    if self.presence_mode(topic).is_some_and(|m| m.join_leave) {
-                        self.membership_frame(
-                            Change::Leave,
-                            topic,
-                            &member.user_id,
-                            member.connection_id,
-                        );
-                    }
-                }
+                self.membership_frames(Change::Leave, &left);
             }
             PresenceNotice::Restored { joined } => {
                 tracing::info!(
                     members = joined.len(),
                     "presence: this node's entries were gone and are written again"
                 );
-                for (topic, member) in &joined {
-                    if self.presence_mode(topic).is_some_and(|m| m.join_leave) {
-                        self.membership_frame(
-                            Change::Join,
-                            topic,
-                            &member.user_id,
-                            member.connection_id,
-                        );
-                    }
-                }
+                self.membership_frames(Change::Join, &joined);
+            }
+        }
+    }
+
+    /// One `change` frame for each member on a `join_leave` topic.
+    fn membership_frames(&self, change: Change, members: &[(Topic, Member)]) {
+        for (topic, member) in members {
+            if self.presence_mode(topic).is_some_and(|m| m.join_leave) {
+                self.membership_frame(change, topic, &member.user_id, member.connection_id);
             }
         }
     }

@@ -134,7 +134,7 @@ impl PresenceStore for MemoryPresence {
                 name: node.clone(),
             }));
         }
-        self.shared.start_grace_task();
+        self.shared.start_grace_loop(Arc::downgrade(me));
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(
                 node,
@@ -244,30 +244,24 @@ async fn heartbeat(
         for (node, left) in beat.reaped {
             sink(PresenceNotice::Reaped { node, left });
         }
-        if let Some(writes) = beat.restore {
-            let joined = restore(&shared, &name, writes, &snapshot);
+        if let Some(joined) = beat
+            .restore
+            .and_then(|reaps| restore(&shared, &name, reaps, &snapshot))
+        {
             sink(PresenceNotice::Restored { joined });
         }
     }
 }
 
 /// Reads the snapshot outside the lock (it reads the engine, which may be
-/// writing to this store) and applies it if no write came in between; after a
-/// few tries it is applied anyway.
+/// writing to this store) and writes it again; what the node removed meanwhile
+/// stays out (see [`state::State::restore`]).
 fn restore(
     shared: &Shared,
     name: &str,
-    mut writes: u64,
+    reaps: u64,
     snapshot: &SnapshotFn,
-) -> Vec<(Topic, Member)> {
-    const TRIES: usize = 3;
-    for attempt in 1..=TRIES {
-        let snap = snapshot();
-        let expect = (attempt < TRIES).then_some(writes);
-        match shared.apply(|s, now, fx| s.restore(name, snap, expect, now, fx)) {
-            Ok(joined) => return joined,
-            Err(now_writes) => writes = now_writes,
-        }
-    }
-    Vec::new()
+) -> Option<Vec<(Topic, Member)>> {
+    let snap = snapshot();
+    shared.apply(|s, now, fx| s.restore(name, snap, reaps, now, fx))
 }

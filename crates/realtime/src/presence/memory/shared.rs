@@ -1,13 +1,14 @@
 //! What every node of one in-memory presence store shares: the state behind one
-//! lock, the store's clock, and the task that queues `*.offline`/`*.vacated`
-//! when a grace runs out.
+//! lock, the store's clock, and the loop each node runs that queues
+//! `*.offline`/`*.vacated` when a grace runs out.
 
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::NodeSelf;
 use super::state::{Effects, State};
 
 pub(crate) struct Shared {
@@ -15,11 +16,11 @@ pub(crate) struct Shared {
     /// Woken when an event is queued or handed back: every waiting `next()`
     /// looks again.
     pub(super) queued: Notify,
-    /// Wakes the grace task when a new leave is pending (or the store is gone).
-    /// Its own `Arc` so the task can wait on it without keeping the store alive.
+    /// Wakes every node's grace loop when a new leave is pending (or the store
+    /// is gone). Its own `Arc` so a loop can wait on it without keeping the
+    /// store alive.
     due: Arc<Notify>,
     clock: Clock,
-    grace_task: OnceLock<()>,
 }
 
 impl Shared {
@@ -29,7 +30,6 @@ impl Shared {
             queued: Notify::new(),
             due: Arc::new(Notify::new()),
             clock: Clock::new(),
-            grace_task: OnceLock::new(),
         })
     }
 
@@ -58,40 +58,52 @@ impl Shared {
             self.queued.notify_waiters();
         }
         if effects.pending {
-            self.due.notify_one();
+            self.due.notify_waiters();
         }
     }
 
-    /// Starts the grace task once, on the first node's start. It holds the store
-    /// weakly and ends when the store is dropped.
-    pub(super) fn start_grace_task(self: &Arc<Self>) {
-        if self.grace_task.set(()).is_err() {
-            return;
-        }
+    /// Starts `node`'s grace loop on the caller's runtime. Every started node
+    /// runs one, so events keep coming while any node of the hub is alive
+    /// (one loop on the first node's runtime would die with it); the sweep
+    /// pops each due entry under the state lock, so each event is queued once.
+    pub(super) fn start_grace_loop(self: &Arc<Self>, node: Weak<NodeSelf>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(
                 "presence: no tokio runtime, offline and vacated events will not be sent"
             );
             return;
         };
-        runtime.spawn(grace_task(Arc::downgrade(self)));
+        runtime.spawn(grace_loop(Arc::downgrade(self), node));
     }
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        // Lets the grace task see the store is gone and end.
-        self.due.notify_one();
+        // Lets the grace loops see the store is gone and end.
+        self.due.notify_waiters();
     }
 }
 
-/// Queues each gone event when its grace runs out: sleeps until the earliest
-/// pending leave falls due, or until a new one is pending.
-async fn grace_task(store: Weak<Shared>) {
+/// One node's grace loop: queues each gone event when its grace runs out,
+/// sleeping until the earliest pending leave falls due or a new one is pending.
+/// Ends when the store is dropped or the node stops (halted, left, dropped): a
+/// killed node does nothing more, the others' loops carry on.
+async fn grace_loop(store: Weak<Shared>, node: Weak<NodeSelf>) {
+    let Some(due) = store.upgrade().map(|s| Arc::clone(&s.due)) else {
+        return;
+    };
     loop {
+        // Registered before the sweep reads the state: a leave made pending in
+        // between still wakes this loop.
+        let notified = due.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
         let Some(shared) = store.upgrade() else {
             return;
         };
+        if !node.upgrade().is_some_and(|n| n.is_running()) {
+            return;
+        }
         let mut effects = Effects::default();
         let next = {
             let mut state = shared.lock();
@@ -102,10 +114,8 @@ async fn grace_task(store: Weak<Shared>) {
             ..effects
         });
         let wake_at = next.map(|ms| shared.clock.instant_at(ms));
-        // The store is not held while waiting, so dropping it ends the task.
-        let due = Arc::clone(&shared.due);
+        // The store is not held while waiting, so dropping it ends the loop.
         drop(shared);
-        let notified = due.notified();
         match wake_at {
             Some(at) => {
                 tokio::select! {

@@ -24,7 +24,7 @@ const SEEN_FOR_MS: u64 = 30 * 24 * 3600 * 1000;
 pub(crate) struct Effects {
     /// An event was queued or handed back: wake the queue's readers.
     pub queued: bool,
-    /// A leave is pending: the grace task has a new deadline.
+    /// A leave is pending: the grace loops have a new deadline.
     pub pending: bool,
 }
 
@@ -44,10 +44,19 @@ struct NodeRecord {
     members: HashSet<(Topic, String, ConnectionId)>,
     /// Another node reaped this one while it was still alive: its next
     /// heartbeat writes its entries again from its snapshot.
-    lost: bool,
-    /// Writes so far, to tell whether a snapshot read outside the lock is still
-    /// current when it is applied.
-    writes: u64,
+    lost: Option<Lost>,
+    /// How many times another node reaped this one, so a restore can tell it
+    /// was reaped again while it read its snapshot.
+    reaps: u64,
+}
+
+/// What a node that was reaped while alive removed since: its snapshot is read
+/// outside the lock, maybe before some of these removals were written, and must
+/// bring none of them back.
+#[derive(Default)]
+struct Lost {
+    connections: HashSet<ConnectionId>,
+    members: HashSet<(Topic, String, ConnectionId)>,
 }
 
 /// What the debounce and the events run with: the first node's settings.
@@ -82,8 +91,8 @@ pub(crate) struct State {
 pub(super) struct Beat {
     /// Nodes this one reaped, with the members they had.
     pub reaped: Vec<(String, Vec<(Topic, Member)>)>,
-    /// This node's entries are gone: write them again from the snapshot (the
-    /// node's write count now, see [`State::restore`]).
+    /// This node's entries are gone: write them again from the snapshot (how
+    /// many times it was reaped so far, see [`State::restore`]).
     pub restore: Option<u64>,
 }
 
@@ -110,11 +119,10 @@ impl State {
             .insert(node.to_owned(), settings.lease.expires_at(now_ms));
     }
 
-    /// Every write goes through here: counts it and, for a node that was reaped
-    /// while alive, takes a lease again so what it writes now can still be reaped.
+    /// Every write goes through here: for a node that was reaped while alive,
+    /// takes a lease again so what it writes now can still be reaped.
     fn record(&mut self, node: &str, now_ms: u64) -> &mut NodeRecord {
         let record = self.nodes.entry(node.to_owned()).or_default();
-        record.writes += 1;
         if let Some(rules) = record.rules
             && !self.leases.contains_key(node)
         {
@@ -150,7 +158,11 @@ impl State {
         now_ms: u64,
         fx: &mut Effects,
     ) {
-        self.record(node, now_ms).connections.remove(&connection);
+        let record = self.record(node, now_ms);
+        record.connections.remove(&connection);
+        if let Some(lost) = &mut record.lost {
+            lost.connections.insert(connection);
+        }
         self.close(connection, now_ms, fx);
     }
 
@@ -202,7 +214,11 @@ impl State {
         fx: &mut Effects,
     ) -> bool {
         let owned = (topic.clone(), member.user_id.clone(), member.connection_id);
-        self.record(node, now_ms).members.insert(owned);
+        let record = self.record(node, now_ms);
+        if let Some(lost) = &mut record.lost {
+            lost.members.remove(&owned);
+        }
+        record.members.insert(owned);
         let members = self.topics.entry(topic.clone()).or_default();
         if !members.insert(member) {
             return false;
@@ -222,7 +238,11 @@ impl State {
         fx: &mut Effects,
     ) -> Option<Member> {
         let owned = (topic.clone(), user_id.to_owned(), connection);
-        self.record(node, now_ms).members.remove(&owned);
+        let record = self.record(node, now_ms);
+        record.members.remove(&owned);
+        if let Some(lost) = &mut record.lost {
+            lost.members.insert(owned);
+        }
         self.remove_member(topic, user_id, connection, now_ms, fx)
     }
 
@@ -289,8 +309,8 @@ impl State {
         let Some(record) = self.nodes.get(node) else {
             return beat;
         };
-        let lost = record.lost || !self.leases.contains_key(node);
-        beat.restore = lost.then_some(record.writes);
+        let lost = record.lost.is_some() || !self.leases.contains_key(node);
+        beat.restore = lost.then_some(record.reaps);
         if !lost && let Some(rules) = record.rules {
             self.leases
                 .insert(node.to_owned(), rules.expires_at(now_ms));
@@ -309,7 +329,10 @@ impl State {
                 self.leases.remove(&other);
                 let left = self.undo(&other, now_ms, fx);
                 if let Some(record) = self.nodes.get_mut(&other) {
-                    record.lost = true;
+                    // Reaped again before it restored: what it removed since
+                    // the first time still must not come back.
+                    record.lost.get_or_insert_default();
+                    record.reaps += 1;
                 }
                 (other, left)
             })
@@ -318,45 +341,48 @@ impl State {
         beat
     }
 
-    /// Writes `node`'s entries again from `snapshot`, if the node wrote nothing
-    /// since `writes` (else the snapshot may be stale: `Err` with the write count
-    /// now, read it again). Returns the members written again.
+    /// Writes `node`'s entries again from `snapshot`, read after the heartbeat
+    /// that returned `reaps` found them gone, leaving out whatever the node
+    /// removed since it was reaped. Returns the members written again; `None`
+    /// when the node was reaped once more meanwhile (the snapshot may lack what
+    /// it wrote in between: the next heartbeat reads it again).
     pub(super) fn restore(
         &mut self,
         node: &str,
         snapshot: PresenceSnapshot,
-        writes: Option<u64>,
+        reaps: u64,
         now_ms: u64,
         fx: &mut Effects,
-    ) -> Result<Vec<(Topic, Member)>, u64> {
-        let Some(record) = self.nodes.get_mut(node) else {
-            return Ok(Vec::new());
-        };
-        if let Some(w) = writes
-            && w != record.writes
-        {
-            return Err(record.writes);
+    ) -> Option<Vec<(Topic, Member)>> {
+        let record = self.nodes.get_mut(node)?;
+        if record.reaps != reaps {
+            return None;
         }
-        record.lost = false;
+        let removed = record.lost.take().unwrap_or_default();
         if let Some(rules) = record.rules {
             self.leases
                 .insert(node.to_owned(), rules.expires_at(now_ms));
         }
         for (user_id, connection) in snapshot.connections {
-            self.connect(node, &user_id, connection, now_ms, fx);
+            if !removed.connections.contains(&connection) {
+                self.connect(node, &user_id, connection, now_ms, fx);
+            }
         }
         let joined = snapshot
             .members
             .into_iter()
             .filter(|(topic, member)| {
+                let id = member.connection_id;
+                let owned = (topic.clone(), member.user_id.clone(), id);
+                let gone = removed.connections.contains(&id) || removed.members.contains(&owned);
                 let known = self
                     .topics
                     .get(topic)
-                    .is_some_and(|m| m.contains(&member.user_id, member.connection_id));
-                !known && self.join(node, topic, member.clone(), now_ms, fx)
+                    .is_some_and(|m| m.contains(&member.user_id, id));
+                !gone && !known && self.join(node, topic, member.clone(), now_ms, fx)
             })
             .collect();
-        Ok(joined)
+        Some(joined)
     }
 
     pub(super) fn members(&self, topic: &Topic, after: Option<&str>, limit: usize) -> MemberPage {

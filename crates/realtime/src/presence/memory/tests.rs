@@ -518,24 +518,25 @@ fn a_node_reaped_while_alive_writes_its_entries_again() {
     // a comes back: its entries are gone, so it writes them again.
     let beat = state.heartbeat("a", lease + 100, &mut fx);
     assert!(beat.reaped.is_empty());
-    let writes = beat.restore.expect("a must restore");
+    let reaps = beat.restore.expect("a must restore");
     let snapshot = PresenceSnapshot {
         connections: vec![("u1".into(), conn(1))],
         members: vec![(t.clone(), member("u1", conn(1)))],
     };
+    // A write after the snapshot was read is kept alongside it.
     state.connect("a", "u2", conn(2), lease + 150, &mut fx);
-    assert!(
-        state
-            .restore("a", snapshot.clone(), Some(writes), lease + 200, &mut fx)
-            .is_err(),
-        "a write came in after the snapshot was read"
-    );
     let joined = state
-        .restore("a", snapshot, None, lease + 200, &mut fx)
-        .unwrap();
+        .restore("a", snapshot.clone(), reaps, lease + 200, &mut fx)
+        .expect("not reaped again");
     assert_eq!(joined, vec![(t.clone(), member("u1", conn(1)))]);
     assert_eq!(state.topic_counts(&t).connections, 1);
     assert_eq!(state.counts().connections, 2);
+    // A restore from before a later reap is not applied (the next heartbeat
+    // reads the snapshot again).
+    assert_eq!(
+        state.restore("a", snapshot, reaps + 7, lease + 200, &mut fx),
+        None
+    );
     // Restored: a renews again and is not reaped while it does.
     let beat = state.heartbeat("a", lease * 2, &mut fx);
     assert!(beat.restore.is_none());
@@ -543,4 +544,66 @@ fn a_node_reaped_while_alive_writes_its_entries_again() {
     assert!(beat.reaped.is_empty());
     let by_topic: BTreeMap<_, _> = [(t.clone(), state.topic_counts(&t))].into();
     assert_eq!(by_topic[&t].users, 1);
+}
+
+#[test]
+fn a_restore_racing_closes_brings_back_no_ghost() {
+    let shared = Shared::new();
+    let s = settings(false, 10);
+    let lease = s.lease.lease().as_millis() as u64;
+    let t = topic("room:churn");
+    // The engine's side, as the test tallies it: a's open connections, each
+    // subscribed to `t`.
+    let open: Arc<std::sync::Mutex<Vec<u128>>> = Arc::new(std::sync::Mutex::new(vec![1, 2, 3, 4]));
+    let now = shared.now_ms();
+    shared.apply(|st, _, fx| {
+        st.start("pa", "a", &s, now);
+        st.start("pb", "b", &s, now);
+        for n in open.lock().unwrap().iter() {
+            let user = format!("u{n}");
+            st.connect("a", &user, conn(*n), now, fx);
+            st.join("a", &t, member(&user, conn(*n)), now, fx);
+        }
+    });
+    // a stalls past its lease: b reaps it; a's next heartbeat finds it out.
+    let beat = shared.apply(|st, _, fx| st.heartbeat("b", now + lease, fx));
+    assert_eq!(beat.reaped.len(), 1);
+    let beat = shared.apply(|st, _, fx| st.heartbeat("a", now + lease + 1, fx));
+    let reaps = beat.restore.expect("a must restore");
+    // Churn: right after each read of the snapshot, one of a's connections
+    // closes (the engine tells the store, which has nothing of it yet).
+    let snapshot: SnapshotFn = {
+        let (open, shared, t) = (open.clone(), shared.clone(), t.clone());
+        Arc::new(move || {
+            let mut open = open.lock().unwrap();
+            let snap = PresenceSnapshot {
+                connections: open.iter().map(|n| (format!("u{n}"), conn(*n))).collect(),
+                members: open
+                    .iter()
+                    .map(|n| (t.clone(), member(&format!("u{n}"), conn(*n))))
+                    .collect(),
+            };
+            if let Some(n) = open.pop() {
+                let user = format!("u{n}");
+                shared.apply(|st, now, fx| {
+                    st.leave("a", &t, &user, conn(n), now, fx);
+                    st.disconnect("a", conn(n), now, fx);
+                });
+            }
+            snap
+        })
+    };
+    restore(&shared, "a", reaps, &snapshot).expect("restored");
+    let still_open = open.lock().unwrap().len() as u64;
+    let state = shared.lock();
+    assert_eq!(
+        state.counts().connections,
+        still_open,
+        "no closed connection is back"
+    );
+    assert_eq!(
+        state.topic_counts(&t).connections,
+        still_open,
+        "no closed member is back"
+    );
 }
