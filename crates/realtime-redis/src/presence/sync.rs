@@ -94,6 +94,25 @@ impl Worker {
                 record: None,
             })
             .collect();
+        // Members Redis holds for this node and the engine does not (an earlier
+        // run under the same node id that was killed, or connections that closed
+        // while Redis was out of reach): the other nodes' subscribers saw them
+        // join, so they are told they left, as for a reaped node.
+        let left: Vec<(Topic, Member)> = ops
+            .iter()
+            .filter_map(|op| match &op.entry {
+                Entry::Member { topic, user, conn } => Some((
+                    Topic::parse_with_max(topic, usize::MAX).ok()?,
+                    Member {
+                        user_id: user.clone(),
+                        connection_id: *conn,
+                        connected_at: String::new(),
+                        info: serde_json::Map::new(),
+                    },
+                )),
+                Entry::Connection { .. } => None,
+            })
+            .collect();
         let mut joined = Vec::new();
         for (text, op) in wanted {
             if !owned.contains(&text) {
@@ -116,6 +135,17 @@ impl Worker {
         }
         if let Some(events) = &self.events {
             events.create_group(&mut conn.con, &self.keys).await?;
+        }
+        if !left.is_empty() {
+            tracing::info!(
+                node = %self.keys.node,
+                members = left.len(),
+                "presence entries this node no longer holds were removed from Redis"
+            );
+            (self.sink)(PresenceNotice::Reaped {
+                node: self.keys.node.clone(),
+                left,
+            });
         }
         if restored && !joined.is_empty() {
             tracing::warn!(

@@ -38,6 +38,28 @@ where
     }
 }
 
+/// As [`eventually`], for a value read from another process that must come to
+/// equal `want`; a failure shows the last value read.
+pub async fn eventually_eq<T, F, Fut>(bound: Duration, what: &str, want: T, mut read: F)
+where
+    T: PartialEq + std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = std::time::Instant::now() + bound;
+    loop {
+        let got = read().await;
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {bound:?}: want {want:?}, last read {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A `redis-server` owned by the test. Its data lives only in memory.
 pub struct RedisServer {
     pub port: u16,

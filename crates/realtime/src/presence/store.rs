@@ -78,7 +78,11 @@ pub struct ClusterCounts {
 pub enum PresenceNotice {
     /// Another node's lease expired and this node removed everything that node
     /// had written (exactly one surviving node gets this per dead node). The
-    /// engine sends `leave` frames for them on join/leave topics.
+    /// engine sends `leave` frames for them on join/leave topics. A store also
+    /// sends it with its own `node` when it removes entries of this node the
+    /// engine no longer holds (an earlier run under the same node id, killed
+    /// before its lease ran out; connections that closed while the store was
+    /// unreachable); their `connected_at` and `info` may then be empty.
     Reaped {
         node: String,
         left: Vec<(Topic, Member)>,
