@@ -4,7 +4,7 @@
 
 mod fanout;
 mod http;
-mod node;
+pub(crate) mod node;
 mod session;
 mod storm;
 mod tally;

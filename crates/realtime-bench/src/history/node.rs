@@ -1,6 +1,7 @@
 //! A server under test with or without a history namespace: the TOML file that
 //! declares it, the store (memory, or Redis through a private `redis-server`),
-//! and the processes to stop afterwards.
+//! and the processes to stop afterwards. The presence benchmarks start theirs
+//! with [`Node::launch`] too.
 
 use std::path::PathBuf;
 
@@ -58,17 +59,28 @@ impl Node {
         topic: &str,
         history: Option<&HistoryLimits>,
     ) -> anyhow::Result<Node> {
+        let config = history.map(|limits| namespace_toml(topic, limits));
+        Node::launch(bins, store, config.as_deref(), Vec::new()).await
+    }
+
+    /// Starts one node on `store` with the config file `config` (if any) and
+    /// the extra environment `env`.
+    pub(crate) async fn launch(
+        bins: &Binaries,
+        store: Store,
+        config: Option<&str>,
+        mut env: Vec<(String, String)>,
+    ) -> anyhow::Result<Node> {
         let redis = match store {
             Store::Memory => None,
             Store::Redis => Some(Redis::start().await?),
         };
-        let config = history
-            .map(|limits| ConfigFile::write(topic, limits))
-            .transpose()?;
-        let env: Vec<(String, String)> = config
-            .iter()
-            .map(|c| ("REALTIME_CONFIG".to_owned(), c.path.display().to_string()))
-            .collect();
+        let config = config.map(ConfigFile::write).transpose()?;
+        env.extend(
+            config
+                .iter()
+                .map(|c| ("REALTIME_CONFIG".to_owned(), c.path.display().to_string())),
+        );
         let url = redis.as_ref().map(Redis::url);
         let server = bins.realtime(url.as_deref(), "bench-node", &env).await?;
         Ok(Node {
@@ -95,16 +107,15 @@ struct ConfigFile {
 }
 
 impl ConfigFile {
-    fn write(topic: &str, limits: &HistoryLimits) -> anyhow::Result<ConfigFile> {
+    fn write(text: &str) -> anyhow::Result<ConfigFile> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let path = std::env::temp_dir().join(format!(
-            "realtime-bench-history-{}-{nanos}.toml",
+            "realtime-bench-node-{}-{nanos}.toml",
             std::process::id()
         ));
-        std::fs::write(&path, namespace_toml(topic, limits))
-            .with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         Ok(ConfigFile { path })
     }
 }

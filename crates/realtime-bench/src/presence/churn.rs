@@ -86,7 +86,7 @@ pub async fn presence_churn(common: &Common, c: &ChurnRun) -> anyhow::Result<Run
                 let on = presence != Presence::Off;
                 let label = label(store.name(), on, round, c.rounds);
                 eprintln!("presence-churn: {label}, {}/s for {:?}", c.rate, c.duration);
-                let node = Node::start(&common.bins, store, &[TOPIC], presence).await?;
+                let node = super::node::start(&common.bins, store, &[TOPIC], presence).await?;
                 let measured = measure(&node, c, &label, on).await;
                 node.stop().await;
                 pair.push(measured?);

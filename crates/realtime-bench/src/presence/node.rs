@@ -3,12 +3,9 @@
 //! file declaring the benchmark's namespaces, with or without presence, and
 //! without the per-connection command limit.
 
-use std::path::PathBuf;
-
-use anyhow::Context as _;
-
 use crate::history::Store;
-use crate::servers::{Binaries, Redis, ServerProcess};
+pub use crate::history::node::Node;
+use crate::servers::Binaries;
 
 /// How a namespace keeps presence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,80 +18,21 @@ pub enum Presence {
     JoinLeave,
 }
 
-/// A running node and what it needs: stopped and cleaned up together.
-pub struct Node {
-    pub server: ServerProcess,
-    pub redis: Option<Redis>,
-    config: ConfigFile,
-}
-
-impl Node {
-    /// Starts one node on `store` with one namespace per topic in `topics`,
-    /// each keeping `presence`.
-    pub async fn start(
-        bins: &Binaries,
-        store: Store,
-        topics: &[&str],
-        presence: Presence,
-    ) -> anyhow::Result<Node> {
-        let redis = match store {
-            Store::Memory => None,
-            Store::Redis => Some(Redis::start().await?),
-        };
-        let config = ConfigFile::write(&namespaces_toml(topics, presence))?;
-        let env = vec![
-            (
-                "REALTIME_CONFIG".to_owned(),
-                config.path.display().to_string(),
-            ),
-            // One client asks thousands of questions a second, one after the
-            // other: the per-connection command limit (100/s) would answer
-            // most of them `rate_limited`.
-            ("REALTIME_COMMAND_RATE".to_owned(), "0".to_owned()),
-        ];
-        let url = redis.as_ref().map(Redis::url);
-        let server = bins.realtime(url.as_deref(), "bench-node", &env).await?;
-        Ok(Node {
-            server,
-            redis,
-            config,
-        })
-    }
-
-    pub fn redis_pid(&self) -> Option<u32> {
-        self.redis.as_ref().map(Redis::pid)
-    }
-
-    pub async fn stop(self) {
-        self.server.stop().await;
-        drop(self.redis);
-        drop(self.config);
-    }
-}
-
-/// A config file in the temp directory, removed when dropped.
-struct ConfigFile {
-    path: PathBuf,
-}
-
-impl ConfigFile {
-    fn write(text: &str) -> anyhow::Result<ConfigFile> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let path = std::env::temp_dir().join(format!(
-            "realtime-bench-presence-{}-{nanos}.toml",
-            std::process::id()
-        ));
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-        Ok(ConfigFile { path })
-    }
-}
-
-impl Drop for ConfigFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
+/// Starts one node on `store` with one namespace per topic in `topics`, each
+/// keeping `presence`.
+pub async fn start(
+    bins: &Binaries,
+    store: Store,
+    topics: &[&str],
+    presence: Presence,
+) -> anyhow::Result<Node> {
+    let env = vec![
+        // One client asks thousands of questions a second, one after the
+        // other: the per-connection command limit (100/s) would answer most of
+        // them `rate_limited`.
+        ("REALTIME_COMMAND_RATE".to_owned(), "0".to_owned()),
+    ];
+    Node::launch(bins, store, Some(&namespaces_toml(topics, presence)), env).await
 }
 
 /// One namespace per topic, with the rules topics no namespace covers (any

@@ -89,7 +89,7 @@ pub async fn presence_stats(common: &Common, s: &StatsRun) -> anyhow::Result<Run
             s.members,
             s.few
         );
-        let node = Node::start(&common.bins, store, &[LARGE, SMALL], Presence::On).await?;
+        let node = super::node::start(&common.bins, store, &[LARGE, SMALL], Presence::On).await?;
         let measured = measure(&node, store, s).await;
         node.stop().await;
         results.extend(measured?);
