@@ -163,9 +163,10 @@ async fn configured_namespaces_allow_and_deny_over_the_socket() {
     root.assert_nothing_pending().await;
 }
 
-/// Runs the real binary with `config` as its file and returns its exit code and
-/// stderr. It must stop at start, so it is bounded by [`WAIT`].
-async fn start_binary_with(name: &str, config: &str) -> (Option<i32>, String) {
+/// Runs the real binary with `config` as its file, expects it to refuse at start
+/// with exit code 2 (a configuration error; bounded by [`WAIT`]) and returns what
+/// it wrote to stderr.
+async fn refused_with(name: &str, config: &str) -> String {
     let dir = std::env::temp_dir().join(format!("rt-namespaces-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("realtime.toml");
@@ -183,20 +184,22 @@ async fn start_binary_with(name: &str, config: &str) -> (Option<i32>, String) {
     .expect("exits in time")
     .expect("runs");
     let _ = std::fs::remove_dir_all(&dir);
-    (
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(
         output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+        Some(2),
+        "{name}: a configuration error exits with 2: {stderr}"
+    );
+    stderr
 }
 
 #[tokio::test]
 async fn the_binary_refuses_to_start_with_an_invalid_namespace() {
-    let (code, stderr) = start_binary_with(
+    let stderr = refused_with(
         "bad",
         "[[namespaces]]\npattern = \"chat\"\nsubscribe = \"owner\"\npublish = \"nobody\"\n",
     )
     .await;
-    assert_eq!(code, Some(2), "a configuration error exits with 2");
     assert!(
         stderr.contains("namespace \"chat\"") && stderr.contains("placeholder"),
         "the error names the namespace and the rule: {stderr}"
@@ -244,8 +247,7 @@ async fn the_binary_refuses_to_start_with_invalid_history() {
             "unknown field `history_limit`",
         ),
     ] {
-        let (code, stderr) = start_binary_with(name, &config).await;
-        assert_eq!(code, Some(2), "{name}: a configuration error exits with 2: {stderr}");
+        let stderr = refused_with(name, &config).await;
         assert!(stderr.contains(expected), "{name}: {stderr}");
     }
 }
@@ -287,16 +289,11 @@ async fn history_keys_reach_the_policy_of_the_running_server() {
 
 #[tokio::test]
 async fn the_binary_refuses_join_leave_without_presence() {
-    let (code, stderr) = start_binary_with(
+    let stderr = refused_with(
         "join-leave",
         "[[namespaces]]\npattern = \"chat\"\nsubscribe = \"authenticated\"\npublish = \"nobody\"\njoin_leave = true\n",
     )
     .await;
-    assert_eq!(
-        code,
-        Some(2),
-        "a configuration error exits with 2: {stderr}"
-    );
     assert!(
         stderr.contains("namespace \"chat\": join_leave = true needs presence = true"),
         "the error names the namespace: {stderr}"
@@ -305,16 +302,11 @@ async fn the_binary_refuses_join_leave_without_presence() {
 
 #[tokio::test]
 async fn the_binary_refuses_a_short_webhook_secret() {
-    let (code, stderr) = start_binary_with(
+    let stderr = refused_with(
         "webhook-secret",
         "webhook_url = \"https://hooks.example/rt\"\nwebhook_secret = \"too-short\"\n",
     )
     .await;
-    assert_eq!(
-        code,
-        Some(2),
-        "a configuration error exits with 2: {stderr}"
-    );
     assert!(
         stderr.contains("REALTIME_WEBHOOK_SECRET must be at least 16 bytes, not 9"),
         "{stderr}"
