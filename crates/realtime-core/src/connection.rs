@@ -6,6 +6,29 @@ use uuid::Uuid;
 
 use crate::identity::Identity;
 
+/// How a connection reaches the server. A connection of either transport is
+/// listed, counted and targeted alike; only what it can send differs (an SSE
+/// stream only receives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// A WebSocket (`GET /ws`): receives frames and sends commands.
+    #[default]
+    Websocket,
+    /// Server-Sent Events (`GET /sse`): receives frames as events; its topics are
+    /// chosen when it opens.
+    Sse,
+}
+
+impl Transport {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Transport::Websocket => "websocket",
+            Transport::Sse => "sse",
+        }
+    }
+}
+
 /// A connection's id: a random UUID given at accept time.
 pub type ConnectionId = Uuid;
 

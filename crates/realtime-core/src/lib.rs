@@ -21,13 +21,15 @@ pub mod token;
 pub mod topic;
 
 pub use close::CloseCode;
-pub use connection::{ConnectionId, ConnectionInfo};
+pub use connection::{ConnectionId, ConnectionInfo, Transport};
 pub use envelope::{Body, Channels, ControlOp, ControlReply, Envelope, NodeTag};
 pub use history::{HistoryLimits, Position, StreamState};
 pub use identity::{AuthError, ClaimRules, Identity};
 pub use message::{MessageError, PreparedMessage};
 pub use origin::OriginPolicy;
-pub use policy::{Access, Namespace, PolicyError, PresenceMode, PublishRule, Rules, TopicPolicy};
+pub use policy::{
+    Access, Namespace, PolicyError, PresenceMode, ProxyUse, PublishRule, Rules, TopicPolicy,
+};
 pub use presence::{EventKind, LeaseRules, PresenceEvent};
 pub use protocol::{Command, ErrorCode, ProtocolError, ServerFrame};
 pub use ratelimit::RateLimit;

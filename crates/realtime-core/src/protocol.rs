@@ -98,6 +98,10 @@ pub enum ErrorCode {
     HistoryUnavailable,
     /// `presence` or `presence_stats` on a topic that keeps no presence.
     NoPresence,
+    /// The application backend a proxy hook consults did not answer in time,
+    /// could not be reached or answered something unreadable: the command was
+    /// refused (a proxy that is down never allows).
+    ProxyUnavailable,
 }
 
 impl ErrorCode {
@@ -117,6 +121,7 @@ impl ErrorCode {
             ErrorCode::NoHistory => "no_history",
             ErrorCode::HistoryUnavailable => "history_unavailable",
             ErrorCode::NoPresence => "no_presence",
+            ErrorCode::ProxyUnavailable => "proxy_unavailable",
         }
     }
 }

@@ -54,15 +54,15 @@ async fn execute(
     handle: &Arc<ConnectionHandle>,
     cmd: Command,
 ) -> Result<Option<String>, ProtocolError> {
-    let policy = &rt.config().topic_policy;
     let error = |reference: &Option<Value>, code: ErrorCode, message: String| {
         ProtocolError::new(reference.clone(), code, message)
     };
-    // Subscribing, and reading a topic's history or presence, are allowed alike.
-    let may_subscribe = |topic: &Topic, reference: &Option<Value>| {
-        policy
-            .can_subscribe(handle.info(), topic)
-            .map_err(|e| error(reference, ErrorCode::Forbidden, e.to_string()))
+    // Subscribing, and reading a topic's history or presence, are allowed alike
+    // (the subscribe hook included).
+    let may_subscribe = async |topic: &Topic, reference: &Option<Value>| {
+        Box::pin(rt.may_subscribe(handle.info(), topic))
+            .await
+            .map_err(|refused| error(reference, refused.code, refused.message))
     };
     match cmd {
         Command::Subscribe {
@@ -70,7 +70,7 @@ async fn execute(
             since,
             reference,
         } => {
-            may_subscribe(&topic, &reference)?;
+            may_subscribe(&topic, &reference).await?;
             let max = rt.config().max_subscriptions;
             if !handle.has_room_for(&topic, max) {
                 return Err(error(
@@ -135,9 +135,9 @@ async fn execute(
             message,
             reference,
         } => {
-            policy
-                .can_publish(handle.info(), &topic)
-                .map_err(|e| error(&reference, ErrorCode::Forbidden, e.to_string()))?;
+            let message = Box::pin(rt.may_publish(handle.info(), &topic, message))
+                .await
+                .map_err(|refused| error(&reference, refused.code, refused.message))?;
             let history = rt.history_limits(&topic).is_some();
             let prepared =
                 PreparedMessage::from_map_with(message, &now_rfc3339(), Some(&topic), history)
@@ -179,7 +179,7 @@ async fn execute(
             limit,
             reference,
         } => {
-            may_subscribe(&topic, &reference)?;
+            may_subscribe(&topic, &reference).await?;
             let page = rt
                 .history(topic.as_str(), HistoryQuery { since, limit })
                 .await
@@ -209,7 +209,7 @@ async fn execute(
             cursor,
             reference,
         } => {
-            may_subscribe(&topic, &reference)?;
+            may_subscribe(&topic, &reference).await?;
             let page = rt
                 .presence_of(&topic, PresenceQuery { limit, cursor })
                 .await
@@ -228,7 +228,7 @@ async fn execute(
             ))
         }
         Command::PresenceStats { topic, reference } => {
-            may_subscribe(&topic, &reference)?;
+            may_subscribe(&topic, &reference).await?;
             let stats = rt
                 .presence_stats_of(&topic)
                 .await

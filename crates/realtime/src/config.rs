@@ -68,6 +68,9 @@ pub struct RealtimeConfig {
     /// grace (5 s), and whether webhook events are queued (no; the server turns
     /// them on with `webhook_url`).
     pub presence: crate::presence::PresenceSettings,
+    /// Backend hooks consulted at the handshake and on client subscribes and
+    /// publishes (none by default). See [`crate::hooks`].
+    pub hooks: crate::hooks::Hooks,
 }
 
 impl Default for RealtimeConfig {
@@ -94,6 +97,7 @@ impl Default for RealtimeConfig {
             topic_policy: TopicPolicy::default(),
             origin_policy: OriginPolicy::same_host(),
             presence: crate::presence::PresenceSettings::default(),
+            hooks: crate::hooks::Hooks::default(),
         }
     }
 }

@@ -21,13 +21,16 @@
 //! ```
 
 mod auth;
+mod authorize;
 pub mod cluster;
 mod commands;
 mod config;
 mod control;
 mod error;
 mod handle;
+mod handshake;
 pub mod history;
+pub mod hooks;
 mod metrics;
 mod outbox;
 pub mod presence;
@@ -49,6 +52,10 @@ pub use config::RealtimeConfig;
 pub use error::{SendError, SubscribeError};
 pub use history::{
     HistoryError, HistoryQuery, HistoryQueryError, HistoryStore, MemoryHistory, TopicHistory,
+};
+pub use hooks::{
+    Admission, ConnectHook, ConnectRequest, HookRefusal, Hooks, PublishHook, PublishVerdict,
+    RefusalKind, SubscribeHook,
 };
 pub use presence::{
     EventQueue, Member, MemoryPresence, OnlineStats, PresenceError, PresenceQuery,

@@ -13,12 +13,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use realtime_core::ratelimit::{Bucket, Verdict};
-use realtime_core::{CloseCode, Identity, ServerFrame};
+use realtime_core::{CloseCode, ServerFrame};
 use tokio::time::{Instant, Sleep};
 
 use crate::commands;
 use crate::config::RealtimeConfig;
 use crate::handle::ConnectionHandle;
+use crate::hooks::Admission;
 use crate::metrics::ErrorKind;
 use crate::service::Realtime;
 use crate::writer::{Writer, write_queued};
@@ -55,8 +56,11 @@ enum Wake {
 pub(crate) fn run(
     rt: Realtime,
     mut socket: WebSocket,
-    identity: Identity,
+    admission: Admission,
 ) -> impl Future<Output = ()> + Send + 'static {
+    // Server-side topics of the admission are subscribed as the connection opens
+    // (wired with the SSE transport).
+    let Admission { identity, .. } = admission;
     let expires_at = identity.expires_at;
     let opened = rt.open_connection(identity, |info| {
         Some(

@@ -66,6 +66,19 @@ pub struct Namespace {
     history: Option<HistoryLimits>,
     /// Presence kept for the namespace's topics; `None`: no presence.
     presence: Option<PresenceMode>,
+    /// Which backend proxy hooks the namespace's topics consult.
+    proxy: ProxyUse,
+}
+
+/// Which backend proxy hooks a namespace's topics consult (both off by default):
+/// the application backend decides client subscribes and publishes on top of the
+/// namespace's own rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProxyUse {
+    /// Client subscribes are sent to the subscribe hook after the rules allow them.
+    pub subscribe: bool,
+    /// Client publishes are sent to the publish hook after the rules allow them.
+    pub publish: bool,
 }
 
 /// How a namespace keeps presence (who is subscribed to each of its topics).
@@ -92,6 +105,7 @@ impl Namespace {
             rules,
             history: None,
             presence: None,
+            proxy: ProxyUse::default(),
         })
     }
 
@@ -113,6 +127,16 @@ impl Namespace {
 
     pub fn presence(&self) -> Option<PresenceMode> {
         self.presence
+    }
+
+    /// The same namespace, consulting the backend proxy hooks `proxy` names.
+    pub fn with_proxy(mut self, proxy: ProxyUse) -> Namespace {
+        self.proxy = proxy;
+        self
+    }
+
+    pub fn proxy(&self) -> ProxyUse {
+        self.proxy
     }
 
     pub fn pattern(&self) -> &Pattern {
@@ -391,6 +415,14 @@ impl TopicPolicy {
             Some(ns) => ns.presence,
             None => self.default_presence,
         }
+    }
+
+    /// The proxy hooks `topic` consults: its namespace's. Topics no namespace
+    /// covers consult none.
+    pub fn proxy_for(&self, topic: &str) -> ProxyUse {
+        self.namespace_for(topic)
+            .map(|ns| ns.proxy)
+            .unwrap_or_default()
     }
 
     /// Whether any topic keeps presence.
