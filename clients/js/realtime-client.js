@@ -296,7 +296,7 @@ export function sseEndpoint(wsUrl, sseUrl = null) {
  * data, lastEventId})` for every event (`type` is `"message"` unless an `event:`
  * field named another), `onComment(text)` for every comment line (the server's
  * `: ping`), and keeps the `retry:` value in `retry`. Lines end in LF, CRLF or
- * CR, a CRLF split across two chunks included. `stop()` (e.g. from a callback)
+ * CR, a CRLF split across two chunks included (a line ends at its CR at once). `stop()` (e.g. from a callback)
  * drops whatever is still buffered.
  */
 export class SseParser {
@@ -310,13 +310,19 @@ export class SseParser {
     this._buffer = "";
     this._data = [];
     this._type = "";
+    this._skipLf = false;
     this._stopped = false;
   }
 
   /** Parses `text`; a line without its end waits for the next chunk. */
   push(text) {
-    if (this._stopped) return;
-    const buf = this._buffer + text;
+    if (this._stopped || text === "") return;
+    let buf = this._buffer + text;
+    if (this._skipLf) {
+      // The last chunk ended in CR: an LF right after it belongs to that CRLF.
+      this._skipLf = false;
+      if (buf.charCodeAt(0) === 10) buf = buf.slice(1);
+    }
     let pos = 0;
     let lf = buf.indexOf("\n");
     let cr = buf.indexOf("\r");
@@ -326,10 +332,13 @@ export class SseParser {
       let end;
       let next;
       if (cr !== -1 && (lf === -1 || cr < lf)) {
-        // A CR at the very end may be the first half of a CRLF: wait.
-        if (cr === buf.length - 1) break;
         end = cr;
-        next = buf.charCodeAt(cr + 1) === 10 ? cr + 2 : cr + 1;
+        if (cr === buf.length - 1) {
+          this._skipLf = true;
+          next = cr + 1;
+        } else {
+          next = buf.charCodeAt(cr + 1) === 10 ? cr + 2 : cr + 1;
+        }
       } else if (lf !== -1) {
         end = lf;
         next = lf + 1;
@@ -390,6 +399,41 @@ export class SseParser {
   }
 }
 
+/**
+ * The name of a topic in an SSE cursor: the 64-bit FNV-1a hash of its UTF-8
+ * bytes, as 16 lowercase hex digits (docs/PROTOCOL.md, *SSE*).
+ * @param {string} topic
+ */
+export function cursorKey(topic) {
+  const MASK = 0xffffffffffffffffn;
+  let hash = 0xcbf29ce484222325n;
+  for (const byte of new TextEncoder().encode(topic)) {
+    hash = ((hash ^ BigInt(byte)) * 0x100000001b3n) & MASK;
+  }
+  return hash.toString(16).padStart(16, "0");
+}
+
+/**
+ * The SSE cursor (the `Last-Event-ID` the server reads) naming the position of
+ * each topic of `positions` (`[topic, {offset, epoch}]` pairs):
+ * `r1,<key>:<offset>:<epoch>,…`, the epoch's bytes other than letters, digits
+ * and `_.-` percent-encoded. The client writes it from the positions it has
+ * delivered, so a stream resumes every topic exactly where its handlers are.
+ * @param {Iterable<[string, {offset: number, epoch: string}]>} positions
+ */
+export function encodeCursor(positions) {
+  let out = "r1";
+  for (const [topic, position] of positions) {
+    let epoch = "";
+    for (const byte of new TextEncoder().encode(position.epoch)) {
+      const c = String.fromCharCode(byte);
+      epoch += /[A-Za-z0-9_.-]/.test(c) ? c : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
+    }
+    out += `,${cursorKey(topic)}:${position.offset}:${epoch}`;
+  }
+  return out;
+}
+
 // The most `topic` parameters one SSE request may carry (the server's bound).
 const SSE_MAX_TOPICS = 64;
 // How much of a refused SSE request's body is read for its JSON error.
@@ -416,8 +460,6 @@ class EventStream {
     this.awaiting = new Set(topics);
     /** The welcome frame, once read. */
     this.welcome = null;
-    /** The stream's last event ID (the server's cursor), "" before any. */
-    this.lastEventId = "";
     /** When the last byte arrived (monotonic ms). */
     this.lastActivity = monotonic();
     this.closed = false;
@@ -435,7 +477,6 @@ class EventStream {
     this._reader = null;
     this._parser = new SseParser(
       (event) => {
-        this.lastEventId = event.lastEventId;
         if (!this.closed && this.onevent) this.onevent(event);
       },
       () => {},
@@ -572,14 +613,13 @@ export class RealtimeClient {
     this._decided = mode === "auto" ? null : mode;
     this._nextTransport = mode === "auto" ? (hasWebSocket ? "websocket" : "sse") : mode;
     this._attemptTransport = null; // set once an attempt opened its socket or stream
-    // SSE: the cursor of the last event read (Last-Event-ID), the token the
-    // stream was opened with, a replacement stream being opened (make before
-    // break), unsubscribes waiting for a stream without their topic.
-    this._lastEventId = "";
+    // SSE: a token fetched for a refresh, a replacement stream being opened
+    // (make before break), unsubscribes waiting for a stream without their topic.
     this._freshToken = null; // a token fetched for a refresh, for the next stream
     this._next = null;
     this._reopenQueued = false;
     this._breakBeforeMake = false;
+    this._reopeningAfterClose = false; // the last teardown closed the stream to reopen it
     this._unsubscribeWaiters = [];
     this._watchdogTimer = null;
     const random = typeof options.random === "function" ? options.random : Math.random;
@@ -994,12 +1034,6 @@ export class RealtimeClient {
     return this._using;
   }
 
-  /** SSE: the id of the last event read (the server's cursor of every history
-   * topic of the stream), sent as `last_event_id` when a stream is opened; "" before any. */
-  get lastEventId() {
-    return this._lastEventId;
-  }
-
   // ------------------------------------------------------------- connecting
 
   async _attempt() {
@@ -1037,6 +1071,7 @@ export class RealtimeClient {
     const url = new URL(this._url.href);
     url.searchParams.set("token", token);
     let ws;
+    this._attemptTransport = "websocket";
     try {
       ws = new this._WebSocket(url.href);
     } catch (err) {
@@ -1045,7 +1080,6 @@ export class RealtimeClient {
       return;
     }
     this._ws = ws;
-    this._attemptTransport = "websocket";
     let opened = false;
     ws.onopen = () => {
       opened = true;
@@ -1130,7 +1164,10 @@ export class RealtimeClient {
     if (how.final) {
       this._rejectQueued(how.code || "closed", "the client was closed");
     } else {
-      const action = this._shutdownNotice ? "shutdown" : closeAction(code);
+      let action = this._shutdownNotice ? "shutdown" : closeAction(code);
+      // Right after closing its stream to reopen it, the server may not have
+      // seen the old one go yet: a connection limit then is retried, once.
+      if (code === 3504 && this._reopeningAfterClose) action = "backoff";
       if (action === "terminal" || !this._wanted) {
         this._wanted = false;
         this._rejectQueued("disconnected", `connection closed for good (${code}${reason ? " " + reason : ""})`);
@@ -1155,6 +1192,7 @@ export class RealtimeClient {
       }
     }
     this._shutdownNotice = false;
+    this._reopeningAfterClose = code === 4002;
     this._setState("disconnected");
     if (willReconnect) {
       this._reconnectTimer = setTimeout(() => this._attempt(), delay);
@@ -1287,6 +1325,7 @@ export class RealtimeClient {
     this._shutdownNotice = false;
     this._refreshUnsupported = false;
     this._decided = this._using;
+    this._reopeningAfterClose = false;
     this._setState("connected");
     if (this._using === "sse") {
       // The stream subscribed its topics itself: their `subscribed` frames follow.
@@ -1553,7 +1592,15 @@ export class RealtimeClient {
     const url = new URL(this._sseUrl.href);
     url.searchParams.set("token", token);
     for (const topic of topics) url.searchParams.append("topic", topic);
-    if (this._lastEventId) url.searchParams.set("last_event_id", this._lastEventId);
+    // Each history topic resumes after the last position delivered here (or
+    // from a first subscribe's `since`), exactly as a WebSocket `since`.
+    const positions = [];
+    for (const topic of topics) {
+      const entry = this._topics.get(topic);
+      const at = entry && (entry.position ?? entry.since);
+      if (at) positions.push([topic, at]);
+    }
+    if (positions.length > 0) url.searchParams.set("last_event_id", encodeCursor(positions));
     const stream = new EventStream(this._fetch, url, topics);
     stream.token = token;
     stream.onevent = (event) => this._onStreamEvent(stream, event);
@@ -1594,19 +1641,10 @@ export class RealtimeClient {
     if (event.type !== "message") return; // no other event type is defined
     const frame = this._parseFrame(event.data);
     if (!frame) return;
-    if (stream === this._ws) {
-      if (this.state === "connecting") {
-        if (frame.type === "welcome") this._onWelcome(frame);
-      } else {
-        this._onStreamFrame(stream, frame);
-      }
-      // Taken once the event was handled: every position it names is delivered.
-      // Not once a replacement delivers too: this stream's cursor may then name
-      // positions of topics whose frames it no longer delivers.
-      if (stream === this._ws && event.lastEventId && !this._next?.welcome) this._lastEventId = event.lastEventId;
-    } else if (stream === this._next) {
+    if (stream === this._ws && this.state === "connecting") {
+      if (frame.type === "welcome") this._onWelcome(frame);
+    } else if (stream === this._ws || stream === this._next) {
       this._onStreamFrame(stream, frame);
-      if (stream === this._ws && event.lastEventId) this._lastEventId = event.lastEventId;
     }
   }
 
@@ -1660,30 +1698,24 @@ export class RealtimeClient {
       entry.stream = stream;
       entry.ref = null;
       if (!entry.active) {
-        // A first subscribe. A `since` of its own cannot travel: the stream
-        // resumes only from the server's cursor, which does not hold this topic.
+        // A first subscribe (its `since` was in the cursor).
         const since = entry.since;
         entry.active = true;
         entry.since = null;
-        const result = this._onSubscribed(topic, entry, frame, null, false);
-        if (since) {
-          result.recovered = false;
-          result.reason = "no_position";
-        }
-        this._settleWaiters(entry, null, result);
+        this._settleWaiters(entry, null, this._onSubscribed(topic, entry, frame, since, false));
       } else if (replacing) {
-        // Carried on by the new stream: resumed from the cursor (the old stream's
-        // frames it sends again are dropped by position), or said it could not.
+        // Carried on by the new stream from the position delivered when it was
+        // opened (what the old stream delivered since is dropped by position),
+        // or the new stream says it could not.
         const at = positionOf(frame);
         if (at && entry.position && frame.recovered !== true) {
           entry.position = at;
-          this._emit("resubscribed", { topic, ...at, recovered: false, reason: frame.reason ?? "no_position" });
+          const reason = typeof frame.reason === "string" ? frame.reason : "no_history";
+          this._emit("resubscribed", { topic, ...at, recovered: false, reason });
         }
       } else {
         // A reconnect: exactly as a WebSocket restore with `since`.
-        const since = entry.position;
-        const reply = since && positionOf(frame) && frame.recovered === undefined ? { ...frame, recovered: false, reason: "no_position" } : frame;
-        this._emit("resubscribed", this._onSubscribed(topic, entry, reply, since, true));
+        this._emit("resubscribed", this._onSubscribed(topic, entry, frame, entry.position, true));
       }
     }
     if (stream === this._next) this._maybePromote(stream);
@@ -1766,7 +1798,6 @@ export class RealtimeClient {
     clearTimeout(next.timer);
     this._ws = next;
     if (old instanceof EventStream) old.close();
-    if (next.lastEventId) this._lastEventId = next.lastEventId;
     const welcome = next.welcome;
     this.connectionId = welcome.connection_id ?? null;
     this.userId = welcome.user_id ?? null;
