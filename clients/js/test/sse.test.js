@@ -201,10 +201,10 @@ test("a refused topic rejects its own subscribe; the stream and its other topics
   await client.subscribe("feed:refusals", kept);
   const before = client.connectionId;
 
-  const forbidden = await client.subscribe("user:someone-else", () => {}).catch((e) => e);
+  const forbidden = await client.subscribe("inbox:someone-else", () => {}).catch((e) => e);
   assert.ok(forbidden instanceof RealtimeError, String(forbidden));
   assert.equal(forbidden.code, "forbidden");
-  assert.equal(forbidden.topic, "user:someone-else");
+  assert.equal(forbidden.topic, "inbox:someone-else");
   assert.equal(forbidden.status, 403);
   const invalid = await client.subscribe("not a topic", () => {}).catch((e) => e);
   assert.equal(invalid.code, "invalid_topic");
@@ -225,7 +225,7 @@ test("a refused topic rejects its own subscribe; the stream and its other topics
     autoConnect: false,
   });
   clients.push(queued);
-  const refused = queued.subscribe("user:not-ria", () => {}).catch((e) => e);
+  const refused = queued.subscribe("inbox:not-ria", () => {}).catch((e) => e);
   const fine = queued.subscribe("news:fine", () => {});
   queued.connect();
   assert.equal((await refused).code, "forbidden");
