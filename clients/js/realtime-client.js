@@ -1145,7 +1145,8 @@ export class RealtimeClient {
     // "auto" before any welcome: an attempt that got none tries the other transport next.
     const attempted = this._attemptTransport;
     this._attemptTransport = null;
-    if (!how.final && this._mode === "auto" && !this._decided && attempted && this._WebSocket && this._fetch) {
+    // (Not after an SSE request refused for one of its topics: the stream got through.)
+    if (!how.final && !how.reconnectNow && this._mode === "auto" && !this._decided && attempted && this._WebSocket && this._fetch) {
       this._nextTransport = attempted === "websocket" ? "sse" : "websocket";
     }
 

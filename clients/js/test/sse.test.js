@@ -299,6 +299,26 @@ test("past the history window the reopened stream says not recovered, with the r
   assert.deepEqual(inbox.all.map((m) => m.seq), [1, 11]);
 });
 
+test("subscribe with since from an earlier visit resumes over SSE as over a WebSocket", async () => {
+  const first = await connect("vic");
+  const before = messageQueue();
+  await first.client.subscribe("feed:visit", before);
+  for (const seq of range(1, 3)) await publish("feed:visit", seq);
+  assert.deepEqual(await take(before, 3), range(1, 3));
+  const since = first.client.position("feed:visit");
+  first.client.close();
+  for (const seq of range(4, 6)) await publish("feed:visit", seq);
+
+  const { client } = await connect("vic");
+  const inbox = messageQueue();
+  const sub = await client.subscribe("feed:visit", inbox, { since });
+  assert.equal(sub.recovered, true, JSON.stringify(sub));
+  assert.deepEqual(await take(inbox, 3), range(4, 6), "exactly what was published meanwhile");
+  const stale = await client.subscribe("feed:visit-2", () => {}, { since: { offset: 5, epoch: "not-this-epoch" } });
+  assert.equal(stale.recovered, false);
+  assert.equal(stale.reason, "other_epoch");
+});
+
 test("close event: a force disconnect (3503) is terminal", async () => {
   const { client } = await connect("fay");
   const disconnected = nextEvent(client, "disconnected");
