@@ -296,8 +296,8 @@ export function sseEndpoint(wsUrl, sseUrl = null) {
  * data, lastEventId})` for every event (`type` is `"message"` unless an `event:`
  * field named another), `onComment(text)` for every comment line (the server's
  * `: ping`), and keeps the `retry:` value in `retry`. Lines end in LF, CRLF or
- * CR, a CRLF split across two chunks included (a line ends at its CR at once). `stop()` (e.g. from a callback)
- * drops whatever is still buffered.
+ * CR, a CRLF split across two chunks included (a line ends at its CR at once).
+ * `stop()` (e.g. from a callback) drops whatever is still buffered.
  */
 export class SseParser {
   constructor(onEvent, onComment = () => {}) {
@@ -394,8 +394,10 @@ export class SseParser {
     const type = this._type;
     this._data = [];
     this._type = "";
-    if (data.length === 0) return;
-    this.onEvent({ type: type || "message", data: data.join("\n"), lastEventId: this.lastEventId });
+    // As the format says: an event whose data is empty (none, or one empty line) is not dispatched.
+    const joined = data.join("\n");
+    if (joined === "") return;
+    this.onEvent({ type: type || "message", data: joined, lastEventId: this.lastEventId });
   }
 }
 
@@ -436,10 +438,8 @@ export function encodeCursor(positions) {
 
 // The most `topic` parameters one SSE request may carry (the server's bound).
 const SSE_MAX_TOPICS = 64;
-// How much of a refused SSE request's body is read for its JSON error.
+// At most this much of a refused SSE request's body is parsed for its JSON error.
 const SSE_REFUSAL_BODY_LIMIT = 16384;
-
-let nextStreamId = 1;
 
 /**
  * One SSE request (`GET /sse?token=…&topic=…&last_event_id=…`) read with
@@ -453,7 +453,6 @@ class EventStream {
    * @param {string[]} topics the `topic` parameters it carries
    */
   constructor(fetchFn, url, topics) {
-    this.id = `sse:${nextStreamId++}`;
     this.url = url;
     this.topics = new Set(topics);
     /** Query topics whose `subscribed` frame has not arrived yet. */
@@ -475,12 +474,9 @@ class EventStream {
     this.onend = null;
     this._abort = typeof AbortController === "function" ? new AbortController() : null;
     this._reader = null;
-    this._parser = new SseParser(
-      (event) => {
-        if (!this.closed && this.onevent) this.onevent(event);
-      },
-      () => {},
-    );
+    this._parser = new SseParser((event) => {
+      if (!this.closed && this.onevent) this.onevent(event);
+    });
     this._run(fetchFn);
   }
 
@@ -513,7 +509,7 @@ class EventStream {
       return;
     }
     if (this.closed) {
-      res.body?.cancel?.().catch(() => {});
+      res.body?.cancel?.()?.catch(() => {});
       return;
     }
     const type = (res.headers?.get?.("content-type") ?? "").toLowerCase();
@@ -615,13 +611,12 @@ export class RealtimeClient {
     this._attemptTransport = null; // set once an attempt opened its socket or stream
     // SSE: a token fetched for a refresh, a replacement stream being opened
     // (make before break), unsubscribes waiting for a stream without their topic.
-    this._freshToken = null; // a token fetched for a refresh, for the next stream
+    this._freshToken = null;
     this._next = null;
     this._reopenQueued = false;
     this._breakBeforeMake = false;
     this._reopeningAfterClose = false; // the last teardown closed the stream to reopen it
     this._unsubscribeWaiters = [];
-    this._watchdogTimer = null;
     const random = typeof options.random === "function" ? options.random : Math.random;
     this._random = random;
     this._backoff = new Backoff(this.options, random);

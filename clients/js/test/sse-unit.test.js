@@ -74,12 +74,16 @@ test("sse parser: field rules of the event-stream format", () => {
     "id: z\nevent: custom\n\n",
     "data: plain\n\n",
     "retry: soon\n\n",
+    // A lone empty data line is no event; two make one holding a line break.
+    "data\n\n",
+    "data:\ndata:\n\n",
   ]);
   assert.deepEqual(events, [
     { type: "message", data: "no-space\n two-spaces\n", lastEventId: "" },
     { type: "message", data: "x", lastEventId: "ok" },
     { type: "message", data: "y", lastEventId: "" },
     { type: "message", data: "plain", lastEventId: "z" },
+    { type: "message", data: "\n", lastEventId: "z" },
   ]);
   assert.equal(parser.retry, null, "a retry that is not digits is ignored");
 });
