@@ -238,11 +238,8 @@ mod tests {
 
     #[test]
     fn publications_and_position_frames_state_their_position() {
-        let publication = with_position(
-            r#"{"timestamp":"T","topic":"chat:a","type":"n"}"#,
-            18,
-            "e1",
-        );
+        let publication =
+            with_position(r#"{"timestamp":"T","topic":"chat:a","type":"n"}"#, 18, "e1");
         assert_eq!(
             frame_position(&publication),
             Some(FramePosition {
@@ -270,7 +267,10 @@ mod tests {
             epoch: Some("e3"),
         }
         .to_json();
-        assert_eq!(frame_position(&missed).map(|f| f.position), Some(pos(0, "e3")));
+        assert_eq!(
+            frame_position(&missed).map(|f| f.position),
+            Some(pos(0, "e3"))
+        );
     }
 
     #[test]

@@ -58,7 +58,10 @@ async fn open_with(
     let target = target(&token(user, &[]), topics);
     let mut stream = sse::open(server.addr, &target, headers).await.stream();
     let welcome = stream.next_json().await;
-    assert_eq!(welcome["type"], "welcome", "the welcome comes first: {welcome}");
+    assert_eq!(
+        welcome["type"], "welcome",
+        "the welcome comes first: {welcome}"
+    );
     (stream, welcome)
 }
 
@@ -94,7 +97,10 @@ async fn read_ticks(stream: &mut SseStream, topic: &str, n: usize) -> (Vec<u64>,
         let frame = event.json();
         assert_eq!(frame["topic"], topic, "{frame}");
         assert!(frame["offset"].is_u64(), "a history publication: {frame}");
-        last = event.id.clone().unwrap_or_else(|| panic!("an id on {frame}"));
+        last = event
+            .id
+            .clone()
+            .unwrap_or_else(|| panic!("an id on {frame}"));
         seqs.push(frame["seq"].as_u64().unwrap());
     }
     (seqs, last)
@@ -141,13 +147,23 @@ async fn every_send_arrives_as_the_json_a_websocket_gets() {
     let reply = ws
         .command(json!({"action": "subscribe", "topic": "news"}))
         .await;
-    assert_eq!(subscribed.json(), reply, "the same subscribed frame, without a ref");
+    assert_eq!(
+        subscribed.json(),
+        reply,
+        "the same subscribed frame, without a ref"
+    );
     assert_eq!(subscribed.id, None, "no id off history topics");
 
     let sends = [
-        ("/api/users/una/messages", json!({"type": "to-user", "n": 1})),
+        (
+            "/api/users/una/messages",
+            json!({"type": "to-user", "n": 1}),
+        ),
         ("/api/broadcast", json!({"type": "to-all", "n": 2})),
-        ("/api/topics/news/messages", json!({"type": "to-topic", "n": 3})),
+        (
+            "/api/topics/news/messages",
+            json!({"type": "to-topic", "n": 3}),
+        ),
     ];
     for (path, body) in sends {
         let (status, answer) = server.post(path, body).await;
@@ -185,7 +201,8 @@ async fn refusals_are_json_before_any_stream_and_open_nothing() {
     let refused = |target: String, headers: Vec<(&'static str, String)>| {
         let addr = server.addr;
         async move {
-            let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
             sse::open(addr, &target, &headers).await.refused()
         }
     };
@@ -194,8 +211,14 @@ async fn refusals_are_json_before_any_stream_and_open_nothing() {
     assert_eq!(status, 403);
     assert_eq!(body["error"], "forbidden", "{body}");
     assert_eq!(body["reason"], "forbidden", "{body}");
-    assert_eq!(body["topic"], "user:bob", "the first refused topic is named: {body}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert_eq!(
+        body["topic"], "user:bob",
+        "the first refused topic is named: {body}"
+    );
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
 
     let (status, body) = refused(target(&alice, &["news", "bad topic"]), vec![]).await;
     assert_eq!(status, 400);
@@ -204,7 +227,10 @@ async fn refusals_are_json_before_any_stream_and_open_nothing() {
 
     let (status, body) = refused(target("not-a-jwt", &["news"]), vec![]).await;
     assert_eq!(status, 401);
-    assert_eq!((&body["error"], &body["reason"]), (&json!("unauthorized"), &json!("malformed")));
+    assert_eq!(
+        (&body["error"], &body["reason"]),
+        (&json!("unauthorized"), &json!("malformed"))
+    );
     let (status, body) = refused("/sse?topic=news".into(), vec![]).await;
     assert_eq!((status, &body["reason"]), (401, &json!("missing_token")));
 
@@ -266,9 +292,15 @@ async fn a_reconnect_with_last_event_id_resumes_without_gap_or_duplicate() {
     let (mut stream, welcome) = open(&server, "rita", &[TOPIC]).await;
     assert!(welcome.get("offset").is_none());
     let (subscribed, frame) = expect_subscribed(&mut stream, TOPIC).await;
-    assert!(subscribed.id.is_some(), "the subscribed event states the position");
+    assert!(
+        subscribed.id.is_some(),
+        "the subscribed event states the position"
+    );
     assert_eq!(frame["offset"], 0, "{frame}");
-    assert!(frame.get("recovered").is_none(), "no since, no recovery: {frame}");
+    assert!(
+        frame.get("recovered").is_none(),
+        "no since, no recovery: {frame}"
+    );
     let epoch = frame["epoch"].as_str().unwrap().to_owned();
     for _ in 0..10 {
         publish_seq(&server, TOPIC, published.next().unwrap()).await;
@@ -282,10 +314,15 @@ async fn a_reconnect_with_last_event_id_resumes_without_gap_or_duplicate() {
     }
 
     // Reconnect as a browser does: the last id in the header.
-    let (mut stream, _) = open_with(&server, "rita", &[TOPIC], &[("Last-Event-ID", &last_id)]).await;
+    let (mut stream, _) =
+        open_with(&server, "rita", &[TOPIC], &[("Last-Event-ID", &last_id)]).await;
     let (_, frame) = expect_subscribed(&mut stream, TOPIC).await;
     assert_eq!(
-        (&frame["recovered"], &frame["offset"], frame["epoch"].as_str()),
+        (
+            &frame["recovered"],
+            &frame["offset"],
+            frame["epoch"].as_str()
+        ),
         (&json!(true), &json!(20), Some(epoch.as_str())),
         "{frame}"
     );
@@ -326,7 +363,10 @@ async fn an_unknown_epoch_or_an_unreadable_id_says_it_did_not_recover() {
     publish_seq(&server, TOPIC, 0).await;
     let (_, last_id) = read_ticks(&mut stream, TOPIC, 1).await;
     drop(stream);
-    assert!(last_id.contains(&epoch), "the id names the epoch: {last_id}");
+    assert!(
+        last_id.contains(&epoch),
+        "the id names the epoch: {last_id}"
+    );
     let other = last_id.replace(&epoch, "0123456789abcdef");
     publish_seq(&server, TOPIC, 1).await;
 
@@ -339,7 +379,10 @@ async fn an_unknown_epoch_or_an_unreadable_id_says_it_did_not_recover() {
             (&json!(false), &json!("other_epoch"), &json!(top)),
             "{id}: {frame}"
         );
-        assert!(event.id.is_some(), "the stream now stands at the current position");
+        assert!(
+            event.id.is_some(),
+            "the stream now stands at the current position"
+        );
         // Nothing replayed; live publications follow.
         publish_seq(&server, TOPIC, top).await;
         top += 1;
@@ -411,7 +454,10 @@ async fn token_expiry_ends_the_stream_with_a_3005_close_event() {
     let target = format!("/sse?token={}", sign_hs256(&claims, SECRET));
     let mut stream = sse::open(server.addr, &target, &[]).await.stream();
     let (close, before) = stream.until_close().await;
-    assert_eq!(close, json!({"type": "close", "code": 3005, "reason": "token expired"}));
+    assert_eq!(
+        close,
+        json!({"type": "close", "code": 3005, "reason": "token expired"})
+    );
     assert_eq!(before.len(), 1, "only the welcome: {before:?}");
     server.wait_for_connections(0).await;
     let metrics = server.metrics_text().await;
@@ -430,7 +476,10 @@ async fn a_force_disconnect_ends_the_stream_with_a_3503_close_event() {
     assert_eq!(status, 200, "{body}");
     let (close, before) = stream.until_close().await;
     assert_eq!(before, Vec::<Event>::new());
-    assert_eq!(close, json!({"type": "close", "code": 3503, "reason": "disconnected by server"}));
+    assert_eq!(
+        close,
+        json!({"type": "close", "code": 3503, "reason": "disconnected by server"})
+    );
     server.wait_for_connections(0).await;
 }
 
@@ -447,8 +496,15 @@ async fn a_stream_over_the_per_user_limit_gets_a_3504_close_event_and_no_welcome
         .stream();
     let (close, before) = second.until_close().await;
     assert_eq!(before, Vec::<Event>::new(), "no welcome");
-    assert_eq!(close, json!({"type": "close", "code": 3504, "reason": "connection limit"}));
-    assert_eq!(server.rt.connection_count(), 1, "the refused one never counted");
+    assert_eq!(
+        close,
+        json!({"type": "close", "code": 3504, "reason": "connection limit"})
+    );
+    assert_eq!(
+        server.rt.connection_count(),
+        1,
+        "the refused one never counted"
+    );
     let metrics = server.metrics_text().await;
     assert!(
         metrics.contains(r#"realtime_handshakes_rejected_total{reason="connection_limit"} 1"#),
@@ -507,7 +563,11 @@ async fn a_client_that_drops_its_connection_is_unregistered() {
     assert_eq!(server.rt.connection_count(), 1);
     drop(stream);
     server.wait_for_connections(0).await;
-    assert_eq!(server.rt.topics().get("news"), None, "its subscription went with it");
+    assert_eq!(
+        server.rt.topics().get("news"),
+        None,
+        "its subscription went with it"
+    );
     let mut open = server.open_connections.clone();
     tokio::time::timeout(WAIT, open.wait_for(|n| *n == 0))
         .await
@@ -548,13 +608,19 @@ async fn a_stream_is_listed_targeted_and_subscribed_like_a_websocket() {
     assert_eq!((status, &one["topics"]), (200, &json!(["news"])), "{one}");
 
     let (status, body) = server
-        .post(&format!("/api/connections/{id}/messages"), json!({"type": "direct"}))
+        .post(
+            &format!("/api/connections/{id}/messages"),
+            json!({"type": "direct"}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(stream.next_json().await["type"], "direct");
 
     let (status, body) = server
-        .post(&format!("/api/connections/{id}/subscriptions"), json!({"topic": "later"}))
+        .post(
+            &format!("/api/connections/{id}/subscriptions"),
+            json!({"topic": "later"}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let (status, _) = server
@@ -562,7 +628,11 @@ async fn a_stream_is_listed_targeted_and_subscribed_like_a_websocket() {
         .await;
     assert_eq!(status, 200);
     let got = stream.next_json().await;
-    assert_eq!((&got["type"], &got["topic"]), (&json!("late"), &json!("later")), "{got}");
+    assert_eq!(
+        (&got["type"], &got["topic"]),
+        (&json!("late"), &json!("later")),
+        "{got}"
+    );
 
     let metrics = server.metrics_text().await;
     for (transport, n) in [("websocket", 1), ("sse", 1)] {
@@ -632,10 +702,17 @@ async fn sigterm_sends_the_queued_frames_then_a_1001_close_event() {
         .filter(|f| f["type"] == "queued")
         .map(|f| f["seq"].as_u64().unwrap())
         .collect();
-    assert_eq!(seqs, (0..50).collect::<Vec<_>>(), "every queued frame, in order");
+    assert_eq!(
+        seqs,
+        (0..50).collect::<Vec<_>>(),
+        "every queued frame, in order"
+    );
     assert_eq!(frames.len(), 51, "{frames:?}");
     assert_eq!(frames[50]["type"], "server-shutdown");
-    assert_eq!(close, json!({"type": "close", "code": 1001, "reason": "server shutting down"}));
+    assert_eq!(
+        close,
+        json!({"type": "close", "code": 1001, "reason": "server shutting down"})
+    );
     let exit = tokio::time::timeout(WAIT, child.wait())
         .await
         .expect("exits in time")

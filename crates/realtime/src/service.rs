@@ -526,7 +526,11 @@ impl Realtime {
 
     /// The record of a connection about to open: a fresh id (naming this node)
     /// and the time. Hooks consulted before it opens see this record.
-    pub(crate) fn new_connection(&self, identity: Identity, transport: Transport) -> ConnectionInfo {
+    pub(crate) fn new_connection(
+        &self,
+        identity: Identity,
+        transport: Transport,
+    ) -> ConnectionInfo {
         let id = self
             .inner
             .tag

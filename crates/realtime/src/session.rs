@@ -20,8 +20,8 @@ use crate::config::RealtimeConfig;
 use crate::handle::ConnectionHandle;
 use crate::heartbeat::{Beat, Heartbeat, rearm};
 use crate::hooks::Admission;
-use crate::opening;
 use crate::metrics::ErrorKind;
+use crate::opening;
 use crate::service::Realtime;
 use crate::writer::{Writer, write_queued};
 

@@ -100,18 +100,32 @@ async fn a_websocket_is_subscribed_to_its_admission_topics_silently() {
     let id = welcome["connection_id"].as_str().unwrap().parse().unwrap();
     // Subscribed before anything reaches it: a ping's pong is the next frame,
     // so no `subscribed` (or anything else) was sent for them.
-    ws.send(Message::Text(json!({"action": "ping", "ref": "p"}).to_string().into()))
-        .await
-        .unwrap();
-    assert_eq!(next_json(&mut ws).await, json!({"type": "pong", "ref": "p"}));
+    ws.send(Message::Text(
+        json!({"action": "ping", "ref": "p"}).to_string().into(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"type": "pong", "ref": "p"})
+    );
     assert_eq!(
         rt.connection(id).unwrap().topics,
         ["alerts", "news"],
         "both admission topics are the connection's"
     );
-    assert_eq!(rt.publish("news", json!({"type": "headline", "n": 1})).unwrap().local, 1);
+    assert_eq!(
+        rt.publish("news", json!({"type": "headline", "n": 1}))
+            .unwrap()
+            .local,
+        1
+    );
     let got = next_json(&mut ws).await;
-    assert_eq!((got["topic"].clone(), got["n"].clone()), (json!("news"), json!(1)), "{got}");
+    assert_eq!(
+        (got["topic"].clone(), got["n"].clone()),
+        (json!("news"), json!(1)),
+        "{got}"
+    );
     assert_eq!(*hook.asked.lock().unwrap(), [Transport::Websocket]);
 }
 
@@ -137,7 +151,12 @@ async fn an_sse_stream_announces_its_query_topics_then_its_admission_topics() {
         ],
         "query topics first, in order, then the admission's not already named"
     );
-    assert_eq!(rt.publish("news", json!({"type": "headline"})).unwrap().local, 1);
+    assert_eq!(
+        rt.publish("news", json!({"type": "headline"}))
+            .unwrap()
+            .local,
+        1
+    );
     let got = stream.next_json().await;
     assert_eq!(got["topic"], "news", "{got}");
     assert_eq!(*hook.asked.lock().unwrap(), [Transport::Sse]);

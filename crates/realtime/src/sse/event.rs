@@ -167,13 +167,7 @@ mod tests {
             offset,
             epoch: epoch.into(),
         };
-        assert_eq!(
-            cursor.position(topic_key(a.as_str())),
-            Some(&at(7, "ea"))
-        );
-        assert_eq!(
-            cursor.position(topic_key(b.as_str())),
-            Some(&at(2, "eb"))
-        );
+        assert_eq!(cursor.position(topic_key(a.as_str())), Some(&at(7, "ea")));
+        assert_eq!(cursor.position(topic_key(b.as_str())), Some(&at(2, "eb")));
     }
 }

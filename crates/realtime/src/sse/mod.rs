@@ -138,7 +138,14 @@ async fn open(
     };
     let (sender, body) = pipe::pipe(Some(Bytes::from(event::opening())));
     let abort = StreamAbort::default();
-    let task = session::run(rt.clone(), handle, ready, subscriptions, sender, abort.0.clone());
+    let task = session::run(
+        rt.clone(),
+        handle,
+        ready,
+        subscriptions,
+        sender,
+        abort.0.clone(),
+    );
     tokio::spawn(rt.inner.sessions.track_future(task));
     let mut response = stream_response(Body::from_stream(body));
     response.extensions_mut().insert(abort);
@@ -150,7 +157,10 @@ fn stream_response(body: Body) -> Response {
     (
         StatusCode::OK,
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
             (
                 header::HeaderName::from_static("x-accel-buffering"),

@@ -114,7 +114,9 @@ mod tests {
         assert_eq!(q.token.as_deref(), Some("t1"));
         assert!(!q.too_many_topics);
         assert_eq!(StreamQuery::parse(""), StreamQuery::default());
-        let many: Vec<String> = (0..=MAX_TOPIC_PARAMS).map(|i| format!("topic=t{i}")).collect();
+        let many: Vec<String> = (0..=MAX_TOPIC_PARAMS)
+            .map(|i| format!("topic=t{i}"))
+            .collect();
         let q = StreamQuery::parse(&many.join("&"));
         assert_eq!(q.topics.len(), MAX_TOPIC_PARAMS);
         assert!(q.too_many_topics);

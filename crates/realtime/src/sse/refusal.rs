@@ -48,7 +48,9 @@ pub(crate) fn too_many_topic_params() -> Response {
 
 /// 400 `limit_exceeded`: more topics than a connection may subscribe to.
 pub(crate) fn too_many_topics(max: usize) -> Response {
-    limit_exceeded(format!("a connection may subscribe to at most {max} topics"))
+    limit_exceeded(format!(
+        "a connection may subscribe to at most {max} topics"
+    ))
 }
 
 fn limit_exceeded(message: String) -> Response {

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use axum::extract::ws::Utf8Bytes;
-use realtime_core::{CloseCode, ErrorCode, HistoryLimits, Position, ProtocolError, ServerFrame, Topic};
+use realtime_core::{
+    CloseCode, ErrorCode, HistoryLimits, Position, ProtocolError, ServerFrame, Topic,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::event::Positions;
@@ -98,7 +100,11 @@ pub(crate) fn run(
 /// frame (on a history topic the one a WebSocket `subscribe` gets, with the
 /// replay when it resumes). A history topic whose store cannot be read is
 /// announced with the `error` frame a WebSocket `subscribe` would get.
-async fn subscribe(rt: &Realtime, handle: &Arc<ConnectionHandle>, subscriptions: Vec<Subscription>) {
+async fn subscribe(
+    rt: &Realtime,
+    handle: &Arc<ConnectionHandle>,
+    subscriptions: Vec<Subscription>,
+) {
     for Subscription { topic, history } in subscriptions {
         if handle.is_closing() {
             return;

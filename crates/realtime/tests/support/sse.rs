@@ -29,7 +29,10 @@ pub struct Event {
 impl Event {
     /// The data as JSON.
     pub fn json(&self) -> Value {
-        let data = self.data.as_deref().unwrap_or_else(|| panic!("no data: {self:?}"));
+        let data = self
+            .data
+            .as_deref()
+            .unwrap_or_else(|| panic!("no data: {self:?}"));
         serde_json::from_str(data).unwrap_or_else(|e| panic!("data is not JSON ({e}): {data}"))
     }
 }
@@ -83,7 +86,8 @@ pub async fn open_on(
     target: &str,
     headers: &[(&str, &str)],
 ) -> Opened {
-    let mut head = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+    let mut head =
+        format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -114,7 +118,12 @@ pub async fn open_on(
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    let get = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
     let framing = if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
         Framing::Chunked
     } else if let Some(len) = get("content-length") {
