@@ -512,6 +512,39 @@ async fn a_stream_over_the_per_user_limit_gets_a_3504_close_event_and_no_welcome
     );
 }
 
+#[tokio::test]
+async fn a_stream_whose_queue_overflows_ends_with_a_3008_close_event() {
+    let server = TestServer::start_with(Options {
+        outbound_queue: Some(4),
+        ..options()
+    })
+    .await;
+    let (mut stream, _) = open(&server, "flooded", &["feed"]).await;
+    expect_subscribed(&mut stream, "feed").await;
+    // One thread, and the burst never yields: the stream's writer cannot take
+    // anything until it is over, so the fifth frame overflows the queue.
+    let mut reached = 0;
+    for seq in 0..100 {
+        reached += server
+            .rt
+            .publish("feed", json!({"type": "tick", "seq": seq}))
+            .unwrap()
+            .local;
+    }
+    assert_eq!(reached, 4, "queued until the queue was full, then closed");
+    let (close, before) = stream.until_close().await;
+    assert_eq!(
+        before,
+        Vec::<Event>::new(),
+        "a slow consumer's queue is dropped"
+    );
+    assert_eq!(
+        close,
+        json!({"type": "close", "code": 3008, "reason": "slow consumer"})
+    );
+    server.wait_for_connections(0).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_dropped_as_a_slow_consumer() {
     const PAD: usize = 16 * 1024;
