@@ -448,6 +448,33 @@ async fn the_heartbeat_keeps_a_stream_open_past_the_request_timeout() {
 }
 
 #[tokio::test]
+async fn an_open_stream_holds_a_place_under_max_connections() {
+    let server = TestServer::start_with(Options {
+        max_connections: Some(1),
+        ..options()
+    })
+    .await;
+    let (stream, _) = open(&server, "first", &[]).await;
+    let (status, body) = sse::open(server.addr, &target(&token("second", &[]), &[]), &[])
+        .await
+        .refused();
+    assert_eq!(
+        (status, &body["error"]),
+        (503, &json!("too_many_connections")),
+        "{body}"
+    );
+    drop(stream);
+    server.wait_for_connections(0).await;
+    let mut open = server.open_connections.clone();
+    tokio::time::timeout(WAIT, open.wait_for(|n| *n == 0))
+        .await
+        .unwrap()
+        .unwrap();
+    let (_again, welcome) = open_with(&server, "second", &[], &[]).await;
+    assert_eq!(welcome["user_id"], "second");
+}
+
+#[tokio::test]
 async fn token_expiry_ends_the_stream_with_a_3005_close_event() {
     let server = TestServer::start().await;
     let claims = json!({"sub": "short", "iat": now(), "exp": now() + 1});
