@@ -617,6 +617,7 @@ export class RealtimeClient {
     this._breakBeforeMake = false;
     this._reopeningAfterClose = false; // the last teardown closed the stream to reopen it
     this._unsubscribeWaiters = [];
+    this._retryTimer = null; // SSE: reopens once topics that failed may be tried again
     const random = typeof options.random === "function" ? options.random : Math.random;
     this._random = random;
     this._backoff = new Backoff(this.options, random);
@@ -1130,6 +1131,7 @@ export class RealtimeClient {
     this._clearTimer("_refreshTimer");
     this._clearTimer("_heartbeatTimer");
     this._clearTimer("_restoreTimer");
+    this._clearTimer("_retryTimer");
     this._restoreQueue = [];
     this.connectionId = null;
     this._welcomedAt = 0;
@@ -1605,9 +1607,16 @@ export class RealtimeClient {
     return stream;
   }
 
-  /** The kept topics a stream carries: the first SSE_MAX_TOPICS; later ones are refused here. */
+  /** The kept topics a stream carries: the first SSE_MAX_TOPICS (later ones are
+   * refused here), but none waiting to be tried again after an error. */
   _streamTopics() {
-    const topics = [...this._topics.keys()];
+    const at = monotonic();
+    const topics = [];
+    for (const [topic, entry] of this._topics) {
+      if (entry.retryAt && entry.retryAt > at) continue;
+      entry.retryAt = 0;
+      topics.push(topic);
+    }
     if (topics.length <= SSE_MAX_TOPICS) return topics;
     for (const topic of topics.slice(SSE_MAX_TOPICS)) {
       this._refuseTopic(
@@ -1661,6 +1670,7 @@ export class RealtimeClient {
     }
     if (REPLY_FRAME_TYPES.has(type) && !("timestamp" in frame)) {
       if (type === "subscribed" && typeof frame.topic === "string") this._onStreamSubscribed(stream, frame);
+      else if (type === "error" && stream.awaiting.size > 0) this._onStreamTopicError(stream, frame);
       else if (type === "error" && this._ownsUnkept(stream)) {
         this._emit("error", { error: new RealtimeError(frame.code || "error", frame.message || "error frame", { frame }) });
       }
@@ -1690,7 +1700,9 @@ export class RealtimeClient {
     if (!stream.awaiting.delete(topic)) return; // a server-side subscription, not one of ours
     const entry = this._topics.get(topic);
     if (entry && entry.stream !== stream) {
-      const replacing = stream === this._next;
+      // Carried on from the stream this one replaces (rather than restored
+      // after a reconnect, or tried again after an error).
+      const carried = stream === this._next && entry.stream === this._ws;
       entry.stream = stream;
       entry.ref = null;
       if (!entry.active) {
@@ -1699,7 +1711,7 @@ export class RealtimeClient {
         entry.active = true;
         entry.since = null;
         this._settleWaiters(entry, null, this._onSubscribed(topic, entry, frame, since, false));
-      } else if (replacing) {
+      } else if (carried) {
         // Carried on by the new stream from the position delivered when it was
         // opened (what the old stream delivered since is dropped by position),
         // or the new stream says it could not.
@@ -1710,12 +1722,45 @@ export class RealtimeClient {
           this._emit("resubscribed", { topic, ...at, recovered: false, reason });
         }
       } else {
-        // A reconnect: exactly as a WebSocket restore with `since`.
+        // A restore: exactly as a WebSocket restore with `since`.
         this._emit("resubscribed", this._onSubscribed(topic, entry, frame, entry.position, true));
       }
     }
     if (stream === this._next) this._maybePromote(stream);
     else if (stream === this._ws && stream.awaiting.size === 0) this._scheduleReopen(); // changes made meanwhile
+  }
+
+  /**
+   * An `error` frame while a stream is announcing its topics: the server could
+   * not subscribe the next one (a history topic whose store is down:
+   * `history_unavailable`). Topics are announced in the query's order, so it is
+   * the first one still awaited. A first subscribe rejects with it; a kept topic
+   * is an `error` event and is tried again on a stream opened
+   * `rateLimitRetryDelay` later, as a WebSocket restore is.
+   */
+  _onStreamTopicError(stream, frame) {
+    const topic = stream.awaiting.values().next().value;
+    stream.awaiting.delete(topic);
+    stream.topics.delete(topic);
+    const code = frame.code || "error";
+    const error = new RealtimeError(code, frame.message || code, { frame, topic });
+    const entry = this._topics.get(topic);
+    if (entry && entry.stream !== stream) {
+      if (!entry.active) {
+        this._topics.delete(topic);
+        this._settleWaiters(entry, error);
+      } else {
+        this._emit("error", { error, topic });
+        entry.retryAt = monotonic() + this.options.rateLimitRetryDelay;
+        this._clearTimer("_retryTimer");
+        this._retryTimer = setTimeout(() => {
+          this._retryTimer = null;
+          this._scheduleReopen();
+        }, this.options.rateLimitRetryDelay);
+      }
+    }
+    if (stream === this._next) this._maybePromote(stream);
+    else if (stream === this._ws && stream.awaiting.size === 0) this._scheduleReopen();
   }
 
   /** A stream that did not confirm each of its topics within the timeout: those are refused. */
