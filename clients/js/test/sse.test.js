@@ -422,12 +422,14 @@ test("a per-user limit of one: a second stream is refused with 3504, and topic c
     const { client, events } = await connect("one", { target: node });
     const inbox = messageQueue();
     await client.subscribe("news:limit-a", inbox);
-    // The replacement stream hit the limit: the client closed its stream and opened one with the topic.
-    const disconnects = events.filter((e) => e.type === "disconnected");
-    assert.deepEqual(
-      disconnects.map((e) => [e.code, e.willReconnect, e.delay]),
-      [[4002, true, 0]],
-      JSON.stringify(events),
+    // The replacement stream hit the limit: the client closed its stream and opened one with the topic
+    // (retrying once when the server had not yet seen the closed one go: a 3504 right after it).
+    const disconnects = events.filter((e) => e.type === "disconnected").map((e) => [e.code, e.willReconnect]);
+    assert.deepEqual(disconnects[0], [4002, true], JSON.stringify(events));
+    assert.equal(events.find((e) => e.type === "disconnected").delay, 0, "reopened at once");
+    assert.ok(
+      disconnects.length === 1 || (disconnects.length === 2 && disconnects[1][0] === 3504 && disconnects[1][1] === true),
+      JSON.stringify(disconnects),
     );
     await client.subscribe("news:limit-b", inbox);
     await publish("news:limit-a", 1, node);
