@@ -7,4 +7,5 @@ mod sender;
 pub mod sign;
 
 pub use metrics::WebhookMetrics;
-pub use sender::{MAX_IN_FLIGHT, WebhookSender, backoff, user_agent};
+pub use crate::outbound::user_agent;
+pub use sender::{MAX_IN_FLIGHT, WebhookSender, backoff};
