@@ -92,10 +92,7 @@ pub fn build(settings: &Settings) -> Result<App, AppError> {
             config.heartbeat = *heartbeat;
             let redis = RedisCluster::new(config)?;
             let cluster = redis.cluster_config(settings.node_id.clone());
-            (
-                Realtime::clustered(verifier, engine, cluster),
-                Some(redis),
-            )
+            (Realtime::clustered(verifier, engine, cluster), Some(redis))
         }
     };
     realtime.register_metrics(&mut registry);

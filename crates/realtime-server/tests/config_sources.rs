@@ -69,7 +69,10 @@ fn sample(option: &OptionSpec, scratch: &Path) -> Sample {
     let only_api_key = || vec![("REALTIME_API_KEY", API_KEY.to_owned())];
     let connect_proxy = || {
         let mut context = base();
-        context.push(("REALTIME_CONNECT_PROXY_URL", "https://backend.example/connect".into()));
+        context.push((
+            "REALTIME_CONNECT_PROXY_URL",
+            "https://backend.example/connect".into(),
+        ));
         context.push(("REALTIME_PROXY_SECRET", PROXY_SECRET.into()));
         context
     };

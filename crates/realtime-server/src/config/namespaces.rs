@@ -5,9 +5,7 @@
 use std::time::Duration;
 
 use realtime_core::policy::builtin_namespaces;
-use realtime_core::{
-    Access, HistoryLimits, Namespace, PresenceMode, ProxyUse, Rules, TopicPolicy,
-};
+use realtime_core::{Access, HistoryLimits, Namespace, PresenceMode, ProxyUse, Rules, TopicPolicy};
 use serde::Deserialize;
 
 /// One `[[namespaces]]` entry of the config file.

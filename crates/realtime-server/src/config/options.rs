@@ -423,7 +423,7 @@ options! {
         #[serde(default, with = "humantime_opt")]
         proxy_timeout: Option<Duration> {
             env: "REALTIME_PROXY_TIMEOUT", default: "1s", setting: "/proxy/timeout",
-            help: "Longest one proxy call may take, waiting for a free slot included; past it the call is refused as `proxy_unavailable`.",
+            help: "Longest one proxy call may take, waiting for a free slot included (at most 1m); past it the call is refused as `proxy_unavailable`.",
         }
         proxy_max_concurrency: Option<usize> {
             env: "REALTIME_PROXY_MAX_CONCURRENCY", default: "64", setting: "/proxy/max_concurrency",

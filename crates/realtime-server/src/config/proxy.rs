@@ -13,6 +13,10 @@ use realtime_core::TopicPolicy;
 use super::ProxyOptions;
 use super::presence::{MIN_SECRET_LEN, check_url};
 
+/// The longest proxy timeout: a handshake waiting longer has long been given
+/// up on by its client.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Which backend proxy hooks are called, where, and how hard.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ProxySettings {
@@ -124,8 +128,11 @@ pub(super) fn proxy_settings(o: ProxyOptions) -> Result<ProxySettings, String> {
         );
     }
     if let Some(timeout) = o.proxy_timeout {
-        if timeout.is_zero() {
-            return Err("REALTIME_PROXY_TIMEOUT must be above zero".into());
+        if timeout.is_zero() || timeout > MAX_TIMEOUT {
+            return Err(format!(
+                "REALTIME_PROXY_TIMEOUT must be above zero and at most 1m, not {}",
+                humantime::format_duration(timeout)
+            ));
         }
         settings.timeout = timeout;
     }
@@ -191,10 +198,7 @@ mod tests {
         let s = proxy_settings(options()).unwrap();
         assert!(!s.any());
         assert_eq!(s, ProxySettings::default());
-        assert_eq!(
-            (s.timeout, s.max_concurrency),
-            (Duration::from_secs(1), 64)
-        );
+        assert_eq!((s.timeout, s.max_concurrency), (Duration::from_secs(1), 64));
     }
 
     #[test]
@@ -220,7 +224,11 @@ mod tests {
             proxy_secret: None,
             ..with_url()
         };
-        assert!(proxy_settings(no_secret).unwrap_err().contains("needs REALTIME_PROXY_SECRET"));
+        assert!(
+            proxy_settings(no_secret)
+                .unwrap_err()
+                .contains("needs REALTIME_PROXY_SECRET")
+        );
         let short = ProxyOptions {
             proxy_secret: Some("fifteen-bytes!!".into()),
             ..with_url()
@@ -242,7 +250,12 @@ mod tests {
     #[test]
     fn forwarded_headers_are_lowercase_names_for_the_connect_proxy() {
         let s = proxy_settings(ProxyOptions {
-            connect_proxy_headers: vec!["X-Tenant".into(), " user-agent ".into(), "x-tenant".into(), "".into()],
+            connect_proxy_headers: vec![
+                "X-Tenant".into(),
+                " user-agent ".into(),
+                "x-tenant".into(),
+                "".into(),
+            ],
             ..with_url()
         })
         .unwrap();
@@ -259,7 +272,11 @@ mod tests {
             connect_proxy_headers: vec!["x-tenant".into()],
             ..with_url()
         };
-        assert!(proxy_settings(without_connect).unwrap_err().contains("REALTIME_CONNECT_PROXY_URL is not"));
+        assert!(
+            proxy_settings(without_connect)
+                .unwrap_err()
+                .contains("REALTIME_CONNECT_PROXY_URL is not")
+        );
     }
 
     #[test]
@@ -269,6 +286,15 @@ mod tests {
             ..options()
         };
         assert!(proxy_settings(zero).unwrap_err().contains("above zero"));
+        let long = ProxyOptions {
+            proxy_timeout: Some(Duration::from_secs(61)),
+            ..options()
+        };
+        assert!(
+            proxy_settings(long)
+                .unwrap_err()
+                .contains("at most 1m, not 1m 1s")
+        );
         let none = ProxyOptions {
             proxy_max_concurrency: Some(0),
             ..options()
@@ -280,6 +306,9 @@ mod tests {
             ..with_url()
         })
         .unwrap();
-        assert_eq!((s.timeout, s.max_concurrency), (Duration::from_millis(250), 1));
+        assert_eq!(
+            (s.timeout, s.max_concurrency),
+            (Duration::from_millis(250), 1)
+        );
     }
 }

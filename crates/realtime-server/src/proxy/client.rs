@@ -1,8 +1,10 @@
 //! One proxy hook's HTTP calls: the JSON body signed like a webhook
 //! (`X-Realtime-Signature`), POSTed with at most `proxy_max_concurrency` in
-//! flight, each call bounded by `proxy_timeout` from the moment it asks for a
-//! slot; the answer read (bounded), judged by the hook, and counted.
+//! flight at the backend, each caller's wait bounded by `proxy_timeout` from
+//! the moment it asks for a slot; the answer read (bounded), judged by the
+//! hook, and counted.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -18,6 +20,10 @@ use crate::webhooks::sign;
 
 /// The largest answer read; a longer one is garbage.
 pub const MAX_ANSWER: usize = 1 << 20;
+
+/// How many `proxy_timeout`s an exchange the caller gave up on may keep its
+/// slot while the backend is still answering: the HTTP client's own timeout.
+pub const ABANDON_AFTER: u32 = 10;
 
 /// The reason of every refusal for want of an answer.
 pub const UNAVAILABLE: &str = "proxy_unavailable";
@@ -44,7 +50,7 @@ pub struct ProxyClient {
     url: reqwest::Url,
     secret: Vec<u8>,
     timeout: Duration,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     metrics: ProxyMetrics,
     /// Whether the last call failed, so a backend that goes down is logged
     /// once as a warning (and its return once), not at every handshake.
@@ -69,7 +75,7 @@ impl ProxyClient {
             url,
             secret: shared.secret.clone(),
             timeout: shared.timeout,
-            slots: Semaphore::new(shared.max_concurrency),
+            slots: Arc::new(Semaphore::new(shared.max_concurrency)),
             metrics: shared.metrics.clone(),
             failing: AtomicBool::new(false),
         })
@@ -111,51 +117,63 @@ impl ProxyClient {
         HookRefusal::new(RefusalKind::Unavailable, UNAVAILABLE, failure.message(hook))
     }
 
-    /// Takes a slot, POSTs the signed body and reads a 2xx JSON answer, all
-    /// before `deadline`.
+    /// Takes a slot and has the signed body POSTed, waiting for the answer
+    /// until `deadline`. The exchange runs on its own and keeps its slot until
+    /// the backend answers (or [`ABANDON_AFTER`] timeouts pass), so a backend
+    /// that is still working on calls the callers gave up on gets no more than
+    /// `proxy_max_concurrency` of them at once.
     async fn post(&self, body: Vec<u8>, deadline: Instant) -> Result<Value, Failure> {
-        let _slot = tokio::time::timeout_at(deadline, self.slots.acquire())
+        let slot = tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned())
             .await
             .map_err(|_| Failure::Busy)?
             .map_err(|_| Failure::Busy)?;
         let signature = sign::signature(&self.secret, &body);
-        let exchange = async {
-            let mut response = self
-                .http
-                .post(self.url.clone())
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .header(sign::SIGNATURE_HEADER, signature)
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| match e.is_timeout() {
-                    true => Failure::TimedOut,
-                    false => Failure::Unreachable(outbound::error_text(&e)),
-                })?;
-            let status = response.status();
-            if !status.is_success() {
-                return Err(Failure::Status(status.as_u16()));
+        let request = self
+            .http
+            .post(self.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(sign::SIGNATURE_HEADER, signature)
+            .body(body);
+        let hook = self.hook.as_str();
+        let exchange = tokio::spawn(async move {
+            let answer = exchange(request).await;
+            drop(slot);
+            answer
+        });
+        match tokio::time::timeout_at(deadline, exchange).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => Err(Failure::Unreachable(format!("the call failed: {e}"))),
+            Err(_) => {
+                tracing::debug!(hook, "proxy call still running past the timeout");
+                Err(Failure::TimedOut)
             }
-            if response
-                .content_length()
-                .is_some_and(|n| n > MAX_ANSWER as u64)
-            {
-                return Err(Failure::TooLarge);
-            }
-            let mut answer = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(|e| match e.is_timeout() {
-                true => Failure::TimedOut,
-                false => Failure::Unreachable(outbound::error_text(&e)),
-            })? {
-                if answer.len() + chunk.len() > MAX_ANSWER {
-                    return Err(Failure::TooLarge);
-                }
-                answer.extend_from_slice(&chunk);
-            }
-            serde_json::from_slice(&answer).map_err(|e| Failure::NotJson(e.to_string()))
-        };
-        tokio::time::timeout_at(deadline, exchange)
-            .await
-            .map_err(|_| Failure::TimedOut)?
+        }
     }
+}
+
+/// Sends `request` and reads a 2xx answer of at most [`MAX_ANSWER`] bytes as JSON.
+async fn exchange(request: reqwest::RequestBuilder) -> Result<Value, Failure> {
+    let transport = |e: reqwest::Error| match e.is_timeout() {
+        true => Failure::TimedOut,
+        false => Failure::Unreachable(outbound::error_text(&e)),
+    };
+    let mut response = request.send().await.map_err(transport)?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(Failure::Status(status.as_u16()));
+    }
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_ANSWER as u64)
+    {
+        return Err(Failure::TooLarge);
+    }
+    let mut answer = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        if answer.len() + chunk.len() > MAX_ANSWER {
+            return Err(Failure::TooLarge);
+        }
+        answer.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&answer).map_err(|e| Failure::NotJson(e.to_string()))
 }

@@ -73,9 +73,7 @@ impl ConnectHook for ConnectProxy {
         let token_expiry = request.identity.and_then(|i| i.expires_at);
         Box::pin(async move {
             client
-                .call(body, |answer| {
-                    judge(answer, max_topic_length, token_expiry)
-                })
+                .call(body, |answer| judge(answer, max_topic_length, token_expiry))
                 .await
         })
     }
@@ -139,10 +137,9 @@ fn judge(
                 401 => RefusalKind::Unauthorized,
                 403 => RefusalKind::Forbidden,
                 other => {
-                    return Err(Failure::Shape(format!(
-                        "error status {other}: give 401 or 403"
-                    ))
-                    .into());
+                    return Err(
+                        Failure::Shape(format!("error status {other}: give 401 or 403")).into(),
+                    );
                 }
             };
             return Err(Denied::Refused(HookRefusal::new(
@@ -208,37 +205,69 @@ mod tests {
         let names: Vec<&str> = a.topics.iter().map(Topic::as_str).collect();
         assert_eq!(names, ["news", "chat:1"]);
         let minimal = admitted(json!({"result": {"user": "u2", "metadata": null}}));
-        assert_eq!(minimal, Admission::new(Identity {
-            user_id: "u2".into(),
-            roles: vec![],
-            metadata: Map::new(),
-            expires_at: None,
-        }));
+        assert_eq!(
+            minimal,
+            Admission::new(Identity {
+                user_id: "u2".into(),
+                roles: vec![],
+                metadata: Map::new(),
+                expires_at: None,
+            })
+        );
     }
 
     #[test]
     fn a_token_expiry_still_ends_the_connection() {
         let a = judge(json!({"result": {"user": "u"}}), 255, Some(100)).unwrap();
         assert_eq!(a.identity.expires_at, Some(100));
-        let a = judge(json!({"result": {"user": "u", "expires_at": 50}}), 255, Some(100)).unwrap();
+        let a = judge(
+            json!({"result": {"user": "u", "expires_at": 50}}),
+            255,
+            Some(100),
+        )
+        .unwrap();
         assert_eq!(a.identity.expires_at, Some(50));
-        let a = judge(json!({"result": {"user": "u", "expires_at": 500}}), 255, Some(100)).unwrap();
+        let a = judge(
+            json!({"result": {"user": "u", "expires_at": 500}}),
+            255,
+            Some(100),
+        )
+        .unwrap();
         assert_eq!(a.identity.expires_at, Some(100));
     }
 
     #[test]
     fn refusals_are_401_or_403_with_a_reason() {
-        for (status, kind) in [(401, RefusalKind::Unauthorized), (403, RefusalKind::Forbidden)] {
-            match judge(json!({"error": {"status": status, "reason": "no_session", "message": "log in"}}), 255, None) {
+        for (status, kind) in [
+            (401, RefusalKind::Unauthorized),
+            (403, RefusalKind::Forbidden),
+        ] {
+            match judge(
+                json!({"error": {"status": status, "reason": "no_session", "message": "log in"}}),
+                255,
+                None,
+            ) {
                 Err(Denied::Refused(r)) => {
-                    assert_eq!((r.kind, r.reason.as_str(), r.message.as_str()), (kind, "no_session", "log in"));
+                    assert_eq!(
+                        (r.kind, r.reason.as_str(), r.message.as_str()),
+                        (kind, "no_session", "log in")
+                    );
                 }
                 other => panic!("{other:?}"),
             }
         }
-        assert!(matches!(failed(json!({"error": {"status": 500, "reason": "x"}})), Failure::Shape(_)));
-        assert!(matches!(failed(json!({"error": {"status": 403, "reason": "Bad Reason"}})), Failure::Shape(_)));
-        assert!(matches!(failed(json!({"error": {"reason": "x"}})), Failure::Shape(_)));
+        assert!(matches!(
+            failed(json!({"error": {"status": 500, "reason": "x"}})),
+            Failure::Shape(_)
+        ));
+        assert!(matches!(
+            failed(json!({"error": {"status": 403, "reason": "Bad Reason"}})),
+            Failure::Shape(_)
+        ));
+        assert!(matches!(
+            failed(json!({"error": {"reason": "x"}})),
+            Failure::Shape(_)
+        ));
     }
 
     #[test]
@@ -254,7 +283,10 @@ mod tests {
             json!({"result": {"user": "u", "expires_at": "soon"}}),
             json!({"result": {"user": "u", "admin": true}}),
         ] {
-            assert!(matches!(failed(garbage.clone()), Failure::Shape(_)), "{garbage}");
+            assert!(
+                matches!(failed(garbage.clone()), Failure::Shape(_)),
+                "{garbage}"
+            );
         }
         let long = "t".repeat(20);
         assert!(judge(json!({"result": {"user": "u", "topics": [long]}}), 10, None).is_err());
@@ -263,7 +295,10 @@ mod tests {
     #[test]
     fn only_cookies_and_allowed_headers_are_sent() {
         let mut headers = HeaderMap::new();
-        headers.append(header::COOKIE, HeaderValue::from_static("sid=abc; theme=dark; sid=other"));
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("sid=abc; theme=dark; sid=other"),
+        );
         headers.append(header::COOKIE, HeaderValue::from_static("lang=en"));
         headers.append("x-tenant", HeaderValue::from_static("acme"));
         headers.append("x-tenant", HeaderValue::from_static("beta"));
@@ -273,7 +308,10 @@ mod tests {
             identity: None,
             headers,
         };
-        let allowed = [HeaderName::from_static("x-tenant"), HeaderName::from_static("user-agent")];
+        let allowed = [
+            HeaderName::from_static("x-tenant"),
+            HeaderName::from_static("user-agent"),
+        ];
         let body: Value = serde_json::from_slice(&request_body(&request, &allowed)).unwrap();
         assert_eq!(
             body,

@@ -89,10 +89,8 @@ impl ProxyMetrics {
         let seconds: Histograms = Family::new_with_constructor(histogram);
         let by_outcome = Hook::ALL.map(|hook| {
             Outcome::ALL.map(|outcome| {
-                requests.get_or_create_owned(&[
-                    ("hook", hook.as_str()),
-                    ("outcome", outcome.as_str()),
-                ])
+                requests
+                    .get_or_create_owned(&[("hook", hook.as_str()), ("outcome", outcome.as_str())])
             })
         });
         let latency = Hook::ALL.map(|hook| seconds.get_or_create_owned(&[("hook", hook.as_str())]));

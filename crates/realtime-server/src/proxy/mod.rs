@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use realtime::hooks::Hooks;
 
-pub use client::{MAX_ANSWER, UNAVAILABLE};
+pub use client::{ABANDON_AFTER, MAX_ANSWER, UNAVAILABLE};
 pub use connect::ConnectProxy;
 pub use metrics::{Hook, Outcome, ProxyMetrics};
 pub use publish::PublishProxy;
@@ -36,8 +36,9 @@ pub fn hooks(
         return Ok(Hooks::default());
     }
     let shared = Shared {
-        // The per-call deadline is the caller's; this only backs it up.
-        http: outbound::client(settings.timeout)?,
+        // A caller waits `timeout`; the exchange it gave up on may go on (in its
+        // slot) until this.
+        http: outbound::client(settings.timeout * client::ABANDON_AFTER)?,
         secret: settings.secret.clone().unwrap_or_default().into_bytes(),
         timeout: settings.timeout,
         max_concurrency: settings.max_concurrency,

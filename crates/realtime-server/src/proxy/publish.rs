@@ -90,7 +90,10 @@ mod tests {
             json!({"result": {"replace": {}}}),
         ] {
             assert!(
-                matches!(judge(garbage.clone()), Err(Denied::Failed(Failure::Shape(_)))),
+                matches!(
+                    judge(garbage.clone()),
+                    Err(Denied::Failed(Failure::Shape(_)))
+                ),
                 "{garbage}"
             );
         }

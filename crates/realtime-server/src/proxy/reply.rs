@@ -163,7 +163,14 @@ mod tests {
         for good in ["banned", "not_a_member", "e2e", &"a".repeat(64)] {
             assert!(check_reason(good).is_ok(), "{good}");
         }
-        for bad in ["", "Banned", "not-a-member", "no way", "ünï", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "Banned",
+            "not-a-member",
+            "no way",
+            "ünï",
+            &"a".repeat(65),
+        ] {
             assert!(check_reason(bad).is_err(), "{bad}");
         }
     }

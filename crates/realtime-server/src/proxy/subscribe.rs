@@ -73,7 +73,10 @@ mod tests {
         match judge(json!({"error": {"reason": "not_a_member", "message": "join first"}})) {
             Err(Denied::Refused(r)) => {
                 assert_eq!(r.kind, RefusalKind::Forbidden);
-                assert_eq!((r.reason.as_str(), r.message.as_str()), ("not_a_member", "join first"));
+                assert_eq!(
+                    (r.reason.as_str(), r.message.as_str()),
+                    ("not_a_member", "join first")
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -84,7 +87,10 @@ mod tests {
             json!({"allow": true}),
         ] {
             assert!(
-                matches!(judge(garbage.clone()), Err(Denied::Failed(Failure::Shape(_)))),
+                matches!(
+                    judge(garbage.clone()),
+                    Err(Denied::Failed(Failure::Shape(_)))
+                ),
                 "{garbage}"
             );
         }
