@@ -427,7 +427,7 @@ options! {
         }
         proxy_max_concurrency: Option<usize> {
             env: "REALTIME_PROXY_MAX_CONCURRENCY", default: "64", setting: "/proxy/max_concurrency",
-            help: "Most calls in flight to each proxy hook at once; more wait for a slot within the timeout; at least 1.",
+            help: "Most calls in flight to each proxy hook at once; more wait for a slot within the timeout; 1 to 65536.",
         }
     }
     command_line {

@@ -17,6 +17,10 @@ use super::presence::{MIN_SECRET_LEN, check_url};
 /// up on by its client.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The most calls in flight to one hook: far above what one backend serves,
+/// and within what a semaphore can count.
+pub const MAX_CONCURRENCY: usize = 65_536;
+
 /// Which backend proxy hooks are called, where, and how hard.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ProxySettings {
@@ -137,8 +141,10 @@ pub(super) fn proxy_settings(o: ProxyOptions) -> Result<ProxySettings, String> {
         settings.timeout = timeout;
     }
     if let Some(n) = o.proxy_max_concurrency {
-        if n == 0 {
-            return Err("REALTIME_PROXY_MAX_CONCURRENCY must be at least 1".into());
+        if n == 0 || n > MAX_CONCURRENCY {
+            return Err(format!(
+                "REALTIME_PROXY_MAX_CONCURRENCY must be between 1 and {MAX_CONCURRENCY}, not {n}"
+            ));
         }
         settings.max_concurrency = n;
     }
@@ -299,7 +305,16 @@ mod tests {
             proxy_max_concurrency: Some(0),
             ..options()
         };
-        assert!(proxy_settings(none).unwrap_err().contains("at least 1"));
+        assert!(
+            proxy_settings(none)
+                .unwrap_err()
+                .contains("between 1 and 65536")
+        );
+        let huge = ProxyOptions {
+            proxy_max_concurrency: Some(usize::MAX),
+            ..options()
+        };
+        assert!(proxy_settings(huge).is_err());
         let s = proxy_settings(ProxyOptions {
             proxy_timeout: Some(Duration::from_millis(250)),
             proxy_max_concurrency: Some(1),
