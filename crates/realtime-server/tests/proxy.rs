@@ -285,7 +285,7 @@ async fn backend_refusals_reach_the_client_as_401_and_403_with_the_reason() {
 #[tokio::test]
 async fn a_backend_that_is_down_refuses_handshakes_with_503() {
     let closed = processes::free_port();
-    let server = server(
+    let mut server = server(
         &connect_env(format!("http://127.0.0.1:{closed}/connect"), &[]),
         None,
     )
@@ -305,6 +305,15 @@ async fn a_backend_that_is_down_refuses_handshakes_with_503() {
     assert_eq!(requests(&text, "connect", "unavailable"), 2.0);
     assert_eq!(requests(&text, "connect", "allowed"), 0.0);
     assert_eq!(timed(&text, "connect"), 2.0);
+    // The operator's log has what the client is not told: where and why.
+    server
+        .wait_for_log(&[
+            "WARN",
+            "proxy unavailable; refusing until it answers",
+            "hook=\"connect\"",
+            &format!("127.0.0.1:{closed}"),
+        ])
+        .await;
 }
 
 #[tokio::test]
