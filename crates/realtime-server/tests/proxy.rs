@@ -752,7 +752,6 @@ async fn a_namespace_naming_a_proxy_without_its_url_is_a_config_error() {
 }
 
 #[tokio::test]
-#[ignore = "awaits the SSE branch, which subscribes Admission.topics at open (session::run ignores them on this branch)"]
 async fn the_connect_proxys_topics_are_subscribed_server_side() {
     let backend = Backend::start(PROXY_SECRET).await;
     backend.on("/connect", |_: &Value| {
@@ -760,16 +759,19 @@ async fn the_connect_proxys_topics_are_subscribed_server_side() {
     });
     let server = server(&connect_env(backend.url("/connect"), &[]), None).await;
     let (mut gina, _) = accepted(&ws_url(&server, None), &[]).await;
-    let (status, summary) = get_json(&server, &format!("/api/connections/{}", gina.id)).await;
-    assert_eq!(status, 200);
-    let mut topics: Vec<&str> = summary["topics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_str().unwrap())
-        .collect();
-    topics.sort();
-    assert_eq!(topics, ["news", "user:gina:feed"], "{summary}");
+    let path = format!("/api/connections/{}", gina.id);
+    processes::eventually_eq(
+        WAIT,
+        "the admission's topics",
+        json!(["news", "user:gina:feed"]),
+        || async {
+            let (_, summary) = get_json(&server, &path).await;
+            let mut topics: Vec<Value> = summary["topics"].as_array().cloned().unwrap_or_default();
+            topics.sort_by_key(|t| t.to_string());
+            Value::Array(topics)
+        },
+    )
+    .await;
     let (status, sent) = common::answer(
         reqwest::Client::new()
             .post(server.url("/api/topics/news/messages"))
