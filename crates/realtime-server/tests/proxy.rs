@@ -9,6 +9,8 @@ mod binary;
 mod common;
 mod processes;
 mod proxy_backend;
+#[path = "../../realtime/tests/support/sse.rs"]
+mod sse;
 mod webhook_receiver;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -579,11 +581,47 @@ async fn the_subscribe_proxy_decides_only_for_namespaces_that_name_it() {
         })
     );
     assert!(backend.seen_at("/publish").is_empty());
+
+    // An SSE stream's topics are asked about alike, before the stream starts.
+    let alice_token = token("alice", &["staff"]);
+    let refused_topic = format!("/sse?token={alice_token}&topic=open:chat&topic=room:secret");
+    assert_eq!(
+        sse::open(server.local(), &refused_topic, &[])
+            .await
+            .refused(),
+        (
+            403,
+            json!({"error": "forbidden", "reason": "not_a_member", "topic": "room:secret",
+                   "message": "join the room first"})
+        )
+    );
+    let allowed = format!("/sse?token={alice_token}&topic=room:lobby");
+    let mut stream = sse::open(server.local(), &allowed, &[]).await.stream();
+    assert_eq!(stream.next_json().await["type"], "welcome");
+    assert_eq!(
+        stream.next_json().await,
+        json!({"type": "subscribed", "topic": "room:lobby"})
+    );
+    let topics: Vec<Value> = backend
+        .seen_at("/subscribe")
+        .iter()
+        .map(|s| s.body["topic"].clone())
+        .collect();
+    assert_eq!(
+        topics,
+        [
+            json!("room:lobby"),
+            json!("room:secret"),
+            json!("room:secret"),
+            json!("room:lobby")
+        ]
+    );
+
     let text = metrics(&server).await;
-    assert_eq!(requests(&text, "subscribe", "allowed"), 1.0);
-    assert_eq!(requests(&text, "subscribe", "refused"), 1.0);
+    assert_eq!(requests(&text, "subscribe", "allowed"), 2.0);
+    assert_eq!(requests(&text, "subscribe", "refused"), 2.0);
     assert_eq!(requests(&text, "subscribe", "unavailable"), 0.0);
-    assert_eq!(timed(&text, "subscribe"), 2.0);
+    assert_eq!(timed(&text, "subscribe"), 4.0);
     // Every label set exists from the start, hooks not configured included.
     assert_eq!(requests(&text, "connect", "allowed"), 0.0);
     assert_eq!(timed(&text, "connect"), 0.0);
@@ -687,6 +725,15 @@ async fn subscribe_and_publish_proxies_that_are_down_refuse_with_proxy_unavailab
         json!({"type": "error", "code": "proxy_unavailable",
                "message": "the subscribe proxy is unreachable", "ref": "room:lobby"})
     );
+    let target = format!("/sse?token={}&topic=room:lobby", token("alice", &[]));
+    assert_eq!(
+        sse::open(server.local(), &target, &[]).await.refused(),
+        (
+            503,
+            json!({"error": "proxy_unavailable", "reason": "proxy_unavailable",
+                   "topic": "room:lobby", "message": "the subscribe proxy is unreachable"})
+        )
+    );
     assert_eq!(
         publish(&mut alice, "room:lobby", "hi").await,
         json!({"type": "error", "code": "proxy_unavailable",
@@ -702,7 +749,7 @@ async fn subscribe_and_publish_proxies_that_are_down_refuse_with_proxy_unavailab
         "subscribed"
     );
     let text = metrics(&server).await;
-    assert_eq!(requests(&text, "subscribe", "unavailable"), 1.0);
+    assert_eq!(requests(&text, "subscribe", "unavailable"), 2.0);
     assert_eq!(requests(&text, "publish", "unavailable"), 1.0);
     assert_eq!(requests(&text, "publish", "allowed"), 0.0);
 }
@@ -785,4 +832,74 @@ async fn the_connect_proxys_topics_are_subscribed_server_side() {
         (&frame["topic"], &frame["text"]),
         (&json!("news"), &json!("proxies landed"))
     );
+}
+
+#[tokio::test]
+async fn an_sse_stream_is_admitted_by_the_connect_proxy_like_a_websocket() {
+    let backend = Backend::start(PROXY_SECRET).await;
+    backend.on("/connect", |body: &Value| {
+        if body["cookies"]["sid"] == "s-hana" {
+            Reply::json(json!({"result": {"user": "hana", "roles": ["reader"], "topics": ["news"]}}))
+        } else {
+            Reply::json(json!({"error": {"status": 401, "reason": "no_session", "message": "log in first"}}))
+        }
+    });
+    let server = server(&connect_env(backend.url("/connect"), &[]), None).await;
+    assert_eq!(
+        sse::open(server.local(), "/sse?topic=open:x", &[])
+            .await
+            .refused(),
+        (
+            401,
+            json!({"error": "unauthorized", "reason": "no_session", "message": "log in first"})
+        )
+    );
+    let mut stream = sse::open(
+        server.local(),
+        "/sse?topic=open:x",
+        &[("cookie", "sid=s-hana")],
+    )
+    .await
+    .stream();
+    let welcome = stream.next_json().await;
+    assert_eq!(
+        (&welcome["type"], &welcome["user_id"], &welcome["roles"]),
+        (&json!("welcome"), &json!("hana"), &json!(["reader"])),
+        "{welcome}"
+    );
+    let seen = backend.seen_at("/connect");
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].body["transport"], "sse");
+    assert_eq!(seen[1].body["cookies"], json!({"sid": "s-hana"}));
+    // The backend's topic is subscribed as the stream opens: a message to it
+    // arrives, after the `subscribed` events.
+    let id = welcome["connection_id"].as_str().unwrap().to_owned();
+    processes::eventually(WAIT, "the admission's topic subscribed", || async {
+        let (_, summary) = get_json(&server, &format!("/api/connections/{id}")).await;
+        summary["topics"]
+            .as_array()
+            .is_some_and(|t| t.contains(&json!("news")))
+    })
+    .await;
+    let (status, sent) = common::answer(
+        reqwest::Client::new()
+            .post(server.url("/api/topics/news/messages"))
+            .bearer_auth(API_KEY)
+            .json(&json!({"type": "headline", "text": "over SSE"})),
+    )
+    .await;
+    assert_eq!((status, &sent["delivered"]), (200, &json!(1)), "{sent}");
+    loop {
+        let frame = stream.next_json().await;
+        if frame["type"] == "subscribed" {
+            continue;
+        }
+        assert_eq!(
+            (&frame["topic"], &frame["text"]),
+            (&json!("news"), &json!("over SSE")),
+            "{frame}"
+        );
+        break;
+    }
+    backend.assert_all_signed();
 }
