@@ -6,6 +6,7 @@
 //! exports, every exported family must have a row in OPERATIONS.md, and every
 //! documented metric must be on the dashboard.
 
+mod binary;
 mod common;
 mod dashboard_check;
 mod processes;
@@ -13,12 +14,13 @@ mod webhook_receiver;
 
 use std::time::Duration;
 
+use binary::Running;
 use dashboard_check::exposition::Exposition;
 use dashboard_check::{
     dashboard_against_exports, dashboard_structure, dashboard_text, docs_against_dashboard,
     docs_against_exports, operations_doc, operations_text, parse_dashboard,
 };
-use processes::{ConfigFile, Node, RedisServer};
+use processes::{ConfigFile, RedisServer};
 use webhook_receiver::Receiver;
 
 const HOOK_SECRET: &str = "dashboard-test-hook-secret-0123";
@@ -43,7 +45,7 @@ publish_proxy = true
 /// behind it (dropped with it).
 struct Scraped {
     text: String,
-    _node: Node,
+    _node: Running,
     _backend: Receiver,
     _redis: RedisServer,
     _config: ConfigFile,
@@ -59,10 +61,15 @@ async fn scrape_full_node() -> Scraped {
         backend.url_at("/proxy/subscribe"),
         backend.url_at("/proxy/publish"),
     );
-    let node = Node::start(
-        &redis.url(),
-        "dash",
+    let redis_url = redis.url();
+    let node = binary::start(
         &[
+            ("REALTIME_LISTEN", "127.0.0.1:0"),
+            ("REALTIME_JWT_SECRET", common::SECRET),
+            ("REALTIME_API_KEY", common::API_KEY),
+            ("REALTIME_PROVIDER", "redis"),
+            ("REALTIME_REDIS_URL", &redis_url),
+            ("REALTIME_NODE_ID", "dash"),
             ("REALTIME_CONFIG", config.path()),
             ("REALTIME_WEBHOOK_URL", &webhook),
             ("REALTIME_WEBHOOK_SECRET", HOOK_SECRET),
@@ -71,8 +78,10 @@ async fn scrape_full_node() -> Scraped {
             ("REALTIME_PUBLISH_PROXY_URL", &publish),
             ("REALTIME_PROXY_SECRET", HOOK_SECRET),
         ],
+        &[],
     )
-    .await;
+    .await
+    .listening();
     let response = tokio::time::timeout(SCRAPE, reqwest::get(node.url("/metrics")))
         .await
         .expect("/metrics answers in time")
