@@ -10,6 +10,7 @@ mod connection_io;
 pub mod dev;
 mod http_error;
 pub mod limits;
+pub mod openapi;
 pub mod pages;
 mod phase;
 pub mod request_log;

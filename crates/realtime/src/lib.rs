@@ -58,7 +58,8 @@ pub use hooks::{
     RefusalKind, SubscribeHook,
 };
 pub use presence::{
-    EventQueue, Member, MemoryPresence, OnlineStats, PresenceError, PresenceQuery,
+    EventQueue, Member, MemoryPresence, OnlineStats, PRESENCE_CURSOR_PATTERN, PresenceError,
+    PresenceQuery,
     PresenceQueryError, PresenceStats, PresenceStore, TopicPresence, UserPresence,
 };
 pub use realtime_core;
