@@ -110,8 +110,8 @@ pub(super) mod answers {
         `invalid_path`: a path segment that is not UTF-8 once percent-decoded.";
     pub const SUBSCRIBE: &str = "`bad_request`: the body is not `{\"topic\": \"...\"}`; \
         `invalid_topic`: the topic breaks the naming rules; `invalid_path`.";
-    pub const VIEW: &str = "`bad_request`: a bad `scope`, `limit` or `cursor`, or `limit` or \
-        `cursor` without `scope=cluster`.";
+    pub const VIEW: &str = "`bad_request`: a bad `scope`, `limit` or `cursor`, `limit` or \
+        `cursor` without `scope=cluster`, an unknown or repeated parameter.";
     pub const CONNECTION: &str = "`connection_not_found`: no such connection (or the id is not \
         a UUID).";
     pub const TOO_LARGE: &str = "`payload_too_large`: the body is over 1 MiB; refused on its \

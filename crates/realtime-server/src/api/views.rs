@@ -27,8 +27,9 @@ pub const MAX_PAGE: usize = 1000;
 /// `?scope=local` (default: this node) or `?scope=cluster` (every node, from the
 /// cluster directory). Cluster views are paged: `limit` entries at most (default
 /// [`DEFAULT_PAGE`], at most [`MAX_PAGE`]) starting after `cursor`, the
-/// `next_cursor` of the previous page.
+/// `next_cursor` of the previous page. Any other parameter is refused.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct ViewQuery {
     #[serde(default)]
     scope: Scope,
@@ -59,7 +60,10 @@ fn bad_request(message: &str) -> ApiError {
 
 fn view(query: Result<Query<ViewQuery>, QueryRejection>) -> Result<View, ApiError> {
     let Query(q) = query.map_err(|_| {
-        bad_request("`scope` must be `local` or `cluster`; `limit` a number; `cursor` a string")
+        bad_request(
+            "the view query takes `scope` (`local` or `cluster`), `limit` (a number) and \
+             `cursor`, each at most once",
+        )
     })?;
     match q.scope {
         Scope::Local if q.limit.is_some() || q.cursor.is_some() => Err(bad_request(
