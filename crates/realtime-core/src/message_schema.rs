@@ -3,9 +3,9 @@
 //! `topic` only on the topic route (where the server sets it).
 
 use serde_json::json;
+use utoipa::openapi::RefOr;
 use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
-use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 
 /// Any JSON object with a string `type`; other members are the sender's.
@@ -17,7 +17,9 @@ fn message(description: &str) -> ObjectBuilder {
             "type",
             ObjectBuilder::new()
                 .schema_type(Type::String)
-                .description(Some("What the message is, for the receiver to dispatch on.")),
+                .description(Some(
+                    "What the message is, for the receiver to dispatch on.",
+                )),
         )
         .required("type")
         .examples([json!({"type": "notification", "text": "New message received"})])

@@ -15,8 +15,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::{self, ApiError};
-use crate::openapi;
 use crate::config::{Provider, Settings, TokenKey};
+use crate::openapi;
 use crate::slots::ConnectionSlots;
 use crate::webhooks::{WebhookMetrics, WebhookSender};
 use realtime_redis::{RedisCluster, RedisConfig};
@@ -101,8 +101,16 @@ pub fn build(settings: &Settings) -> Result<App, AppError> {
     // what the router serves, then written for `/api/openapi.json` to answer.
     let document = openapi::Document::default();
     let (documented, spec) = OpenApiRouter::with_openapi(openapi::base())
-        .merge(OpenApiRouter::default().routes(routes!(health)).with_state(realtime.clone()))
-        .merge(OpenApiRouter::default().routes(routes!(metrics)).with_state(registry))
+        .merge(
+            OpenApiRouter::default()
+                .routes(routes!(health))
+                .with_state(realtime.clone()),
+        )
+        .merge(
+            OpenApiRouter::default()
+                .routes(routes!(metrics))
+                .with_state(registry),
+        )
         .merge(
             OpenApiRouter::default()
                 .routes(routes!(openapi::document))

@@ -84,11 +84,7 @@ pub type Document = Arc<OnceLock<String>>;
     ))]
 pub async fn document(State(document): State<Document>) -> Response {
     match document.get() {
-        Some(json) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            json.clone(),
-        )
-            .into_response(),
+        Some(json) => ([(header::CONTENT_TYPE, "application/json")], json.clone()).into_response(),
         None => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",

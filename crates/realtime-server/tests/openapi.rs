@@ -74,8 +74,14 @@ async fn document(server: &binary::Running) -> (String, Value) {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
-    assert!(content_type.starts_with("application/json"), "{content_type}");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
     let text = response.text().await.unwrap();
     let value = serde_json::from_str(&text).unwrap();
     (text, value)
@@ -145,11 +151,17 @@ async fn the_document_is_valid_openapi_served_without_the_key() {
 
     // A second implementation reads it as OpenAPI 3.1.
     let spec = oas3::from_json(&text).expect("the document parses as OpenAPI");
-    let version = spec.validate_version().expect("a supported OpenAPI version");
+    let version = spec
+        .validate_version()
+        .expect("a supported OpenAPI version");
     assert_eq!((version.major, version.minor), (3, 1), "{version}");
     assert_eq!(spec.info.title, "realtime-server");
     assert_eq!(spec.info.version, env!("CARGO_PKG_VERSION"));
-    assert!(spec.operations().count() >= 20, "{}", spec.operations().count());
+    assert!(
+        spec.operations().count() >= 20,
+        "{}",
+        spec.operations().count()
+    );
 
     // Every reference resolves inside the document.
     let mut found = Vec::new();
@@ -159,7 +171,10 @@ async fn the_document_is_valid_openapi_served_without_the_key() {
         let pointer = target
             .strip_prefix('#')
             .unwrap_or_else(|| panic!("{at}: external $ref {target}"));
-        assert!(doc.pointer(pointer).is_some(), "{at}: dangling $ref {target}");
+        assert!(
+            doc.pointer(pointer).is_some(),
+            "{at}: dangling $ref {target}"
+        );
     }
 
     // The security scheme is the API key as a bearer token, required by default.
@@ -209,7 +224,10 @@ async fn every_documented_operation_is_served_with_an_answer_it_documents() {
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        assert_ne!(status, 405, "{method} {path}: the router refused the method: {text}");
+        assert_ne!(
+            status, 405,
+            "{method} {path}: the router refused the method: {text}"
+        );
         assert!(
             !(status == 404 && body["error"] == "not_found"),
             "{method} {path}: the router has no such route: {text}"
@@ -249,10 +267,15 @@ async fn every_operation_documents_its_errors_with_the_error_schema() {
             .iter()
             .filter(|(status, _)| status.starts_with('4') || status.starts_with('5'))
             .collect();
-        assert!(!errors.is_empty(), "{method} {path}: no error answer documented");
+        assert!(
+            !errors.is_empty(),
+            "{method} {path}: no error answer documented"
+        );
         for (status, response) in errors {
             assert!(
-                response["description"].as_str().is_some_and(|d| !d.is_empty()),
+                response["description"]
+                    .as_str()
+                    .is_some_and(|d| !d.is_empty()),
                 "{method} {path} {status}: no description"
             );
             let schema = &response["content"]["application/json"]["schema"];

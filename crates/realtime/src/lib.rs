@@ -59,8 +59,7 @@ pub use hooks::{
 };
 pub use presence::{
     EventQueue, Member, MemoryPresence, OnlineStats, PRESENCE_CURSOR_PATTERN, PresenceError,
-    PresenceQuery,
-    PresenceQueryError, PresenceStats, PresenceStore, TopicPresence, UserPresence,
+    PresenceQuery, PresenceQueryError, PresenceStats, PresenceStore, TopicPresence, UserPresence,
 };
 pub use realtime_core;
 pub use realtime_core::{ClaimRules, CloseCode, ConnectionId, ControlReply, NodeTag, Route, Topic};

@@ -8,8 +8,8 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use realtime::presence::MAX_PRESENCE_LIMIT;
 use realtime::{
-    OnlineStats, PRESENCE_CURSOR_PATTERN, PresenceQuery, PresenceQueryError,
-    PresenceStats, TopicPresence, UserPresence,
+    OnlineStats, PRESENCE_CURSOR_PATTERN, PresenceQuery, PresenceQueryError, PresenceStats,
+    TopicPresence, UserPresence,
 };
 use realtime_core::{ErrorCode, Topic};
 use serde::Deserialize;

@@ -116,7 +116,10 @@ fn view_query_schema(cursor: ObjectBuilder) -> RefOr<Schema> {
                 .default(Some(json!(DEFAULT_PAGE)))
                 .description(Some("Most entries in the page.")),
         )
-        .property("cursor", cursor.description(Some("The `next_cursor` of the previous page.")))
+        .property(
+            "cursor",
+            cursor.description(Some("The `next_cursor` of the previous page.")),
+        )
         .additional_properties(closed());
     OneOfBuilder::new().item(local).item(cluster).into()
 }

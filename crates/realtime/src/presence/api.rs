@@ -115,7 +115,7 @@ pub enum PresenceQueryError {
     NoPresence,
     #[error("`limit` must be between 1 and {MAX_PRESENCE_LIMIT}")]
     BadLimit,
-    #[error("`cursor` is not one this server gave out")]
+    #[error("`cursor` is malformed: pass back one this server gave out")]
     BadCursor,
 }
 
