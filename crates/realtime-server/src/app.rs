@@ -119,14 +119,20 @@ pub fn build(settings: &Settings) -> Result<App, AppError> {
         .nest("/api", api::router(realtime.clone(), &settings.api_key))
         .split_for_parts();
     let spec = openapi::with_limits(spec, settings.engine.max_topic_length);
-    let _ = document.set(spec.to_json().unwrap_or_default());
+    match spec.to_json() {
+        Ok(json) => {
+            let _ = document.set(json);
+        }
+        // Never seen: the document is plain data. `/api/openapi.json` then says so.
+        Err(e) => tracing::error!(error = %e, "cannot serialize the OpenAPI document"),
+    }
     let router = Router::new()
         .route("/ws", realtime.websocket_route())
         .merge(documented)
         .merge(crate::pages::router(settings))
         .method_not_allowed_fallback(api::method_not_allowed)
         .fallback(|| async {
-            api::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         });
     let router = if crate::request_log::enabled() {
         router.layer(axum::middleware::from_fn(crate::request_log::log_requests))
