@@ -10,6 +10,7 @@ use crate::identity::Identity;
 /// listed, counted and targeted alike; only what it can send differs (an SSE
 /// stream only receives).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// A WebSocket (`GET /ws`): receives frames and sends commands.

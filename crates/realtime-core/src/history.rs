@@ -86,6 +86,7 @@ impl HistoryLimits {
 /// Where a client or a node stands in a topic's history: the last offset it has,
 /// in an epoch. Offset 0 means "before the first publication".
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Position {
     pub offset: u64,
     pub epoch: String,

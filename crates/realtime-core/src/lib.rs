@@ -11,6 +11,8 @@ pub mod envelope;
 pub mod history;
 pub mod identity;
 pub mod message;
+#[cfg(feature = "openapi")]
+pub mod message_schema;
 pub mod origin;
 pub mod policy;
 pub mod presence;

@@ -64,6 +64,33 @@ fn is_topic_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':' | b'.' | b'@' | b'=' | b'+')
 }
 
+/// The topic character set as a regular expression, for schemas (the same set
+/// [`is_topic_byte`] accepts).
+pub const TOPIC_PATTERN: &str = "^[A-Za-z0-9_\\-:.@=+]+$";
+
+/// A topic in an OpenAPI document: a string of the accepted characters, 1 to
+/// [`Topic::MAX_LEN`] bytes (all ASCII, so bytes are characters).
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Topic {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "A topic name: 1 to `max_topic_length` (default 255) ASCII letters, digits \
+                 and `_ - : . @ = +`; `:` separates namespace segments.",
+            ))
+            .min_length(Some(1))
+            .max_length(Some(Topic::MAX_LEN))
+            .pattern(Some(TOPIC_PATTERN))
+            .examples(["chat:lobby"])
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Topic {}
+
 /// Deserializing validates, so a topic from the wire is as good as a parsed one.
 impl<'de> Deserialize<'de> for Topic {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -1,29 +1,38 @@
 //! The HTTP API for backends: send along any route, inspect connections and topics,
 //! change subscriptions, disconnect, read and reset topic history, read presence and
 //! online status. Every call needs `Authorization: Bearer <api key>`;
-//! every error is JSON `{"error": "<code>", "message": "..."}`.
-
+//! every error is JSON `{"error": "<code>", "message": "..."}`. Each route is
+//! declared once, by its handler's `#[utoipa::path]`: the router is built from
+//! the documented handlers, so the OpenAPI document lists exactly what is served.
 use std::sync::Arc;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequest, Query, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use bytes_body::JsonBody;
 use path::ApiPath;
-use realtime::{
-    ClusterError, ConnectionKey, Delivery, PageRequest, Realtime, Route, SendError, SubscribeError,
-};
-use serde::Deserialize;
-use serde_json::json;
+use realtime::{Delivery, Realtime, Route, SendError, Stats};
+use realtime_core::Topic;
+use realtime_core::message_schema::{RouteMessage, TopicMessage};
+use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
+pub use error::ApiError;
+use error::answers;
+
+mod error;
 mod history;
 mod presence;
+mod views;
+
+pub use views::{DEFAULT_PAGE, MAX_PAGE};
 
 /// Largest accepted API request body.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -34,36 +43,33 @@ struct ApiState {
     api_key: Arc<str>,
 }
 
-/// The API routes, to be nested under `/api`, protected by `api_key`.
-pub fn router(rt: Realtime, api_key: &str) -> Router {
+/// The API routes, to be nested under `/api`, protected by `api_key`, with the
+/// OpenAPI description of each (paths relative to `/api`).
+pub fn router(rt: Realtime, api_key: &str) -> OpenApiRouter {
     let state = ApiState {
         rt,
         api_key: Arc::from(api_key),
     };
-    Router::new()
-        .route("/broadcast", post(broadcast))
-        .route("/users/{user_id}/messages", post(to_user))
-        .route("/roles/{role}/messages", post(to_role))
-        .route("/connections/{id}/messages", post(to_connection))
-        .route("/topics/{topic}/messages", post(to_topic))
-        .route(
-            "/topics/{topic}/history",
-            get(history::read).delete(history::reset),
-        )
-        .route("/topics/{topic}/presence", get(presence::members))
-        .route("/topics/{topic}/presence/stats", get(presence::stats))
-        .route("/users/{user_id}/presence", get(presence::user))
-        .route("/presence/stats", get(presence::online))
-        .route("/connections", get(list_connections))
-        .route("/connections/{id}", get(get_connection).delete(disconnect))
-        .route("/topics", get(list_topics))
-        .route("/stats", get(stats))
-        .route("/connections/{id}/subscriptions", post(subscribe))
-        .route(
-            "/connections/{id}/subscriptions/{topic}",
-            delete(unsubscribe),
-        )
-        .route("/users/{user_id}/connections", delete(disconnect_user))
+    let (router, openapi): (Router<ApiState>, OpenApi) = OpenApiRouter::default()
+        .routes(routes!(broadcast))
+        .routes(routes!(to_user))
+        .routes(routes!(to_role))
+        .routes(routes!(to_connection))
+        .routes(routes!(to_topic))
+        .routes(routes!(history::read, history::reset))
+        .routes(routes!(presence::members))
+        .routes(routes!(presence::stats))
+        .routes(routes!(presence::user))
+        .routes(routes!(presence::online))
+        .routes(routes!(views::list_connections))
+        .routes(routes!(get_connection, disconnect))
+        .routes(routes!(views::list_topics))
+        .routes(routes!(stats))
+        .routes(routes!(subscribe))
+        .routes(routes!(unsubscribe))
+        .routes(routes!(disconnect_user))
+        .split_for_parts();
+    let router = router
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
@@ -73,7 +79,10 @@ pub fn router(rt: Realtime, api_key: &str) -> Router {
             require_api_key,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state)
+        .with_state(state);
+    let mut api = OpenApiRouter::from(router);
+    *api.get_openapi_mut() = openapi;
+    api
 }
 
 async fn require_api_key(State(state): State<ApiState>, request: Request, next: Next) -> Response {
@@ -111,99 +120,35 @@ pub async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// An API failure, rendered as a status and a JSON body.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+/// What a send did. `delivered` counts connections on this node; `relayed` says
+/// the message was queued for the bus to the other nodes (their deliveries are
+/// asynchronous). On a history topic the answer also carries the publication's
+/// `offset` and `epoch`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Delivered {
+    /// Connections on this node the message was queued to (on the connection
+    /// route: 1 or 0, exact wherever the connection is).
+    delivered: usize,
+    /// Whether the message was queued for the other nodes.
+    relayed: bool,
+    /// On a history topic: the publication's offset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+    /// On a history topic: the epoch of `offset`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<String>,
 }
 
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
+type ApiResult<T> = Result<Json<T>, ApiError>;
 
-    fn unknown_connection() -> Self {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "connection_not_found",
-            "no such connection",
-        )
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"error": self.code, "message": self.message})),
-        )
-            .into_response()
-    }
-}
-
-impl From<ClusterError> for ApiError {
-    fn from(e: ClusterError) -> Self {
-        match e {
-            ClusterError::Bus(b) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "bus_unavailable",
-                b.to_string(),
-            ),
-            ClusterError::Timeout => {
-                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "node_timeout", e.to_string())
-            }
-        }
-    }
-}
-
-impl From<SendError> for ApiError {
-    fn from(e: SendError) -> Self {
-        match e {
-            SendError::InvalidMessage(m) => {
-                ApiError::new(StatusCode::BAD_REQUEST, m.code(), m.to_string())
-            }
-            SendError::InvalidTopic(t) => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_topic",
-                format!("invalid topic: {t}"),
-            ),
-            SendError::Cluster(c) => c.into(),
-            SendError::History(h) => h.into(),
-        }
-    }
-}
-
-impl From<SubscribeError> for ApiError {
-    fn from(e: SubscribeError) -> Self {
-        match e {
-            SubscribeError::InvalidTopic(t) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_topic", t.to_string())
-            }
-            SubscribeError::UnknownConnection => ApiError::unknown_connection(),
-            SubscribeError::Cluster(c) => c.into(),
-            SubscribeError::History(h) => h.into(),
-        }
-    }
-}
-
-type ApiResult = Result<Json<serde_json::Value>, ApiError>;
-
-/// `delivered` counts connections on this node; `relayed` says the message was
-/// queued for the bus to the other nodes (their deliveries are asynchronous). On a
-/// history topic the answer also carries the publication's `offset` and `epoch`.
-fn delivered(d: Delivery) -> ApiResult {
-    let mut answer = json!({"delivered": d.local, "relayed": d.relayed});
-    if let Some(position) = d.position {
-        answer["offset"] = json!(position.offset);
-        answer["epoch"] = json!(position.epoch);
-    }
-    Ok(Json(answer))
+fn delivered(d: Delivery) -> ApiResult<Delivered> {
+    let (offset, epoch) = d.position.map(|p| (p.offset, p.epoch)).unzip();
+    Ok(Json(Delivered {
+        delivered: d.local,
+        relayed: d.relayed,
+        offset,
+        epoch,
+    }))
 }
 
 /// Connection ids are UUIDs; anything else cannot name a connection.
@@ -211,120 +156,107 @@ fn connection_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::unknown_connection())
 }
 
-/// `?scope=local` (default: this node) or `?scope=cluster` (every node, from the
-/// cluster directory). Cluster views are paged: `limit` entries at most (default
-/// [`DEFAULT_PAGE`], at most [`MAX_PAGE`]) starting after `cursor`, the
-/// `next_cursor` of the previous page.
-#[derive(Debug, Default, Deserialize)]
-struct ViewQuery {
-    #[serde(default)]
-    scope: Scope,
-    limit: Option<usize>,
-    cursor: Option<String>,
-}
-
-/// Entries in a page of a cluster view when the request names no `limit`.
-pub const DEFAULT_PAGE: usize = 100;
-/// The largest `limit` a cluster view accepts, so one request's cost is bounded.
-pub const MAX_PAGE: usize = 1000;
-
-#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-enum Scope {
-    #[default]
-    Local,
-    Cluster,
-}
-
-/// What a view request asks for: this node, or one page of the cluster.
-enum View {
-    Local,
-    Cluster {
-        limit: usize,
-        cursor: Option<String>,
-    },
-}
-
-fn view(query: Result<Query<ViewQuery>, QueryRejection>) -> Result<View, ApiError> {
-    let bad = |message: &str| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message);
-    let Query(q) = query.map_err(|_| {
-        bad("`scope` must be `local` or `cluster`; `limit` a number; `cursor` a string")
-    })?;
-    match q.scope {
-        Scope::Local if q.limit.is_some() || q.cursor.is_some() => {
-            Err(bad("`limit` and `cursor` page the `scope=cluster` views"))
-        }
-        Scope::Local => Ok(View::Local),
-        Scope::Cluster => match q.limit.unwrap_or(DEFAULT_PAGE) {
-            limit @ 1..=MAX_PAGE => Ok(View::Cluster {
-                limit,
-                cursor: q.cursor,
-            }),
-            _ => Err(bad(&format!("`limit` must be between 1 and {MAX_PAGE}"))),
-        },
-    }
-}
-
-fn invalid_cursor() -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-        "`cursor` must be a `next_cursor` from a previous page",
-    )
-}
-
-/// A connections-view cursor on the wire: `{connection id}:{node label}`.
-fn connection_cursor(key: &ConnectionKey) -> String {
-    format!("{}:{}", key.1, key.0)
-}
-
-fn parse_connection_cursor(raw: &str) -> Result<ConnectionKey, ApiError> {
-    let (id, node) = raw.split_once(':').ok_or_else(invalid_cursor)?;
-    let id = Uuid::parse_str(id).map_err(|_| invalid_cursor())?;
-    Ok((node.to_owned(), id))
-}
-
-async fn broadcast(State(s): State<ApiState>, JsonBody(body): JsonBody) -> ApiResult {
+/// Sends a message to every connection.
+#[utoipa::path(post, path = "/broadcast", tag = "send",
+    request_body = RouteMessage,
+    responses(
+        (status = 200, description = "Sent.", body = Delivered),
+        (status = 400, description = answers::MESSAGE, body = ApiError),
+        (status = 401, description = answers::UNAUTHORIZED, body = ApiError),
+        (status = 413, description = answers::TOO_LARGE, body = ApiError),
+        (status = 503, description = answers::BUS, body = ApiError),
+    ))]
+async fn broadcast(State(s): State<ApiState>, JsonBody(body): JsonBody) -> ApiResult<Delivered> {
     delivered(s.rt.send_json(Route::Broadcast, &body)?)
 }
 
+/// Sends a message to every connection of a user.
+#[utoipa::path(post, path = "/users/{user_id}/messages", tag = "send",
+    params(("user_id" = String, Path, min_length = 1, description = "The user id (the token's `sub`).")),
+    request_body = RouteMessage,
+    responses(
+        (status = 200, description = "Sent.", body = Delivered),
+        (status = 400, description = answers::MESSAGE, body = ApiError),
+        (status = 401, description = answers::UNAUTHORIZED, body = ApiError),
+        (status = 413, description = answers::TOO_LARGE, body = ApiError),
+        (status = 503, description = answers::BUS, body = ApiError),
+    ))]
 async fn to_user(
     State(s): State<ApiState>,
     ApiPath(user): ApiPath<String>,
     JsonBody(body): JsonBody,
-) -> ApiResult {
+) -> ApiResult<Delivered> {
     delivered(s.rt.send_json(Route::User(user), &body)?)
 }
 
+/// Sends a message to every connection holding a role.
+#[utoipa::path(post, path = "/roles/{role}/messages", tag = "send",
+    params(("role" = String, Path, min_length = 1, description = "A role (from the token's `roles`).")),
+    request_body = RouteMessage,
+    responses(
+        (status = 200, description = "Sent.", body = Delivered),
+        (status = 400, description = answers::MESSAGE, body = ApiError),
+        (status = 401, description = answers::UNAUTHORIZED, body = ApiError),
+        (status = 413, description = answers::TOO_LARGE, body = ApiError),
+        (status = 503, description = answers::BUS, body = ApiError),
+    ))]
 async fn to_role(
     State(s): State<ApiState>,
     ApiPath(role): ApiPath<String>,
     JsonBody(body): JsonBody,
-) -> ApiResult {
+) -> ApiResult<Delivered> {
     delivered(s.rt.send_json(Route::Role(role), &body)?)
 }
 
-/// Exact for any connection: the owning node answers whether it exists.
+/// Sends a message to one connection, wherever it is. Exact for any connection:
+/// the owning node answers whether it exists.
+#[utoipa::path(post, path = "/connections/{id}/messages", tag = "send",
+    params(("id" = Uuid, Path, description = "The connection id (from its welcome).")),
+    request_body = RouteMessage,
+    responses(
+        (status = 200, description = "Sent.", body = Delivered),
+        (status = 400, description = answers::MESSAGE, body = ApiError),
+        (status = 401, description = answers::UNAUTHORIZED, body = ApiError),
+        (status = 404, description = answers::CONNECTION, body = ApiError),
+        (status = 413, description = answers::TOO_LARGE, body = ApiError),
+        (status = 503, description = answers::BUS, body = ApiError),
+        (status = 504, description = answers::NODE_TIMEOUT, body = ApiError),
+    ))]
 async fn to_connection(
     State(s): State<ApiState>,
     ApiPath(id): ApiPath<String>,
     JsonBody(body): JsonBody,
-) -> ApiResult {
+) -> ApiResult<Delivered> {
     let id = connection_id(&id)?;
     let reply = s.rt.send_json_confirmed(id, &body).await?;
     if !reply.found {
         return Err(ApiError::unknown_connection());
     }
-    Ok(Json(
-        json!({"delivered": usize::from(reply.changed), "relayed": !s.rt.is_local(&id)}),
-    ))
+    Ok(Json(Delivered {
+        delivered: usize::from(reply.changed),
+        relayed: !s.rt.is_local(&id),
+        offset: None,
+        epoch: None,
+    }))
 }
 
+/// Publishes a message to a topic's subscribers. On a history topic the answer
+/// comes once the store has given the publication its position.
+#[utoipa::path(post, path = "/topics/{topic}/messages", tag = "send",
+    params(("topic" = Topic, Path)),
+    request_body = TopicMessage,
+    responses(
+        (status = 200, description = "Published.", body = Delivered),
+        (status = 400, description = answers::TOPIC_MESSAGE, body = ApiError),
+        (status = 401, description = answers::UNAUTHORIZED, body = ApiError),
+        (status = 413, description = answers::TOO_LARGE, body = ApiError),
+        (status = 503, description = answers::HISTORY_BUS, body = ApiError),
+    ))]
 async fn to_topic(
     State(s): State<ApiState>,
     ApiPath(topic): ApiPath<String>,
     JsonBody(body): JsonBody,
-) -> ApiResult {
+) -> ApiResult<Delivered> {
     let topic = s.rt.parse_topic(&topic).map_err(SendError::from)?;
     // A history topic answers once the store has given the publication its
     // position, so the backend learns the offset it can later read from.
@@ -339,80 +271,72 @@ async fn to_topic(
     delivered(s.rt.send_json(Route::Topic(topic), &body)?)
 }
 
-async fn list_connections(
+/// One connection on this node.
+#[utoipa::path(get, path = "/connections/{id}", tag = "connections",
+    params(("id" = Uuid, Path, description = "The connection id.")),
+    responses(
+        (status = 200, description = "The connection.", body = realtime::ConnectionSummary),
+        (status = 400, description = answers::PATH, body = ApiError),
+        (status = 401, description = answers::UNAUTHORIZED, body = ApiError),
+        (status = 404, description = answers::CONNECTION, body = ApiError),
+    ))]
+async fn get_connection(
     State(s): State<ApiState>,
-    query: Result<Query<ViewQuery>, QueryRejection>,
-) -> ApiResult {
-    let View::Cluster { limit, cursor } = view(query)? else {
-        let list = s.rt.connections();
-        return Ok(Json(
-            json!({"scope": "local", "count": list.len(), "connections": list}),
-        ));
-    };
-    let after = cursor.as_deref().map(parse_connection_cursor).transpose()?;
-    let page =
-        s.rt.cluster_connections_page(PageRequest { limit, after })
-            .await?;
-    Ok(Json(json!({
-        "scope": "cluster",
-        "count": page.items.len(),
-        "connections": page.items,
-        "next_cursor": page.next.as_ref().map(connection_cursor),
-    })))
-}
-
-async fn get_connection(State(s): State<ApiState>, ApiPath(id): ApiPath<String>) -> ApiResult {
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<realtime::ConnectionSummary> {
     let c =
         s.rt.connection(connection_id(&id)?)
             .ok_or_else(ApiError::unknown_connection)?;
-    Ok(Json(json!(c)))
+    Ok(Json(c))
 }
 
 /// This node's counts: connections, topics, messages and deliveries since start.
-async fn stats(State(s): State<ApiState>) -> ApiResult {
-    Ok(Json(json!(s.rt.stats())))
+#[utoipa::path(get, path = "/stats", tag = "connections",
+    responses(
+        (status = 200, description = "This node's counts; `messages` (sends) and `deliveries` \
+            (frames queued) count since start, so two reads give rates.", body = Stats),
+        (status = 401, description = answers::UNAUTHORIZED, body = ApiError),
+    ))]
+async fn stats(State(s): State<ApiState>) -> Json<Stats> {
+    Json(s.rt.stats())
 }
 
-async fn list_topics(
-    State(s): State<ApiState>,
-    query: Result<Query<ViewQuery>, QueryRejection>,
-) -> ApiResult {
-    let View::Cluster { limit, cursor } = view(query)? else {
-        let topics = s.rt.topics();
-        return Ok(Json(
-            json!({"scope": "local", "count": topics.len(), "topics": topics}),
-        ));
-    };
-    // A topics-view cursor is the last topic of the previous page.
-    let page =
-        s.rt.cluster_topics_page(PageRequest {
-            limit,
-            after: cursor,
-        })
-        .await?;
-    let topics: serde_json::Map<String, serde_json::Value> = page
-        .items
-        .into_iter()
-        .map(|(topic, n)| (topic, json!(n)))
-        .collect();
-    Ok(Json(json!({
-        "scope": "cluster",
-        "count": topics.len(),
-        "topics": topics,
-        "next_cursor": page.next,
-    })))
-}
-
-#[derive(Deserialize)]
+/// The body of `POST /api/connections/{id}/subscriptions`.
+#[derive(Deserialize, ToSchema)]
 struct SubscribeBody {
+    #[schema(value_type = Topic)]
     topic: String,
 }
 
+/// The answer to a server-side subscribe.
+#[derive(Serialize, ToSchema)]
+struct Subscribed {
+    topic: String,
+    /// Always `true`.
+    subscribed: bool,
+    /// The connection was already subscribed to the topic.
+    already_subscribed: bool,
+}
+
+/// Subscribes a connection to a topic, wherever the connection is (no policy
+/// check: backends are trusted).
+#[utoipa::path(post, path = "/connections/{id}/subscriptions", tag = "connections",
+    params(("id" = Uuid, Path, description = "The connection id.")),
+    request_body = SubscribeBody,
+    responses(
+        (status = 200, description = "Subscribed.", body = Subscribed),
+        (status = 400, description = answers::SUBSCRIBE, body = ApiError),
+        (status = 401, description = answers::UNAUTHORIZED, body = ApiError),
+        (status = 404, description = answers::CONNECTION, body = ApiError),
+        (status = 413, description = answers::TOO_LARGE, body = ApiError),
+        (status = 503, description = answers::BUS, body = ApiError),
+        (status = 504, description = answers::NODE_TIMEOUT, body = ApiError),
+    ))]
 async fn subscribe(
     State(s): State<ApiState>,
     ApiPath(id): ApiPath<String>,
     JsonBody(body): JsonBody,
-) -> ApiResult {
+) -> ApiResult<Subscribed> {
     let id = connection_id(&id)?;
     let SubscribeBody { topic } = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
@@ -422,31 +346,104 @@ async fn subscribe(
         )
     })?;
     let added = s.rt.subscribe(id, &topic).await?;
-    Ok(Json(
-        json!({"topic": topic, "subscribed": true, "already_subscribed": !added}),
-    ))
+    Ok(Json(Subscribed {
+        topic,
+        subscribed: true,
+        already_subscribed: !added,
+    }))
 }
 
+/// The answer to a server-side unsubscribe.
+#[derive(Serialize, ToSchema)]
+struct Unsubscribed {
+    topic: String,
+    /// Always `true`.
+    unsubscribed: bool,
+    /// The connection was subscribed to the topic.
+    was_subscribed: bool,
+}
+
+/// Unsubscribes a connection from a topic, wherever the connection is.
+#[utoipa::path(delete, path = "/connections/{id}/subscriptions/{topic}", tag = "connections",
+    params(
+        ("id" = Uuid, Path, description = "The connection id."),
+        ("topic" = Topic, Path),
+    ),
+    responses(
+        (status = 200, description = "Unsubscribed.", body = Unsubscribed),
+        (status = 400, description = answers::TOPIC, body = ApiError),
+        (status = 401, description = answers::UNAUTHORIZED, body = ApiError),
+        (status = 404, description = answers::CONNECTION, body = ApiError),
+        (status = 503, description = answers::BUS, body = ApiError),
+        (status = 504, description = answers::NODE_TIMEOUT, body = ApiError),
+    ))]
 async fn unsubscribe(
     State(s): State<ApiState>,
     ApiPath((id, topic)): ApiPath<(String, String)>,
-) -> ApiResult {
+) -> ApiResult<Unsubscribed> {
     let was = s.rt.unsubscribe(connection_id(&id)?, &topic).await?;
-    Ok(Json(
-        json!({"topic": topic, "unsubscribed": true, "was_subscribed": was}),
-    ))
+    Ok(Json(Unsubscribed {
+        topic,
+        unsubscribed: true,
+        was_subscribed: was,
+    }))
 }
 
-async fn disconnect(State(s): State<ApiState>, ApiPath(id): ApiPath<String>) -> ApiResult {
+/// The answer to a disconnect of one connection.
+#[derive(Serialize, ToSchema)]
+struct Disconnected {
+    /// Always 1.
+    disconnected: usize,
+}
+
+/// Closes a connection with 3503 (do not reconnect), wherever it is.
+#[utoipa::path(delete, path = "/connections/{id}", tag = "connections",
+    params(("id" = Uuid, Path, description = "The connection id.")),
+    responses(
+        (status = 200, description = "Closed.", body = Disconnected),
+        (status = 400, description = answers::PATH, body = ApiError),
+        (status = 401, description = answers::UNAUTHORIZED, body = ApiError),
+        (status = 404, description = answers::CONNECTION, body = ApiError),
+        (status = 503, description = answers::BUS, body = ApiError),
+        (status = 504, description = answers::NODE_TIMEOUT, body = ApiError),
+    ))]
+async fn disconnect(
+    State(s): State<ApiState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Disconnected> {
     if !s.rt.disconnect(connection_id(&id)?).await? {
         return Err(ApiError::unknown_connection());
     }
-    Ok(Json(json!({"disconnected": 1})))
+    Ok(Json(Disconnected { disconnected: 1 }))
 }
 
-async fn disconnect_user(State(s): State<ApiState>, ApiPath(user): ApiPath<String>) -> ApiResult {
+/// The answer to a disconnect of a user.
+#[derive(Serialize, ToSchema)]
+struct UserDisconnected {
+    /// The user's connections closed on this node.
+    disconnected: usize,
+    /// Whether the disconnect was queued for the other nodes.
+    relayed: bool,
+}
+
+/// Closes every connection of a user with 3503, on every node.
+#[utoipa::path(delete, path = "/users/{user_id}/connections", tag = "connections",
+    params(("user_id" = String, Path, min_length = 1, description = "The user id.")),
+    responses(
+        (status = 200, description = "Closed.", body = UserDisconnected),
+        (status = 400, description = answers::PATH, body = ApiError),
+        (status = 401, description = answers::UNAUTHORIZED, body = ApiError),
+        (status = 503, description = answers::BUS, body = ApiError),
+    ))]
+async fn disconnect_user(
+    State(s): State<ApiState>,
+    ApiPath(user): ApiPath<String>,
+) -> ApiResult<UserDisconnected> {
     let d = s.rt.disconnect_user(&user)?;
-    Ok(Json(json!({"disconnected": d.local, "relayed": d.relayed})))
+    Ok(Json(UserDisconnected {
+        disconnected: d.local,
+        relayed: d.relayed,
+    }))
 }
 
 mod bytes_body {

@@ -1,19 +1,23 @@
 //! Assembles the server: engine (with the backend proxy hooks), WebSocket and
-//! SSE routes, HTTP API, health, metrics and the webhook sender.
+//! SSE routes, HTTP API, health, metrics, the OpenAPI document of all but the
+//! two transports, and the webhook sender.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use realtime::{BusStatus, JwtVerifier, KeyError, Realtime};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::api;
+use crate::api::{self, ApiError};
 use crate::config::{Provider, Settings, TokenKey};
+use crate::openapi;
 use crate::proxy::{self, ProxyMetrics};
 use crate::slots::ConnectionSlots;
 use crate::webhooks::{WebhookMetrics, WebhookSender};
@@ -101,16 +105,43 @@ pub fn build(settings: &Settings) -> Result<App, AppError> {
     let webhooks = start_webhooks(settings, &realtime, &mut registry)?;
     let registry = Arc::new(registry);
 
+    // Every documented route is declared once, by its handler; the document is
+    // what the router serves, then written for `/api/openapi.json` to answer.
+    let document = openapi::Document::default();
+    let (documented, spec) = OpenApiRouter::with_openapi(openapi::base())
+        .merge(
+            OpenApiRouter::default()
+                .routes(routes!(health))
+                .with_state(realtime.clone()),
+        )
+        .merge(
+            OpenApiRouter::default()
+                .routes(routes!(metrics))
+                .with_state(registry),
+        )
+        .merge(
+            OpenApiRouter::default()
+                .routes(routes!(openapi::document))
+                .with_state(document.clone()),
+        )
+        .nest("/api", api::router(realtime.clone(), &settings.api_key))
+        .split_for_parts();
+    let spec = openapi::with_limits(spec, settings.engine.max_topic_length);
+    match spec.to_json() {
+        Ok(json) => {
+            let _ = document.set(json);
+        }
+        // Never seen: the document is plain data. `/api/openapi.json` then says so.
+        Err(e) => tracing::error!(error = %e, "cannot serialize the OpenAPI document"),
+    }
     let router = Router::new()
         .route("/ws", realtime.websocket_route())
         .route("/sse", realtime.sse_route())
-        .route("/health", get(health).with_state(realtime.clone()))
-        .route("/metrics", get(metrics).with_state(registry))
-        .nest("/api", api::router(realtime.clone(), &settings.api_key))
+        .merge(documented)
         .merge(crate::pages::router(settings))
         .method_not_allowed_fallback(api::method_not_allowed)
         .fallback(|| async {
-            api::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         });
     let router = if crate::request_log::enabled() {
         router.layer(axum::middleware::from_fn(crate::request_log::log_requests))
@@ -149,14 +180,49 @@ fn start_webhooks(
         .map_err(AppError::Webhook)
 }
 
+/// Whether this node can do its work.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum HealthStatus {
+    Healthy,
+    Degraded,
+    ShuttingDown,
+}
+
+/// The answer of `/health`.
+#[derive(Serialize, ToSchema)]
+struct Health {
+    status: HealthStatus,
+    /// Connections open on this node.
+    active_connections: usize,
+    /// Always `realtime`.
+    service: &'static str,
+    /// While `degraded`: each link that is down, joined with `; `.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
 /// 200 `healthy` only while messages can flow and the cluster directory is
 /// reachable; 503 `degraded` (with the reasons) while the bus or the directory is
 /// down, 503 `shutting_down` during shutdown.
-async fn health(State(rt): State<Realtime>) -> impl IntoResponse {
-    let connections = rt.connection_count();
-    let body = |status: &str| json!({"status": status, "active_connections": connections, "service": "realtime"});
+#[utoipa::path(get, path = "/health", tag = "meta",
+    security(()),
+    responses(
+        (status = 200, description = "`healthy`: messages can flow and the cluster \
+            directory is reachable.", body = Health),
+        (status = 503, description = "`degraded` (with `reason`) while the bus or the \
+            directory is down; `shutting_down` during shutdown.", body = Health),
+    ))]
+async fn health(State(rt): State<Realtime>) -> (StatusCode, Json<Health>) {
+    let body = |status, reason| Health {
+        status,
+        active_connections: rt.connection_count(),
+        service: "realtime",
+        reason,
+    };
     if !rt.is_accepting() {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(body("shutting_down")));
+        let answer = body(HealthStatus::ShuttingDown, None);
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(answer));
     }
     let reasons: Vec<String> = [rt.bus_status(), rt.directory_status()]
         .into_iter()
@@ -166,13 +232,21 @@ async fn health(State(rt): State<Realtime>) -> impl IntoResponse {
         })
         .collect();
     if reasons.is_empty() {
-        return (StatusCode::OK, Json(body("healthy")));
+        return (StatusCode::OK, Json(body(HealthStatus::Healthy, None)));
     }
-    let mut b = body("degraded");
-    b["reason"] = json!(reasons.join("; "));
-    (StatusCode::SERVICE_UNAVAILABLE, Json(b))
+    let answer = body(HealthStatus::Degraded, Some(reasons.join("; ")));
+    (StatusCode::SERVICE_UNAVAILABLE, Json(answer))
 }
 
+/// The Prometheus metrics, as OpenMetrics text (see docs/OPERATIONS.md).
+#[utoipa::path(get, path = "/metrics", tag = "meta",
+    security(()),
+    responses(
+        (status = 200, description = "OpenMetrics text.", body = String,
+            content_type = "application/openmetrics-text"),
+        (status = 500, description = "`internal_error`: the metrics cannot be encoded.",
+            body = ApiError),
+    ))]
 async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &registry) {
@@ -185,7 +259,7 @@ async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
             body,
         )
             .into_response(),
-        Err(_) => api::ApiError::new(
+        Err(_) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
             "cannot encode the metrics",

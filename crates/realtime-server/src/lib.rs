@@ -10,6 +10,7 @@ mod connection_io;
 pub mod dev;
 mod http_error;
 pub mod limits;
+pub mod openapi;
 mod outbound;
 pub mod pages;
 mod phase;

@@ -385,7 +385,8 @@ async fn the_publisher_queue_is_bounded_in_bytes() {
     assert!(cluster.wait_until_up(START).await);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new().nest("/api", realtime_server::api::router(rt.clone(), API_KEY));
+    let api: axum::Router = realtime_server::api::router(rt.clone(), API_KEY).into();
+    let app = axum::Router::new().nest("/api", api);
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     // Redis stops executing writes (PUBLISH among them) but stays connected.

@@ -63,8 +63,8 @@ pub use hooks::{
     RefusalKind, SubscribeHook,
 };
 pub use presence::{
-    EventQueue, Member, MemoryPresence, OnlineStats, PresenceError, PresenceQuery,
-    PresenceQueryError, PresenceStats, PresenceStore, TopicPresence, UserPresence,
+    EventQueue, Member, MemoryPresence, OnlineStats, PRESENCE_CURSOR_PATTERN, PresenceError,
+    PresenceQuery, PresenceQueryError, PresenceStats, PresenceStore, TopicPresence, UserPresence,
 };
 pub use realtime_core;
 pub use realtime_core::{ClaimRules, CloseCode, ConnectionId, ControlReply, NodeTag, Route, Topic};

@@ -99,7 +99,9 @@ pub struct Delivery {
 
 /// A connection as reported by [`Realtime::connections`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConnectionSummary {
+    #[cfg_attr(feature = "openapi", schema(value_type = uuid::Uuid))]
     pub id: ConnectionId,
     pub user_id: String,
     pub roles: Vec<String>,
@@ -683,6 +685,7 @@ fn route_topic(route: &Route) -> Option<&Topic> {
 
 /// What [`Realtime::stats`] reports, for this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Stats {
     pub connections: usize,
     pub topics: usize,

@@ -7,10 +7,13 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use realtime::{HistoryError, HistoryQuery, HistoryQueryError, TopicHistory};
 use realtime_core::history::MAX_HISTORY_LIMIT;
-use realtime_core::{ErrorCode, Position};
-use serde::Deserialize;
-use serde_json::json;
+use realtime_core::{ErrorCode, Position, Topic};
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
 
+use super::error::answers;
 use super::path::ApiPath;
 use super::{ApiError, ApiResult, ApiState};
 
@@ -23,6 +26,53 @@ pub(super) struct HistoryParams {
     epoch: Option<String>,
     limit: Option<String>,
 }
+
+/// The schema of [`HistoryParams`] as [`history_query`] checks it: `since_offset`
+/// and `epoch` together or neither, `limit` with either; nothing else.
+impl PartialSchema for HistoryParams {
+    fn schema() -> RefOr<Schema> {
+        let whole = |description: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0))
+                .maximum(Some(u64::MAX))
+                .description(Some(description))
+        };
+        let limit = || {
+            whole(
+                "Most publications returned, at most 1000 (also the default; larger is \
+                 taken as 1000); 0 answers only the position.",
+            )
+        };
+        let closed = || Some(AdditionalProperties::FreeForm(false));
+        let from_oldest = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .title(Some("From the oldest held"))
+            .property("limit", limit())
+            .additional_properties(closed());
+        let since = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .title(Some("After a position"))
+            .property(
+                "since_offset",
+                whole("The publications after this offset (of `epoch`)."),
+            )
+            .required("since_offset")
+            .property(
+                "epoch",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .description(Some("The epoch of `since_offset`.")),
+            )
+            .required("epoch")
+            .property("limit", limit())
+            .additional_properties(closed());
+        OneOfBuilder::new().item(from_oldest).item(since).into()
+    }
+}
+
+impl ToSchema for HistoryParams {}
 
 fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
@@ -96,8 +146,23 @@ impl From<HistoryQueryError> for ApiError {
     }
 }
 
-/// `{"topic","publications":[...],"offset","epoch"}`, plus `"recovered"` when the
-/// request gave a position.
+/// A page of a topic's history and its current position. Without a position the
+/// page starts at the oldest publication held; with `since_offset` and `epoch`, it
+/// holds the publications after it, and `recovered` says whether none is missing
+/// between (false: the page starts at the oldest held instead).
+#[utoipa::path(get, path = "/topics/{topic}/history", tag = "history",
+    params(
+        ("topic" = Topic, Path),
+        ("query" = inline(Option<HistoryParams>), Query, style = Form, explode,
+            description = "`since_offset` with `epoch`, and `limit`, each at most once."),
+    ),
+    responses(
+        (status = 200, description = "The page.", body = TopicHistory),
+        (status = 400, description = answers::HISTORY_QUERY, body = ApiError),
+        (status = 401, description = answers::UNAUTHORIZED, body = ApiError),
+        (status = 404, description = answers::NO_HISTORY, body = ApiError),
+        (status = 503, description = answers::HISTORY, body = ApiError),
+    ))]
 pub(super) async fn read(
     State(s): State<ApiState>,
     ApiPath(topic): ApiPath<String>,
@@ -107,10 +172,34 @@ pub(super) async fn read(
     Ok(Json(s.rt.history(&topic, query).await?))
 }
 
+/// A topic's position after a reset.
+#[derive(Serialize, ToSchema)]
+pub(super) struct HistoryReset {
+    topic: String,
+    /// Always 0: the next publication is offset 1.
+    offset: u64,
+    /// The new epoch.
+    epoch: String,
+}
+
 /// Drops the topic's publications and starts a new epoch at offset 0.
-pub(super) async fn reset(State(s): State<ApiState>, ApiPath(topic): ApiPath<String>) -> ApiResult {
-    let position = s.rt.reset_history(&topic).await?;
-    Ok(Json(
-        json!({"topic": topic, "offset": position.offset, "epoch": position.epoch}),
-    ))
+#[utoipa::path(delete, path = "/topics/{topic}/history", tag = "history",
+    params(("topic" = Topic, Path)),
+    responses(
+        (status = 200, description = "Reset.", body = HistoryReset),
+        (status = 400, description = answers::TOPIC, body = ApiError),
+        (status = 401, description = answers::UNAUTHORIZED, body = ApiError),
+        (status = 404, description = answers::NO_HISTORY, body = ApiError),
+        (status = 503, description = answers::HISTORY, body = ApiError),
+    ))]
+pub(super) async fn reset(
+    State(s): State<ApiState>,
+    ApiPath(topic): ApiPath<String>,
+) -> ApiResult<HistoryReset> {
+    let Position { offset, epoch } = s.rt.reset_history(&topic).await?;
+    Ok(Json(HistoryReset {
+        topic,
+        offset,
+        epoch,
+    }))
 }

@@ -6,23 +6,42 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
+use realtime::presence::MAX_PRESENCE_LIMIT;
 use realtime::{
-    OnlineStats, PresenceQuery, PresenceQueryError, PresenceStats, TopicPresence, UserPresence,
+    OnlineStats, PRESENCE_CURSOR_PATTERN, PresenceQuery, PresenceQueryError, PresenceStats,
+    TopicPresence, UserPresence,
 };
-use realtime_core::ErrorCode;
+use realtime_core::{ErrorCode, Topic};
 use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 
+use super::error::answers;
 use super::path::ApiPath;
 use super::{ApiError, ApiState};
 
 /// The query string, as text: `limit` is checked here so a bad one gets a
 /// message naming it; `cursor` is the engine's to judge.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct PresenceParams {
+    /// Most connections in the page (default 100).
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// The `cursor` of the previous page.
+    #[param(schema_with = cursor_schema)]
     cursor: Option<String>,
 }
+
+/// A presence cursor, as the engine reads it.
+fn cursor_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(PRESENCE_CURSOR_PATTERN))
+}
+
+const _: () = assert!(MAX_PRESENCE_LIMIT == 1000, "the `limit` schema says 1000");
 
 fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
@@ -67,7 +86,17 @@ impl From<PresenceQueryError> for ApiError {
     }
 }
 
-/// `{"topic","users":[{"user_id","connections":[...]}],"cursor"?,"degraded"?}`.
+/// One page of a presence topic's members across the cluster, grouped by user
+/// (`cursor` only when there is a next page).
+#[utoipa::path(get, path = "/topics/{topic}/presence", tag = "presence",
+    params(("topic" = Topic, Path), PresenceParams),
+    responses(
+        (status = 200, description = "The page; `degraded: true` when only this node's \
+            members could be read.", body = TopicPresence),
+        (status = 400, description = answers::PRESENCE_QUERY, body = ApiError),
+        (status = 401, description = answers::UNAUTHORIZED, body = ApiError),
+        (status = 404, description = answers::NO_PRESENCE, body = ApiError),
+    ))]
 pub(super) async fn members(
     State(s): State<ApiState>,
     ApiPath(topic): ApiPath<String>,
@@ -77,7 +106,15 @@ pub(super) async fn members(
     Ok(Json(s.rt.presence(&topic, query).await?))
 }
 
-/// `{"topic","connections","users","degraded"?}`.
+/// How many connections and users a presence topic has, across the cluster.
+#[utoipa::path(get, path = "/topics/{topic}/presence/stats", tag = "presence",
+    params(("topic" = Topic, Path)),
+    responses(
+        (status = 200, description = "The counts.", body = PresenceStats),
+        (status = 400, description = answers::TOPIC, body = ApiError),
+        (status = 401, description = answers::UNAUTHORIZED, body = ApiError),
+        (status = 404, description = answers::NO_PRESENCE, body = ApiError),
+    ))]
 pub(super) async fn stats(
     State(s): State<ApiState>,
     ApiPath(topic): ApiPath<String>,
@@ -85,7 +122,14 @@ pub(super) async fn stats(
     Ok(Json(s.rt.presence_stats(&topic).await?))
 }
 
-/// `{"user_id","online","connections","last_seen","degraded"?}`.
+/// One user's online status across the cluster.
+#[utoipa::path(get, path = "/users/{user_id}/presence", tag = "presence",
+    params(("user_id" = String, Path, min_length = 1, description = "The user id.")),
+    responses(
+        (status = 200, description = "The status.", body = UserPresence),
+        (status = 400, description = answers::PATH, body = ApiError),
+        (status = 401, description = answers::UNAUTHORIZED, body = ApiError),
+    ))]
 pub(super) async fn user(
     State(s): State<ApiState>,
     ApiPath(user_id): ApiPath<String>,
@@ -93,7 +137,12 @@ pub(super) async fn user(
     Json(s.rt.user_presence(&user_id).await)
 }
 
-/// `{"users","connections","degraded"?}`.
+/// Online users and their connections across the cluster.
+#[utoipa::path(get, path = "/presence/stats", tag = "presence",
+    responses(
+        (status = 200, description = "The counts.", body = OnlineStats),
+        (status = 401, description = answers::UNAUTHORIZED, body = ApiError),
+    ))]
 pub(super) async fn online(State(s): State<ApiState>) -> Json<OnlineStats> {
     Json(s.rt.online_stats().await)
 }

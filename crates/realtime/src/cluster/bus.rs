@@ -89,6 +89,7 @@ pub trait MessageBus: Send + Sync + 'static {
 
 /// One connection as the cluster directory records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DirectoryEntry {
     /// The node label (`REALTIME_NODE_ID`) of the node holding the connection.
     pub node: String,

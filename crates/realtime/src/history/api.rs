@@ -24,9 +24,11 @@ pub struct HistoryQuery {
 
 /// A page of a topic's history and its current position.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TopicHistory {
     pub topic: Topic,
     /// In offset order, each with its `offset` and `epoch`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub publications: Vec<Box<RawValue>>,
     /// The topic's current position: its top offset and epoch.
     #[serde(flatten)]

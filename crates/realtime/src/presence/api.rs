@@ -6,8 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use realtime_core::message::rfc3339_millis;
 use realtime_core::{ConnectionId, InvalidTopic, Topic};
 use serde::Serialize;
@@ -38,6 +36,7 @@ pub struct PresenceQuery {
 
 /// One page of a presence topic's members, grouped by user.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TopicPresence {
     pub topic: String,
     /// Sorted by `user_id`, each user's connections by `connection_id`. A user
@@ -53,6 +52,7 @@ pub struct TopicPresence {
 
 /// A user in a presence topic, with each of their connections subscribed to it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PresenceUser {
     pub user_id: String,
     pub connections: Vec<PresenceConnection>,
@@ -60,7 +60,9 @@ pub struct PresenceUser {
 
 /// One connection subscribed to a presence topic.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PresenceConnection {
+    #[cfg_attr(feature = "openapi", schema(value_type = uuid::Uuid))]
     pub connection_id: ConnectionId,
     /// RFC 3339, as in the connection's welcome.
     pub connected_at: String,
@@ -70,6 +72,7 @@ pub struct PresenceConnection {
 
 /// How many are in a presence topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PresenceStats {
     pub topic: String,
     pub connections: u64,
@@ -80,6 +83,7 @@ pub struct PresenceStats {
 
 /// One user's online status across the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserPresence {
     pub user_id: String,
     pub online: bool,
@@ -94,6 +98,7 @@ pub struct UserPresence {
 
 /// Online users and their connections across the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OnlineStats {
     pub users: u64,
     pub connections: u64,
@@ -110,29 +115,59 @@ pub enum PresenceQueryError {
     NoPresence,
     #[error("`limit` must be between 1 and {MAX_PRESENCE_LIMIT}")]
     BadLimit,
-    #[error("`cursor` is not one this server gave out")]
+    #[error("`cursor` is malformed: pass back one this server gave out")]
     BadCursor,
 }
 
 /// Where a page ended, as handed to the client: the last member listed and, for
 /// a page the store answered, the store's own cursor. A page from this node's
 /// registry has none, so the walk it started continues from the registry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Cursor(String, ConnectionId, Option<String>);
+
+/// Every cursor [`Cursor::decode`] accepts, and nothing else: the user id in hex,
+/// `.`, the connection id (hyphenated), and for a store's page `.` and the
+/// store's cursor in hex. Each such text is a place in the order (the stores
+/// take any cursor of theirs as one), so a client can only send a malformed
+/// cursor, never a well-formed one that fails.
+pub const PRESENCE_CURSOR_PATTERN: &str = "^(?:[0-9A-Fa-f]{2})*\\.\
+    [0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\
+    (?:\\.(?:[0-9A-Fa-f]{2})*)?$";
 
 impl Cursor {
     fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+        let mut text = format!("{}.{}", hex::encode(&self.0), self.1.hyphenated());
+        if let Some(store) = &self.2 {
+            text.push('.');
+            text.push_str(&hex::encode(store));
+        }
+        text
     }
 
     /// No length cap of its own: a cursor grows with the user id it names, which
     /// nothing bounds, and the transports already bound what a client can send
-    /// (the WebSocket message size, the HTTP request line).
+    /// (the WebSocket message size, the HTTP request line). Bytes that are not
+    /// UTF-8 (a cursor this server did not write) still name a place.
     fn decode(text: &str) -> Result<Cursor, PresenceQueryError> {
-        let bytes = URL_SAFE_NO_PAD
-            .decode(text)
-            .map_err(|_| PresenceQueryError::BadCursor)?;
-        serde_json::from_slice(&bytes).map_err(|_| PresenceQueryError::BadCursor)
+        let bad = |_| PresenceQueryError::BadCursor;
+        let text_of = |hex_text: &str| {
+            hex::decode(hex_text).map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        };
+        let mut parts = text.split('.');
+        let (Some(user), Some(id), store, None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(PresenceQueryError::BadCursor);
+        };
+        // Only the hyphenated form (36 characters) the cursors are written in.
+        if id.len() != 36 {
+            return Err(PresenceQueryError::BadCursor);
+        }
+        Ok(Cursor(
+            text_of(user).map_err(bad)?,
+            ConnectionId::parse_str(id).map_err(|_| PresenceQueryError::BadCursor)?,
+            store.map(text_of).transpose().map_err(bad)?,
+        ))
     }
 }
 
@@ -416,10 +451,19 @@ mod tests {
         for c in [
             Cursor("42".into(), id, Some("store\0next".into())),
             Cursor("we\"ird\0user".into(), id, None),
+            Cursor(String::new(), id, Some(String::new())),
         ] {
             assert_eq!(Cursor::decode(&c.encode()), Ok(c));
         }
-        for bad in ["", "!!!", "bm9wZQ", &"A".repeat(64 * 1024)] {
+        for bad in [
+            "",
+            "!!!",
+            "bm9wZQ",
+            &"A".repeat(64 * 1024),
+            "343.00000000-0000-0000-0000-000000000007",
+            "3432.00000000000000000000000000000007",
+            "3432.00000000-0000-0000-0000-000000000007.73.74",
+        ] {
             assert_eq!(
                 Cursor::decode(bad),
                 Err(PresenceQueryError::BadCursor),

@@ -9,8 +9,9 @@ pub mod memory;
 pub mod store;
 
 pub use api::{
-    DEFAULT_PRESENCE_LIMIT, MAX_PRESENCE_LIMIT, OnlineStats, PresenceConnection, PresenceQuery,
-    PresenceQueryError, PresenceStats, PresenceUser, TopicPresence, UserPresence,
+    DEFAULT_PRESENCE_LIMIT, MAX_PRESENCE_LIMIT, OnlineStats, PRESENCE_CURSOR_PATTERN,
+    PresenceConnection, PresenceQuery, PresenceQueryError, PresenceStats, PresenceUser,
+    TopicPresence, UserPresence,
 };
 pub use events::{EventQueue, QueuedEvent};
 pub use memory::MemoryPresence;
