@@ -127,32 +127,50 @@ const PUBLICATION_START: &str = r#"{"offset":"#;
 const SUBSCRIBED_START: &str = r#"{"type":"subscribed","#;
 const MISSED_START: &str = r#"{"type":"missed","#;
 
-/// The topic position a serialized frame moves, if any: a history publication
-/// (`offset`, `epoch` and `topic`), or a `subscribed` or `missed` frame with
-/// `offset` and `epoch`. Any other frame is told apart by its first bytes and not
-/// parsed. The caller checks the topic: a message on a topic without history may
-/// carry fields of these names too.
+/// The topic position a serialized frame moves its receiver to, if any: a
+/// history publication (`offset`, `epoch` and `topic`), or a `subscribed` or
+/// `missed` frame with `offset` and `epoch`. A `subscribed` frame that says
+/// `"recovered":true` moves nothing: it states the top its replay leads to, and
+/// the receiver stands where it resumed from until the replay's publications
+/// arrive (an id taken from it would skip them). Any other frame is told apart
+/// by its first bytes and not parsed. The caller checks the topic: a message on
+/// a topic without history may carry fields of these names too.
 pub fn frame_position(frame: &str) -> Option<FramePosition<'_>> {
-    if !(frame.starts_with(PUBLICATION_START)
-        || frame.starts_with(SUBSCRIBED_START)
-        || frame.starts_with(MISSED_START))
-    {
-        return None;
-    }
     #[derive(Deserialize)]
-    struct Peek<'a> {
+    struct Publication<'a> {
         #[serde(borrow)]
         topic: Option<Cow<'a, str>>,
         offset: Option<u64>,
         #[serde(borrow)]
         epoch: Option<Cow<'a, str>>,
     }
-    let peek: Peek<'_> = serde_json::from_str(frame).ok()?;
+    /// A server frame's fields (never an application's: `recovered` is typed).
+    #[derive(Deserialize)]
+    struct Notice<'a> {
+        #[serde(borrow)]
+        topic: Option<Cow<'a, str>>,
+        offset: Option<u64>,
+        #[serde(borrow)]
+        epoch: Option<Cow<'a, str>>,
+        recovered: Option<bool>,
+    }
+    let (topic, offset, epoch) = if frame.starts_with(PUBLICATION_START) {
+        let peek: Publication<'_> = serde_json::from_str(frame).ok()?;
+        (peek.topic, peek.offset, peek.epoch)
+    } else if frame.starts_with(SUBSCRIBED_START) || frame.starts_with(MISSED_START) {
+        let peek: Notice<'_> = serde_json::from_str(frame).ok()?;
+        if peek.recovered == Some(true) {
+            return None;
+        }
+        (peek.topic, peek.offset, peek.epoch)
+    } else {
+        return None;
+    };
     Some(FramePosition {
-        topic: peek.topic?,
+        topic: topic?,
         position: Position {
-            offset: peek.offset?,
-            epoch: peek.epoch?.into_owned(),
+            offset: offset?,
+            epoch: epoch?.into_owned(),
         },
     })
 }
@@ -259,6 +277,30 @@ mod tests {
         assert_eq!(
             frame_position(&subscribed).map(|f| f.position),
             Some(pos(3, "e\"2"))
+        );
+        let recovered = ServerFrame::Subscribed {
+            topic: "chat:a",
+            reference: None,
+            offset: Some(9),
+            epoch: Some("e2"),
+            recovered: Some(true),
+            reason: None,
+        }
+        .to_json();
+        assert_eq!(
+            frame_position(&recovered),
+            None,
+            "a recovered subscribe's replay moves the position, not its reply"
+        );
+        let odd = with_position(
+            r#"{"recovered":"yes","timestamp":"T","topic":"chat:a","type":"n"}"#,
+            4,
+            "e2",
+        );
+        assert_eq!(
+            frame_position(&odd).map(|f| f.position),
+            Some(pos(4, "e2")),
+            "an application's field named like a notice's is not read"
         );
         let missed = ServerFrame::Missed {
             topic: "chat:a",

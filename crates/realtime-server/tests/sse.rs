@@ -425,6 +425,50 @@ async fn two_history_topics_on_one_stream_resume_together() {
     assert_eq!(received[1], [1, 3, 5, 7, 9, 11]);
 }
 
+/// Reads `topic`'s publications up to the one with `seq`; returns their `seq`s.
+async fn ticks_until(stream: &mut SseStream, topic: &str, seq: u64) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    while seqs.last() != Some(&seq) {
+        seqs.extend(read_ticks(stream, topic, 1).await.0);
+    }
+    seqs
+}
+
+#[tokio::test]
+async fn the_id_of_a_recovered_subscribed_event_does_not_skip_its_replay() {
+    const TOPIC: &str = "chat:cut";
+    let server = TestServer::start_with(history_options(100)).await;
+    let (mut stream, _) = open(&server, "cy", &[TOPIC]).await;
+    let (subscribed, _) = expect_subscribed(&mut stream, TOPIC).await;
+    let mut last_id = subscribed.id.expect("the position of a fresh subscribe");
+    drop(stream);
+    server.wait_for_connections(0).await;
+    for seq in 0..5 {
+        publish_seq(&server, TOPIC, seq).await;
+    }
+
+    // Resumed: the connection is cut right after the `subscribed` event, before
+    // any of its replay. A browser then holds that event's id, if it has one.
+    let (mut stream, _) = open_with(&server, "cy", &[TOPIC], &[("Last-Event-ID", &last_id)]).await;
+    let (subscribed, frame) = expect_subscribed(&mut stream, TOPIC).await;
+    assert_eq!(frame["recovered"], true, "{frame}");
+    if let Some(id) = subscribed.id {
+        last_id = id;
+    }
+    drop(stream);
+    server.wait_for_connections(0).await;
+
+    let (mut stream, _) = open_with(&server, "cy", &[TOPIC], &[("Last-Event-ID", &last_id)]).await;
+    let (_, frame) = expect_subscribed(&mut stream, TOPIC).await;
+    assert_eq!(frame["recovered"], true, "{frame}");
+    publish_seq(&server, TOPIC, 5).await;
+    assert_eq!(
+        ticks_until(&mut stream, TOPIC, 5).await,
+        [0, 1, 2, 3, 4, 5],
+        "the replay the client never received is replayed again"
+    );
+}
+
 #[tokio::test]
 async fn the_heartbeat_keeps_a_stream_open_past_the_request_timeout() {
     let server = TestServer::start_with(Options {
