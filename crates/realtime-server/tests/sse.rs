@@ -470,6 +470,61 @@ async fn the_id_of_a_recovered_subscribed_event_does_not_skip_its_replay() {
 }
 
 #[tokio::test]
+async fn an_id_keeps_the_position_of_a_topic_not_yet_announced_on_a_resumed_stream() {
+    let server = TestServer::start_with(history_options(100)).await;
+    let topics = ["chat:first", "chat:second"];
+    let (mut stream, _) = open(&server, "di", &topics).await;
+    for topic in topics {
+        expect_subscribed(&mut stream, topic).await;
+    }
+    publish_seq(&server, topics[0], 0).await;
+    publish_seq(&server, topics[1], 1).await;
+    read_ticks(&mut stream, topics[0], 1).await;
+    let (_, last_id) = read_ticks(&mut stream, topics[1], 1).await;
+    drop(stream);
+    server.wait_for_connections(0).await;
+    publish_seq(&server, topics[0], 2).await;
+    publish_seq(&server, topics[1], 3).await;
+    publish_seq(&server, topics[1], 4).await;
+
+    // Resumed, and cut at the first event with an id: the first topic's part of
+    // the stream; the second topic was not announced yet.
+    let (mut stream, _) = open_with(&server, "di", &topics, &[("Last-Event-ID", &last_id)]).await;
+    let cut_at = loop {
+        let event = stream.next_event().await.expect("the first topic's events");
+        let frame = event.json();
+        assert_eq!(frame["topic"], topics[0], "{frame}");
+        if let Some(id) = event.id {
+            break id;
+        }
+    };
+    drop(stream);
+    server.wait_for_connections(0).await;
+
+    let (mut stream, _) = open_with(&server, "di", &topics, &[("Last-Event-ID", &cut_at)]).await;
+    let mut second = Vec::new();
+    loop {
+        let event = stream.next_event().await.expect("both topics' events");
+        let frame = event.json();
+        if frame["topic"] != topics[1] {
+            continue;
+        }
+        if frame["type"] == "subscribed" {
+            assert_eq!(
+                frame["recovered"], true,
+                "the second topic resumes where the client left it: {frame}"
+            );
+            continue;
+        }
+        second.push(frame["seq"].as_u64().unwrap());
+        if second.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(second, [3, 4], "nothing of the second topic is lost");
+}
+
+#[tokio::test]
 async fn the_heartbeat_keeps_a_stream_open_past_the_request_timeout() {
     let server = TestServer::start_with(Options {
         ping_interval: Some(Duration::from_millis(100)),

@@ -52,8 +52,10 @@ pub(crate) fn data_len(frame: &str) -> usize {
 }
 
 /// The positions of a stream's history topics, as its client has received them:
-/// advanced by the frames as they are written, written into the `id:` of the
-/// events that moved them.
+/// where it resumed from (its `Last-Event-ID`), then advanced by the frames as
+/// they are written, written into the `id:` of the events that moved them. A
+/// topic the stream has not announced yet keeps the position it resumed from, so
+/// an id taken before its `subscribed` still resumes it.
 #[derive(Debug)]
 pub(crate) struct Positions {
     topics: Vec<Tracked>,
@@ -67,14 +69,15 @@ struct Tracked {
 }
 
 impl Positions {
-    pub(crate) fn new(topics: impl IntoIterator<Item = Topic>) -> Self {
+    /// Each history topic with the position the client resumes it from, if any.
+    pub(crate) fn new(topics: impl IntoIterator<Item = (Topic, Option<Position>)>) -> Self {
         Positions {
             topics: topics
                 .into_iter()
-                .map(|topic| Tracked {
+                .map(|(topic, position)| Tracked {
                     key: topic_key(topic.as_str()),
                     topic,
-                    position: None,
+                    position,
                 })
                 .collect(),
         }
@@ -149,7 +152,7 @@ mod tests {
     fn the_id_carries_every_known_position() {
         let a = Topic::parse("chat:a").unwrap();
         let b = Topic::parse("chat:b").unwrap();
-        let mut positions = Positions::new([a.clone(), b.clone()]);
+        let mut positions = Positions::new([(a.clone(), None), (b.clone(), None)]);
         assert!(!positions.advance(r#"{"type":"welcome"}"#));
         assert!(!positions.advance(&with_position(r#"{"topic":"other"}"#, 1, "e")));
         assert!(positions.advance(&with_position(r#"{"topic":"chat:a"}"#, 7, "ea")));
@@ -169,5 +172,30 @@ mod tests {
         };
         assert_eq!(cursor.position(topic_key(a.as_str())), Some(&at(7, "ea")));
         assert_eq!(cursor.position(topic_key(b.as_str())), Some(&at(2, "eb")));
+    }
+
+    #[test]
+    fn a_topic_keeps_where_it_resumed_from_until_its_frames_move_it() {
+        let a = Topic::parse("chat:a").unwrap();
+        let b = Topic::parse("chat:b").unwrap();
+        let at = |offset: u64, epoch: &str| Position {
+            offset,
+            epoch: epoch.into(),
+        };
+        let mut positions = Positions::new([
+            (a.clone(), Some(at(3, "ea"))),
+            (b.clone(), Some(at(5, "eb"))),
+        ]);
+        assert!(positions.advance(&with_position(r#"{"topic":"chat:a"}"#, 4, "ea")));
+        let mut out = BytesMut::new();
+        positions.write_id(&mut out);
+        let line = text(out);
+        let cursor = Cursor::decode(line.strip_prefix("id: ").unwrap().trim_end()).unwrap();
+        assert_eq!(cursor.position(topic_key(a.as_str())), Some(&at(4, "ea")));
+        assert_eq!(
+            cursor.position(topic_key(b.as_str())),
+            Some(&at(5, "eb")),
+            "b was not announced yet: still where it resumed from"
+        );
     }
 }

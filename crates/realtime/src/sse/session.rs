@@ -61,10 +61,14 @@ pub(crate) fn run(
     pipe: PipeSender,
     abort: CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let history: Vec<Topic> = subscriptions
+    let history: Vec<(Topic, Option<Position>)> = subscriptions
         .iter()
-        .filter(|s| s.history.is_some())
-        .map(|s| s.topic.clone())
+        .filter_map(|s| {
+            let (_, since) = s.history.as_ref()?;
+            // An unreadable id's stand-in has no epoch: no position the client holds.
+            let since = since.clone().filter(|p| !p.epoch.is_empty());
+            Some((s.topic.clone(), since))
+        })
         .collect();
     let positions = (!history.is_empty()).then(|| Positions::new(history));
     async move {
