@@ -525,6 +525,59 @@ async fn an_id_keeps_the_position_of_a_topic_not_yet_announced_on_a_resumed_stre
 }
 
 #[tokio::test]
+async fn a_backlog_larger_than_the_queue_is_resumed_in_steps_across_reconnects() {
+    const TOPIC: &str = "chat:backlog";
+    const BACKLOG: u64 = 50;
+    let server = TestServer::start_with(Options {
+        outbound_queue: Some(16),
+        ..history_options(100)
+    })
+    .await;
+    let (mut stream, _) = open(&server, "bea", &[TOPIC]).await;
+    let (subscribed, _) = expect_subscribed(&mut stream, TOPIC).await;
+    let mut last_id = subscribed.id.expect("the position of a fresh subscribe");
+    drop(stream);
+    server.wait_for_connections(0).await;
+    for seq in 0..BACKLOG {
+        publish_seq(&server, TOPIC, seq).await;
+    }
+
+    // As a browser does: reconnect with the last id after every ending. The
+    // replay does not fit the queue; each stream delivers what it queued, then
+    // ends as a slow consumer, and the next one resumes after it.
+    let mut received = Vec::new();
+    let mut closes = 0;
+    let target = target(&token("bea", &[]), &[TOPIC]);
+    while received.len() < BACKLOG as usize && closes < 10 {
+        let mut stream = sse::open(server.addr, &target, &[("Last-Event-ID", &last_id)])
+            .await
+            .stream();
+        while received.len() < BACKLOG as usize {
+            let event = stream.next_event().await.expect("an event or the close");
+            if let Some(id) = &event.id {
+                last_id = id.clone();
+            }
+            let frame = event.json();
+            if event.event.as_deref() == Some("close") {
+                assert_eq!(frame["code"], 3008, "{frame}");
+                closes += 1;
+                break;
+            }
+            if frame["topic"] == TOPIC && frame["offset"].is_u64() && frame.get("seq").is_some() {
+                received.push(frame["seq"].as_u64().unwrap());
+            }
+        }
+        drop(stream);
+        server.wait_for_connections(0).await;
+    }
+    assert_eq!(
+        received,
+        (0..BACKLOG).collect::<Vec<_>>(),
+        "every publication once, in order, after {closes} slow-consumer endings"
+    );
+}
+
+#[tokio::test]
 async fn the_heartbeat_keeps_a_stream_open_past_the_request_timeout() {
     let server = TestServer::start_with(Options {
         ping_interval: Some(Duration::from_millis(100)),
