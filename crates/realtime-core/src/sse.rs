@@ -40,16 +40,26 @@ pub fn topic_key(topic: &str) -> u64 {
     })
 }
 
-/// Writes the cursor for `positions` (each topic's key and position), in order.
+/// The cursor for `positions` (each topic's key and position), in order.
 pub fn encode_cursor<'a>(positions: impl IntoIterator<Item = (u64, &'a Position)>) -> String {
-    let mut out = String::from(CURSOR_VERSION);
-    for (key, position) in positions {
-        use std::fmt::Write;
-        let epoch = utf8_percent_encode(&position.epoch, EPOCH_ESCAPES);
-        // Writing to a String cannot fail.
-        let _ = write!(out, ",{key:016x}:{}:{epoch}", position.offset);
-    }
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = write_cursor(&mut out, positions);
     out
+}
+
+/// Writes the cursor for `positions` into `out` (an event being encoded), with
+/// no allocation of its own.
+pub fn write_cursor<'a>(
+    out: &mut impl std::fmt::Write,
+    positions: impl IntoIterator<Item = (u64, &'a Position)>,
+) -> std::fmt::Result {
+    out.write_str(CURSOR_VERSION)?;
+    for (key, position) in positions {
+        let epoch = utf8_percent_encode(&position.epoch, EPOCH_ESCAPES);
+        write!(out, ",{key:016x}:{}:{epoch}", position.offset)?;
+    }
+    Ok(())
 }
 
 /// A decoded cursor: the positions it names, by topic key.
@@ -113,11 +123,24 @@ fn entry(field: &str) -> Option<(u64, Position)> {
     ))
 }
 
-/// A topic's position as a frame states it.
+/// A topic's position as a frame states it, borrowed from the frame where it
+/// can be (a stream compares the epoch with the one it holds, and copies it
+/// only when it changed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FramePosition<'a> {
     pub topic: Cow<'a, str>,
-    pub position: Position,
+    pub offset: u64,
+    pub epoch: Cow<'a, str>,
+}
+
+impl FramePosition<'_> {
+    /// The stated position, owned.
+    pub fn position(&self) -> Position {
+        Position {
+            offset: self.offset,
+            epoch: self.epoch.clone().into_owned(),
+        }
+    }
 }
 
 /// How a history publication's JSON starts (see [`crate::history::with_position`]).
@@ -168,10 +191,8 @@ pub fn frame_position(frame: &str) -> Option<FramePosition<'_>> {
     };
     Some(FramePosition {
         topic: topic?,
-        position: Position {
-            offset: offset?,
-            epoch: epoch?.into_owned(),
-        },
+        offset: offset?,
+        epoch: epoch?,
     })
 }
 
@@ -262,7 +283,8 @@ mod tests {
             frame_position(&publication),
             Some(FramePosition {
                 topic: "chat:a".into(),
-                position: pos(18, "e1")
+                offset: 18,
+                epoch: "e1".into(),
             })
         );
         let subscribed = ServerFrame::Subscribed {
@@ -275,7 +297,7 @@ mod tests {
         }
         .to_json();
         assert_eq!(
-            frame_position(&subscribed).map(|f| f.position),
+            frame_position(&subscribed).map(|f| f.position()),
             Some(pos(3, "e\"2"))
         );
         let recovered = ServerFrame::Subscribed {
@@ -298,7 +320,7 @@ mod tests {
             "e2",
         );
         assert_eq!(
-            frame_position(&odd).map(|f| f.position),
+            frame_position(&odd).map(|f| f.position()),
             Some(pos(4, "e2")),
             "an application's field named like a notice's is not read"
         );
@@ -310,7 +332,7 @@ mod tests {
         }
         .to_json();
         assert_eq!(
-            frame_position(&missed).map(|f| f.position),
+            frame_position(&missed).map(|f| f.position()),
             Some(pos(0, "e3"))
         );
     }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use realtime_core::sse::{encode_cursor, frame_position, topic_key};
+use realtime_core::sse::{frame_position, topic_key, write_cursor};
 use realtime_core::{CloseCode, Position, Topic};
 use serde_json::json;
 
@@ -89,28 +89,31 @@ impl Positions {
         let Some(stated) = frame_position(frame) else {
             return false;
         };
-        match self
+        let Some(tracked) = self
             .topics
             .iter_mut()
             .find(|t| t.topic.as_str() == stated.topic)
-        {
-            Some(tracked) => {
-                tracked.position = Some(stated.position);
-                true
-            }
-            None => false,
+        else {
+            return false;
+        };
+        match &mut tracked.position {
+            // The same epoch, as nearly always: no copy.
+            Some(known) if known.epoch == stated.epoch => known.offset = stated.offset,
+            position => *position = Some(stated.position()),
         }
+        true
     }
 
     /// Writes the `id:` line naming every known position.
     pub(crate) fn write_id(&self, out: &mut BytesMut) {
-        let cursor = encode_cursor(
+        out.put_slice(b"id: ");
+        // Writing to a BytesMut cannot fail.
+        let _ = write_cursor(
+            out,
             self.topics
                 .iter()
                 .filter_map(|t| Some((t.key, t.position.as_ref()?))),
         );
-        out.put_slice(b"id: ");
-        out.put_slice(cursor.as_bytes());
         out.put_u8(b'\n');
     }
 }
@@ -197,5 +200,12 @@ mod tests {
             Some(&at(5, "eb")),
             "b was not announced yet: still where it resumed from"
         );
+        // A new epoch replaces the one held.
+        assert!(positions.advance(&with_position(r#"{"topic":"chat:a"}"#, 1, "ez")));
+        let mut out = BytesMut::new();
+        positions.write_id(&mut out);
+        let line = text(out);
+        let cursor = Cursor::decode(line.strip_prefix("id: ").unwrap().trim_end()).unwrap();
+        assert_eq!(cursor.position(topic_key(a.as_str())), Some(&at(1, "ez")));
     }
 }
