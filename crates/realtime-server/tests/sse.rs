@@ -787,6 +787,77 @@ async fn a_client_that_drops_its_connection_is_unregistered() {
         .unwrap();
 }
 
+/// The value of one metric line (`name{labels}`) in a `/metrics` text.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn a_stream_abandoned_at_any_point_of_its_opening_leaves_nothing_behind() {
+    use realtime_core::Access;
+    use realtime_server::config::NamespaceOptions;
+    const TOPIC: &str = "room:replay";
+    let server = TestServer::start_with(Options {
+        max_connections_per_user: Some(1),
+        namespaces: Some(vec![
+            NamespaceOptions::new("room", Access::Authenticated, Access::Authenticated)
+                .with_history(1000, Duration::from_secs(600))
+                .with_presence(true),
+        ]),
+        ..options()
+    })
+    .await;
+    let (mut stream, _) = open(&server, "ivy", &[TOPIC]).await;
+    let (subscribed, _) = expect_subscribed(&mut stream, TOPIC).await;
+    let from_start = subscribed.id.unwrap();
+    drop(stream);
+    server.wait_for_connections(0).await;
+    for seq in 0..300 {
+        server
+            .rt
+            .publish(TOPIC, json!({"type": "tick", "seq": seq}))
+            .unwrap();
+    }
+    let target = target(&token("ivy", &[]), &[TOPIC]);
+    // Each stream resumes with a 300-publication replay and is dropped after
+    // reading `read` events: 0 (as soon as the engine accepted it), then at
+    // the welcome, at the `subscribed`, and in the replay.
+    let mut accepted = 1.0;
+    for read in [0, 1, 2, 3, 150] {
+        let mut stream = sse::open(server.addr, &target, &[("Last-Event-ID", &from_start)])
+            .await
+            .stream();
+        accepted += 1.0;
+        for _ in 0..read {
+            stream.next_event().await.expect("an event");
+        }
+        drop(stream);
+        server.wait_for_connections(0).await;
+        let text = server.metrics_text().await;
+        assert_eq!(
+            metric(&text, "realtime_connections_accepted_total"),
+            Some(accepted),
+            "{text}"
+        );
+        for series in [
+            "realtime_connections",
+            r#"realtime_connections_by_transport{transport="sse"}"#,
+        ] {
+            assert_eq!(metric(&text, series), Some(0.0), "{series} after {read}");
+        }
+        let (status, stats) = server
+            .get(&format!("/api/topics/{TOPIC}/presence/stats"))
+            .await;
+        assert_eq!(status, 200, "{stats}");
+        assert_eq!(stats["connections"], 0, "presence after {read}: {stats}");
+        assert_eq!(server.rt.topics().get(TOPIC), None);
+    }
+    // The user's one place is free again.
+    let (_stream, welcome) = open(&server, "ivy", &[TOPIC]).await;
+    assert_eq!(welcome["user_id"], "ivy");
+}
+
 #[tokio::test]
 async fn a_stream_is_listed_targeted_and_subscribed_like_a_websocket() {
     let server = TestServer::start().await;
