@@ -40,16 +40,26 @@ pub fn topic_key(topic: &str) -> u64 {
     })
 }
 
-/// Writes the cursor for `positions` (each topic's key and position), in order.
+/// The cursor for `positions` (each topic's key and position), in order.
 pub fn encode_cursor<'a>(positions: impl IntoIterator<Item = (u64, &'a Position)>) -> String {
-    let mut out = String::from(CURSOR_VERSION);
-    for (key, position) in positions {
-        use std::fmt::Write;
-        let epoch = utf8_percent_encode(&position.epoch, EPOCH_ESCAPES);
-        // Writing to a String cannot fail.
-        let _ = write!(out, ",{key:016x}:{}:{epoch}", position.offset);
-    }
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = write_cursor(&mut out, positions);
     out
+}
+
+/// Writes the cursor for `positions` into `out` (an event being encoded), with
+/// no allocation of its own.
+pub fn write_cursor<'a>(
+    out: &mut impl std::fmt::Write,
+    positions: impl IntoIterator<Item = (u64, &'a Position)>,
+) -> std::fmt::Result {
+    out.write_str(CURSOR_VERSION)?;
+    for (key, position) in positions {
+        let epoch = utf8_percent_encode(&position.epoch, EPOCH_ESCAPES);
+        write!(out, ",{key:016x}:{}:{epoch}", position.offset)?;
+    }
+    Ok(())
 }
 
 /// A decoded cursor: the positions it names, by topic key.
@@ -113,11 +123,24 @@ fn entry(field: &str) -> Option<(u64, Position)> {
     ))
 }
 
-/// A topic's position as a frame states it.
+/// A topic's position as a frame states it, borrowed from the frame where it
+/// can be (a stream compares the epoch with the one it holds, and copies it
+/// only when it changed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FramePosition<'a> {
     pub topic: Cow<'a, str>,
-    pub position: Position,
+    pub offset: u64,
+    pub epoch: Cow<'a, str>,
+}
+
+impl FramePosition<'_> {
+    /// The stated position, owned.
+    pub fn position(&self) -> Position {
+        Position {
+            offset: self.offset,
+            epoch: self.epoch.clone().into_owned(),
+        }
+    }
 }
 
 /// How a history publication's JSON starts (see [`crate::history::with_position`]).
@@ -127,20 +150,26 @@ const PUBLICATION_START: &str = r#"{"offset":"#;
 const SUBSCRIBED_START: &str = r#"{"type":"subscribed","#;
 const MISSED_START: &str = r#"{"type":"missed","#;
 
-/// The topic position a serialized frame moves, if any: a history publication
-/// (`offset`, `epoch` and `topic`), or a `subscribed` (unless `recovered`: its
-/// replay moves the position) or `missed` frame with `offset` and `epoch`. Any other frame is told apart by its first bytes and not
-/// parsed. The caller checks the topic: a message on a topic without history may
-/// carry fields of these names too.
+/// The topic position a serialized frame moves its receiver to, if any: a
+/// history publication (`offset`, `epoch` and `topic`), or a `subscribed` or
+/// `missed` frame with `offset` and `epoch`. A `subscribed` frame that says
+/// `"recovered":true` moves nothing: it states the top its replay leads to, and
+/// the receiver stands where it resumed from until the replay's publications
+/// arrive (an id taken from it would skip them). Any other frame is told apart
+/// by its first bytes and not parsed. The caller checks the topic: a message on
+/// a topic without history may carry fields of these names too.
 pub fn frame_position(frame: &str) -> Option<FramePosition<'_>> {
-    if !(frame.starts_with(PUBLICATION_START)
-        || frame.starts_with(SUBSCRIBED_START)
-        || frame.starts_with(MISSED_START))
-    {
-        return None;
-    }
     #[derive(Deserialize)]
-    struct Peek<'a> {
+    struct Publication<'a> {
+        #[serde(borrow)]
+        topic: Option<Cow<'a, str>>,
+        offset: Option<u64>,
+        #[serde(borrow)]
+        epoch: Option<Cow<'a, str>>,
+    }
+    /// A server frame's fields (never an application's: `recovered` is typed).
+    #[derive(Deserialize)]
+    struct Notice<'a> {
         #[serde(borrow)]
         topic: Option<Cow<'a, str>>,
         offset: Option<u64>,
@@ -148,18 +177,22 @@ pub fn frame_position(frame: &str) -> Option<FramePosition<'_>> {
         epoch: Option<Cow<'a, str>>,
         recovered: Option<bool>,
     }
-    let peek: Peek<'_> = serde_json::from_str(frame).ok()?;
-    if peek.recovered == Some(true) && frame.starts_with(SUBSCRIBED_START) {
-        // A recovered subscribe states the top the replay that follows ends at:
-        // the client is still at its `since` until the replay reaches it.
+    let (topic, offset, epoch) = if frame.starts_with(PUBLICATION_START) {
+        let peek: Publication<'_> = serde_json::from_str(frame).ok()?;
+        (peek.topic, peek.offset, peek.epoch)
+    } else if frame.starts_with(SUBSCRIBED_START) || frame.starts_with(MISSED_START) {
+        let peek: Notice<'_> = serde_json::from_str(frame).ok()?;
+        if peek.recovered == Some(true) {
+            return None;
+        }
+        (peek.topic, peek.offset, peek.epoch)
+    } else {
         return None;
-    }
+    };
     Some(FramePosition {
-        topic: peek.topic?,
-        position: Position {
-            offset: peek.offset?,
-            epoch: peek.epoch?.into_owned(),
-        },
+        topic: topic?,
+        offset: offset?,
+        epoch: epoch?,
     })
 }
 
@@ -250,7 +283,8 @@ mod tests {
             frame_position(&publication),
             Some(FramePosition {
                 topic: "chat:a".into(),
-                position: pos(18, "e1")
+                offset: 18,
+                epoch: "e1".into(),
             })
         );
         let subscribed = ServerFrame::Subscribed {
@@ -263,8 +297,32 @@ mod tests {
         }
         .to_json();
         assert_eq!(
-            frame_position(&subscribed).map(|f| f.position),
+            frame_position(&subscribed).map(|f| f.position()),
             Some(pos(3, "e\"2"))
+        );
+        let recovered = ServerFrame::Subscribed {
+            topic: "chat:a",
+            reference: None,
+            offset: Some(9),
+            epoch: Some("e2"),
+            recovered: Some(true),
+            reason: None,
+        }
+        .to_json();
+        assert_eq!(
+            frame_position(&recovered),
+            None,
+            "a recovered subscribe's replay moves the position, not its reply"
+        );
+        let odd = with_position(
+            r#"{"recovered":"yes","timestamp":"T","topic":"chat:a","type":"n"}"#,
+            4,
+            "e2",
+        );
+        assert_eq!(
+            frame_position(&odd).map(|f| f.position()),
+            Some(pos(4, "e2")),
+            "an application's field named like a notice's is not read"
         );
         let missed = ServerFrame::Missed {
             topic: "chat:a",
@@ -274,7 +332,7 @@ mod tests {
         }
         .to_json();
         assert_eq!(
-            frame_position(&missed).map(|f| f.position),
+            frame_position(&missed).map(|f| f.position()),
             Some(pos(0, "e3"))
         );
     }
@@ -297,20 +355,9 @@ mod tests {
             epoch: None,
         }
         .to_json();
-        // Recovered: the replay after it moves the position, from `since` on.
-        let recovered = ServerFrame::Subscribed {
-            topic: "chat:a",
-            reference: None,
-            offset: Some(9),
-            epoch: Some("e1"),
-            recovered: Some(true),
-            reason: None,
-        }
-        .to_json();
         for frame in [
             plain_subscribed.as_str(),
             bus_missed.as_str(),
-            recovered.as_str(),
             r#"{"type":"welcome","connection_id":"x","offset":1,"epoch":"e","topic":"t"}"#,
             r#"{"epoch":"e","offset":1,"topic":"t","type":"n"}"#,
             r#"{"offset":"one","epoch":"e","topic":"t"}"#,

@@ -354,45 +354,6 @@ async fn a_reconnect_with_last_event_id_resumes_without_gap_or_duplicate() {
 }
 
 #[tokio::test]
-async fn a_stream_dropped_before_its_replay_resumes_from_where_its_client_was() {
-    const TOPIC: &str = "chat:replay";
-    let server = TestServer::start_with(history_options(1000)).await;
-    let (mut stream, _) = open(&server, "rhea", &[TOPIC]).await;
-    expect_subscribed(&mut stream, TOPIC).await;
-    publish_seq(&server, TOPIC, 0).await;
-    let (seqs, mut last_id) = read_ticks(&mut stream, TOPIC, 1).await;
-    assert_eq!(seqs, [0]);
-    drop(stream);
-    server.wait_for_connections(0).await;
-    for seq in 1..6 {
-        publish_seq(&server, TOPIC, seq).await;
-    }
-
-    // Reconnect, and drop as soon as the recovered `subscribed` arrives: a
-    // browser then holds the last id it saw, the replay still ahead of it.
-    let (mut stream, _) =
-        open_with(&server, "rhea", &[TOPIC], &[("Last-Event-ID", &last_id)]).await;
-    let (event, frame) = expect_subscribed(&mut stream, TOPIC).await;
-    assert_eq!(frame["recovered"], true, "{frame}");
-    if let Some(id) = event.id {
-        last_id = id;
-    }
-    drop(stream);
-    server.wait_for_connections(0).await;
-
-    let (mut stream, _) =
-        open_with(&server, "rhea", &[TOPIC], &[("Last-Event-ID", &last_id)]).await;
-    let (_, frame) = expect_subscribed(&mut stream, TOPIC).await;
-    assert_eq!(frame["recovered"], true, "{frame}");
-    let (seqs, _) = read_ticks(&mut stream, TOPIC, 5).await;
-    assert_eq!(
-        seqs,
-        [1, 2, 3, 4, 5],
-        "the replay the dropped stream never delivered"
-    );
-}
-
-#[tokio::test]
 async fn an_unknown_epoch_or_an_unreadable_id_says_it_did_not_recover() {
     const TOPIC: &str = "chat:lost";
     let server = TestServer::start_with(history_options(100)).await;
@@ -462,6 +423,158 @@ async fn two_history_topics_on_one_stream_resume_together() {
     }
     assert_eq!(received[0], [0, 2, 4, 6, 8, 10]);
     assert_eq!(received[1], [1, 3, 5, 7, 9, 11]);
+}
+
+/// Reads `topic`'s publications up to the one with `seq`; returns their `seq`s.
+async fn ticks_until(stream: &mut SseStream, topic: &str, seq: u64) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    while seqs.last() != Some(&seq) {
+        seqs.extend(read_ticks(stream, topic, 1).await.0);
+    }
+    seqs
+}
+
+#[tokio::test]
+async fn the_id_of_a_recovered_subscribed_event_does_not_skip_its_replay() {
+    const TOPIC: &str = "chat:cut";
+    let server = TestServer::start_with(history_options(100)).await;
+    let (mut stream, _) = open(&server, "cy", &[TOPIC]).await;
+    let (subscribed, _) = expect_subscribed(&mut stream, TOPIC).await;
+    let mut last_id = subscribed.id.expect("the position of a fresh subscribe");
+    drop(stream);
+    server.wait_for_connections(0).await;
+    for seq in 0..5 {
+        publish_seq(&server, TOPIC, seq).await;
+    }
+
+    // Resumed: the connection is cut right after the `subscribed` event, before
+    // any of its replay. A browser then holds that event's id, if it has one.
+    let (mut stream, _) = open_with(&server, "cy", &[TOPIC], &[("Last-Event-ID", &last_id)]).await;
+    let (subscribed, frame) = expect_subscribed(&mut stream, TOPIC).await;
+    assert_eq!(frame["recovered"], true, "{frame}");
+    if let Some(id) = subscribed.id {
+        last_id = id;
+    }
+    drop(stream);
+    server.wait_for_connections(0).await;
+
+    let (mut stream, _) = open_with(&server, "cy", &[TOPIC], &[("Last-Event-ID", &last_id)]).await;
+    let (_, frame) = expect_subscribed(&mut stream, TOPIC).await;
+    assert_eq!(frame["recovered"], true, "{frame}");
+    publish_seq(&server, TOPIC, 5).await;
+    assert_eq!(
+        ticks_until(&mut stream, TOPIC, 5).await,
+        [0, 1, 2, 3, 4, 5],
+        "the replay the client never received is replayed again"
+    );
+}
+
+#[tokio::test]
+async fn an_id_keeps_the_position_of_a_topic_not_yet_announced_on_a_resumed_stream() {
+    let server = TestServer::start_with(history_options(100)).await;
+    let topics = ["chat:first", "chat:second"];
+    let (mut stream, _) = open(&server, "di", &topics).await;
+    for topic in topics {
+        expect_subscribed(&mut stream, topic).await;
+    }
+    publish_seq(&server, topics[0], 0).await;
+    publish_seq(&server, topics[1], 1).await;
+    read_ticks(&mut stream, topics[0], 1).await;
+    let (_, last_id) = read_ticks(&mut stream, topics[1], 1).await;
+    drop(stream);
+    server.wait_for_connections(0).await;
+    publish_seq(&server, topics[0], 2).await;
+    publish_seq(&server, topics[1], 3).await;
+    publish_seq(&server, topics[1], 4).await;
+
+    // Resumed, and cut at the first event with an id: the first topic's part of
+    // the stream; the second topic was not announced yet.
+    let (mut stream, _) = open_with(&server, "di", &topics, &[("Last-Event-ID", &last_id)]).await;
+    let cut_at = loop {
+        let event = stream.next_event().await.expect("the first topic's events");
+        let frame = event.json();
+        assert_eq!(frame["topic"], topics[0], "{frame}");
+        if let Some(id) = event.id {
+            break id;
+        }
+    };
+    drop(stream);
+    server.wait_for_connections(0).await;
+
+    let (mut stream, _) = open_with(&server, "di", &topics, &[("Last-Event-ID", &cut_at)]).await;
+    let mut second = Vec::new();
+    loop {
+        let event = stream.next_event().await.expect("both topics' events");
+        let frame = event.json();
+        if frame["topic"] != topics[1] {
+            continue;
+        }
+        if frame["type"] == "subscribed" {
+            assert_eq!(
+                frame["recovered"], true,
+                "the second topic resumes where the client left it: {frame}"
+            );
+            continue;
+        }
+        second.push(frame["seq"].as_u64().unwrap());
+        if second.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(second, [3, 4], "nothing of the second topic is lost");
+}
+
+#[tokio::test]
+async fn a_backlog_larger_than_the_queue_is_resumed_in_steps_across_reconnects() {
+    const TOPIC: &str = "chat:backlog";
+    const BACKLOG: u64 = 50;
+    let server = TestServer::start_with(Options {
+        outbound_queue: Some(16),
+        ..history_options(100)
+    })
+    .await;
+    let (mut stream, _) = open(&server, "bea", &[TOPIC]).await;
+    let (subscribed, _) = expect_subscribed(&mut stream, TOPIC).await;
+    let mut last_id = subscribed.id.expect("the position of a fresh subscribe");
+    drop(stream);
+    server.wait_for_connections(0).await;
+    for seq in 0..BACKLOG {
+        publish_seq(&server, TOPIC, seq).await;
+    }
+
+    // As a browser does: reconnect with the last id after every ending. The
+    // replay does not fit the queue; each stream delivers what it queued, then
+    // ends as a slow consumer, and the next one resumes after it.
+    let mut received = Vec::new();
+    let mut closes = 0;
+    let target = target(&token("bea", &[]), &[TOPIC]);
+    while received.len() < BACKLOG as usize && closes < 10 {
+        let mut stream = sse::open(server.addr, &target, &[("Last-Event-ID", &last_id)])
+            .await
+            .stream();
+        while received.len() < BACKLOG as usize {
+            let event = stream.next_event().await.expect("an event or the close");
+            if let Some(id) = &event.id {
+                last_id = id.clone();
+            }
+            let frame = event.json();
+            if event.event.as_deref() == Some("close") {
+                assert_eq!(frame["code"], 3008, "{frame}");
+                closes += 1;
+                break;
+            }
+            if frame["topic"] == TOPIC && frame["offset"].is_u64() && frame.get("seq").is_some() {
+                received.push(frame["seq"].as_u64().unwrap());
+            }
+        }
+        drop(stream);
+        server.wait_for_connections(0).await;
+    }
+    assert_eq!(
+        received,
+        (0..BACKLOG).collect::<Vec<_>>(),
+        "every publication once, in order, after {closes} slow-consumer endings"
+    );
 }
 
 #[tokio::test]
@@ -672,6 +785,77 @@ async fn a_client_that_drops_its_connection_is_unregistered() {
         .await
         .unwrap()
         .unwrap();
+}
+
+/// The value of one metric line (`name{labels}`) in a `/metrics` text.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn a_stream_abandoned_at_any_point_of_its_opening_leaves_nothing_behind() {
+    use realtime_core::Access;
+    use realtime_server::config::NamespaceOptions;
+    const TOPIC: &str = "room:replay";
+    let server = TestServer::start_with(Options {
+        max_connections_per_user: Some(1),
+        namespaces: Some(vec![
+            NamespaceOptions::new("room", Access::Authenticated, Access::Authenticated)
+                .with_history(1000, Duration::from_secs(600))
+                .with_presence(true),
+        ]),
+        ..options()
+    })
+    .await;
+    let (mut stream, _) = open(&server, "ivy", &[TOPIC]).await;
+    let (subscribed, _) = expect_subscribed(&mut stream, TOPIC).await;
+    let from_start = subscribed.id.unwrap();
+    drop(stream);
+    server.wait_for_connections(0).await;
+    for seq in 0..300 {
+        server
+            .rt
+            .publish(TOPIC, json!({"type": "tick", "seq": seq}))
+            .unwrap();
+    }
+    let target = target(&token("ivy", &[]), &[TOPIC]);
+    // Each stream resumes with a 300-publication replay and is dropped after
+    // reading `read` events: 0 (as soon as the engine accepted it), then at
+    // the welcome, at the `subscribed`, and in the replay.
+    let mut accepted = 1.0;
+    for read in [0, 1, 2, 3, 150] {
+        let mut stream = sse::open(server.addr, &target, &[("Last-Event-ID", &from_start)])
+            .await
+            .stream();
+        accepted += 1.0;
+        for _ in 0..read {
+            stream.next_event().await.expect("an event");
+        }
+        drop(stream);
+        server.wait_for_connections(0).await;
+        let text = server.metrics_text().await;
+        assert_eq!(
+            metric(&text, "realtime_connections_accepted_total"),
+            Some(accepted),
+            "{text}"
+        );
+        for series in [
+            "realtime_connections",
+            r#"realtime_connections_by_transport{transport="sse"}"#,
+        ] {
+            assert_eq!(metric(&text, series), Some(0.0), "{series} after {read}");
+        }
+        let (status, stats) = server
+            .get(&format!("/api/topics/{TOPIC}/presence/stats"))
+            .await;
+        assert_eq!(status, 200, "{stats}");
+        assert_eq!(stats["connections"], 0, "presence after {read}: {stats}");
+        assert_eq!(server.rt.topics().get(TOPIC), None);
+    }
+    // The user's one place is free again.
+    let (_stream, welcome) = open(&server, "ivy", &[TOPIC]).await;
+    assert_eq!(welcome["user_id"], "ivy");
 }
 
 #[tokio::test]

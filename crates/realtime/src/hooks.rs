@@ -7,6 +7,14 @@
 //! A hook that cannot decide (its backend is down, slow or answers garbage)
 //! refuses with [`RefusalKind::Unavailable`]: nothing is ever allowed because a
 //! backend did not answer.
+//!
+//! The engine does not time hooks out: a hook must resolve in bounded time (the
+//! standalone server's proxies are bounded by `proxy_timeout`). A handshake
+//! waits for the connect hook (and an SSE request for the subscribe hook) before
+//! anything is registered, bounded only by the HTTP server's request timeout; a
+//! WebSocket's commands are handled one at a time, so while its subscribe or
+//! publish hook is pending that connection's heartbeat, writes and close
+//! (force disconnect, shutdown) wait behind it.
 
 use std::fmt;
 use std::sync::Arc;

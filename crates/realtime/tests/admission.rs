@@ -177,3 +177,32 @@ async fn a_hook_refusal_refuses_the_stream_before_it_starts() {
     );
     assert_eq!(rt.connection_count(), 0);
 }
+
+#[tokio::test]
+async fn a_token_that_does_not_verify_is_refused_before_the_hook_is_asked() {
+    let (rt, addr, hook) = start(&["news"]).await;
+    let (status, body) = sse::open(addr, "/sse?token=not-a-jwt&topic=news", &[])
+        .await
+        .refused();
+    assert_eq!(status, 401);
+    assert_eq!(
+        (&body["error"], &body["reason"]),
+        (&json!("unauthorized"), &json!("malformed")),
+        "{body}"
+    );
+    let url = format!("ws://{addr}/ws?token=not-a-jwt");
+    let refused = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .unwrap();
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401)
+        }
+        other => panic!("expected a 401, got {other:?}"),
+    }
+    assert!(
+        hook.asked.lock().unwrap().is_empty(),
+        "a bad token is never the hook's to decide"
+    );
+    assert_eq!(rt.connection_count(), 0);
+}

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use realtime_core::sse::{encode_cursor, frame_position, topic_key};
+use realtime_core::sse::{frame_position, topic_key, write_cursor};
 use realtime_core::{CloseCode, Position, Topic};
 use serde_json::json;
 
@@ -52,8 +52,10 @@ pub(crate) fn data_len(frame: &str) -> usize {
 }
 
 /// The positions of a stream's history topics, as its client has received them:
-/// advanced by the frames as they are written, written into the `id:` of the
-/// events that moved them.
+/// where it resumed from (its `Last-Event-ID`), then advanced by the frames as
+/// they are written, written into the `id:` of the events that moved them. A
+/// topic the stream has not announced yet keeps the position it resumed from, so
+/// an id taken before its `subscribed` still resumes it.
 #[derive(Debug)]
 pub(crate) struct Positions {
     topics: Vec<Tracked>,
@@ -67,18 +69,15 @@ struct Tracked {
 }
 
 impl Positions {
-    /// Tracks `topics`, each from the position its client resumes from (its
-    /// `since`), so an event written before a topic's own replay or `subscribed`
-    /// still names where that topic's client is. A position with no epoch
-    /// (an unreadable Last-Event-ID) names nothing.
+    /// Each history topic with the position the client resumes it from, if any.
     pub(crate) fn new(topics: impl IntoIterator<Item = (Topic, Option<Position>)>) -> Self {
         Positions {
             topics: topics
                 .into_iter()
-                .map(|(topic, since)| Tracked {
+                .map(|(topic, position)| Tracked {
                     key: topic_key(topic.as_str()),
                     topic,
-                    position: since.filter(|p| !p.epoch.is_empty()),
+                    position,
                 })
                 .collect(),
         }
@@ -90,28 +89,31 @@ impl Positions {
         let Some(stated) = frame_position(frame) else {
             return false;
         };
-        match self
+        let Some(tracked) = self
             .topics
             .iter_mut()
             .find(|t| t.topic.as_str() == stated.topic)
-        {
-            Some(tracked) => {
-                tracked.position = Some(stated.position);
-                true
-            }
-            None => false,
+        else {
+            return false;
+        };
+        match &mut tracked.position {
+            // The same epoch, as nearly always: no copy.
+            Some(known) if known.epoch == stated.epoch => known.offset = stated.offset,
+            position => *position = Some(stated.position()),
         }
+        true
     }
 
     /// Writes the `id:` line naming every known position.
     pub(crate) fn write_id(&self, out: &mut BytesMut) {
-        let cursor = encode_cursor(
+        out.put_slice(b"id: ");
+        // Writing to a BytesMut cannot fail.
+        let _ = write_cursor(
+            out,
             self.topics
                 .iter()
                 .filter_map(|t| Some((t.key, t.position.as_ref()?))),
         );
-        out.put_slice(b"id: ");
-        out.put_slice(cursor.as_bytes());
         out.put_u8(b'\n');
     }
 }
@@ -176,39 +178,34 @@ mod tests {
     }
 
     #[test]
-    fn a_resumed_topic_stays_at_its_since_until_its_replay_moves_it() {
+    fn a_topic_keeps_where_it_resumed_from_until_its_frames_move_it() {
         let a = Topic::parse("chat:a").unwrap();
         let b = Topic::parse("chat:b").unwrap();
-        let since = Position {
-            offset: 1,
-            epoch: "ea".into(),
+        let at = |offset: u64, epoch: &str| Position {
+            offset,
+            epoch: epoch.into(),
         };
-        let unreadable = Position {
-            offset: 0,
-            epoch: String::new(),
-        };
-        let mut positions =
-            Positions::new([(a.clone(), Some(since.clone())), (b, Some(unreadable))]);
-        // The recovered `subscribed` states the replay's end (5): not the client's.
-        let subscribed =
-            r#"{"type":"subscribed","topic":"chat:a","offset":5,"epoch":"ea","recovered":true}"#;
-        assert!(!positions.advance(subscribed));
-        let id = |positions: &Positions| {
-            let mut out = BytesMut::new();
-            positions.write_id(&mut out);
-            let line = text(out);
-            Cursor::decode(line.strip_prefix("id: ").unwrap().trim_end()).unwrap()
-        };
-        let cursor = id(&positions);
-        assert_eq!(cursor.len(), 1, "the unreadable position names nothing");
-        assert_eq!(cursor.position(topic_key(a.as_str())), Some(&since));
-        assert!(positions.advance(&with_position(r#"{"topic":"chat:a"}"#, 2, "ea")));
+        let mut positions = Positions::new([
+            (a.clone(), Some(at(3, "ea"))),
+            (b.clone(), Some(at(5, "eb"))),
+        ]);
+        assert!(positions.advance(&with_position(r#"{"topic":"chat:a"}"#, 4, "ea")));
+        let mut out = BytesMut::new();
+        positions.write_id(&mut out);
+        let line = text(out);
+        let cursor = Cursor::decode(line.strip_prefix("id: ").unwrap().trim_end()).unwrap();
+        assert_eq!(cursor.position(topic_key(a.as_str())), Some(&at(4, "ea")));
         assert_eq!(
-            id(&positions)
-                .position(topic_key(a.as_str()))
-                .unwrap()
-                .offset,
-            2
+            cursor.position(topic_key(b.as_str())),
+            Some(&at(5, "eb")),
+            "b was not announced yet: still where it resumed from"
         );
+        // A new epoch replaces the one held.
+        assert!(positions.advance(&with_position(r#"{"topic":"chat:a"}"#, 1, "ez")));
+        let mut out = BytesMut::new();
+        positions.write_id(&mut out);
+        let line = text(out);
+        let cursor = Cursor::decode(line.strip_prefix("id: ").unwrap().trim_end()).unwrap();
+        assert_eq!(cursor.position(topic_key(a.as_str())), Some(&at(1, "ez")));
     }
 }

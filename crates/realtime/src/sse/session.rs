@@ -63,12 +63,23 @@ pub(crate) fn run(
 ) -> impl Future<Output = ()> + Send + 'static {
     let history: Vec<(Topic, Option<Position>)> = subscriptions
         .iter()
-        .filter_map(|s| Some((s.topic.clone(), s.history.as_ref()?.1.clone())))
+        .filter_map(|s| {
+            let (_, since) = s.history.as_ref()?;
+            // An unreadable id's stand-in has no epoch: no position the client holds.
+            let since = since.clone().filter(|p| !p.epoch.is_empty());
+            Some((s.topic.clone(), since))
+        })
         .collect();
     let positions = (!history.is_empty()).then(|| Positions::new(history));
     async move {
         Box::pin(opening::start(&rt, &handle, ready)).await;
         Box::pin(subscribe(&rt, &handle, subscriptions)).await;
+        // A queue that overflowed while the stream opened (a replay larger than
+        // the queue) was not the client's doing, and holds, in order, the start
+        // of what it is owed: it goes out before the 3008, so each reconnect
+        // resumes further on instead of starting over (an SSE client cannot page
+        // through `history` as a WebSocket can).
+        let owed = handle.close_code() == Some(CloseCode::SlowConsumer);
         let mut writer = EventWriter::new(positions);
         let ending = serve(&rt, &handle, &mut writer, &pipe).await;
         match ending {
@@ -83,7 +94,7 @@ pub(crate) fn run(
         }
         // Unregistered first: nothing is sent to it from here on.
         rt.connection_closed(&handle);
-        if !Box::pin(finish(&rt, &handle, &mut writer, &pipe, ending)).await {
+        if !Box::pin(finish(&rt, &handle, &mut writer, &pipe, ending, owed)).await {
             // The body may never be polled again (the server is blocked writing to
             // a client that does not read): it ends with an error when it is, and
             // the server that owns the connection closes it now.
@@ -208,15 +219,17 @@ async fn serve(
 }
 
 /// Writes what the stream still owes its client, bounded by `close_timeout`:
-/// the frames queued before the close (unless it is a slow consumer's), then
-/// the `close` event. Returns false when the stream must be given up instead
-/// (its writes stalled, or these did not get through in time).
+/// the frames queued before the close (unless it is a slow consumer's that
+/// overflowed while streaming; `owed`: it overflowed while opening), then the
+/// `close` event. Returns false when the stream must be given up instead (its
+/// writes stalled, or these did not get through in time).
 async fn finish(
     rt: &Realtime,
     handle: &ConnectionHandle,
     writer: &mut EventWriter,
     pipe: &PipeSender,
     ending: Ending,
+    owed: bool,
 ) -> bool {
     let code = match ending {
         Ending::Close(code) => code,
@@ -225,7 +238,7 @@ async fn finish(
         Ending::Stalled => return false,
     };
     let config = rt.config();
-    if code == CloseCode::SlowConsumer {
+    if code == CloseCode::SlowConsumer && !owed {
         writer.discard();
     } else {
         // Frames queued before the close (e.g. `server-shutdown`) still go out.
