@@ -42,6 +42,10 @@ pub struct ServerResult {
     pub server: String,
     /// Human label for tables, e.g. `realtime (3 nodes, Redis)`.
     pub label: String,
+    /// The transport the generator's connections used (`websocket`, `sse`), in
+    /// scenarios that compare transports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
     /// Connections the generator held during the measurement.
     pub connections: usize,
     /// Connections that failed to open.
