@@ -64,6 +64,8 @@ async fn open_inner(spec: &ConnSpec) -> anyhow::Result<SseStream> {
         let text = stream.body_text().await;
         bail!("GET /sse refused with {}: {text}", head.status);
     }
+    // The read that completed the head may hold the first events too.
+    stream.decode()?;
     if !head
         .content_type
         .as_deref()
@@ -133,6 +135,11 @@ impl SseStream {
             self.eof = true;
             return Ok(());
         }
+        self.decode()
+    }
+
+    /// Decodes the bytes read so far into the parser.
+    fn decode(&mut self) -> anyhow::Result<()> {
         let parser = &mut self.parser;
         let used = self.decoder.decode(&self.raw, |bytes| parser.push(bytes))?;
         self.raw.advance(used);
@@ -261,6 +268,133 @@ mod tests {
         assert_eq!(
             request(&spec),
             "GET /sse?topic=room%3A1%20a HTTP/1.1\r\nhost: 127.0.0.1:9000\r\naccept: text/event-stream\r\nauthorization: Bearer t0k\r\n\r\n"
+        );
+    }
+
+    /// A real listener on a free port that reads one request head, hands it
+    /// back, and answers with `response` written in `pieces` (each write a
+    /// separate segment, so chunk and event boundaries fall mid-read).
+    async fn serve_once(
+        pieces: Vec<Vec<u8>>,
+    ) -> (std::net::SocketAddr, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                socket.read_exact(&mut byte).await.unwrap();
+                head.push(byte[0]);
+            }
+            for piece in pieces {
+                socket.write_all(&piece).await.unwrap();
+                socket.flush().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            String::from_utf8(head).unwrap()
+        });
+        (addr, task)
+    }
+
+    fn spec(server: std::net::SocketAddr, topic: Option<&str>) -> ConnSpec {
+        ConnSpec {
+            kind: crate::servers::Kind::Realtime,
+            server,
+            index: 0,
+            token: Some("t0k".into()),
+            topic: topic.map(str::to_owned),
+            recv_buffer: None,
+        }
+    }
+
+    fn chunk(data: &[u8]) -> Vec<u8> {
+        let mut out = format!("{:x}\r\n", data.len()).into_bytes();
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    #[tokio::test]
+    async fn tallies_every_event_of_a_chunked_stream_and_its_close_code() {
+        let mut events = String::from(
+            "retry: 3000\n\ndata: {\"type\":\"welcome\"}\n\ndata: {\"type\":\"subscribed\",\"topic\":\"bench\"}\n\n",
+        );
+        for seq in [0, 1, 2, 1, 3] {
+            events +=
+                &format!("data: {{\"type\":\"bench\",\"seq\":{seq},\"sent\":1}}\n\n: ping\n\n");
+        }
+        events += "event: close\ndata: {\"type\":\"close\",\"code\":3001,\"reason\":\"server shutting down\"}\n\n";
+        // Chunks of 7 bytes, written two at a time: boundaries fall inside
+        // fields, inside CRLFs and inside chunk-size lines.
+        let mut body: Vec<u8> = events.as_bytes().chunks(7).flat_map(chunk).collect();
+        body.extend_from_slice(b"0\r\n\r\n");
+        let mut pieces = vec![
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                .to_vec(),
+        ];
+        pieces.extend(body.chunks(11).map(<[u8]>::to_vec));
+        let (addr, server) = serve_once(pieces).await;
+
+        let stream = open(&spec(addr, Some("bench"))).await.unwrap();
+        let live = Arc::new(Live::default());
+        let (_stop, stop_rx) = watch::channel(false);
+        let tracker = receive(stream, Tracker::new(0), live.clone(), stop_rx, false).await;
+
+        let head = server.await.unwrap();
+        assert!(
+            head.starts_with("GET /sse?topic=bench HTTP/1.1\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("authorization: Bearer t0k\r\n"), "{head}");
+        assert_eq!((tracker.distinct, tracker.duplicated), (4, 1));
+        assert!((0..4).all(|seq| tracker.has(seq)));
+        assert_eq!(tracker.close_code, Some(3001));
+        assert_eq!(live.delivered.load(Ordering::Relaxed), 5);
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_ends_without_a_close_event_counts_as_dropped() {
+        let pieces = vec![
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\ndata: {\"type\":\"welcome\"}\n\ndata: {\"seq\":0,\"sent\":1}\n\n".to_vec(),
+        ];
+        let (addr, server) = serve_once(pieces).await;
+        let stream = open(&spec(addr, None)).await.unwrap();
+        server.await.unwrap();
+        let (_stop, stop_rx) = watch::channel(false);
+        let live = Arc::new(Live::default());
+        let tracker = receive(stream, Tracker::new(0), live, stop_rx, false).await;
+        assert_eq!((tracker.distinct, tracker.close_code), (1, Some(1006)));
+    }
+
+    #[tokio::test]
+    async fn a_refusal_fails_the_handshake_with_its_status_and_body() {
+        let body = r#"{"error":"forbidden","reason":"forbidden","topic":"bench","message":"no"}"#;
+        let pieces = vec![
+            format!(
+                "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        ];
+        let (addr, _server) = serve_once(pieces).await;
+        let error = open(&spec(addr, Some("bench"))).await.err().unwrap();
+        assert_eq!(
+            format!("{error:#}"),
+            format!("GET /sse refused with 403: {body}")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_error_before_subscribed_fails_the_handshake() {
+        let pieces = vec![
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\ndata: {\"type\":\"welcome\"}\n\nevent: close\ndata: {\"type\":\"close\",\"code\":3504}\n\n".to_vec(),
+        ];
+        let (addr, _server) = serve_once(pieces).await;
+        let error = open(&spec(addr, Some("bench"))).await.err().unwrap();
+        assert!(
+            format!("{error:#}").contains("closed during handshake"),
+            "{error:#}"
         );
     }
 
