@@ -17,7 +17,6 @@ const MAX_HEADERS: usize = 32;
 pub struct Head {
     pub status: u16,
     pub content_type: Option<String>,
-    pub cache_control: Option<String>,
     pub framing: Framing,
 }
 
@@ -82,7 +81,6 @@ pub fn parse_head(raw: &[u8]) -> anyhow::Result<Option<(usize, Head)>> {
         Head {
             status: response.code.unwrap_or(0),
             content_type: header("content-type"),
-            cache_control: header("cache-control"),
             framing,
         },
     )))
@@ -204,7 +202,6 @@ mod tests {
         assert_eq!(used, HEAD.len());
         assert_eq!(head.status, 200);
         assert_eq!(head.content_type.as_deref(), Some("text/event-stream"));
-        assert_eq!(head.cache_control.as_deref(), Some("no-cache"));
         assert_eq!(head.framing, Framing::Chunked);
         let refused = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 12\r\n\r\n";
         let (_, head) = parse_head(refused).unwrap().unwrap();
