@@ -1,6 +1,6 @@
 //! What the server knows about one connection, independent of its socket.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -9,7 +9,7 @@ use crate::identity::Identity;
 /// How a connection reaches the server. A connection of either transport is
 /// listed, counted and targeted alike; only what it can send differs (an SSE
 /// stream only receives).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// A WebSocket (`GET /ws`): receives frames and sends commands.
@@ -42,10 +42,11 @@ pub struct ConnectionInfo {
     pub metadata: serde_json::Map<String, serde_json::Value>,
     /// RFC 3339 UTC time of accept.
     pub connected_at: String,
+    pub transport: Transport,
 }
 
 impl ConnectionInfo {
-    /// Builds the record for a newly accepted connection.
+    /// Builds the record for a newly accepted WebSocket connection.
     pub fn new(id: ConnectionId, identity: Identity, connected_at: String) -> Self {
         ConnectionInfo {
             id,
@@ -53,7 +54,13 @@ impl ConnectionInfo {
             roles: identity.roles.into_iter().map(Arc::from).collect(),
             metadata: identity.metadata,
             connected_at,
+            transport: Transport::Websocket,
         }
+    }
+
+    /// The same record for a connection of another transport.
+    pub fn with_transport(self, transport: Transport) -> Self {
+        ConnectionInfo { transport, ..self }
     }
 
     /// Whether the connection holds `role`.

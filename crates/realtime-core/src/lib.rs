@@ -17,6 +17,7 @@ pub mod presence;
 pub mod protocol;
 pub mod ratelimit;
 pub mod route;
+pub mod sse;
 pub mod token;
 pub mod topic;
 

@@ -1,5 +1,5 @@
-//! Assembles the server: engine, WebSocket route, HTTP API, health, metrics and
-//! the webhook sender.
+//! Assembles the server: engine, WebSocket and SSE routes, HTTP API, health,
+//! metrics and the webhook sender.
 
 use std::sync::Arc;
 
@@ -96,6 +96,7 @@ pub fn build(settings: &Settings) -> Result<App, AppError> {
 
     let router = Router::new()
         .route("/ws", realtime.websocket_route())
+        .route("/sse", realtime.sse_route())
         .route("/health", get(health).with_state(realtime.clone()))
         .route("/metrics", get(metrics).with_state(registry))
         .nest("/api", api::router(realtime.clone(), &settings.api_key))

@@ -1,6 +1,7 @@
 //! Serving one accepted TCP connection: hyper's HTTP/1.1 with upgrades, closed
 //! when its phase outlives its deadline (header read, request, keep-alive idle,
-//! WebSocket handshake), and shut down gracefully when the server stops.
+//! WebSocket handshake) or when the engine gives up the event stream it writes,
+//! and shut down gracefully when the server stops.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -48,6 +49,7 @@ pub(crate) async fn serve(
     let mut stopping = false;
     loop {
         let deadline = phase.deadline();
+        let abort = phase.stream_abort();
         tokio::select! {
             served = conn.as_mut() => {
                 if let Err(e) = served {
@@ -56,11 +58,17 @@ pub(crate) async fn serve(
                 return;
             }
             () = phase.changed() => {}
-            () = tokio::time::sleep_until(deadline) => {
+            () = until(deadline) => {
                 // Dropping the connection closes the socket: a request head, a
                 // request, an idle keep-alive or a handshake took too long. Nothing
                 // is answered: there is no request to answer, or it is past its time.
                 tracing::debug!("closing a connection past its deadline");
+                return;
+            }
+            () = aborted(abort) => {
+                // The engine gave up the event stream (its client stopped reading):
+                // hyper, blocked writing to it, would hold the socket forever.
+                tracing::debug!("closing a connection whose event stream was given up");
                 return;
             }
             () = stopped(&mut stop), if !stopping => {
@@ -68,6 +76,22 @@ pub(crate) async fn serve(
                 conn.as_mut().graceful_shutdown();
             }
         }
+    }
+}
+
+/// Resolves at `deadline`; never without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves once the event stream of `abort` is given up; never without one.
+async fn aborted(abort: Option<realtime::StreamAbort>) {
+    match abort {
+        Some(abort) => abort.aborted().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -111,7 +135,10 @@ impl hyper::service::Service<Request<Incoming>> for AppService {
         let mut router = self.router.clone();
         let response = router.call(request.map(Body::new));
         Box::pin(async move {
-            let response = response.await.unwrap_or_else(|e| match e {});
+            let mut response = response.await.unwrap_or_else(|e| match e {});
+            if let Some(abort) = response.extensions_mut().remove::<realtime::StreamAbort>() {
+                phase.streaming(abort);
+            }
             phase.response_ready();
             Ok(PhaseBody::wrap(response, phase))
         })

@@ -16,7 +16,9 @@ pub struct HttpLimits {
     pub header_read_timeout: Duration,
     /// Longest time a request may take once its head is complete: reading its
     /// body, running its handler and writing its response. Bounds a client that
-    /// sends its body, or reads the answer, slowly or never.
+    /// sends its body, or reads the answer, slowly or never. An SSE stream's
+    /// response is not bounded by it once its head is ready: the engine's
+    /// heartbeat, token expiry and write timeout bound the stream instead.
     pub request_timeout: Duration,
     /// Longest time a keep-alive connection may sit idle between the end of a
     /// response and the first byte of the next request.
@@ -27,8 +29,9 @@ pub struct HttpLimits {
     /// answered `408 upgrade_timeout`; a handshake that runs out while its `101`
     /// is being written is dropped.
     pub upgrade_timeout: Duration,
-    /// Most TCP connections served at once (WebSockets included); one more is
-    /// answered `503 too_many_connections` and closed without being read.
+    /// Most TCP connections served at once (WebSockets and SSE streams included);
+    /// one more is answered `503 too_many_connections` and closed without being
+    /// read.
     /// Default: what the process's open-files limit leaves after a reserve, see
     /// [`connections_for_open_files`].
     pub max_connections: usize,

@@ -1,17 +1,18 @@
 //! Where one HTTP connection is in its life (reading a request head, serving a
-//! request, handing a WebSocket over, idle between requests) and the deadline that
-//! phase allows under the [`HttpLimits`].
+//! request, handing a WebSocket over, streaming events, idle between requests)
+//! and the deadline that phase allows under the [`HttpLimits`].
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use realtime::StreamAbort;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::limits::HttpLimits;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Phase {
     /// Waiting for a request head that began at `started`: the accept, or the
     /// first byte after an idle period.
@@ -21,6 +22,9 @@ enum Phase {
     Serving { deadline: Instant },
     /// A WebSocket handshake that must reach its session by `deadline`.
     Upgrading { deadline: Instant },
+    /// Writing an event stream: no deadline (the engine's heartbeat, token
+    /// expiry and write timeout bound it) until the engine gives it up.
+    Streaming { abort: StreamAbort },
     /// Between requests since `since`.
     Idle { since: Instant },
 }
@@ -59,12 +63,22 @@ impl ConnectionPhase {
         }
     }
 
-    /// When the connection must be closed if it is still in its current phase.
-    pub(crate) fn deadline(&self) -> Instant {
+    /// When the connection must be closed if it is still in its current phase;
+    /// `None` while it streams events.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         match *self.lock() {
-            Phase::Head { started } => started + self.header_read_timeout,
-            Phase::Serving { deadline } | Phase::Upgrading { deadline } => deadline,
-            Phase::Idle { since } => since + self.keep_alive_timeout,
+            Phase::Head { started } => Some(started + self.header_read_timeout),
+            Phase::Serving { deadline } | Phase::Upgrading { deadline } => Some(deadline),
+            Phase::Streaming { .. } => None,
+            Phase::Idle { since } => Some(since + self.keep_alive_timeout),
+        }
+    }
+
+    /// The abort signal of the event stream being written, if one is.
+    pub(crate) fn stream_abort(&self) -> Option<StreamAbort> {
+        match &*self.lock() {
+            Phase::Streaming { abort } => Some(abort.clone()),
+            _ => None,
         }
     }
 
@@ -116,6 +130,13 @@ impl ConnectionPhase {
             deadline: now + self.request_timeout,
         };
         !upgrade
+    }
+
+    /// The response to the current request is an event stream: it is written
+    /// for as long as the engine streams, not within the request timeout.
+    pub(crate) fn streaming(&self, abort: StreamAbort) {
+        *self.lock() = Phase::Streaming { abort };
+        self.changed.notify_one();
     }
 
     /// The response to the current request is ready; its head is written next.

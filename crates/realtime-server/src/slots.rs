@@ -1,6 +1,6 @@
-//! The cap on concurrent TCP connections (`max_connections`, WebSockets included):
-//! a slot per served connection, held until its socket closes, and the refusal of
-//! the connections over the cap, with their metrics.
+//! The cap on concurrent TCP connections (`max_connections`, WebSockets and SSE
+//! streams included): a slot per served connection, held until its socket
+//! closes, and the refusal of the connections over the cap, with their metrics.
 
 use std::sync::Arc;
 use std::time::Duration;

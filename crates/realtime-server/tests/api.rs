@@ -418,12 +418,13 @@ async fn list_connections_reports_each_connection() {
         find(&alice.id),
         json!({
             "id": alice.id, "user_id": "alice", "roles": ["admin", "ops"],
-            "topics": ["news", "order:1"], "metadata": {}
+            "topics": ["news", "order:1"], "metadata": {}, "transport": "websocket"
         })
     );
     assert_eq!(
         find(&bob.id),
-        json!({"id": bob.id, "user_id": "bob", "roles": [], "topics": [], "metadata": {}})
+        json!({"id": bob.id, "user_id": "bob", "roles": [], "topics": [], "metadata": {},
+               "transport": "websocket"})
     );
     // Listed in connect order.
     assert!(list[0]["connected_at"].as_str() <= list[1]["connected_at"].as_str());

@@ -1,7 +1,7 @@
-//! Boundary Realtime as an embeddable library: realtime messaging over WebSocket for
-//! axum applications.
+//! Boundary Realtime as an embeddable library: realtime messaging over WebSocket
+//! (and Server-Sent Events, for clients that only listen) for axum applications.
 //!
-//! Mount one route, then reach connections from business code by user, role,
+//! Mount a route, then reach connections from business code by user, role,
 //! connection, broadcast or topic:
 //!
 //! ```no_run
@@ -12,7 +12,9 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let verifier = JwtVerifier::hs256(b"change-me", ClaimRules::default())?;
 //! let rt = Realtime::new(verifier, RealtimeConfig::default());
-//! let app = axum::Router::new().route("/ws", rt.websocket_route());
+//! let app = axum::Router::new()
+//!     .route("/ws", rt.websocket_route())
+//!     .route("/sse", rt.sse_route());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! tokio::spawn(async move { axum::serve(listener, app).await });
 //!
@@ -29,14 +31,17 @@ mod control;
 mod error;
 mod handle;
 mod handshake;
+mod heartbeat;
 pub mod history;
 pub mod hooks;
 mod metrics;
+mod opening;
 mod outbox;
 pub mod presence;
 mod registry;
 mod service;
 mod session;
+mod sse;
 pub mod testing;
 mod writer;
 mod ws;
@@ -64,3 +69,4 @@ pub use presence::{
 pub use realtime_core;
 pub use realtime_core::{ClaimRules, CloseCode, ConnectionId, ControlReply, NodeTag, Route, Topic};
 pub use service::{ConnectionSummary, Delivery, Realtime, Stats};
+pub use sse::StreamAbort;

@@ -5,7 +5,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use realtime_core::route::RouteKind;
-use realtime_core::{AuthError, CloseCode};
+use realtime_core::{AuthError, CloseCode, Transport};
 
 type Labels = [(&'static str, &'static str); 1];
 
@@ -53,8 +53,11 @@ pub(crate) struct PresenceMetrics {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Metrics {
     pub(crate) presence: PresenceMetrics,
-    pub(crate) active_connections: Gauge,
+    active_connections: Gauge,
     pub(crate) accepted: Counter,
+    by_transport: Family<Labels, Gauge>,
+    /// Resolved handles: WebSocket, SSE.
+    by_transport_handles: [Gauge; 2],
     messages: Family<Labels, Counter>,
     deliveries: Family<Labels, Counter>,
     rejected_handshakes: Family<Labels, Counter>,
@@ -78,11 +81,38 @@ impl Metrics {
         for (i, kind) in ErrorKind::ALL.into_iter().enumerate() {
             m.errors_by_kind[i] = m.errors.get_or_create_owned(&[("kind", kind.label())]);
         }
+        for (i, transport) in [Transport::Websocket, Transport::Sse]
+            .into_iter()
+            .enumerate()
+        {
+            m.by_transport_handles[i] = m
+                .by_transport
+                .get_or_create_owned(&[("transport", transport.as_str())]);
+        }
         for reason in AuthError::REASONS {
             m.rejected_handshakes
                 .get_or_create_owned(&[("reason", reason)]);
         }
         m
+    }
+
+    fn transport(&self, transport: Transport) -> &Gauge {
+        match transport {
+            Transport::Websocket => &self.by_transport_handles[0],
+            Transport::Sse => &self.by_transport_handles[1],
+        }
+    }
+
+    /// A connection of `transport` opened.
+    pub(crate) fn opened(&self, transport: Transport) {
+        self.active_connections.inc();
+        self.transport(transport).inc();
+    }
+
+    /// A connection of `transport` ended.
+    pub(crate) fn closed(&self, transport: Transport) {
+        self.active_connections.dec();
+        self.transport(transport).dec();
     }
 
     pub(crate) fn sent(&self, route: RouteKind, delivered: usize) {
@@ -124,8 +154,13 @@ impl Metrics {
     pub(crate) fn register(&self, registry: &mut Registry) {
         registry.register(
             "realtime_connections",
-            "Open WebSocket connections",
+            "Open connections (WebSocket and SSE)",
             self.active_connections.clone(),
+        );
+        registry.register(
+            "realtime_connections_by_transport",
+            "Open connections, by transport",
+            self.by_transport.clone(),
         );
         registry.register(
             "realtime_connections_accepted",
@@ -144,7 +179,7 @@ impl Metrics {
         );
         registry.register(
             "realtime_handshakes_rejected",
-            "WebSocket handshakes rejected, by reason",
+            "Handshakes (WebSocket and SSE) rejected, by reason",
             self.rejected_handshakes.clone(),
         );
         registry.register(

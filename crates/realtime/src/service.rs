@@ -13,7 +13,7 @@ use prometheus_client::registry::Registry as MetricsRegistry;
 use realtime_core::message::rfc3339_millis;
 use realtime_core::{
     CloseCode, ConnectionId, ConnectionInfo, HistoryLimits, Identity, NodeTag, Position,
-    PreparedMessage, Route, ServerFrame, Topic,
+    PreparedMessage, Route, ServerFrame, Topic, Transport,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -106,6 +106,10 @@ pub struct ConnectionSummary {
     pub topics: Vec<String>,
     pub connected_at: String,
     pub metadata: serde_json::Map<String, Value>,
+    /// How it is connected (`"websocket"` or `"sse"`). Directory records written
+    /// before SSE existed read as WebSocket.
+    #[serde(default)]
+    pub transport: Transport,
 }
 
 impl std::fmt::Debug for Realtime {
@@ -520,23 +524,33 @@ impl Realtime {
         self.inner.presence.store.register_metrics(registry);
     }
 
+    /// The record of a connection about to open: a fresh id (naming this node)
+    /// and the time. Hooks consulted before it opens see this record.
+    pub(crate) fn new_connection(
+        &self,
+        identity: Identity,
+        transport: Transport,
+    ) -> ConnectionInfo {
+        let id = self
+            .inner
+            .tag
+            .connection_id(*uuid::Uuid::new_v4().as_bytes());
+        ConnectionInfo::new(id, identity, now_rfc3339()).with_transport(transport)
+    }
+
     /// Creates a connection and queues `first_frame` (the welcome). In a cluster it
     /// also subscribes the node to the connection's user and role channels and
     /// records it in the directory; the returned future resolves once that is done.
     /// The connection is reachable only after [`activate`](Self::activate), so the
     /// welcome is always its first frame and means "reachable from every node".
+    /// `expires_at` is the token's `exp`.
     pub(crate) fn open_connection(
         &self,
-        identity: Identity,
+        info: ConnectionInfo,
+        expires_at: Option<i64>,
         first_frame: impl FnOnce(&ConnectionInfo) -> Option<String>,
     ) -> Result<(Arc<ConnectionHandle>, Option<BusFuture>), ConnectionLimitReached> {
         let config = &self.inner.config;
-        let expires_at = identity.expires_at;
-        let id = self
-            .inner
-            .tag
-            .connection_id(*uuid::Uuid::new_v4().as_bytes());
-        let info = ConnectionInfo::new(id, identity, now_rfc3339());
         if !self
             .inner
             .registry
@@ -566,7 +580,7 @@ impl Realtime {
             }) as BusFuture
         });
         self.inner.metrics.accepted.inc();
-        self.inner.metrics.active_connections.inc();
+        self.inner.metrics.opened(handle.info().transport);
         Ok((handle, ready))
     }
 
@@ -614,7 +628,7 @@ impl Realtime {
             &handle.info().user_id,
             self.inner.config.max_connections_per_user,
         );
-        self.inner.metrics.active_connections.dec();
+        self.inner.metrics.closed(handle.info().transport);
         self.inner.metrics.disconnected(handle.close_code());
     }
 
@@ -695,6 +709,7 @@ pub(crate) fn summary(h: &ConnectionHandle) -> ConnectionSummary {
             .collect(),
         connected_at: info.connected_at.clone(),
         metadata: info.metadata.clone(),
+        transport: info.transport,
     }
 }
 

@@ -5,22 +5,23 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use realtime_core::ratelimit::{Bucket, Verdict};
-use realtime_core::{CloseCode, ServerFrame};
-use tokio::time::{Instant, Sleep};
+use realtime_core::{CloseCode, ServerFrame, Transport};
+use tokio::time::Instant;
 
 use crate::commands;
 use crate::config::RealtimeConfig;
 use crate::handle::ConnectionHandle;
+use crate::heartbeat::{Beat, Heartbeat, rearm};
 use crate::hooks::Admission;
 use crate::metrics::ErrorKind;
+use crate::opening;
 use crate::service::Realtime;
 use crate::writer::{Writer, write_queued};
 
@@ -58,11 +59,10 @@ pub(crate) fn run(
     mut socket: WebSocket,
     admission: Admission,
 ) -> impl Future<Output = ()> + Send + 'static {
-    // Server-side topics of the admission are subscribed as the connection opens
-    // (wired with the SSE transport).
-    let Admission { identity, .. } = admission;
+    let Admission { identity, topics } = admission;
     let expires_at = identity.expires_at;
-    let opened = rt.open_connection(identity, |info| {
+    let info = rt.new_connection(identity, Transport::Websocket);
+    let opened = rt.open_connection(info, expires_at, |info| {
         Some(
             ServerFrame::Welcome {
                 connection_id: info.id,
@@ -86,26 +86,11 @@ pub(crate) fn run(
             .await;
             return;
         };
-        if let Some(ready) = ready {
-            // In a cluster the welcome means "reachable from every node": wait (bounded)
-            // until this node receives the user's and roles' channels. If the bus is
-            // down the interest is re-applied when it returns; the client is served.
-            match Box::pin(tokio::time::timeout(rt.config().close_timeout, ready)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "connection accepted while the bus is down")
-                }
-                Err(_) => {
-                    tracing::debug!("connection accepted before the bus confirmed its channels")
-                }
-            }
-        }
-        rt.activate(&handle);
-        tracing::debug!(connection = %handle.id(), user = %handle.info().user_id, "connection opened");
-        if !rt.is_accepting() {
-            // The upgrade raced the start of a shutdown that has already notified everyone.
-            handle.close(CloseCode::ServerShutdown);
-        }
+        Box::pin(opening::start(&rt, &handle, ready)).await;
+        // Server-side topics of the admission: subscribed as the HTTP API
+        // subscribes, so the client is sent nothing for them (it learns of them
+        // from its messages).
+        Box::pin(opening::subscribe_server_side(&rt, &handle, topics)).await;
 
         let mut writer = Writer::default();
         let ending = serve(&rt, &handle, &mut socket, &mut writer).await;
@@ -277,15 +262,6 @@ async fn serve(
     }
 }
 
-/// Moves the timer to `at` if that is earlier than where it is set. A later
-/// deadline needs no reset (a timer operation): the timer fires early, finds
-/// nothing due and is set then.
-fn rearm(timer: Pin<&mut Sleep>, at: Instant) {
-    if at < timer.deadline() {
-        timer.reset(at);
-    }
-}
-
 /// Sends the close frame and waits (bounded) for the client's answering close.
 async fn close_socket(socket: &mut WebSocket, code: CloseCode, timeout: Duration) {
     let frame = CloseFrame {
@@ -319,225 +295,4 @@ fn read_error(rt: &Realtime, e: axum::Error) -> Ending {
 fn seconds() -> f64 {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
     ORIGIN.get_or_init(Instant::now).elapsed().as_secs_f64()
-}
-
-enum Beat {
-    /// The timer fired for a deadline that has since moved: nothing is due.
-    NotYet,
-    SendPing,
-    Expired,
-    TokenExpired,
-    WriteStalled,
-}
-
-/// The session's deadlines, served by its one timer: a ping every
-/// `ping_interval`, and if nothing at all arrives within `pong_timeout` of a ping
-/// the client is considered gone; the token's expiry; and how long the current
-/// write may stay blocked (`write_timeout`). It borrows the durations from the
-/// config rather than copying them into every idle connection's task.
-struct Heartbeat<'a> {
-    config: &'a RealtimeConfig,
-    last_ping: Instant,
-    awaiting: bool,
-    /// The token's `exp` the expiry below was computed from.
-    expires_at: Option<i64>,
-    /// When the connection is closed with 3005 unless refreshed.
-    expiry: Option<Instant>,
-    /// When the write that is blocked now must have made progress by.
-    write_deadline: Option<Instant>,
-}
-
-impl<'a> Heartbeat<'a> {
-    fn new(config: &'a RealtimeConfig) -> Self {
-        Heartbeat {
-            config,
-            last_ping: Instant::now(),
-            awaiting: false,
-            expires_at: None,
-            expiry: None,
-            write_deadline: None,
-        }
-    }
-
-    /// Sets the token expiry (Unix seconds; the connection closes at it plus
-    /// `expiry_grace`); returns whether it changed.
-    fn expire_at(&mut self, expires_at: Option<i64>) -> bool {
-        let grace = self.config.expiry_grace;
-        if expires_at == self.expires_at {
-            return false;
-        }
-        self.expires_at = expires_at;
-        self.expiry = expires_at.and_then(|exp| {
-            let at =
-                UNIX_EPOCH.checked_add(Duration::from_secs(u64::try_from(exp).unwrap_or(0)))?;
-            let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-            Instant::now().checked_add(left.checked_add(grace)?)
-        });
-        true
-    }
-
-    /// The earliest deadline.
-    fn deadline(&self) -> Instant {
-        let mut at = self.beat();
-        for other in [self.expiry, self.write_deadline].into_iter().flatten() {
-            at = at.min(other);
-        }
-        at
-    }
-
-    /// When the next ping is due, or the pong to the last one is overdue.
-    fn beat(&self) -> Instant {
-        if self.awaiting {
-            self.last_ping + self.config.pong_timeout
-        } else {
-            self.last_ping + self.config.ping_interval
-        }
-    }
-
-    /// Records inbound traffic.
-    fn activity(&mut self) {
-        self.awaiting = false;
-    }
-
-    /// Records that a write is blocked; returns whether that started its clock
-    /// (the deadline may have moved earlier). Reads the clock only then.
-    fn write_blocked(&mut self) -> bool {
-        if self.write_deadline.is_some() {
-            return false;
-        }
-        self.write_deadline = Instant::now().checked_add(self.config.write_timeout);
-        self.write_deadline.is_some()
-    }
-
-    /// Records that the writer is not blocked (it wrote a chunk, or is idle).
-    fn write_moved(&mut self) {
-        self.write_deadline = None;
-    }
-
-    fn on_timer(&mut self) -> Beat {
-        let now = Instant::now();
-        if self.expiry.is_some_and(|e| now >= e) {
-            return Beat::TokenExpired;
-        }
-        if self.write_deadline.is_some_and(|d| now >= d) {
-            return Beat::WriteStalled;
-        }
-        if now < self.beat() {
-            return Beat::NotYet;
-        }
-        if self.awaiting {
-            return Beat::Expired;
-        }
-        self.awaiting = true;
-        self.last_ping = now;
-        Beat::SendPing
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn unix_now() -> i64 {
-        crate::auth::unix_seconds(SystemTime::now())
-    }
-
-    fn config(grace: u64) -> RealtimeConfig {
-        RealtimeConfig {
-            ping_interval: Duration::from_secs(25),
-            pong_timeout: Duration::from_secs(10),
-            expiry_grace: Duration::from_secs(grace),
-            ..RealtimeConfig::default()
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_token_expiry_shares_the_ping_timer() {
-        let config = config(2);
-        let mut beat = Heartbeat::new(&config);
-        assert!(!beat.expire_at(None), "no expiry, no change");
-        let ping_at = beat.deadline();
-        // Expiring long after the next ping: the ping comes first.
-        assert!(beat.expire_at(Some(unix_now() + 3600)));
-        assert_eq!(beat.deadline(), ping_at);
-        // Expiring before it: the timer fires at the expiry, plus the grace.
-        assert!(beat.expire_at(Some(unix_now() + 5)));
-        assert!(!beat.expire_at(beat.expires_at));
-        let expiry = beat.deadline();
-        assert!(expiry < ping_at);
-        let left = expiry - Instant::now();
-        assert!(
-            left > Duration::from_secs(5) && left <= Duration::from_secs(7),
-            "{left:?}"
-        );
-        tokio::time::advance(left).await;
-        assert!(matches!(beat.on_timer(), Beat::TokenExpired));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_refresh_moves_the_deadline_back_to_the_ping() {
-        let config = config(0);
-        let mut beat = Heartbeat::new(&config);
-        let ping_at = beat.deadline();
-        beat.expire_at(Some(unix_now() + 1));
-        assert!(beat.deadline() < ping_at);
-        assert!(beat.expire_at(Some(unix_now() + 3600)));
-        assert_eq!(beat.deadline(), ping_at);
-        tokio::time::advance(Duration::from_secs(25)).await;
-        assert!(matches!(beat.on_timer(), Beat::SendPing));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_already_expired_token_expires_at_once() {
-        let config = config(0);
-        let mut beat = Heartbeat::new(&config);
-        beat.expire_at(Some(unix_now() - 10));
-        assert!(matches!(beat.on_timer(), Beat::TokenExpired));
-        // Absurd expiries neither overflow nor expire.
-        let far_config = RealtimeConfig {
-            expiry_grace: Duration::MAX,
-            ..config
-        };
-        let mut far = Heartbeat::new(&far_config);
-        far.expire_at(Some(i64::MAX - 1));
-        assert!(matches!(far.on_timer(), Beat::NotYet));
-        tokio::time::advance(Duration::from_secs(25)).await;
-        assert!(matches!(far.on_timer(), Beat::SendPing));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_blocked_write_shares_the_timer_and_stalls_after_the_write_timeout() {
-        let config = config(0);
-        let mut beat = Heartbeat::new(&config);
-        let ping_at = beat.deadline();
-        assert!(beat.write_blocked(), "the first block starts the clock");
-        assert!(!beat.write_blocked(), "still the same blocked write");
-        let stall_at = beat.deadline();
-        assert_eq!(stall_at - Instant::now(), config.write_timeout);
-        // Progress clears it; a timer set for it finds nothing due.
-        beat.write_moved();
-        assert_eq!(beat.deadline(), ping_at);
-        tokio::time::advance(config.write_timeout).await;
-        assert!(matches!(beat.on_timer(), Beat::NotYet));
-        assert!(beat.write_blocked());
-        tokio::time::advance(config.write_timeout).await;
-        assert!(matches!(beat.on_timer(), Beat::WriteStalled));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_timer_that_fires_early_only_reports_what_is_due() {
-        let config = config(0);
-        let mut beat = Heartbeat::new(&config);
-        tokio::time::advance(config.ping_interval).await;
-        assert!(matches!(beat.on_timer(), Beat::SendPing));
-        // Set for the pong deadline, the timer fires after a pong moved it to the
-        // next ping: nothing is due yet.
-        beat.activity();
-        tokio::time::advance(config.pong_timeout).await;
-        assert!(matches!(beat.on_timer(), Beat::NotYet));
-        tokio::time::advance(config.ping_interval - config.pong_timeout).await;
-        assert!(matches!(beat.on_timer(), Beat::SendPing));
-        tokio::time::advance(config.pong_timeout).await;
-        assert!(matches!(beat.on_timer(), Beat::Expired));
-    }
 }

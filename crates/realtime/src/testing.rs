@@ -64,8 +64,10 @@ impl TestConnection {
     pub fn connect_identity(rt: &Realtime, identity: Identity) -> TestConnection {
         // Interest and directory changes are requested here; the in-memory bus
         // applies them at once.
+        let expires_at = identity.expires_at;
+        let info = rt.new_connection(identity, realtime_core::Transport::Websocket);
         let (handle, _ready) = rt
-            .open_connection(identity, |_| None)
+            .open_connection(info, expires_at, |_| None)
             .expect("TestConnection: the user already has max_connections_per_user connections");
         rt.activate(&handle);
         let watcher = tokio::runtime::Handle::try_current().ok().map(|runtime| {

@@ -269,7 +269,7 @@ options! {
         }
         max_connections: Option<usize> {
             env: "REALTIME_MAX_CONNECTIONS", default: "open files − 512", setting: "/http/max_connections",
-            help: "Most TCP connections served at once (WebSockets included); one more is answered 503.",
+            help: "Most TCP connections served at once (WebSockets and SSE streams included); one more is answered 503.",
         }
         #[arg(value_delimiter = ',')]
         #[serde(default)]

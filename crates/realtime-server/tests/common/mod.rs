@@ -55,6 +55,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub rt: Realtime,
     pub http: reqwest::Client,
+    /// Open TCP connections (HTTP, WebSocket, SSE), as they change.
+    pub open_connections: tokio::sync::watch::Receiver<usize>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<bool>>,
 }
@@ -72,6 +74,7 @@ impl TestServer {
         let server = Server::bind(settings).await.expect("server binds");
         let addr = server.local_addr();
         let rt = server.realtime.clone();
+        let open_connections = server.watch_open_connections();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(async move {
             let _ = stopped.await;
@@ -80,6 +83,7 @@ impl TestServer {
             addr,
             rt,
             http: reqwest::Client::new(),
+            open_connections,
             stop: Some(stop),
             task: Some(task),
         }

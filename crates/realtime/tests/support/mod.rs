@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+pub mod sse;
+
 use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -16,10 +18,12 @@ pub const WAIT: Duration = Duration::from_secs(5);
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Serves `rt`'s WebSocket route at `/ws` on a free local port; returns the
-/// address and the server task.
+/// Serves `rt`'s WebSocket route at `/ws` and its SSE route at `/sse` on a free
+/// local port; returns the address and the server task.
 pub async fn serve(rt: &realtime::Realtime) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    let app = axum::Router::new().route("/ws", rt.websocket_route());
+    let app = axum::Router::new()
+        .route("/ws", rt.websocket_route())
+        .route("/sse", rt.sse_route());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
