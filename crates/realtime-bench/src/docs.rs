@@ -397,9 +397,10 @@ fn scenario_limits(scenario: &str) -> Option<&'static str> {
              message fails a `--quick` run. The generator's SSE client is plain \
              HTTP/1.1 on a TCP socket with an incremental event parser, as light per \
              event as its WebSocket client is per frame. An SSE delivery is the same \
-             JSON as the WebSocket frame, framed as `data: …` plus a blank line inside \
-             an HTTP chunk (about 15 bytes more per event than a server-to-client \
-             WebSocket frame header). For idle, the server's own \
+             JSON as the WebSocket frame, framed as `data: …` and a blank line (8 \
+             bytes) inside an HTTP chunk (a size line and a CRLF per chunk, shared by \
+             the events written together), against a WebSocket frame header of 2 to \
+             4 bytes. For idle, the server's own \
              `realtime_connections_by_transport` gauge must count every connection \
              the generator holds, on the transport it used."
         }

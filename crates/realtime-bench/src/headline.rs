@@ -564,6 +564,46 @@ mod tests {
     }
 
     #[test]
+    fn sse_rows_compare_the_medians_and_are_unproven_after_a_loss() {
+        let of = |transport: &str, cpu: Option<f64>, rss: Option<f64>| ServerResult {
+            server: "realtime".into(),
+            transport: Some(transport.into()),
+            cpu_us_per_delivery: cpu,
+            rss_per_connection_kib: rss,
+            lost: cpu.map(|_| 0),
+            duplicated: cpu.map(|_| 0),
+            ..ServerResult::default()
+        };
+        let mut record = run(
+            "sse",
+            vec![
+                of("websocket", Some(8.0), None),
+                of("sse", Some(8.8), None),
+                of("websocket", None, Some(7.0)),
+                of("sse", None, Some(8.75)),
+            ],
+        );
+        record.params = serde_json::json!({"subscribers": 5000, "idle_connections": 15000});
+        let cpu = transport_cpu(Some(&record));
+        assert_eq!(cpu.value, "8.80 µs vs 8.00 µs (1.10×) at 5,000 subscribers");
+        assert_eq!(cpu.verdict, Verdict::Reported);
+        let rss = transport_rss(Some(&record));
+        assert_eq!(
+            rss.value,
+            "8.75 KiB vs 7.00 KiB (1.25×) at 15,000 connections"
+        );
+        assert_eq!(rss.verdict, Verdict::Reported);
+        record.results[1].lost = Some(3);
+        assert!(matches!(
+            transport_cpu(Some(&record)).verdict,
+            Verdict::Unproven(_)
+        ));
+        assert_eq!(transport_rss(None).verdict, Verdict::NotMeasured);
+        let ws_only = run("sse", record.results[..1].to_vec());
+        assert_eq!(transport_cpu(Some(&ws_only)).verdict, Verdict::NotMeasured);
+    }
+
+    #[test]
     fn history_overhead_is_met_only_when_every_store_is_within_the_target() {
         let record = run(
             "history-fanout",
