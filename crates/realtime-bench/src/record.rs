@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// One run of one scenario, saved as `<results dir>/<scenario>.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
-    /// `idle`, `fanout`, `topics`, `cross-node` or `slow-consumer`.
+    /// The scenario's name, as on the command line (see `docs::ORDER`).
     pub scenario: String,
     /// When the run started, RFC 3339 UTC.
     pub started_at: String,
