@@ -30,6 +30,17 @@ export interface WebSocketLike {
 }
 export type WebSocketConstructor = new (url: string) => WebSocketLike;
 
+/**
+ * How the client reaches the server: `"websocket"` (everything), `"sse"`
+ * (Server-Sent Events: receiving only; commands reject with
+ * `unsupported_transport`) or `"auto"` (WebSocket, falling back to SSE where it
+ * cannot get a welcome; see README.md, *Server-Sent Events*).
+ */
+export type Transport = "websocket" | "sse" | "auto";
+
+/** A `fetch` with a streamed response body (browsers, Node 18+, undici). */
+export type FetchFunction = (url: string, init: { method: string; headers: Record<string, string>; cache: string; signal?: AbortSignal }) => Promise<Response>;
+
 /** Backoff settings (also accepted by {@link backoffDelay}). */
 export interface BackoffOptions {
   /** Delay of the first retry before jitter, ms. Default 250. */
@@ -50,8 +61,14 @@ export interface RealtimeClientOptions extends BackoffOptions {
    * once expired every reconnect is refused).
    */
   token: string | TokenFunction;
+  /** Default `"websocket"`. */
+  transport?: Transport;
+  /** The SSE endpoint (http/https, or ws/wss turned into them). Default: the WebSocket URL with `/ws` replaced by `/sse`. */
+  sseUrl?: string | URL | null;
   /** WebSocket implementation. Default `globalThis.WebSocket`. */
   WebSocket?: WebSocketConstructor;
+  /** The fetch SSE streams are read with. Default `globalThis.fetch`. */
+  fetch?: FetchFunction;
   /** Connect from the constructor (on the next microtask). Default true. */
   autoConnect?: boolean;
   /** A connection that stayed welcomed this long resets the backoff, ms. Default 5000. */
@@ -68,7 +85,11 @@ export interface RealtimeClientOptions extends BackoffOptions {
   refreshMargin?: number;
   /** Refresh the token before expiry when `token` is a function. Default true. */
   refresh?: boolean;
-  /** Application ping interval to detect dead links while connected, ms; 0 disables. Default 30000. */
+  /**
+   * Application ping interval to detect dead links while connected, ms; 0
+   * disables. Default 30000. Over SSE (no pings): a stream that brought nothing,
+   * not even the server's heartbeat comment, for this plus `timeout` is dead.
+   */
   heartbeatInterval?: number;
   /** Subscribes sent at once after connecting (restores and queued ones); the rest are paced. Default 100. */
   restoreBatch?: number;
@@ -81,7 +102,7 @@ export interface RealtimeClientOptions extends BackoffOptions {
 }
 
 /** The defaults of every option. */
-export declare const DEFAULT_OPTIONS: Readonly<Required<Omit<RealtimeClientOptions, "token" | "WebSocket" | "random">>>;
+export declare const DEFAULT_OPTIONS: Readonly<Required<Omit<RealtimeClientOptions, "token" | "WebSocket" | "fetch" | "random">>>;
 
 /**
  * Error with a stable `code`: a server error code (`bad_request`,
@@ -97,6 +118,11 @@ export declare const DEFAULT_OPTIONS: Readonly<Required<Omit<RealtimeClientOptio
  * - `token`: the token function threw or returned no string
  * - `socket`: the WebSocket constructor threw
  * - `bad_frame`: the server sent something that is not a JSON object
+ * - `unsupported_transport`: a command (publish, history, presence,
+ *   presenceStats, ping, refreshToken) over SSE, which only receives
+ *
+ * A refused SSE request (a topic, the token) carries the HTTP `status` and the
+ * JSON `body` the server answered.
  */
 export declare class RealtimeError extends Error {
   constructor(code: string, message?: string, extra?: object);
@@ -108,6 +134,10 @@ export declare class RealtimeError extends Error {
   frame?: { type: "error"; code: string; message: string; ref?: string | number };
   /** The close code, for `disconnected`. */
   closeCode?: number;
+  /** SSE: the HTTP status of a refused request. */
+  status?: number;
+  /** SSE: the JSON body of a refused request (`{error, reason?, topic?, message}`). */
+  body?: { error: string; reason?: string; topic?: string; message?: string } | null;
 }
 
 /** A message delivered by the server: an object with a string `type` and a `timestamp`; topic messages carry `topic`. */
@@ -175,6 +205,8 @@ export interface ConnectingEvent {
   type: "connecting";
   /** Consecutive failed attempts before this one. */
   attempt: number;
+  /** The transport this attempt uses. */
+  transport: "websocket" | "sse";
 }
 
 export interface ConnectedEvent {
@@ -185,6 +217,14 @@ export interface ConnectedEvent {
   roles: string[];
   /** Token expiry, Unix seconds (null if the server sent none). */
   expiresAt: number | null;
+  /** The transport of the connection. */
+  transport: "websocket" | "sse";
+  /**
+   * SSE: true when a stream with a new topic set (or a fresh token) replaced
+   * the connection's stream without a disconnect; `connectionId` is the new
+   * stream's.
+   */
+  reopened?: boolean;
   welcome: WelcomeFrame;
 }
 
@@ -204,6 +244,10 @@ export interface DisconnectedEvent {
   wasConnected: boolean;
   /** Delay before the next attempt, ms (when willReconnect). */
   delay?: number;
+  /** The transport of the connection or attempt that ended. */
+  transport: "websocket" | "sse";
+  /** SSE: the HTTP status when the request was refused (the code is then 1006). */
+  status?: number;
 }
 
 export interface ErrorEvent {
@@ -403,13 +447,15 @@ export declare class RealtimeClient {
    *   (http/https URLs are turned into ws/wss; in a browser a relative URL is
    *   resolved against the page). Existing query parameters are kept; the token
    *   goes in `token`.
-   * @throws if no WebSocket implementation is available, the token is missing,
-   *   or the URL is not ws/wss/http/https
+   * @throws if no WebSocket implementation is available (transport
+   *   "websocket"; "auto" then needs fetch), no fetch (transport "sse"), the
+   *   token is missing, the URL is not ws/wss/http/https, or the SSE endpoint
+   *   cannot be derived from it (pass `sseUrl`)
    */
   constructor(url: string | URL, options: RealtimeClientOptions);
 
   /** The options in force (defaults merged). */
-  readonly options: Readonly<Required<Omit<RealtimeClientOptions, "token" | "WebSocket" | "random">>>;
+  readonly options: Readonly<Required<Omit<RealtimeClientOptions, "token" | "WebSocket" | "fetch" | "random">>>;
   /** Current state. */
   readonly state: ConnectionState;
   /** The welcome's `connection_id`; null when not connected. */
@@ -422,6 +468,8 @@ export declare class RealtimeClient {
   readonly expiresAt: number | null;
   /** Topics kept: subscribed, or waiting to be. */
   readonly topics: string[];
+  /** The transport of the current (or last) attempt; null before the first. */
+  readonly transport: "websocket" | "sse" | null;
 
   /**
    * Starts connecting (done by the constructor unless `autoConnect: false`).
@@ -452,6 +500,13 @@ export declare class RealtimeClient {
    * a `resubscribed` event saying whether it recovered, a failure an `error`
    * event. Messages of a history topic at or below the last delivered offset
    * are dropped (duplicates).
+   *
+   * Over SSE a stream's topics are fixed: the client opens a stream with the
+   * new topic set (history topics resuming from their positions) and drops the
+   * old one once the new one confirmed every topic; the subscribe resolves on
+   * the new stream's `subscribed` frame (timeout: the `timeout` option), and a
+   * refused topic rejects with the server's code and `status` while the old
+   * stream carries on. At most 64 topics (`limit_exceeded` beyond).
    */
   subscribe<M extends RealtimeMessage = RealtimeMessage>(
     topic: string,
@@ -498,6 +553,7 @@ export declare class RealtimeClient {
    * Removes `handler` from `topic`, or every handler when omitted. When none
    * remain the topic is forgotten and `unsubscribe` is sent if connected; the
    * promise resolves on `unsubscribed` (at once when nothing had to be sent).
+   * Over SSE it resolves once a stream without the topic replaced the old one.
    */
   unsubscribe(topic: string, handler?: MessageHandler<any>): Promise<void>;
 
@@ -591,3 +647,36 @@ export declare function positionOf(value: unknown): Position | null;
 
 /** Whether a message at `incoming` was already delivered to a subscription at `last`: same epoch, offset not above. */
 export declare function isDuplicate(last: Position | null, incoming: Position): boolean;
+
+/**
+ * The SSE endpoint for the WebSocket URL `wsUrl`: `sseUrl` when given, else the
+ * same URL over http(s) with its last path segment `ws` replaced by `sse`.
+ * @throws when neither gives one
+ */
+export declare function sseEndpoint(wsUrl: URL, sseUrl?: string | URL | null): URL;
+
+/** The name of a topic in an SSE cursor: the FNV-1a 64 hash of its UTF-8 bytes, 16 hex digits. */
+export declare function cursorKey(topic: string): string;
+
+/** The SSE cursor (`Last-Event-ID`) naming each topic's position: `r1,<key>:<offset>:<epoch>,…`. */
+export declare function encodeCursor(positions: Iterable<[string, Position]>): string;
+
+/** One event of a `text/event-stream`. */
+export interface SseEvent {
+  /** `"message"` unless the event named another type (`"close"`). */
+  type: string;
+  data: string;
+  lastEventId: string;
+}
+
+/** Reads a `text/event-stream` fed in decoded chunks of any size. */
+export declare class SseParser {
+  constructor(onEvent: (event: SseEvent) => void, onComment?: (text: string) => void);
+  /** The last `id:` seen. */
+  lastEventId: string;
+  /** The last valid `retry:` value, ms. */
+  retry: number | null;
+  push(text: string): void;
+  /** Drops whatever is buffered; nothing more is reported. */
+  stop(): void;
+}

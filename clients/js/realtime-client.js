@@ -3,14 +3,20 @@
 // One ES module, no imports and no build step: it runs as is in browsers (the
 // server serves this file at /client/realtime-client.js) and in Node 20+ (with
 // `--experimental-websocket`, or with any WebSocket class passed as
-// `options.WebSocket`). docs/PROTOCOL.md is the wire contract it implements;
-// README.md next to this file documents the API.
+// `options.WebSocket`). It speaks to the server over a WebSocket or, receiving
+// only, over Server-Sent Events (`transport: "sse"`, or `"auto"` to fall back to
+// SSE where WebSockets cannot open). docs/PROTOCOL.md is the wire contract it
+// implements; README.md next to this file documents the API.
 //
-// Only standard web APIs are used (WebSocket, URL, setTimeout, Date), never a
-// Node-only one.
+// Only standard web APIs are used (WebSocket, fetch with a streamed body,
+// TextDecoder, AbortController, URL, setTimeout, Date), never a Node-only one.
 
 /** Default options. Every one of them can be overridden in the constructor. */
 export const DEFAULT_OPTIONS = Object.freeze({
+  /** "websocket", "sse" (receive only, over Server-Sent Events) or "auto" (WebSocket, SSE where it cannot open). */
+  transport: "websocket",
+  /** The SSE endpoint; null: derived from the WebSocket URL (`/ws` → `/sse`). */
+  sseUrl: null,
   /** Connect from the constructor. */
   autoConnect: true,
   /** Backoff: delay of the first retry (before jitter), ms. */
@@ -60,7 +66,7 @@ const PRESENCE_PAGE = 1000;
 /** Error with a stable `code`: a server error code (`forbidden`, `invalid_topic`,
  * `limit_exceeded`, `rate_limited`, ...) or a client one (`timeout`,
  * `not_connected`, `disconnected`, `closed`, `token`, `unsubscribed`,
- * `bad_frame`, `refresh_unsupported`). */
+ * `bad_frame`, `refresh_unsupported`, `unsupported_transport`). */
 export class RealtimeError extends Error {
   constructor(code, message, extra) {
     super(message || code);
@@ -205,6 +211,14 @@ function now() {
   return Date.now();
 }
 
+/** The error of a command an SSE stream cannot carry (it only receives). */
+function unsupported(action) {
+  return new RealtimeError(
+    "unsupported_transport",
+    `cannot ${action} over SSE: the stream only receives (use transport "websocket" for commands, or the HTTP API from a backend)`,
+  );
+}
+
 function monotonic() {
   const perf = globalThis.performance;
   return perf && typeof perf.now === "function" ? perf.now() : Date.now();
@@ -251,6 +265,302 @@ function resolveUrl(url) {
 }
 
 /**
+ * The SSE endpoint for a client built with WebSocket URL `wsUrl` (a URL from
+ * resolveUrl): `sseUrl` when given (ws:/wss: become http:/https:), else the
+ * same URL over http(s) with a last path segment `ws` replaced by `sse`
+ * (`wss://host/ws` → `https://host/sse`; a URL already ending in `/sse` is kept).
+ * @returns {URL}
+ */
+export function sseEndpoint(wsUrl, sseUrl = null) {
+  const base = globalThis.location && globalThis.location.href ? globalThis.location.href : undefined;
+  const u = new URL(String(sseUrl ?? wsUrl), base);
+  if (u.protocol === "ws:") u.protocol = "http:";
+  else if (u.protocol === "wss:") u.protocol = "https:";
+  if (u.protocol !== "http:" && u.protocol !== "https:") {
+    throw new TypeError(`RealtimeClient: unsupported SSE URL scheme ${u.protocol} (use http:, https:, ws: or wss:)`);
+  }
+  if (sseUrl === null || sseUrl === undefined) {
+    if (/\/ws$/.test(u.pathname)) u.pathname = u.pathname.replace(/\/ws$/, "/sse");
+    else if (!/\/sse$/.test(u.pathname)) {
+      throw new TypeError(
+        `RealtimeClient: cannot derive the SSE endpoint from ${u.pathname} (the path does not end in /ws): pass options.sseUrl`,
+      );
+    }
+  }
+  return u;
+}
+
+/**
+ * Reads a `text/event-stream` (the WHATWG "event stream interpretation"): feed
+ * it decoded text in chunks of any size with `push`; it calls `onEvent({type,
+ * data, lastEventId})` for every event (`type` is `"message"` unless an `event:`
+ * field named another), `onComment(text)` for every comment line (the server's
+ * `: ping`), and keeps the `retry:` value in `retry`. Lines end in LF, CRLF or
+ * CR, a CRLF split across two chunks included (a line ends at its CR at once).
+ * `stop()` (e.g. from a callback) drops whatever is still buffered.
+ */
+export class SseParser {
+  constructor(onEvent, onComment = () => {}) {
+    this.onEvent = onEvent;
+    this.onComment = onComment;
+    /** The last event ID buffer: the last `id:` field seen (without NUL). */
+    this.lastEventId = "";
+    /** The last valid `retry:` value, ms (null before any). */
+    this.retry = null;
+    this._buffer = "";
+    this._data = [];
+    this._type = "";
+    this._skipLf = false;
+    this._stopped = false;
+  }
+
+  /** Parses `text`; a line without its end waits for the next chunk. */
+  push(text) {
+    if (this._stopped || text === "") return;
+    let buf = this._buffer + text;
+    if (this._skipLf) {
+      // The last chunk ended in CR: an LF right after it belongs to that CRLF.
+      this._skipLf = false;
+      if (buf.charCodeAt(0) === 10) buf = buf.slice(1);
+    }
+    let pos = 0;
+    let lf = buf.indexOf("\n");
+    let cr = buf.indexOf("\r");
+    while (pos < buf.length && !this._stopped) {
+      if (lf !== -1 && lf < pos) lf = buf.indexOf("\n", pos);
+      if (cr !== -1 && cr < pos) cr = buf.indexOf("\r", pos);
+      let end;
+      let next;
+      if (cr !== -1 && (lf === -1 || cr < lf)) {
+        end = cr;
+        if (cr === buf.length - 1) {
+          this._skipLf = true;
+          next = cr + 1;
+        } else {
+          next = buf.charCodeAt(cr + 1) === 10 ? cr + 2 : cr + 1;
+        }
+      } else if (lf !== -1) {
+        end = lf;
+        next = lf + 1;
+      } else {
+        break;
+      }
+      this._line(buf.slice(pos, end));
+      pos = next;
+    }
+    this._buffer = this._stopped ? "" : buf.slice(pos);
+  }
+
+  /** Stops parsing: nothing buffered is delivered any more. */
+  stop() {
+    this._stopped = true;
+    this._buffer = "";
+    this._data = [];
+  }
+
+  _line(line) {
+    if (line === "") {
+      this._dispatch();
+      return;
+    }
+    if (line.charCodeAt(0) === 58 /* : */) {
+      this.onComment(line.slice(1).replace(/^ /, ""));
+      return;
+    }
+    const colon = line.indexOf(":");
+    const field = colon === -1 ? line : line.slice(0, colon);
+    let value = colon === -1 ? "" : line.slice(colon + 1);
+    if (value.charCodeAt(0) === 32) value = value.slice(1);
+    switch (field) {
+      case "data":
+        this._data.push(value);
+        break;
+      case "event":
+        this._type = value;
+        break;
+      case "id":
+        if (!value.includes("\0")) this.lastEventId = value;
+        break;
+      case "retry":
+        if (/^[0-9]+$/.test(value)) this.retry = Number(value);
+        break;
+      default:
+        break; // unknown fields are ignored
+    }
+  }
+
+  _dispatch() {
+    const data = this._data;
+    const type = this._type;
+    this._data = [];
+    this._type = "";
+    // As the format says: an event whose data is empty (none, or one empty line) is not dispatched.
+    const joined = data.join("\n");
+    if (joined === "") return;
+    this.onEvent({ type: type || "message", data: joined, lastEventId: this.lastEventId });
+  }
+}
+
+/**
+ * The name of a topic in an SSE cursor: the 64-bit FNV-1a hash of its UTF-8
+ * bytes, as 16 lowercase hex digits (docs/PROTOCOL.md, *SSE*).
+ * @param {string} topic
+ */
+export function cursorKey(topic) {
+  const MASK = 0xffffffffffffffffn;
+  let hash = 0xcbf29ce484222325n;
+  for (const byte of new TextEncoder().encode(topic)) {
+    hash = ((hash ^ BigInt(byte)) * 0x100000001b3n) & MASK;
+  }
+  return hash.toString(16).padStart(16, "0");
+}
+
+/**
+ * The SSE cursor (the `Last-Event-ID` the server reads) naming the position of
+ * each topic of `positions` (`[topic, {offset, epoch}]` pairs):
+ * `r1,<key>:<offset>:<epoch>,…`, the epoch's bytes other than letters, digits
+ * and `_.-` percent-encoded. The client writes it from the positions it has
+ * delivered, so a stream resumes every topic exactly where its handlers are.
+ * @param {Iterable<[string, {offset: number, epoch: string}]>} positions
+ */
+export function encodeCursor(positions) {
+  let out = "r1";
+  for (const [topic, position] of positions) {
+    let epoch = "";
+    for (const byte of new TextEncoder().encode(position.epoch)) {
+      const c = String.fromCharCode(byte);
+      epoch += /[A-Za-z0-9_.-]/.test(c) ? c : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
+    }
+    out += `,${cursorKey(topic)}:${position.offset}:${epoch}`;
+  }
+  return out;
+}
+
+// The most `topic` parameters one SSE request may carry (the server's bound).
+const SSE_MAX_TOPICS = 64;
+// At most this much of a refused SSE request's body is parsed for its JSON error.
+const SSE_REFUSAL_BODY_LIMIT = 16384;
+
+/**
+ * One SSE request (`GET /sse?token=…&topic=…&last_event_id=…`) read with
+ * `fetch`: reports its events, its refusal (status and JSON body) or its end.
+ * The client sets the callbacks; `close()` aborts it and silences them.
+ */
+class EventStream {
+  /**
+   * @param {typeof fetch} fetchFn
+   * @param {URL} url
+   * @param {string[]} topics the `topic` parameters it carries
+   */
+  constructor(fetchFn, url, topics) {
+    this.url = url;
+    this.topics = new Set(topics);
+    /** Query topics whose `subscribed` frame has not arrived yet. */
+    this.awaiting = new Set(topics);
+    /** The welcome frame, once read. */
+    this.welcome = null;
+    /** When the last byte arrived (monotonic ms). */
+    this.lastActivity = monotonic();
+    this.closed = false;
+    /** The token it was opened with. */
+    this.token = null;
+    /** Fires when its topics are not all confirmed in time (the client's). */
+    this.timer = null;
+    /** @type {((event: {type: string, data: string, lastEventId: string}) => void) | null} */
+    this.onevent = null;
+    /** @type {((status: number, body: any) => void) | null} */
+    this.onrefused = null;
+    /** @type {((error: any) => void) | null} the body ended (error null) or the request failed */
+    this.onend = null;
+    this._abort = typeof AbortController === "function" ? new AbortController() : null;
+    this._reader = null;
+    this._parser = new SseParser((event) => {
+      if (!this.closed && this.onevent) this.onevent(event);
+    });
+    this._run(fetchFn);
+  }
+
+  /** Aborts the request; no callback runs after this. */
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    this.onevent = this.onrefused = this.onend = null;
+    clearTimeout(this.timer);
+    this._parser.stop();
+    try {
+      this._abort?.abort();
+    } catch {
+      // already aborted
+    }
+    if (this._reader) this._reader.cancel().catch(() => {});
+  }
+
+  async _run(fetchFn) {
+    let res;
+    try {
+      res = await fetchFn(this.url.href, {
+        method: "GET",
+        headers: { accept: "text/event-stream" },
+        cache: "no-store",
+        signal: this._abort?.signal,
+      });
+    } catch (error) {
+      this._end(error);
+      return;
+    }
+    if (this.closed) {
+      res.body?.cancel?.()?.catch(() => {});
+      return;
+    }
+    const type = (res.headers?.get?.("content-type") ?? "").toLowerCase();
+    if (res.status !== 200 || !type.startsWith("text/event-stream")) {
+      let body = null;
+      try {
+        const text = await res.text();
+        body = JSON.parse(text.slice(0, SSE_REFUSAL_BODY_LIMIT));
+      } catch {
+        // not JSON: the status says enough
+      }
+      if (this.closed) return;
+      const onrefused = this.onrefused;
+      this.close();
+      if (onrefused) onrefused(res.status, body);
+      return;
+    }
+    if (!res.body || typeof res.body.getReader !== "function") {
+      this._end(new TypeError("the fetch implementation gives no streamed response body"));
+      return;
+    }
+    const reader = res.body.getReader();
+    this._reader = reader;
+    const decoder = new TextDecoder();
+    for (;;) {
+      let chunk;
+      try {
+        chunk = await reader.read();
+      } catch (error) {
+        this._end(error);
+        return;
+      }
+      if (this.closed) return;
+      if (chunk.done) {
+        this._end(null);
+        return;
+      }
+      this.lastActivity = monotonic();
+      this._parser.push(decoder.decode(chunk.value, { stream: true }));
+    }
+  }
+
+  _end(error) {
+    if (this.closed) return;
+    const onend = this.onend;
+    this.close();
+    if (onend) onend(error);
+  }
+}
+
+/**
  * A connection to a Boundary Realtime server that reconnects by itself,
  * restores subscriptions and refreshes its token. See README.md.
  */
@@ -261,25 +571,53 @@ export class RealtimeClient {
    */
   constructor(url, options = {}) {
     if (!options || typeof options !== "object") throw new TypeError("RealtimeClient: options must be an object");
+    const mode = options.transport ?? DEFAULT_OPTIONS.transport;
+    if (mode !== "websocket" && mode !== "sse" && mode !== "auto") {
+      throw new TypeError(`RealtimeClient: unknown transport ${JSON.stringify(mode)}: use "websocket", "sse" or "auto"`);
+    }
     const WS = options.WebSocket ?? globalThis.WebSocket;
-    if (typeof WS !== "function") {
+    const fetchFn = options.fetch ?? globalThis.fetch;
+    const hasWebSocket = typeof WS === "function";
+    const hasFetch = typeof fetchFn === "function";
+    if (!hasWebSocket && (mode === "websocket" || (mode === "auto" && !hasFetch))) {
       throw new Error(
         "RealtimeClient: no WebSocket implementation available. In Node 20 run with " +
           "`node --experimental-websocket` (Node 22+ has it built in) or pass one: " +
-          "new RealtimeClient(url, { WebSocket })",
+          'new RealtimeClient(url, { WebSocket }); or receive over SSE: { transport: "sse" }',
       );
+    }
+    if (!hasFetch && mode === "sse") {
+      throw new Error("RealtimeClient: transport \"sse\" needs fetch (standard in browsers and Node 18+) or options.fetch");
     }
     const token = options.token;
     if (typeof token !== "string" && typeof token !== "function") {
       throw new TypeError("RealtimeClient: options.token must be a string or a function returning one");
     }
     this._url = resolveUrl(url);
-    this._WebSocket = WS;
+    this._sseUrl = mode === "websocket" ? null : sseEndpoint(this._url, options.sseUrl ?? null);
+    this._WebSocket = hasWebSocket ? WS : null;
+    this._fetch = hasFetch ? (...args) => fetchFn(...args) : null;
     this._token = token;
     this.options = { ...DEFAULT_OPTIONS };
     for (const [key, value] of Object.entries(options)) {
-      if (key !== "WebSocket" && key !== "token" && value !== undefined) this.options[key] = value;
+      if (key !== "WebSocket" && key !== "fetch" && key !== "token" && value !== undefined) this.options[key] = value;
     }
+    // The transport of the current (or last) attempt; with "auto", `_decided` is
+    // the one that got the first welcome, kept until close().
+    this._mode = mode;
+    this._using = null;
+    this._decided = mode === "auto" ? null : mode;
+    this._nextTransport = mode === "auto" ? (hasWebSocket ? "websocket" : "sse") : mode;
+    this._attemptTransport = null; // set once an attempt opened its socket or stream
+    // SSE: a token fetched for a refresh, a replacement stream being opened
+    // (make before break), unsubscribes waiting for a stream without their topic.
+    this._freshToken = null;
+    this._next = null;
+    this._reopenQueued = false;
+    this._breakBeforeMake = false;
+    this._reopeningAfterClose = false; // the last teardown closed the stream to reopen it
+    this._unsubscribeWaiters = [];
+    this._retryTimer = null; // SSE: reopens once topics that failed may be tried again
     const random = typeof options.random === "function" ? options.random : Math.random;
     this._random = random;
     this._backoff = new Backoff(this.options, random);
@@ -355,6 +693,11 @@ export class RealtimeClient {
     } else {
       this._rejectQueued("closed", "the client was closed");
     }
+    if (this._mode === "auto") {
+      // A later connect() starts a new session: WebSocket first again.
+      this._decided = null;
+      this._nextTransport = this._WebSocket ? "websocket" : "sse";
+    }
   }
 
   /**
@@ -412,7 +755,10 @@ export class RealtimeClient {
     }
     if (options.timeout !== undefined) entry.timeout = options.timeout;
     const promise = new Promise((resolve, reject) => entry.waiters.push({ resolve, reject, handler }));
-    if (entry.ref === null && this.state === "connected") {
+    if (this._using === "sse") {
+      // The topic set of a stream is fixed: a stream with the new one replaces it.
+      if (this.state === "connected") this._scheduleReopen();
+    } else if (entry.ref === null && this.state === "connected") {
       // While earlier subscribes are being paced, wait for a turn behind them.
       if (this._restoreQueue.length > 0) {
         if (!this._restoreQueue.includes(topic)) this._restoreQueue.push(topic);
@@ -439,6 +785,13 @@ export class RealtimeClient {
     this._topics.delete(topic);
     const wasSent = entry.active || entry.ref !== null;
     this._settleWaiters(entry, new RealtimeError("unsubscribed", `unsubscribed from ${topic} before the server answered`, { topic }));
+    if (this._using === "sse") {
+      if (this.state !== "connected") return Promise.resolve();
+      this._scheduleReopen();
+      // Resolves once no stream of this client carries the topic any more.
+      if (!this._ws?.topics.has(topic) && !this._next?.topics.has(topic)) return Promise.resolve();
+      return new Promise((resolve) => this._unsubscribeWaiters.push({ topic, resolve }));
+    }
     if (!wasSent || this.state !== "connected") return Promise.resolve();
     return this._request({ action: "unsubscribe", topic }).then(
       () => undefined,
@@ -608,6 +961,7 @@ export class RealtimeClient {
    * @returns {Promise<number>}
    */
   async refreshToken(token) {
+    if (this._decided === "sse") throw unsupported("refresh");
     if (this.state !== "connected") throw new RealtimeError("not_connected", "not connected");
     const generation = this._generation;
     const fresh = token ?? (typeof this._token === "function" ? await this._token({ reason: "refresh" }) : this._token);
@@ -670,14 +1024,21 @@ export class RealtimeClient {
     return [...this._topics.keys()];
   }
 
+  /** The transport of the current (or last) connection attempt, `"websocket"` or
+   * `"sse"`; null before the first. With `transport: "auto"` it is the one chosen. */
+  get transport() {
+    return this._using;
+  }
+
   // ------------------------------------------------------------- connecting
 
   async _attempt() {
     this._reconnectTimer = null;
     if (!this._wanted) return;
     const generation = ++this._generation;
+    this._using = this._mode === "auto" ? (this._decided ?? this._nextTransport) : this._mode;
     this._setState("connecting");
-    this._emit("connecting", { attempt: this._backoff.attempt });
+    this._emit("connecting", { attempt: this._backoff.attempt, transport: this._using });
     if (generation !== this._generation) return; // a listener closed the client
     this._connectTimer = setTimeout(() => {
       this._connectTimer = null;
@@ -699,9 +1060,14 @@ export class RealtimeClient {
     }
     if (generation !== this._generation) return;
 
+    if (this._using === "sse") {
+      this._openStream(token);
+      return;
+    }
     const url = new URL(this._url.href);
     url.searchParams.set("token", token);
     let ws;
+    this._attemptTransport = "websocket";
     try {
       ws = new this._WebSocket(url.href);
     } catch (err) {
@@ -740,7 +1106,13 @@ export class RealtimeClient {
     const ws = this._ws;
     this._ws = null;
     this._generation++;
-    if (ws) {
+    if (this._next) {
+      this._next.close();
+      this._next = null;
+    }
+    if (ws instanceof EventStream) {
+      ws.close();
+    } else if (ws) {
       ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
       if (how.sendClose) {
         try {
@@ -754,13 +1126,26 @@ export class RealtimeClient {
     }
     const wasConnected = this.state === "connected";
     const welcomedAt = this._welcomedAt;
+    const transport = this._using;
     this._clearTimer("_connectTimer");
     this._clearTimer("_refreshTimer");
     this._clearTimer("_heartbeatTimer");
     this._clearTimer("_restoreTimer");
+    this._clearTimer("_retryTimer");
     this._restoreQueue = [];
     this.connectionId = null;
     this._welcomedAt = 0;
+    this._freshToken = null;
+    // Nothing is carried by a stream any more.
+    for (const waiter of this._unsubscribeWaiters.splice(0)) waiter.resolve();
+    for (const entry of this._topics.values()) entry.stream = null;
+    // "auto" before any welcome: an attempt that got none tries the other transport next.
+    const attempted = this._attemptTransport;
+    this._attemptTransport = null;
+    // (Not after an SSE request refused for one of its topics: the stream got through.)
+    if (!how.final && !how.reconnectNow && this._mode === "auto" && !this._decided && attempted && this._WebSocket && this._fetch) {
+      this._nextTransport = attempted === "websocket" ? "sse" : "websocket";
+    }
 
     // Pending commands fail; subscriptions in flight go back to the queue.
     const pending = [...this._pending.values()];
@@ -777,7 +1162,10 @@ export class RealtimeClient {
     if (how.final) {
       this._rejectQueued(how.code || "closed", "the client was closed");
     } else {
-      const action = this._shutdownNotice ? "shutdown" : closeAction(code);
+      let action = this._shutdownNotice ? "shutdown" : closeAction(code);
+      // Right after closing its stream to reopen it, the server may not have
+      // seen the old one go yet: a connection limit then is retried, once.
+      if (code === 3504 && this._reopeningAfterClose) action = "backoff";
       if (action === "terminal" || !this._wanted) {
         this._wanted = false;
         this._rejectQueued("disconnected", `connection closed for good (${code}${reason ? " " + reason : ""})`);
@@ -802,31 +1190,40 @@ export class RealtimeClient {
       }
     }
     this._shutdownNotice = false;
+    this._reopeningAfterClose = code === 4002;
     this._setState("disconnected");
     if (willReconnect) {
       this._reconnectTimer = setTimeout(() => this._attempt(), delay);
     }
-    const event = { code, reason, willReconnect, wasConnected };
+    const event = { code, reason, willReconnect, wasConnected, transport };
     if (willReconnect) event.delay = delay;
+    if (how.status !== undefined) event.status = how.status;
     this._emit("disconnected", event);
   }
 
-  _onFrame(data) {
+  /** The frame `data` holds (a JSON object), or null after an `error` event saying why not. */
+  _parseFrame(data) {
     if (typeof data !== "string") {
       this._emit("error", { error: new RealtimeError("bad_frame", "binary frame from the server ignored") });
-      return;
+      return null;
     }
     let frame;
     try {
       frame = JSON.parse(data);
     } catch {
       this._emit("error", { error: new RealtimeError("bad_frame", "frame from the server is not JSON") });
-      return;
+      return null;
     }
     if (!frame || typeof frame !== "object" || Array.isArray(frame)) {
       this._emit("error", { error: new RealtimeError("bad_frame", "frame from the server is not an object") });
-      return;
+      return null;
     }
+    return frame;
+  }
+
+  _onFrame(data) {
+    const frame = this._parseFrame(data);
+    if (!frame) return;
     const type = frame.type;
     if (this.state === "connecting") {
       if (type === "welcome") this._onWelcome(frame);
@@ -854,6 +1251,12 @@ export class RealtimeClient {
       // Otherwise a late reply to a command that already timed out: dropped.
       return;
     }
+    this._deliver(frame);
+  }
+
+  /** A frame that is no reply: a notice (missed, join, leave) or a message. */
+  _deliver(frame) {
+    const type = frame.type;
     if (TOPIC_NOTICES.has(type) && !("timestamp" in frame) && typeof frame.topic === "string") {
       if (type === "missed") this._onMissed(frame);
       else this._onPresenceChange(type, frame);
@@ -919,14 +1322,23 @@ export class RealtimeClient {
     this._welcomedAt = now();
     this._shutdownNotice = false;
     this._refreshUnsupported = false;
-    this._catchUp = this._catchUpNext;
-    this._catchUpNext = false;
-    this._catchUpChain = Promise.resolve();
+    this._decided = this._using;
+    this._reopeningAfterClose = false;
     this._setState("connected");
-    // Every kept topic again (and those queued while disconnected): a first
-    // batch at once, the rest paced under the server's command rate limit.
-    this._restoreQueue = [...this._topics.keys()];
-    this._pumpSubscribes(this.options.restoreBatch);
+    if (this._using === "sse") {
+      // The stream subscribed its topics itself: their `subscribed` frames follow.
+      this._ws.welcome = frame;
+      this._catchUpNext = false;
+      this._armStreamTimer(this._ws);
+    } else {
+      this._catchUp = this._catchUpNext;
+      this._catchUpNext = false;
+      this._catchUpChain = Promise.resolve();
+      // Every kept topic again (and those queued while disconnected): a first
+      // batch at once, the rest paced under the server's command rate limit.
+      this._restoreQueue = [...this._topics.keys()];
+      this._pumpSubscribes(this.options.restoreBatch);
+    }
     this._scheduleRefresh();
     this._scheduleHeartbeat();
     this._emit("connected", {
@@ -934,13 +1346,17 @@ export class RealtimeClient {
       userId: this.userId,
       roles: this.roles,
       expiresAt: this.expiresAt,
+      transport: this._using,
       welcome: frame,
     });
+    // Topics subscribed while the stream was being opened need a stream with them.
+    if (this._using === "sse" && this.state === "connected") this._scheduleReopen();
   }
 
   // ---------------------------------------------------------------- commands
 
   _command(frame, timeout) {
+    if (this._decided === "sse") return Promise.reject(unsupported(frame.action));
     if (this.state !== "connected" || !this._ws) {
       return Promise.reject(new RealtimeError("not_connected", `cannot ${frame.action}: not connected`));
     }
@@ -1160,6 +1576,369 @@ export class RealtimeClient {
     }
   }
 
+  // ------------------------------------------------------------------- SSE
+
+  /** Opens the connection attempt's stream with every kept topic and the last cursor. */
+  _openStream(token) {
+    const stream = this._newStream(token, this._streamTopics());
+    this._ws = stream;
+    this._attemptTransport = "sse";
+  }
+
+  /** A stream with `topics`, resuming from the last event id read, its callbacks set. */
+  _newStream(token, topics) {
+    const url = new URL(this._sseUrl.href);
+    url.searchParams.set("token", token);
+    for (const topic of topics) url.searchParams.append("topic", topic);
+    // Each history topic resumes after the last position delivered here (or
+    // from a first subscribe's `since`), exactly as a WebSocket `since`.
+    const positions = [];
+    for (const topic of topics) {
+      const entry = this._topics.get(topic);
+      const at = entry && (entry.position ?? entry.since);
+      if (at) positions.push([topic, at]);
+    }
+    if (positions.length > 0) url.searchParams.set("last_event_id", encodeCursor(positions));
+    const stream = new EventStream(this._fetch, url, topics);
+    stream.token = token;
+    stream.onevent = (event) => this._onStreamEvent(stream, event);
+    stream.onrefused = (status, body) => this._onStreamRefused(stream, status, body);
+    stream.onend = (error) => this._onStreamEnd(stream, error);
+    return stream;
+  }
+
+  /** The kept topics a stream carries: the first SSE_MAX_TOPICS (later ones are
+   * refused here), but none waiting to be tried again after an error. */
+  _streamTopics() {
+    const at = monotonic();
+    const topics = [];
+    for (const [topic, entry] of this._topics) {
+      if (entry.retryAt && entry.retryAt > at) continue;
+      entry.retryAt = 0;
+      topics.push(topic);
+    }
+    if (topics.length <= SSE_MAX_TOPICS) return topics;
+    for (const topic of topics.slice(SSE_MAX_TOPICS)) {
+      this._refuseTopic(
+        topic,
+        new RealtimeError("limit_exceeded", `an SSE stream carries at most ${SSE_MAX_TOPICS} topics`, { topic }),
+      );
+    }
+    return topics.slice(0, SSE_MAX_TOPICS);
+  }
+
+  /** Forgets `topic` because the server (or the stream's limit) refused it: its
+   * pending subscribes reject with `error`; a confirmed one is an `error` event. */
+  _refuseTopic(topic, error) {
+    const entry = this._topics.get(topic);
+    if (!entry) return;
+    this._topics.delete(topic);
+    const own = new RealtimeError(error.code, error.message, { ...error, topic });
+    if (entry.active) this._emit("error", { error: own, topic });
+    else this._settleWaiters(entry, own);
+  }
+
+  _onStreamEvent(stream, event) {
+    if (event.type === "close") {
+      this._onStreamClose(stream, event.data);
+      return;
+    }
+    if (event.type !== "message") return; // no other event type is defined
+    const frame = this._parseFrame(event.data);
+    if (!frame) return;
+    if (stream === this._ws && this.state === "connecting") {
+      if (frame.type === "welcome") this._onWelcome(frame);
+    } else if (stream === this._ws || stream === this._next) {
+      this._onStreamFrame(stream, frame);
+    }
+  }
+
+  /**
+   * A frame of the connection's stream, or of the stream replacing it (make
+   * before break). Each kept topic is delivered from one stream: the old one
+   * until the new one's `subscribed` frame for it; frames without a kept topic
+   * from the old one until the new one's welcome.
+   */
+  _onStreamFrame(stream, frame) {
+    const type = frame.type;
+    if (stream === this._next && !stream.welcome) {
+      if (type === "welcome") {
+        stream.welcome = frame;
+        this._maybePromote(stream);
+      }
+      return;
+    }
+    if (REPLY_FRAME_TYPES.has(type) && !("timestamp" in frame)) {
+      if (type === "subscribed" && typeof frame.topic === "string") this._onStreamSubscribed(stream, frame);
+      else if (type === "error" && stream.awaiting.size > 0) this._onStreamTopicError(stream, frame);
+      else if (type === "error" && this._ownsUnkept(stream)) {
+        this._emit("error", { error: new RealtimeError(frame.code || "error", frame.message || "error frame", { frame }) });
+      }
+      return;
+    }
+    const topic = typeof frame.topic === "string" ? frame.topic : null;
+    const entry = topic === null ? undefined : this._topics.get(topic);
+    if (entry) {
+      if (entry.stream !== stream) return;
+    } else if (topic !== null && stream.topics.has(topic)) {
+      return; // a topic this client let go of, until a stream without it takes over
+    } else if (!this._ownsUnkept(stream)) {
+      return;
+    }
+    this._deliver(frame);
+  }
+
+  /** Whether `stream` delivers the frames of no kept topic (direct sends, notices). */
+  _ownsUnkept(stream) {
+    const next = this._next;
+    return next && next.welcome ? stream === next : stream === this._ws;
+  }
+
+  /** A stream's `subscribed` frame for one of its query topics. */
+  _onStreamSubscribed(stream, frame) {
+    const topic = frame.topic;
+    if (!stream.awaiting.delete(topic)) return; // a server-side subscription, not one of ours
+    const entry = this._topics.get(topic);
+    if (entry && entry.stream !== stream) {
+      // Carried on from the stream this one replaces (rather than restored
+      // after a reconnect, or tried again after an error).
+      const carried = stream === this._next && entry.stream === this._ws;
+      entry.stream = stream;
+      entry.ref = null;
+      if (!entry.active) {
+        // A first subscribe (its `since` was in the cursor).
+        const since = entry.since;
+        entry.active = true;
+        entry.since = null;
+        this._settleWaiters(entry, null, this._onSubscribed(topic, entry, frame, since, false));
+      } else if (carried) {
+        // Carried on by the new stream from the position delivered when it was
+        // opened (what the old stream delivered since is dropped by position),
+        // or the new stream says it could not.
+        const at = positionOf(frame);
+        if (at && entry.position && frame.recovered !== true) {
+          entry.position = at;
+          const reason = typeof frame.reason === "string" ? frame.reason : "no_history";
+          this._emit("resubscribed", { topic, ...at, recovered: false, reason });
+        }
+      } else {
+        // A restore: exactly as a WebSocket restore with `since`.
+        this._emit("resubscribed", this._onSubscribed(topic, entry, frame, entry.position, true));
+      }
+    }
+    if (stream === this._next) this._maybePromote(stream);
+    else if (stream === this._ws && stream.awaiting.size === 0) this._scheduleReopen(); // changes made meanwhile
+  }
+
+  /**
+   * An `error` frame while a stream is announcing its topics: the server could
+   * not subscribe the next one (a history topic whose store is down:
+   * `history_unavailable`). Topics are announced in the query's order, so it is
+   * the first one still awaited. A first subscribe rejects with it; a kept topic
+   * is an `error` event and is tried again on a stream opened
+   * `rateLimitRetryDelay` later, as a WebSocket restore is.
+   */
+  _onStreamTopicError(stream, frame) {
+    const topic = stream.awaiting.values().next().value;
+    stream.awaiting.delete(topic);
+    stream.topics.delete(topic);
+    const code = frame.code || "error";
+    const error = new RealtimeError(code, frame.message || code, { frame, topic });
+    const entry = this._topics.get(topic);
+    if (entry && entry.stream !== stream) {
+      if (!entry.active) {
+        this._topics.delete(topic);
+        this._settleWaiters(entry, error);
+      } else {
+        this._emit("error", { error, topic });
+        entry.retryAt = monotonic() + this.options.rateLimitRetryDelay;
+        this._clearTimer("_retryTimer");
+        this._retryTimer = setTimeout(() => {
+          this._retryTimer = null;
+          this._scheduleReopen();
+        }, this.options.rateLimitRetryDelay);
+      }
+    }
+    if (stream === this._next) this._maybePromote(stream);
+    else if (stream === this._ws && stream.awaiting.size === 0) this._scheduleReopen();
+  }
+
+  /** A stream that did not confirm each of its topics within the timeout: those are refused. */
+  _armStreamTimer(stream) {
+    clearTimeout(stream.timer);
+    const timeout = this.options.timeout;
+    stream.timer = setTimeout(() => {
+      stream.timer = null;
+      if (stream.closed || stream.awaiting.size === 0) return;
+      if (stream === this._next) {
+        this._next = null;
+        stream.close();
+        if (!stream.welcome) {
+          // Nothing was taken from the old stream: it carries on without the new topics.
+          for (const topic of stream.topics) {
+            const entry = this._topics.get(topic);
+            if (entry && !entry.active) {
+              this._refuseTopic(topic, new RealtimeError("timeout", `no subscribed frame for ${topic} within ${timeout} ms`));
+            }
+          }
+          this._scheduleReopen();
+          return;
+        }
+        this._teardown(1006, "the replacement stream did not confirm its topics", { sendClose: true });
+        return;
+      }
+      if (stream !== this._ws) return;
+      for (const topic of stream.awaiting) {
+        this._refuseTopic(topic, new RealtimeError("timeout", `no subscribed frame for ${topic} within ${timeout} ms`));
+      }
+      this._scheduleReopen();
+    }, timeout);
+  }
+
+  /** Replaces the stream on the next microtask when the kept topics (or the token) changed. */
+  _scheduleReopen() {
+    if (this._reopenQueued) return;
+    this._reopenQueued = true;
+    queueMicrotask(() => {
+      this._reopenQueued = false;
+      this._reopen();
+    });
+  }
+
+  /**
+   * Opens a stream with the kept topics and the last cursor next to the current
+   * one, which it replaces once it has confirmed every topic (make before
+   * break). One at a time: changes made meanwhile are taken up after it.
+   */
+  _reopen() {
+    const current = this._ws;
+    if (this.state !== "connected" || this._using !== "sse" || !(current instanceof EventStream) || this._next) return;
+    if (current.awaiting.size > 0) return; // taken up once it confirmed its own topics
+    const wanted = this._streamTopics();
+    const same = wanted.length === current.topics.size && wanted.every((t) => current.topics.has(t));
+    if (same && !this._freshToken) {
+      this._settleUnsubscribes(current);
+      return;
+    }
+    if (this._breakBeforeMake) {
+      // The server allows this user one connection: close, then reopen.
+      this._teardown(4002, "reopening the stream", { sendClose: true, reconnectNow: true });
+      return;
+    }
+    const token = this._freshToken ?? current.token;
+    this._freshToken = null;
+    this._next = this._newStream(token, wanted);
+    this._armStreamTimer(this._next);
+  }
+
+  /** The replacement stream confirmed every topic: it becomes the connection's. */
+  _maybePromote(next) {
+    if (next !== this._next || !next.welcome || next.awaiting.size > 0) return;
+    const old = this._ws;
+    this._next = null;
+    clearTimeout(next.timer);
+    this._ws = next;
+    if (old instanceof EventStream) old.close();
+    const welcome = next.welcome;
+    this.connectionId = welcome.connection_id ?? null;
+    this.userId = welcome.user_id ?? null;
+    this.roles = Array.isArray(welcome.roles) ? welcome.roles : [];
+    this.expiresAt = typeof welcome.expires_at === "number" ? welcome.expires_at : null;
+    const refreshed = old && next.token !== old.token;
+    this._settleUnsubscribes(next);
+    this._scheduleRefresh();
+    this._scheduleHeartbeat();
+    this._emit("connected", {
+      connectionId: this.connectionId,
+      userId: this.userId,
+      roles: this.roles,
+      expiresAt: this.expiresAt,
+      transport: "sse",
+      reopened: true,
+      welcome,
+    });
+    if (refreshed) this._emit("refreshed", { expiresAt: this.expiresAt });
+    this._scheduleReopen();
+  }
+
+  /** Resolves the unsubscribes whose topic `stream` does not carry. */
+  _settleUnsubscribes(stream) {
+    const waiting = this._unsubscribeWaiters;
+    this._unsubscribeWaiters = [];
+    for (const waiter of waiting) {
+      if (stream.topics.has(waiter.topic) || this._next?.topics.has(waiter.topic)) this._unsubscribeWaiters.push(waiter);
+      else waiter.resolve();
+    }
+  }
+
+  /** `event: close`: the server's close code and reason, then the body ends. */
+  _onStreamClose(stream, data) {
+    let code = 1006;
+    let reason = "";
+    try {
+      const frame = JSON.parse(data);
+      if (Number.isInteger(frame.code)) code = frame.code;
+      if (typeof frame.reason === "string") reason = frame.reason;
+    } catch {
+      // a close event without its JSON: an abnormal end
+    }
+    if (stream === this._next && code === 3504 && !this._breakBeforeMake) {
+      // The user's connection limit leaves no room for a second stream: from
+      // now on the stream is closed before its replacement opens.
+      this._breakBeforeMake = true;
+      this._next = null;
+      stream.close();
+      this._teardown(4002, "reopening the stream", { sendClose: true, reconnectNow: true });
+      return;
+    }
+    if (stream === this._ws || stream === this._next) this._teardown(code, reason, { sendClose: true });
+  }
+
+  /** The stream's request failed or its body ended without a close event. */
+  _onStreamEnd(stream, error) {
+    if (stream !== this._ws && stream !== this._next) return;
+    this._teardown(1006, error ? "connection failed" : "stream ended", { sendClose: true });
+  }
+
+  /**
+   * The SSE request was answered with an error instead of a stream. A refused
+   * topic (`invalid_topic`, `forbidden`, `proxy_unavailable` naming it, or
+   * `limit_exceeded`) is dropped and the stream opened again without it; any
+   * other refusal fails the attempt like a refused WebSocket handshake.
+   */
+  _onStreamRefused(stream, status, body) {
+    if (stream !== this._ws && stream !== this._next) return;
+    const code = typeof body?.error === "string" ? body.error : `http_${status}`;
+    const message = typeof body?.message === "string" ? body.message : `the SSE request was refused with HTTP ${status}`;
+    const error = new RealtimeError(code, message, { status, body });
+    let dropped = false;
+    const topic = typeof body?.topic === "string" ? body.topic : null;
+    if (topic !== null && stream.topics.has(topic)) {
+      this._refuseTopic(topic, error);
+      dropped = true;
+    } else if (code === "limit_exceeded") {
+      for (const t of stream.topics) {
+        const entry = this._topics.get(t);
+        if (entry && !entry.active) {
+          this._refuseTopic(t, error);
+          dropped = true;
+        }
+      }
+    }
+    if (stream === this._next) {
+      this._next = null;
+      if (dropped) {
+        this._scheduleReopen();
+        return;
+      }
+      this._emit("error", { error });
+      this._teardown(1006, message, { sendClose: true, status });
+      return;
+    }
+    if (!dropped) this._emit("error", { error });
+    this._teardown(1006, message, { sendClose: true, status, reconnectNow: dropped });
+  }
+
   // ----------------------------------------------------------- token refresh
 
   _scheduleRefresh() {
@@ -1188,6 +1967,12 @@ export class RealtimeClient {
       return;
     }
     if (generation !== this._generation || this.state !== "connected") return;
+    if (this._using === "sse") {
+      // A stream's token cannot change: a stream with the fresh one replaces it.
+      this._freshToken = token;
+      this._scheduleReopen();
+      return;
+    }
     let reply;
     try {
       reply = await this._request({ action: "refresh", token });
@@ -1232,6 +2017,24 @@ export class RealtimeClient {
     const interval = this.options.heartbeatInterval;
     if (!interval || interval <= 0) return;
     const generation = this._generation;
+    if (this._using === "sse") {
+      // A stream cannot ping: one that brought nothing, not even the server's
+      // heartbeat comment, for heartbeatInterval + timeout is taken for dead.
+      const limit = interval + this.options.timeout;
+      const check = () => {
+        this._heartbeatTimer = null;
+        if (generation !== this._generation || this.state !== "connected" || !this._ws) return;
+        const idle = monotonic() - this._ws.lastActivity;
+        if (idle >= limit) {
+          this._emit("error", { error: new RealtimeError("timeout", `nothing received for ${Math.round(idle)} ms: reconnecting`) });
+          this._teardown(4001, "heartbeat timeout", { sendClose: true, clientCode: 4001 });
+          return;
+        }
+        this._heartbeatTimer = setTimeout(check, limit - idle);
+      };
+      this._heartbeatTimer = setTimeout(check, limit);
+      return;
+    }
     this._heartbeatTimer = setTimeout(() => {
       this._heartbeatTimer = null;
       if (generation !== this._generation || this.state !== "connected") return;

@@ -51,6 +51,8 @@ test("connect: connecting then connected, with the welcome's connection id", asy
   assert.deepEqual(connected.roles, ["staff"]);
   assert.equal(typeof connected.expiresAt, "number");
   assert.equal(connected.welcome.type, "welcome");
+  assert.equal(connected.transport, "websocket", "the default transport");
+  assert.equal(client.transport, "websocket");
   // The server knows this connection under the same id.
   const info = await server.api("GET", `/api/connections/${connected.connectionId}`);
   assert.equal(info.status, 200);
@@ -58,7 +60,14 @@ test("connect: connecting then connected, with the welcome's connection id", asy
   client.close();
   assert.equal(client.state, "disconnected");
   assert.equal(client.connectionId, null);
-  assert.deepEqual(events.at(-1), { type: "disconnected", code: 1000, reason: "client closed", willReconnect: false, wasConnected: true });
+  assert.deepEqual(events.at(-1), {
+    type: "disconnected",
+    code: 1000,
+    reason: "client closed",
+    willReconnect: false,
+    wasConnected: true,
+    transport: "websocket",
+  });
 });
 
 test("subscribe resolves on subscribed and receives topic messages sent over the HTTP API", async () => {

@@ -273,6 +273,17 @@ export class TestServer {
     return result;
   }
 
+  /** SIGKILL (a crash: no shutdown, no close frames) and wait for the exit. */
+  async kill() {
+    const child = this.child;
+    if (!child) return null;
+    this.thaw();
+    child.kill("SIGKILL");
+    const result = await this.exited;
+    this.child = null;
+    return result;
+  }
+
   /** Stops and starts again on the same port. */
   async restart() {
     await this.stop();

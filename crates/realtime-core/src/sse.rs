@@ -128,8 +128,8 @@ const SUBSCRIBED_START: &str = r#"{"type":"subscribed","#;
 const MISSED_START: &str = r#"{"type":"missed","#;
 
 /// The topic position a serialized frame moves, if any: a history publication
-/// (`offset`, `epoch` and `topic`), or a `subscribed` or `missed` frame with
-/// `offset` and `epoch`. Any other frame is told apart by its first bytes and not
+/// (`offset`, `epoch` and `topic`), or a `subscribed` (unless `recovered`: its
+/// replay moves the position) or `missed` frame with `offset` and `epoch`. Any other frame is told apart by its first bytes and not
 /// parsed. The caller checks the topic: a message on a topic without history may
 /// carry fields of these names too.
 pub fn frame_position(frame: &str) -> Option<FramePosition<'_>> {
@@ -146,8 +146,14 @@ pub fn frame_position(frame: &str) -> Option<FramePosition<'_>> {
         offset: Option<u64>,
         #[serde(borrow)]
         epoch: Option<Cow<'a, str>>,
+        recovered: Option<bool>,
     }
     let peek: Peek<'_> = serde_json::from_str(frame).ok()?;
+    if peek.recovered == Some(true) && frame.starts_with(SUBSCRIBED_START) {
+        // A recovered subscribe states the top the replay that follows ends at:
+        // the client is still at its `since` until the replay reaches it.
+        return None;
+    }
     Some(FramePosition {
         topic: peek.topic?,
         position: Position {
@@ -291,9 +297,20 @@ mod tests {
             epoch: None,
         }
         .to_json();
+        // Recovered: the replay after it moves the position, from `since` on.
+        let recovered = ServerFrame::Subscribed {
+            topic: "chat:a",
+            reference: None,
+            offset: Some(9),
+            epoch: Some("e1"),
+            recovered: Some(true),
+            reason: None,
+        }
+        .to_json();
         for frame in [
             plain_subscribed.as_str(),
             bus_missed.as_str(),
+            recovered.as_str(),
             r#"{"type":"welcome","connection_id":"x","offset":1,"epoch":"e","topic":"t"}"#,
             r#"{"epoch":"e","offset":1,"topic":"t","type":"n"}"#,
             r#"{"offset":"one","epoch":"e","topic":"t"}"#,

@@ -1,5 +1,5 @@
-//! Assembles the server: engine, WebSocket and SSE routes, HTTP API, health,
-//! metrics and the webhook sender.
+//! Assembles the server: engine (with the backend proxy hooks), WebSocket and
+//! SSE routes, HTTP API, health, metrics and the webhook sender.
 
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::api;
 use crate::config::{Provider, Settings, TokenKey};
+use crate::proxy::{self, ProxyMetrics};
 use crate::slots::ConnectionSlots;
 use crate::webhooks::{WebhookMetrics, WebhookSender};
 use realtime_redis::{RedisCluster, RedisConfig};
@@ -44,6 +45,8 @@ pub enum AppError {
     Redis(#[from] realtime_redis::SetupError),
     #[error("cannot start the webhook sender: {0}")]
     Webhook(String),
+    #[error("cannot set up the proxy hooks: {0}")]
+    Proxy(String),
 }
 
 /// Builds the engine and every route from resolved settings, and starts the
@@ -69,8 +72,16 @@ pub fn build(settings: &Settings) -> Result<App, AppError> {
         }
         TokenKey::Jwks(path) => JwtVerifier::from_jwks(settings.algorithm, &read(path)?, rules)?,
     };
+    let mut registry = Registry::default();
+    let mut engine = settings.engine.clone();
+    if settings.proxy.any() {
+        let metrics = ProxyMetrics::new();
+        metrics.register(&mut registry);
+        engine.hooks = proxy::hooks(&settings.proxy, engine.max_topic_length, metrics)
+            .map_err(AppError::Proxy)?;
+    }
     let (realtime, redis) = match &settings.provider {
-        Provider::Memory => (Realtime::new(verifier, settings.engine.clone()), None),
+        Provider::Memory => (Realtime::new(verifier, engine), None),
         Provider::Redis {
             url,
             prefix,
@@ -81,13 +92,9 @@ pub fn build(settings: &Settings) -> Result<App, AppError> {
             config.heartbeat = *heartbeat;
             let redis = RedisCluster::new(config)?;
             let cluster = redis.cluster_config(settings.node_id.clone());
-            (
-                Realtime::clustered(verifier, settings.engine.clone(), cluster),
-                Some(redis),
-            )
+            (Realtime::clustered(verifier, engine, cluster), Some(redis))
         }
     };
-    let mut registry = Registry::default();
     realtime.register_metrics(&mut registry);
     let slots = ConnectionSlots::new(settings.http.max_connections);
     slots.register(&mut registry);

@@ -15,10 +15,12 @@ mod effective;
 mod namespaces;
 mod options;
 mod presence;
+mod proxy;
 
 pub use namespaces::{DefaultNamespaceOptions, NamespaceOptions};
-pub use options::{OPTIONS, OptionSpec, Options};
+pub use options::{OPTIONS, OptionSpec, Options, ProxyOptions};
 pub use presence::{WebhookEndpoint, WebhookSettings};
+pub use proxy::ProxySettings;
 
 /// Boundary Realtime server: WebSocket connections authenticated by JWT, reached by
 /// user, role, connection, broadcast or topic through an HTTP API.
@@ -112,6 +114,9 @@ pub struct Settings {
     /// Where presence events are POSTed, if anywhere (the engine's
     /// `presence.events` is on exactly when an endpoint is set).
     pub webhook: WebhookSettings,
+    /// The backend proxy hooks, if any (`app.rs` turns them into the engine's
+    /// `hooks`).
+    pub proxy: ProxySettings,
 }
 
 impl Options {
@@ -281,6 +286,8 @@ impl Options {
             OriginPolicy::allow(&self.allowed_origins).with_localhost(development);
         engine.topic_policy = namespaces::topic_policy(self.namespaces, self.default_namespace)
             .map_err(|e| ConfigError::Invalid(format!("topic policy: {e}")))?;
+        let proxy = proxy::proxy_settings(self.proxy).map_err(ConfigError::Invalid)?;
+        proxy::check_namespaces(&engine.topic_policy, &proxy).map_err(ConfigError::Invalid)?;
         let webhook = presence::webhook_settings(presence::WebhookOptions {
             url: self.webhook_url,
             secret: self.webhook_secret,
@@ -354,6 +361,7 @@ impl Options {
         }
         Ok(Settings {
             webhook,
+            proxy,
             http,
             provider,
             node_id,
@@ -930,6 +938,74 @@ presence = true
         assert_eq!(shown["webhooks"]["secret"], "<set>");
         assert!(!shown.to_string().contains("0123456789abcdef"));
         assert!(!format!("{s:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn the_proxy_table_and_namespaces_name_the_hooks() {
+        use realtime_core::ProxyUse;
+        let s = from_toml(
+            r#"
+[proxy]
+subscribe_proxy_url = "http://127.0.0.1:9/subscribe"
+publish_proxy_url = "https://user:pw@backend.example/publish"
+proxy_secret = "0123456789abcdef"
+proxy_timeout = "300ms"
+
+[[namespaces]]
+pattern = "chat"
+subscribe = "authenticated"
+publish = "authenticated"
+subscribe_proxy = true
+publish_proxy = true
+
+[[namespaces]]
+pattern = "news"
+subscribe = "authenticated"
+publish = "nobody"
+"#,
+        )
+        .unwrap();
+        let policy = &s.engine.topic_policy;
+        assert_eq!(
+            policy.proxy_for("chat:1"),
+            ProxyUse {
+                subscribe: true,
+                publish: true
+            }
+        );
+        assert_eq!(policy.proxy_for("news"), ProxyUse::default());
+        assert_eq!(s.proxy.timeout, Duration::from_millis(300));
+        assert!(s.proxy.connect_url.is_none());
+        let shown = s.effective();
+        assert_eq!(
+            shown["proxy"]["publish_url"],
+            "https://<set>@backend.example/publish"
+        );
+        assert_eq!(shown["proxy"]["secret"], "<set>");
+        assert_eq!(shown["engine"]["namespaces"][0]["subscribe_proxy"], true);
+        assert!(!shown.to_string().contains("0123456789abcdef"));
+        assert!(!format!("{s:?}").contains("0123456789abcdef"));
+        // A namespace naming a hook whose URL is not set.
+        for (key, option) in [
+            ("subscribe_proxy", "REALTIME_SUBSCRIBE_PROXY_URL"),
+            ("publish_proxy", "REALTIME_PUBLISH_PROXY_URL"),
+        ] {
+            assert_eq!(
+                invalid(&format!(
+                    "[[namespaces]]\npattern = \"chat\"\nsubscribe = \"authenticated\"\npublish = \"nobody\"\n{key} = true\n"
+                )),
+                format!("topic policy: namespace \"chat\": {key} = true needs {option}")
+            );
+        }
+        // Proxy keys belong in [proxy], not at the top level.
+        assert!(matches!(
+            from_toml("connect_proxy_url = \"http://127.0.0.1:9/\"\n"),
+            Err(ConfigError::ParseFile { .. })
+        ));
+        assert!(matches!(
+            from_toml("[proxy]\nconnect_url = \"http://127.0.0.1:9/\"\n"),
+            Err(ConfigError::ParseFile { .. })
+        ));
     }
 
     #[test]

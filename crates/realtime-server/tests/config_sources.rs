@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 const SECRET: &str = "sources-test-secret";
 const API_KEY: &str = "sources-test-api-key";
 const WEBHOOK_SECRET: &str = "sources-test-webhook-secret";
+const PROXY_SECRET: &str = "sources-test-proxy-secret";
 
 /// A distinct, non-default value for one option, and what `--check-config` must
 /// then show at the option's setting.
@@ -66,6 +67,15 @@ fn sample(option: &OptionSpec, scratch: &Path) -> Sample {
         sample
     };
     let only_api_key = || vec![("REALTIME_API_KEY", API_KEY.to_owned())];
+    let connect_proxy = || {
+        let mut context = base();
+        context.push((
+            "REALTIME_CONNECT_PROXY_URL",
+            "https://backend.example/connect".into(),
+        ));
+        context.push(("REALTIME_PROXY_SECRET", PROXY_SECRET.into()));
+        context
+    };
     let redis = || {
         let mut context = base();
         context.push(("REALTIME_PROVIDER", "redis".into()));
@@ -160,6 +170,29 @@ fn sample(option: &OptionSpec, scratch: &Path) -> Sample {
         "webhook_timeout" => string("7s"),
         "webhook_max_attempts" => plain("3", json!(3)),
         "webhook_queue_size" => plain("50", json!(50)),
+        "connect_proxy_url" | "subscribe_proxy_url" | "publish_proxy_url" => {
+            let mut context = base();
+            context.push(("REALTIME_PROXY_SECRET", PROXY_SECRET.into()));
+            with(string("https://backend.example/proxy"), context)
+        }
+        "connect_proxy_headers" => Sample {
+            toml: r#"["x-tenant", "User-Agent"]"#.into(),
+            ..with(
+                plain("x-tenant,User-Agent", json!(["x-tenant", "user-agent"])),
+                connect_proxy(),
+            )
+        },
+        "proxy_secret" => {
+            let mut context = base();
+            context.push(("REALTIME_PUBLISH_PROXY_URL", "https://backend.example/publish".into()));
+            Sample {
+                expected: json!("<set>"),
+                hidden: Some("a-proxy-secret-sample"),
+                ..with(string("a-proxy-secret-sample"), context)
+            }
+        }
+        "proxy_timeout" => string("250ms"),
+        "proxy_max_concurrency" => plain("8", json!(8)),
         "log" => string("debug"),
         "worker_threads" => plain("3", json!(3)),
         "allow_remote_development" => plain("true", json!(true)),
@@ -171,17 +204,28 @@ fn sample(option: &OptionSpec, scratch: &Path) -> Sample {
         "namespaces" => Sample {
             toml: concat!(
                 r#"[{ pattern = "chat", subscribe = "authenticated", publish = "authenticated", "#,
-                r#"history_size = 50, history_ttl = "90s", presence = true, join_leave = true }, "#,
+                r#"history_size = 50, history_ttl = "90s", presence = true, join_leave = true, "#,
+                r#"subscribe_proxy = true, publish_proxy = true }, "#,
                 r#"{ pattern = "ops", subscribe = "authenticated", publish = "nobody" }]"#
             )
             .into(),
+            // The namespace names both proxies, which need their URLs.
+            context: {
+                let mut context = base();
+                context.push(("REALTIME_SUBSCRIBE_PROXY_URL", "https://backend.example/s".into()));
+                context.push(("REALTIME_PUBLISH_PROXY_URL", "https://backend.example/p".into()));
+                context.push(("REALTIME_PROXY_SECRET", PROXY_SECRET.into()));
+                context
+            },
             ..plain(
                 "",
                 json!([
                     {"pattern": "chat", "subscribe": "authenticated", "publish": "authenticated",
-                     "history_size": 50, "history_ttl": "1m 30s", "presence": true, "join_leave": true},
+                     "history_size": 50, "history_ttl": "1m 30s", "presence": true, "join_leave": true,
+                     "subscribe_proxy": true, "publish_proxy": true},
                     {"pattern": "ops", "subscribe": "authenticated", "publish": "nobody",
-                     "history_size": null, "history_ttl": null, "presence": false, "join_leave": false},
+                     "history_size": null, "history_ttl": null, "presence": false, "join_leave": false,
+                     "subscribe_proxy": false, "publish_proxy": false},
                 ]),
             )
         },
@@ -267,7 +311,8 @@ fn every_option_takes_effect_from_every_source() {
                 Source::Environment => env.push((option.env.unwrap(), sample.text.clone())),
                 Source::File => {
                     let path = scratch.join(format!("{}.toml", option.name));
-                    std::fs::write(&path, format!("{} = {}\n", option.name, sample.toml)).unwrap();
+                    let key = option.key().unwrap();
+                    std::fs::write(&path, format!("{key} = {}\n", sample.toml)).unwrap();
                     args.push(format!("--config={}", path.display()));
                 }
             }
@@ -311,7 +356,8 @@ fn secrets_are_the_options_whose_values_are_never_shown() {
             "jwt_previous_secret",
             "api_key",
             "redis_url",
-            "webhook_secret"
+            "webhook_secret",
+            "proxy_secret"
         ]
     );
 }
@@ -395,7 +441,7 @@ fn the_documented_table_is_the_option_table() {
             [
                 o.flag().unwrap_or_else(none),
                 o.env.map(str::to_owned).unwrap_or_else(none),
-                o.key().map(str::to_owned).unwrap_or_else(none),
+                o.key().unwrap_or_else(none),
                 o.default.to_owned(),
             ]
         })

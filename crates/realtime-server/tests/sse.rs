@@ -354,6 +354,45 @@ async fn a_reconnect_with_last_event_id_resumes_without_gap_or_duplicate() {
 }
 
 #[tokio::test]
+async fn a_stream_dropped_before_its_replay_resumes_from_where_its_client_was() {
+    const TOPIC: &str = "chat:replay";
+    let server = TestServer::start_with(history_options(1000)).await;
+    let (mut stream, _) = open(&server, "rhea", &[TOPIC]).await;
+    expect_subscribed(&mut stream, TOPIC).await;
+    publish_seq(&server, TOPIC, 0).await;
+    let (seqs, mut last_id) = read_ticks(&mut stream, TOPIC, 1).await;
+    assert_eq!(seqs, [0]);
+    drop(stream);
+    server.wait_for_connections(0).await;
+    for seq in 1..6 {
+        publish_seq(&server, TOPIC, seq).await;
+    }
+
+    // Reconnect, and drop as soon as the recovered `subscribed` arrives: a
+    // browser then holds the last id it saw, the replay still ahead of it.
+    let (mut stream, _) =
+        open_with(&server, "rhea", &[TOPIC], &[("Last-Event-ID", &last_id)]).await;
+    let (event, frame) = expect_subscribed(&mut stream, TOPIC).await;
+    assert_eq!(frame["recovered"], true, "{frame}");
+    if let Some(id) = event.id {
+        last_id = id;
+    }
+    drop(stream);
+    server.wait_for_connections(0).await;
+
+    let (mut stream, _) =
+        open_with(&server, "rhea", &[TOPIC], &[("Last-Event-ID", &last_id)]).await;
+    let (_, frame) = expect_subscribed(&mut stream, TOPIC).await;
+    assert_eq!(frame["recovered"], true, "{frame}");
+    let (seqs, _) = read_ticks(&mut stream, TOPIC, 5).await;
+    assert_eq!(
+        seqs,
+        [1, 2, 3, 4, 5],
+        "the replay the dropped stream never delivered"
+    );
+}
+
+#[tokio::test]
 async fn an_unknown_epoch_or_an_unreadable_id_says_it_did_not_recover() {
     const TOPIC: &str = "chat:lost";
     let server = TestServer::start_with(history_options(100)).await;

@@ -35,6 +35,12 @@ impl ErrorKind {
     }
 }
 
+/// The `reason` of a disconnect: the close code's label, `client` when the
+/// client closed first.
+fn disconnect_label(code: Option<CloseCode>) -> &'static str {
+    code.map_or("client", CloseCode::label)
+}
+
 /// Presence counters.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PresenceMetrics {
@@ -93,6 +99,12 @@ impl Metrics {
             m.rejected_handshakes
                 .get_or_create_owned(&[("reason", reason)]);
         }
+        // Every reason exported at zero from the start: a family with no child is
+        // left out of /metrics, and a first slow consumer must be a visible change.
+        for code in CloseCode::ALL.map(Some).into_iter().chain([None]) {
+            m.disconnects
+                .get_or_create_owned(&[("reason", disconnect_label(code))]);
+        }
         m
     }
 
@@ -135,8 +147,9 @@ impl Metrics {
     }
 
     pub(crate) fn disconnected(&self, code: Option<CloseCode>) {
-        let label = code.map_or("client", CloseCode::label);
-        self.disconnects.get_or_create(&[("reason", label)]).inc();
+        self.disconnects
+            .get_or_create(&[("reason", disconnect_label(code))])
+            .inc();
     }
 
     /// Messages sent and frames delivered since start, over every route.

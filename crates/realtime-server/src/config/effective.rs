@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use realtime_core::{HistoryLimits, PresenceMode};
+use realtime_core::{HistoryLimits, PresenceMode, ProxyUse};
 use serde_json::{Value, json};
 
 use super::{Provider, Settings, TokenKey};
@@ -38,6 +38,7 @@ impl Settings {
                 });
                 add_history(&mut entry, n.history());
                 add_presence(&mut entry, n.presence());
+                add_proxy(&mut entry, n.proxy());
                 entry
             })
             .collect();
@@ -112,6 +113,15 @@ impl Settings {
                 "max_attempts": self.webhook.max_attempts,
                 "queue_size": engine.presence.event_queue,
             },
+            "proxy": {
+                "connect_url": self.proxy.connect_url.as_deref().map(redact_url),
+                "connect_headers": self.proxy.connect_headers,
+                "subscribe_url": self.proxy.subscribe_url.as_deref().map(redact_url),
+                "publish_url": self.proxy.publish_url.as_deref().map(redact_url),
+                "secret": self.proxy.secret.as_ref().map(|_| SET),
+                "timeout": duration(self.proxy.timeout),
+                "max_concurrency": self.proxy.max_concurrency,
+            },
             "provider": provider,
             "node_id": self.node_id,
             "shutdown_timeout": duration(self.shutdown_timeout),
@@ -131,6 +141,12 @@ fn add_history(entry: &mut Value, history: Option<HistoryLimits>) {
 fn add_presence(entry: &mut Value, presence: Option<PresenceMode>) {
     entry["presence"] = json!(presence.is_some());
     entry["join_leave"] = json!(presence.is_some_and(|p| p.join_leave));
+}
+
+/// A namespace's proxy hooks as its two TOML keys.
+fn add_proxy(entry: &mut Value, proxy: ProxyUse) {
+    entry["subscribe_proxy"] = json!(proxy.subscribe);
+    entry["publish_proxy"] = json!(proxy.publish);
 }
 
 fn duration(d: Duration) -> String {

@@ -1,11 +1,11 @@
 //! The config file's topic namespaces (`[[namespaces]]`, `[default_namespace]`):
-//! their access rules, history and presence, checked and turned into the engine's
-//! [`TopicPolicy`].
+//! their access rules, history, presence and proxy hooks, checked and turned
+//! into the engine's [`TopicPolicy`].
 
 use std::time::Duration;
 
 use realtime_core::policy::builtin_namespaces;
-use realtime_core::{Access, HistoryLimits, Namespace, PresenceMode, Rules, TopicPolicy};
+use realtime_core::{Access, HistoryLimits, Namespace, PresenceMode, ProxyUse, Rules, TopicPolicy};
 use serde::Deserialize;
 
 /// One `[[namespaces]]` entry of the config file.
@@ -28,6 +28,14 @@ pub struct NamespaceOptions {
     /// Also push `join` / `leave` frames to subscribers; needs `presence`.
     #[serde(default)]
     pub join_leave: bool,
+    /// Ask the subscribe proxy about client subscribes (after the rules allow
+    /// them); needs `subscribe_proxy_url`.
+    #[serde(default)]
+    pub subscribe_proxy: bool,
+    /// Ask the publish proxy about client publishes (after the rules allow
+    /// them); needs `publish_proxy_url`.
+    #[serde(default)]
+    pub publish_proxy: bool,
 }
 
 impl NamespaceOptions {
@@ -41,7 +49,17 @@ impl NamespaceOptions {
             history_ttl: None,
             presence: false,
             join_leave: false,
+            subscribe_proxy: false,
+            publish_proxy: false,
         }
+    }
+
+    /// The same namespace consulting the subscribe and publish proxies `proxy`
+    /// names.
+    pub fn with_proxy(mut self, proxy: ProxyUse) -> NamespaceOptions {
+        self.subscribe_proxy = proxy.subscribe;
+        self.publish_proxy = proxy.publish;
+        self
     }
 
     /// The same namespace keeping presence, with `join` / `leave` frames when
@@ -105,8 +123,16 @@ pub(super) fn topic_policy(
                     subscribe: n.subscribe,
                     publish: n.publish,
                 };
+                let proxy = ProxyUse {
+                    subscribe: n.subscribe_proxy,
+                    publish: n.publish_proxy,
+                };
                 Namespace::new(&n.pattern, rules)
-                    .map(|ns| ns.with_history(history).with_presence(presence))
+                    .map(|ns| {
+                        ns.with_history(history)
+                            .with_presence(presence)
+                            .with_proxy(proxy)
+                    })
                     .map_err(|e| e.to_string())
             })
             .collect::<Result<_, _>>()?,

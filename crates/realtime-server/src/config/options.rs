@@ -20,6 +20,8 @@ pub struct OptionSpec {
     pub command_line: bool,
     /// Whether the config file sets it.
     pub file: bool,
+    /// The file's table holding it (`[proxy]`), when it is not a top-level key.
+    pub section: Option<&'static str>,
     /// The default, as documented.
     pub default: &'static str,
     pub help: &'static str,
@@ -37,9 +39,13 @@ impl OptionSpec {
             .then(|| format!("--{}", self.name.replace('_', "-")))
     }
 
-    /// The TOML key, when the file may set it.
-    pub fn key(&self) -> Option<&'static str> {
-        self.file.then_some(self.name)
+    /// The TOML key, when the file may set it: `name`, or `section.name` (a
+    /// dotted key, the same as `name` under `[section]`).
+    pub fn key(&self) -> Option<String> {
+        self.file.then(|| match self.section {
+            Some(section) => format!("{section}.{}", self.name),
+            None => self.name.to_owned(),
+        })
     }
 }
 
@@ -64,15 +70,23 @@ impl<T> Fill for Vec<T> {
     }
 }
 
-/// Declares the options. Three groups, by where an option may be set:
-/// `everywhere` (flag, variable and file), `command_line` (flag and variable:
-/// the file's own path) and `file` (structured values only TOML can hold).
+/// Declares the options. Four groups, by where an option may be set:
+/// `everywhere` (flag, variable and top-level file key), `section` (flag,
+/// variable and a key of one file table, e.g. `[proxy]`), `command_line` (flag
+/// and variable: the file's own path) and `file` (structured values only TOML
+/// can hold).
 macro_rules! options {
     (
         everywhere {
             $( $(#[$attr:meta])* $name:ident : $ty:ty {
                 env: $env:literal, default: $default:literal, setting: $setting:literal,
                 help: $help:literal $(, secret: $secret:literal)? $(,)?
+            } )*
+        }
+        section $section:ident : $sstruct:ident {
+            $( $(#[$sattr:meta])* $sname:ident : $sty:ty {
+                env: $senv:literal, default: $sdefault:literal, setting: $ssetting:literal,
+                help: $shelp:literal $(, secret: $ssecret:literal)? $(,)?
             } )*
         }
         command_line {
@@ -99,6 +113,10 @@ macro_rules! options {
                 $(#[$attr])*
                 pub $name: $ty,
             )*
+            #[doc = concat!("The `[", stringify!($section), "]` table.")]
+            #[command(flatten)]
+            #[serde(default)]
+            pub $section: $sstruct,
             $(
                 #[doc = $chelp]
                 #[arg(long, env = $cenv, help = concat!($chelp, " [default: ", $cdefault, "]"))]
@@ -114,19 +132,40 @@ macro_rules! options {
             )*
         }
 
+        #[doc = concat!("The options of the file's `[", stringify!($section), "]` table, also set by flag and variable.")]
+        #[derive(Debug, Default, clap::Args, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $sstruct {
+            $(
+                #[doc = $shelp]
+                #[arg(long, env = $senv, help = concat!($shelp, " [default: ", $sdefault, "]"))]
+                $( #[arg(hide_env_values = $ssecret)] )?
+                $(#[$sattr])*
+                pub $sname: $sty,
+            )*
+        }
+
         /// Every option, in the order of the docs table.
         pub static OPTIONS: &[OptionSpec] = &[
             $( OptionSpec {
                 name: stringify!($name), env: Some($env), command_line: true, file: true,
                 default: $default, help: $help, secret: false $(|| $secret)?, setting: $setting,
+                section: None,
+            }, )*
+            $( OptionSpec {
+                name: stringify!($sname), env: Some($senv), command_line: true, file: true,
+                default: $sdefault, help: $shelp, secret: false $(|| $ssecret)?, setting: $ssetting,
+                section: Some(stringify!($section)),
             }, )*
             $( OptionSpec {
                 name: stringify!($cname), env: Some($cenv), command_line: true, file: false,
                 default: $cdefault, help: $chelp, secret: false, setting: $csetting,
+                section: None,
             }, )*
             $( OptionSpec {
                 name: stringify!($fname), env: None, command_line: false, file: true,
                 default: $fdefault, help: $fhelp, secret: false, setting: $fsetting,
+                section: None,
             }, )*
         ];
 
@@ -135,6 +174,7 @@ macro_rules! options {
             /// the file.
             pub(super) fn fill_from(&mut self, file: Options) {
                 $( Fill::fill(&mut self.$name, file.$name); )*
+                $( Fill::fill(&mut self.$section.$sname, file.$section.$sname); )*
                 $( Fill::fill(&mut self.$cname, file.$cname); )*
                 $( Fill::fill(&mut self.$fname, file.$fname); )*
             }
@@ -355,6 +395,41 @@ options! {
             help: "Let development mode listen on a non-loopback address (its tokens and API key are then reachable from the network).",
         }
     }
+    section proxy: ProxyOptions {
+        connect_proxy_url: Option<String> {
+            env: "REALTIME_CONNECT_PROXY_URL", default: "none", setting: "/proxy/connect_url",
+            help: "http:// or https:// URL of the backend's connect proxy, asked at every handshake who the connection is (see *Proxy hooks*).",
+        }
+        #[arg(value_delimiter = ',')]
+        #[serde(default)]
+        connect_proxy_headers: Vec<String> {
+            env: "REALTIME_CONNECT_PROXY_HEADERS", default: "none", setting: "/proxy/connect_headers",
+            help: "Handshake headers forwarded to the connect proxy besides the cookies, comma-separated names, e.g. `x-forwarded-for,user-agent`.",
+        }
+        subscribe_proxy_url: Option<String> {
+            env: "REALTIME_SUBSCRIBE_PROXY_URL", default: "none", setting: "/proxy/subscribe_url",
+            help: "http:// or https:// URL of the backend's subscribe proxy, asked about client subscribes on namespaces with `subscribe_proxy = true`.",
+        }
+        publish_proxy_url: Option<String> {
+            env: "REALTIME_PUBLISH_PROXY_URL", default: "none", setting: "/proxy/publish_url",
+            help: "http:// or https:// URL of the backend's publish proxy, asked about client publishes on namespaces with `publish_proxy = true`.",
+        }
+        proxy_secret: Option<String> {
+            env: "REALTIME_PROXY_SECRET", default: "none", setting: "/proxy/secret",
+            help: "Key of the `X-Realtime-Signature` HMAC-SHA256 over each proxy request body; required with any proxy URL, at least 16 bytes.",
+            secret: true,
+        }
+        #[arg(value_parser = humantime::parse_duration)]
+        #[serde(default, with = "humantime_opt")]
+        proxy_timeout: Option<Duration> {
+            env: "REALTIME_PROXY_TIMEOUT", default: "1s", setting: "/proxy/timeout",
+            help: "Longest one proxy call may take, waiting for a free slot included (at most 1m); past it the call is refused as `proxy_unavailable`.",
+        }
+        proxy_max_concurrency: Option<usize> {
+            env: "REALTIME_PROXY_MAX_CONCURRENCY", default: "64", setting: "/proxy/max_concurrency",
+            help: "Most calls in flight to each proxy hook at once; more wait for a slot within the timeout; 1 to 65536.",
+        }
+    }
     command_line {
         config: Option<PathBuf> {
             env: "REALTIME_CONFIG", default: "none", setting: "/config_file",
@@ -364,7 +439,7 @@ options! {
     file {
         namespaces: Option<Vec<NamespaceOptions>> {
             default: "user:{sub}, role:{role}", setting: "/engine/namespaces",
-            help: "Topic namespaces (`[[namespaces]]`) with their access rules, history and presence; when given they replace the built-in ones entirely.",
+            help: "Topic namespaces (`[[namespaces]]`) with their access rules, history, presence and proxy hooks; when given they replace the built-in ones entirely.",
         }
         default_namespace: Option<DefaultNamespaceOptions> {
             default: "subscribe authenticated, publish nobody", setting: "/engine/default_namespace",

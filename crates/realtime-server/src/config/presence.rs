@@ -71,7 +71,7 @@ pub(super) fn webhook_settings(o: WebhookOptions) -> Result<WebhookSettings, Str
             return Err("REALTIME_WEBHOOK_SECRET is set but REALTIME_WEBHOOK_URL is not".into());
         }
         (Some(url), Some(secret)) => {
-            check_url(&url)?;
+            check_url("REALTIME_WEBHOOK_URL", &url)?;
             if secret.len() < MIN_SECRET_LEN {
                 return Err(format!(
                     "REALTIME_WEBHOOK_SECRET must be at least {MIN_SECRET_LEN} bytes, not {}",
@@ -98,8 +98,9 @@ pub(super) fn webhook_settings(o: WebhookOptions) -> Result<WebhookSettings, Str
     })
 }
 
-fn check_url(url: &str) -> Result<(), String> {
-    let invalid = |why: &str| format!("REALTIME_WEBHOOK_URL {url:?} is not usable: {why}");
+/// Checks that `url` (the option `name`) is `http://` or `https://` with a host.
+pub(super) fn check_url(name: &str, url: &str) -> Result<(), String> {
+    let invalid = |why: &str| format!("{name} {url:?} is not usable: {why}");
     let parsed = reqwest::Url::parse(url).map_err(|e| invalid(&e.to_string()))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(invalid("it must start with http:// or https://"));

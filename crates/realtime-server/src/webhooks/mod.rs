@@ -6,5 +6,6 @@ mod metrics;
 mod sender;
 pub mod sign;
 
+pub use crate::outbound::user_agent;
 pub use metrics::WebhookMetrics;
-pub use sender::{MAX_IN_FLIGHT, WebhookSender, backoff, user_agent};
+pub use sender::{MAX_IN_FLIGHT, WebhookSender, backoff};

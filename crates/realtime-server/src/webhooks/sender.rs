@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use super::metrics::{Outcome, WebhookMetrics};
 use super::sign;
 use crate::config::{WebhookEndpoint, WebhookSettings};
+use crate::outbound;
 
 /// Events being delivered at once (posted or waiting to retry). Past it the
 /// sender takes no more from the queue, which then holds them (and counts what
@@ -40,11 +41,6 @@ pub fn backoff(attempt: u32) -> Duration {
 
 fn jittered(d: Duration) -> Duration {
     d.mul_f64(rand::rng().random_range(0.9..=1.1))
-}
-
-/// The `User-Agent` of every delivery.
-pub fn user_agent() -> String {
-    format!("boundary-realtime/{}", env!("CARGO_PKG_VERSION"))
 }
 
 /// A running sender; [`stop`](Self::stop) it on shutdown.
@@ -76,14 +72,8 @@ impl WebhookSender {
         metrics: WebhookMetrics,
     ) -> Result<WebhookSender, String> {
         let url = reqwest::Url::parse(&endpoint.url).map_err(|e| e.to_string())?;
-        let client = reqwest::Client::builder()
-            .user_agent(user_agent())
-            .timeout(settings.timeout)
-            // A redirect is an answer other than 2xx: retried, never followed with
-            // the body and signature to somewhere else.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| e.to_string())?;
+        // A redirect is an answer other than 2xx: retried, never followed.
+        let client = outbound::client(settings.timeout)?;
         let cancel = CancellationToken::new();
         let target = Arc::new(Target {
             client,
@@ -191,7 +181,7 @@ async fn deliver(target: &Target, queued: QueuedEvent) {
         let failure = match result {
             Ok(answer) if answer.status().is_success() => None,
             Ok(answer) => Some(format!("answered {}", answer.status())),
-            Err(e) => Some(error_text(&e)),
+            Err(e) => Some(outbound::error_text(&e)),
         };
         let Some(reason) = failure else {
             target.metrics.outcome(Outcome::Delivered);
@@ -214,22 +204,6 @@ async fn deliver(target: &Target, queued: QueuedEvent) {
         // Still claimed: it will be handed out again (at least once).
         tracing::warn!(id, error = %e, "cannot mark a webhook event done");
     }
-}
-
-/// A transport error with its causes (connection refused, timed out …).
-fn error_text(e: &reqwest::Error) -> String {
-    let mut text = if e.is_timeout() {
-        "timed out".to_owned()
-    } else {
-        e.to_string()
-    };
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

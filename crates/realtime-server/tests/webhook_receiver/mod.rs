@@ -209,7 +209,7 @@ async fn receive(
 }
 
 /// `sha256=<lowercase hex>` of HMAC-SHA256(body, secret), compared in constant time.
-fn verify(secret: &[u8], body: &[u8], header: Option<&String>) -> bool {
+pub fn verify(secret: &[u8], body: &[u8], header: Option<&String>) -> bool {
     let Some(hex_mac) = header.and_then(|h| h.strip_prefix("sha256=")) else {
         return false;
     };

@@ -67,14 +67,18 @@ struct Tracked {
 }
 
 impl Positions {
-    pub(crate) fn new(topics: impl IntoIterator<Item = Topic>) -> Self {
+    /// Tracks `topics`, each from the position its client resumes from (its
+    /// `since`), so an event written before a topic's own replay or `subscribed`
+    /// still names where that topic's client is. A position with no epoch
+    /// (an unreadable Last-Event-ID) names nothing.
+    pub(crate) fn new(topics: impl IntoIterator<Item = (Topic, Option<Position>)>) -> Self {
         Positions {
             topics: topics
                 .into_iter()
-                .map(|topic| Tracked {
+                .map(|(topic, since)| Tracked {
                     key: topic_key(topic.as_str()),
                     topic,
-                    position: None,
+                    position: since.filter(|p| !p.epoch.is_empty()),
                 })
                 .collect(),
         }
@@ -149,7 +153,7 @@ mod tests {
     fn the_id_carries_every_known_position() {
         let a = Topic::parse("chat:a").unwrap();
         let b = Topic::parse("chat:b").unwrap();
-        let mut positions = Positions::new([a.clone(), b.clone()]);
+        let mut positions = Positions::new([(a.clone(), None), (b.clone(), None)]);
         assert!(!positions.advance(r#"{"type":"welcome"}"#));
         assert!(!positions.advance(&with_position(r#"{"topic":"other"}"#, 1, "e")));
         assert!(positions.advance(&with_position(r#"{"topic":"chat:a"}"#, 7, "ea")));
@@ -169,5 +173,42 @@ mod tests {
         };
         assert_eq!(cursor.position(topic_key(a.as_str())), Some(&at(7, "ea")));
         assert_eq!(cursor.position(topic_key(b.as_str())), Some(&at(2, "eb")));
+    }
+
+    #[test]
+    fn a_resumed_topic_stays_at_its_since_until_its_replay_moves_it() {
+        let a = Topic::parse("chat:a").unwrap();
+        let b = Topic::parse("chat:b").unwrap();
+        let since = Position {
+            offset: 1,
+            epoch: "ea".into(),
+        };
+        let unreadable = Position {
+            offset: 0,
+            epoch: String::new(),
+        };
+        let mut positions =
+            Positions::new([(a.clone(), Some(since.clone())), (b, Some(unreadable))]);
+        // The recovered `subscribed` states the replay's end (5): not the client's.
+        let subscribed =
+            r#"{"type":"subscribed","topic":"chat:a","offset":5,"epoch":"ea","recovered":true}"#;
+        assert!(!positions.advance(subscribed));
+        let id = |positions: &Positions| {
+            let mut out = BytesMut::new();
+            positions.write_id(&mut out);
+            let line = text(out);
+            Cursor::decode(line.strip_prefix("id: ").unwrap().trim_end()).unwrap()
+        };
+        let cursor = id(&positions);
+        assert_eq!(cursor.len(), 1, "the unreadable position names nothing");
+        assert_eq!(cursor.position(topic_key(a.as_str())), Some(&since));
+        assert!(positions.advance(&with_position(r#"{"topic":"chat:a"}"#, 2, "ea")));
+        assert_eq!(
+            id(&positions)
+                .position(topic_key(a.as_str()))
+                .unwrap()
+                .offset,
+            2
+        );
     }
 }

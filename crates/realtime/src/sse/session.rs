@@ -61,10 +61,9 @@ pub(crate) fn run(
     pipe: PipeSender,
     abort: CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let history: Vec<Topic> = subscriptions
+    let history: Vec<(Topic, Option<Position>)> = subscriptions
         .iter()
-        .filter(|s| s.history.is_some())
-        .map(|s| s.topic.clone())
+        .filter_map(|s| Some((s.topic.clone(), s.history.as_ref()?.1.clone())))
         .collect();
     let positions = (!history.is_empty()).then(|| Positions::new(history));
     async move {

@@ -1,0 +1,160 @@
+// The client over SSE against a scripted event-stream server whose events the
+// test writes itself, for what the real server sends only when its history
+// store fails while its bus works: the `history_unavailable` error frame in
+// place of a topic's `subscribed`, for a first subscribe and for a restore.
+
+import { after, afterEach, test } from "node:test";
+import assert from "node:assert/strict";
+import { createServer } from "node:http";
+
+import { RealtimeClient, encodeCursor } from "../realtime-client.js";
+import { messageQueue, nextEvent } from "./server.js";
+
+/** One request to the scripted server: its query, and a stream to write events to. */
+class ScriptedStream {
+  constructor(req, res) {
+    this.url = new URL(req.url, "http://scripted");
+    this.res = res;
+    this.closed = new Promise((r) => res.once("close", r));
+    res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+    res.write("retry: 2000\n\n");
+  }
+
+  get topics() {
+    return this.url.searchParams.getAll("topic");
+  }
+
+  send(frame, id) {
+    this.res.write(`${id === undefined ? "" : `id: ${id}\n`}data: ${JSON.stringify(frame)}\n\n`);
+  }
+
+  welcome() {
+    this.send({ type: "welcome", connection_id: "00000000-0000-0000-0000-000000000001", user_id: "u", roles: [], timestamp: "t" });
+  }
+}
+
+class ScriptedSseServer {
+  constructor() {
+    this.streams = [];
+    this._waiting = [];
+    this._server = createServer((req, res) => {
+      const stream = new ScriptedStream(req, res);
+      const w = this._waiting.shift();
+      if (w) {
+        clearTimeout(w.timer);
+        w.resolve(stream);
+      } else {
+        this.streams.push(stream);
+      }
+    });
+  }
+
+  start() {
+    return new Promise((r) => this._server.listen(0, "127.0.0.1", () => r(this)));
+  }
+
+  get wsUrl() {
+    return `ws://127.0.0.1:${this._server.address().port}/ws`;
+  }
+
+  /** The next request (upper bound `timeout`). */
+  next(timeout = 5000) {
+    if (this.streams.length > 0) return Promise.resolve(this.streams.shift());
+    return new Promise((resolve, reject) => {
+      const w = { resolve, timer: setTimeout(() => reject(new Error(`no SSE request within ${timeout} ms`)), timeout) };
+      this._waiting.push(w);
+    });
+  }
+
+  close() {
+    this._server.closeAllConnections();
+    return new Promise((r) => this._server.close(() => r()));
+  }
+}
+
+const servers = [];
+const clients = [];
+
+afterEach(async () => {
+  for (const c of clients.splice(0)) c.close();
+  for (const s of servers.splice(0)) await s.close();
+});
+
+after(async () => {
+  for (const s of servers.splice(0)) await s.close();
+});
+
+async function setup() {
+  const server = await new ScriptedSseServer().start();
+  servers.push(server);
+  const client = new RealtimeClient(server.wsUrl, {
+    token: "t",
+    transport: "sse",
+    heartbeatInterval: 0,
+    autoConnect: false,
+    initialDelay: 10,
+    rateLimitRetryDelay: 50,
+  });
+  clients.push(client);
+  return { server, client };
+}
+
+const UNAVAILABLE = { type: "error", code: "history_unavailable", message: "feed:a: the history store is unreachable" };
+
+test("a first subscribe whose stream answers history_unavailable rejects with it; the other topics carry on", async () => {
+  const { server, client } = await setup();
+  const failing = client.subscribe("feed:a", () => {}).catch((e) => e);
+  const fine = client.subscribe("news:b", () => {});
+  client.connect();
+  const stream = await server.next();
+  assert.deepEqual(stream.topics, ["feed:a", "news:b"]);
+  stream.welcome();
+  stream.send(UNAVAILABLE);
+  stream.send({ type: "subscribed", topic: "news:b" });
+  const error = await failing;
+  assert.equal(error.code, "history_unavailable");
+  assert.equal(error.topic, "feed:a");
+  assert.deepEqual(await fine, { topic: "news:b" });
+  assert.deepEqual(client.topics, ["news:b"]);
+});
+
+test("a restore answered history_unavailable is an error event, kept, and tried again on a later stream that resumes it", async () => {
+  const { server, client } = await setup();
+  const inbox = messageQueue();
+  const subscribed = client.subscribe("feed:a", inbox);
+  client.connect();
+  const first = await server.next();
+  first.welcome();
+  first.send({ type: "subscribed", topic: "feed:a", offset: 3, epoch: "e1" });
+  assert.deepEqual(await subscribed, { topic: "feed:a", offset: 3, epoch: "e1" });
+  first.send({ offset: 4, epoch: "e1", type: "tick", seq: 4, topic: "feed:a", timestamp: "t" });
+  assert.equal((await inbox.next()).seq, 4);
+
+  // The stream ends; the reconnect's stream cannot read the history.
+  const errorEvent = nextEvent(client, "error");
+  first.res.end();
+  const second = await server.next();
+  assert.equal(second.url.searchParams.get("last_event_id"), encodeCursor([["feed:a", { offset: 4, epoch: "e1" }]]));
+  second.welcome();
+  second.send(UNAVAILABLE);
+  const { error, topic } = await errorEvent;
+  assert.equal(error.code, "history_unavailable");
+  assert.equal(topic, "feed:a");
+  assert.deepEqual(client.topics, ["feed:a"], "kept");
+
+  // rateLimitRetryDelay later a stream with the topic replaces the second one.
+  const resubscribed = nextEvent(client, "resubscribed");
+  const third = await server.next();
+  assert.deepEqual(third.topics, ["feed:a"]);
+  assert.equal(third.url.searchParams.get("last_event_id"), encodeCursor([["feed:a", { offset: 4, epoch: "e1" }]]));
+  third.welcome();
+  third.send({ type: "subscribed", topic: "feed:a", offset: 6, epoch: "e1", recovered: true });
+  third.send({ offset: 5, epoch: "e1", type: "tick", seq: 5, topic: "feed:a", timestamp: "t" });
+  third.send({ offset: 6, epoch: "e1", type: "tick", seq: 6, topic: "feed:a", timestamp: "t" });
+  assert.deepEqual(await resubscribed, { type: "resubscribed", topic: "feed:a", offset: 6, epoch: "e1", recovered: true });
+  await second.closed; // the client closed the stream it replaced
+  assert.equal((await inbox.next()).seq, 5);
+  assert.equal((await inbox.next()).seq, 6);
+  assert.deepEqual(inbox.all.map((m) => m.seq), [4, 5, 6]);
+  assert.deepEqual(client.position("feed:a"), { offset: 6, epoch: "e1" });
+});
