@@ -93,13 +93,7 @@ pub async fn connect(spec: &ConnSpec) -> anyhow::Result<Socket> {
 
 /// [`connect`], also returning our server's welcome frame (empty for the others).
 pub async fn connect_welcomed(spec: &ConnSpec) -> anyhow::Result<(Socket, String)> {
-    let tcp = TcpSocket::new_v4()?;
-    tcp.bind(SocketAddr::new(source_address(spec.index), 0))?;
-    if let Some(size) = spec.recv_buffer {
-        tcp.set_recv_buffer_size(size)?;
-    }
-    let stream = tcp.connect(spec.server).await.context("connect")?;
-    stream.set_nodelay(true)?;
+    let stream = tcp(spec).await?;
     let url = match (spec.kind, &spec.topic) {
         (Kind::SocketIo, Some(room)) => format!(
             "ws://{}/socket.io/?EIO=4&transport=websocket&room={room}",
@@ -127,6 +121,19 @@ pub async fn connect_welcomed(spec: &ConnSpec) -> anyhow::Result<(Socket, String
         _ => String::new(),
     };
     Ok((ws, welcome))
+}
+
+/// The TCP connection of `spec`, from its source address, with its receive
+/// buffer and no Nagle delay: what every transport's client starts from.
+pub async fn tcp(spec: &ConnSpec) -> anyhow::Result<TcpStream> {
+    let tcp = TcpSocket::new_v4()?;
+    tcp.bind(SocketAddr::new(source_address(spec.index), 0))?;
+    if let Some(size) = spec.recv_buffer {
+        tcp.set_recv_buffer_size(size)?;
+    }
+    let stream = tcp.connect(spec.server).await.context("connect")?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 /// Reads until a text frame that `accept` takes, and returns it; an error frame

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use realtime_core::Transport;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -28,6 +29,8 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone)]
 pub struct DeliveryPlan {
     pub kind: Kind,
+    /// How the subscribers connect (SSE: our server only).
+    pub transport: Transport,
     pub label: String,
     /// Nodes subscribers connect to, in turn.
     pub subscribe_nodes: Vec<SocketAddr>,
@@ -49,6 +52,7 @@ pub async fn run(plan: &DeliveryPlan, watch: &ProcWatch) -> anyhow::Result<Serve
     let others = Others::new(plan.redis_pid);
     let members = fleet::subscribers(
         plan.kind,
+        plan.transport,
         &plan.subscribe_nodes,
         &plan.topics,
         plan.subscribers,

@@ -12,7 +12,7 @@ use crate::{headline, plot};
 
 /// The scenarios, in the order they run in `all` and appear in docs/BENCHMARKS.md;
 /// other scenarios follow alphabetically.
-pub const ORDER: [&str; 10] = [
+pub const ORDER: [&str; 11] = [
     "idle",
     "fanout",
     "saturation",
@@ -23,6 +23,7 @@ pub const ORDER: [&str; 10] = [
     "recovery-storm",
     "presence-stats",
     "presence-churn",
+    "sse",
 ];
 
 const REPORT_COMMAND: &str = "cargo run --release -p realtime-bench -- report";
@@ -381,6 +382,27 @@ fn scenario_limits(scenario: &str) -> Option<&'static str> {
              each, and the topic's counts return to the watchers alone; with it off, no \
              frame and `no_presence`. Redis's CPU is in the machine-load note, not in the \
              server's."
+        }
+        "sse" => {
+            "The same `realtime-server` binary and the same load over WebSocket and \
+             over Server-Sent Events, side by side in one run: the fanout load (one \
+             topic, every subscriber on it, a fixed publish rate below saturation) and \
+             the idle load (connections that only hold their stream), each round \
+             measuring both transports in turn on a fresh server process, WebSocket \
+             first in odd rounds and SSE first in even ones; the headline compares \
+             the medians. A WebSocket subscriber sends `subscribe` after the welcome; \
+             an SSE subscriber names the topic in `GET /sse?topic=` and is counted \
+             once its `subscribed` event arrives. Every delivery is tallied by the \
+             sequence number in its body, once per subscriber: a lost or duplicated \
+             message fails a `--quick` run. The generator's SSE client is plain \
+             HTTP/1.1 on a TCP socket with an incremental event parser, as light per \
+             event as its WebSocket client is per frame. An SSE delivery is the same \
+             JSON as the WebSocket frame, framed as `data: …` and a blank line (8 \
+             bytes) inside an HTTP chunk (a size line and a CRLF per chunk, shared by \
+             the events written together), against a WebSocket frame header of 2 to \
+             4 bytes. For idle, the server's own \
+             `realtime_connections_by_transport` gauge must count every connection \
+             the generator holds, on the transport it used."
         }
         _ => return None,
     })

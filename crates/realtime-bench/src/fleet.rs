@@ -1,16 +1,19 @@
-//! Many generator connections at once: open them with bounded concurrency, start a
-//! receiver on each, and collect their trackers when the run stops.
+//! Many generator connections at once, over WebSocket or SSE: open them with
+//! bounded concurrency, start a receiver on each, and collect their trackers
+//! when the run stops.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use realtime_core::Transport;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::client::{self, ConnSpec, Live};
+use crate::client::{self, ConnSpec, Live, Socket};
 use crate::servers::Kind;
+use crate::sse::{self, SseStream};
 use crate::tracker::Tracker;
 
 /// Socket receive buffer of a subscriber that stops reading, in bytes.
@@ -19,12 +22,21 @@ const STALLED_RECV_BUFFER: u32 = 4096;
 /// Handshakes in flight at once while opening.
 pub const CONNECT_CONCURRENCY: usize = 128;
 
-/// A connection to open: its spec, the topic index it tracks and whether it stalls.
+/// A connection to open: its spec, over which transport, the topic index it
+/// tracks and whether it stalls.
 #[derive(Debug, Clone)]
 pub struct Member {
     pub spec: ConnSpec,
+    /// `Sse` opens `GET /sse` (our server only).
+    pub transport: Transport,
     pub topic: usize,
     pub stalled: bool,
+}
+
+/// A connection whose handshake completed.
+enum Opened {
+    Ws(Socket),
+    Sse(SseStream),
 }
 
 /// Open connections, each with its receiver task.
@@ -48,7 +60,10 @@ impl Fleet {
         let start = Instant::now();
         let mut opened = futures_util::stream::iter(members)
             .map(|m| async move {
-                let result = client::open(&m.spec).await;
+                let result = match m.transport {
+                    Transport::Websocket => client::open(&m.spec).await.map(Opened::Ws),
+                    Transport::Sse => sse::open(&m.spec).await.map(Opened::Sse),
+                };
                 (m, result)
             })
             .buffer_unordered(CONNECT_CONCURRENCY);
@@ -63,10 +78,20 @@ impl Fleet {
         while let Some((member, result)) = opened.next().await {
             on_open();
             match result {
-                Ok(ws) => {
+                Ok(Opened::Ws(ws)) => {
                     let task = client::receive(
                         ws,
                         member.spec.kind,
+                        Tracker::new(member.topic),
+                        fleet.live.clone(),
+                        stop_rx.clone(),
+                        member.stalled,
+                    );
+                    fleet.tasks.push(tokio::spawn(task));
+                }
+                Ok(Opened::Sse(stream)) => {
+                    let task = sse::receive(
+                        stream,
                         Tracker::new(member.topic),
                         fleet.live.clone(),
                         stop_rx.clone(),
@@ -106,10 +131,11 @@ impl Fleet {
 }
 
 /// The members of a subscriber fleet: subscriber `i` connects to node
-/// `i % nodes.len()`, subscribes to topic `i % topics.len()`, and the first
-/// `stalled` subscribers never read.
+/// `i % nodes.len()` over `transport`, subscribes to topic `i % topics.len()`,
+/// and the first `stalled` subscribers never read.
 pub fn subscribers(
     kind: Kind,
+    transport: Transport,
     nodes: &[std::net::SocketAddr],
     topics: &[String],
     count: usize,
@@ -134,6 +160,7 @@ pub fn subscribers(
                         .flatten(),
                     recv_buffer: (i < stalled).then_some(STALLED_RECV_BUFFER),
                 },
+                transport,
                 topic,
                 stalled: i < stalled,
             }

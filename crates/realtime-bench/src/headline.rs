@@ -67,6 +67,8 @@ pub(crate) fn headline(out: &mut String, records: &[RunRecord]) {
         storm(find("recovery-storm")),
         presence_constant(find("presence-stats")),
         presence_churn(find("presence-churn")),
+        transport_cpu(find(crate::transports::SCENARIO)),
+        transport_rss(find(crate::transports::SCENARIO)),
     ];
     let header = ["figure", "value", "target", "met"].map(str::to_owned);
     let rows = rows.into_iter().map(|h| {
@@ -86,7 +88,9 @@ pub(crate) fn headline(out: &mut String, records: &[RunRecord]) {
          store, measured in the same run. For presence-stats it is the p50 of a WebSocket \
          `presence_stats` on the large topic ÷ the same on the small one, per store; for \
          presence-churn the median server CPU per 1,000 join/leave pairs with presence \
-         (and join_leave) on ÷ off, per store.\n\n",
+         (and join_leave) on ÷ off, per store. For sse it is the median over rounds \
+         with SSE ÷ the same with WebSocket, one server binary under the same load, \
+         measured in the same run.\n\n",
     );
 }
 
@@ -466,6 +470,74 @@ fn presence_churn(record: Option<&RunRecord>) -> Headline {
     }
 }
 
+/// The sse scenario's figure over SSE against over WebSocket (medians), with
+/// the run's own tally: a lost or duplicated delivery, or a connection that
+/// failed, leaves the comparison unproven.
+fn transport_row(
+    record: Option<&RunRecord>,
+    what: &'static str,
+    medians: fn(&[ServerResult]) -> Option<(f64, f64)>,
+    value: impl Fn(&RunRecord, f64, f64) -> String,
+) -> Headline {
+    let target = "published (the issue sets no bound)";
+    let Some(record) = record else {
+        return Headline::not_measured(what, target, "no sse run");
+    };
+    let Some((ws, sse)) = medians(&record.results) else {
+        return Headline::not_measured(what, target, "no WebSocket and SSE pair");
+    };
+    let faults: u64 = record
+        .results
+        .iter()
+        .map(|r| r.lost.unwrap_or(0) + r.duplicated.unwrap_or(0) + r.failed_connections as u64)
+        .sum();
+    Headline {
+        what,
+        value: quick(record, value(record, ws, sse)),
+        target,
+        verdict: match faults {
+            0 => Verdict::Reported,
+            n => Verdict::Unproven(format!(
+                "{n} deliveries lost or duplicated or connections failed"
+            )),
+        },
+    }
+}
+
+fn transport_cpu(record: Option<&RunRecord>) -> Headline {
+    transport_row(
+        record,
+        "sse: server CPU per delivery (fanout), SSE ÷ WebSocket",
+        crate::transports::cpu_medians,
+        |record, ws, sse| {
+            format!(
+                "{} µs vs {} µs ({:.2}×) at {} subscribers",
+                sensible(sse),
+                sensible(ws),
+                sse / ws,
+                thousands(record.params["subscribers"].as_u64().unwrap_or(0))
+            )
+        },
+    )
+}
+
+fn transport_rss(record: Option<&RunRecord>) -> Headline {
+    transport_row(
+        record,
+        "sse: server RSS per idle connection, SSE ÷ WebSocket",
+        crate::transports::rss_medians,
+        |record, ws, sse| {
+            format!(
+                "{} KiB vs {} KiB ({:.2}×) at {} connections",
+                grouped(sse, 2),
+                grouped(ws, 2),
+                sse / ws,
+                thousands(record.params["idle_connections"].as_u64().unwrap_or(0))
+            )
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -489,6 +561,46 @@ mod tests {
             cpu_us_per_delivery: Some(us),
             ..ServerResult::default()
         }
+    }
+
+    #[test]
+    fn sse_rows_compare_the_medians_and_are_unproven_after_a_loss() {
+        let of = |transport: &str, cpu: Option<f64>, rss: Option<f64>| ServerResult {
+            server: "realtime".into(),
+            transport: Some(transport.into()),
+            cpu_us_per_delivery: cpu,
+            rss_per_connection_kib: rss,
+            lost: cpu.map(|_| 0),
+            duplicated: cpu.map(|_| 0),
+            ..ServerResult::default()
+        };
+        let mut record = run(
+            "sse",
+            vec![
+                of("websocket", Some(8.0), None),
+                of("sse", Some(8.8), None),
+                of("websocket", None, Some(7.0)),
+                of("sse", None, Some(8.75)),
+            ],
+        );
+        record.params = serde_json::json!({"subscribers": 5000, "idle_connections": 15000});
+        let cpu = transport_cpu(Some(&record));
+        assert_eq!(cpu.value, "8.80 µs vs 8.00 µs (1.10×) at 5,000 subscribers");
+        assert_eq!(cpu.verdict, Verdict::Reported);
+        let rss = transport_rss(Some(&record));
+        assert_eq!(
+            rss.value,
+            "8.75 KiB vs 7.00 KiB (1.25×) at 15,000 connections"
+        );
+        assert_eq!(rss.verdict, Verdict::Reported);
+        record.results[1].lost = Some(3);
+        assert!(matches!(
+            transport_cpu(Some(&record)).verdict,
+            Verdict::Unproven(_)
+        ));
+        assert_eq!(transport_rss(None).verdict, Verdict::NotMeasured);
+        let ws_only = run("sse", record.results[..1].to_vec());
+        assert_eq!(transport_cpu(Some(&ws_only)).verdict, Verdict::NotMeasured);
     }
 
     #[test]

@@ -1,5 +1,9 @@
-//! The idle scenario: open N authenticated connections to one server, then report
-//! handshakes per second and server RSS per connection.
+//! The idle scenario: open N authenticated connections (WebSocket, or SSE to our
+//! server) to one server, then report handshakes per second and server RSS per
+//! connection.
+
+use anyhow::bail;
+use realtime_core::Transport;
 
 use crate::client::ConnSpec;
 use crate::delivery::round;
@@ -9,8 +13,14 @@ use crate::progress;
 use crate::record::ServerResult;
 use crate::servers::{Kind, ServerProcess};
 
-/// Opens `connections` idle connections to `server` and measures it.
-pub async fn run(server: &ServerProcess, connections: usize) -> anyhow::Result<ServerResult> {
+/// Opens `connections` idle connections to `server` over `transport` and
+/// measures it. For our server, its own gauge of connections by transport must
+/// agree with the connections the generator holds.
+pub async fn run(
+    server: &ServerProcess,
+    connections: usize,
+    transport: Transport,
+) -> anyhow::Result<ServerResult> {
     let watch = ProcWatch::new(vec![server.pid()]);
     let tokens = match server.kind {
         Kind::Realtime => crate::tokens::mint(connections),
@@ -26,6 +36,7 @@ pub async fn run(server: &ServerProcess, connections: usize) -> anyhow::Result<S
                 topic: None,
                 recv_buffer: None,
             },
+            transport,
             topic: 0,
             stalled: false,
         })
@@ -52,10 +63,18 @@ pub async fn run(server: &ServerProcess, connections: usize) -> anyhow::Result<S
         ));
     }
     if server.kind == Kind::Realtime {
-        notes.push(
-            "a handshake ends when the welcome frame arrives (JWT verified, connection registered)"
-                .into(),
-        );
+        let counted =
+            crate::servers::connections_by_transport(server.addr, transport.as_str()).await;
+        if counted != Some(open as u64) {
+            bail!(
+                "idle over {}: the generator holds {open} connections, the server's realtime_connections_by_transport says {counted:?}",
+                transport.as_str()
+            );
+        }
+        notes.push(match transport {
+            Transport::Websocket => "a handshake ends when the welcome frame arrives (JWT verified, connection registered)".into(),
+            Transport::Sse => "a handshake ends when the welcome event arrives (JWT verified, connection registered, response headers and the retry field written)".into(),
+        });
     }
     let result = ServerResult {
         server: server.kind.name().to_owned(),

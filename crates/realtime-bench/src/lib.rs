@@ -16,5 +16,7 @@ pub mod record;
 pub mod report;
 pub mod scenarios;
 pub mod servers;
+pub mod sse;
 pub mod tokens;
 pub mod tracker;
+pub mod transports;

@@ -12,6 +12,7 @@ use realtime_bench::presence::{self, ChurnRun, StatsRun};
 use realtime_bench::record::RunRecord;
 use realtime_bench::scenarios::{self, Common, Fanout, Topics};
 use realtime_bench::servers::{Binaries, Kind};
+use realtime_bench::transports::{self, TransportRun};
 use realtime_bench::{docs, machine};
 
 #[derive(Debug, Parser)]
@@ -128,6 +129,20 @@ enum Command {
         stores: StoreArgs,
         #[command(flatten)]
         run: RunArgs,
+    },
+    /// The same fanout and idle load over WebSocket and over SSE, side by side
+    /// on one server binary: server CPU per delivery and RSS per idle connection
+    /// of each transport.
+    Sse {
+        #[command(flatten)]
+        fanout: FanoutArgs,
+        /// Idle connections per transport. [default: 15000, or 300 with --quick]
+        #[arg(long)]
+        connections: Option<usize>,
+        /// WebSocket/SSE pairs of each measurement, in alternating order; the
+        /// headline takes the medians. [default: 3, or 1 with --quick]
+        #[arg(long)]
+        rounds: Option<usize>,
     },
     /// Every scenario in turn, then the report.
     All {
@@ -338,6 +353,11 @@ fn scenario_command(name: &str, run: RunArgs) -> Command {
             stores: StoreArgs::default(),
             run,
         },
+        "sse" => Command::Sse {
+            fanout,
+            connections: None,
+            rounds: None,
+        },
         _ => Command::SlowConsumer(fanout),
     }
 }
@@ -482,6 +502,21 @@ async fn one(command: Command, via_all: bool) -> anyhow::Result<bool> {
                 stores: stores.stores()?,
             };
             (presence::presence_churn(&common, &c).await?, run)
+        }
+        Command::Sse {
+            fanout: f,
+            connections,
+            rounds,
+        } => {
+            let common = common(&f.run, &["realtime"])?;
+            let q = f.run.quick;
+            let t = TransportRun {
+                fanout: fanout(&f, (5000, 20.0, 10), (200, 20.0, 3))?,
+                idle: connections.unwrap_or(if q { 300 } else { 15_000 }),
+                rounds: rounds.unwrap_or(if q { 1 } else { 3 }),
+            };
+            check_open_files(t.idle)?;
+            (transports::sse(&common, &t).await?, f.run)
         }
         Command::All { .. } | Command::Report { .. } => unreachable!("handled by run"),
     };

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// One run of one scenario, saved as `<results dir>/<scenario>.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
-    /// `idle`, `fanout`, `topics`, `cross-node` or `slow-consumer`.
+    /// The scenario's name, as on the command line (see `docs::ORDER`).
     pub scenario: String,
     /// When the run started, RFC 3339 UTC.
     pub started_at: String,
@@ -42,6 +42,10 @@ pub struct ServerResult {
     pub server: String,
     /// Human label for tables, e.g. `realtime (3 nodes, Redis)`.
     pub label: String,
+    /// The transport the generator's connections used (`websocket`, `sse`), in
+    /// scenarios that compare transports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
     /// Connections the generator held during the measurement.
     pub connections: usize,
     /// Connections that failed to open.

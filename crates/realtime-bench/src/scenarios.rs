@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use realtime_core::Transport;
 use serde_json::json;
 
 use crate::delivery::{self, DeliveryPlan};
@@ -39,7 +40,7 @@ pub struct Fanout {
 }
 
 impl Common {
-    async fn start(&self, kind: Kind) -> anyhow::Result<ServerProcess> {
+    pub(crate) async fn start(&self, kind: Kind) -> anyhow::Result<ServerProcess> {
         match kind {
             Kind::Realtime => self.bins.realtime(None, "bench-node", &[]).await,
             Kind::Ceiling => self.bins.ceiling().await,
@@ -71,7 +72,7 @@ pub async fn idle(common: &Common, connections: usize) -> anyhow::Result<RunReco
     for &kind in &common.servers {
         eprintln!("idle: {} with {connections} connections", kind.name());
         let server = common.start(kind).await?;
-        results.push(idle::run(&server, connections).await?);
+        results.push(idle::run(&server, connections, Transport::Websocket).await?);
         server.stop().await;
     }
     Ok(common.record("idle", json!({"connections": connections}), results))
@@ -206,6 +207,7 @@ pub async fn topics(common: &Common, t: &Topics) -> anyhow::Result<RunRecord> {
         let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
         let plan = DeliveryPlan {
             kind: Kind::Realtime,
+            transport: Transport::Websocket,
             label: format!("realtime {} nodes, {}/s", t.nodes, thousands(rate)),
             subscribe_nodes: addrs.clone(),
             publish_nodes: addrs,
@@ -273,6 +275,7 @@ pub(crate) fn fanout_plan(
 ) -> DeliveryPlan {
     DeliveryPlan {
         kind,
+        transport: Transport::Websocket,
         label: label.to_owned(),
         subscribe_nodes: vec![node],
         publish_nodes: vec![node],

@@ -311,6 +311,19 @@ impl Redis {
 /// How many connections our server closed as slow consumers (3008), read from its
 /// Prometheus `/metrics`.
 pub async fn slow_consumer_closes(node: SocketAddr) -> Option<u64> {
+    metric_sum(node, "realtime_disconnects_total{reason=\"slow_consumer\"}").await
+}
+
+/// How many connections of `transport` (`websocket`, `sse`) our server holds,
+/// from its `realtime_connections_by_transport` gauge.
+pub async fn connections_by_transport(node: SocketAddr, transport: &str) -> Option<u64> {
+    let series = format!("realtime_connections_by_transport{{transport=\"{transport}\"}}");
+    metric_sum(node, &series).await
+}
+
+/// The sum of the samples of one series (name and labels exactly as exported)
+/// in our server's `/metrics`; `None` when it cannot be read or is absent.
+async fn metric_sum(node: SocketAddr, series: &str) -> Option<u64> {
     use http_body_util::{BodyExt, Empty};
     let client: hyper_util::client::legacy::Client<_, Empty<bytes::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -319,10 +332,10 @@ pub async fn slow_consumer_closes(node: SocketAddr) -> Option<u64> {
     let response = client.get(uri).await.ok()?;
     let body = response.into_body().collect().await.ok()?.to_bytes();
     let text = std::str::from_utf8(&body).ok()?;
-    Some(
-        text.lines()
-            .filter(|l| l.starts_with("realtime_disconnects_total{reason=\"slow_consumer\"}"))
-            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-            .sum::<f64>() as u64,
-    )
+    let samples: Vec<f64> = text
+        .lines()
+        .filter(|l| l.split_whitespace().next() == Some(series))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .collect();
+    (!samples.is_empty()).then(|| samples.iter().sum::<f64>() as u64)
 }

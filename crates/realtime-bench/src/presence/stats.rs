@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use realtime_core::Transport;
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -306,6 +307,7 @@ async fn open_group(
                 topic: Some(topic.to_owned()),
                 recv_buffer: None,
             },
+            transport: Transport::Websocket,
             topic: 0,
             stalled: false,
         })
