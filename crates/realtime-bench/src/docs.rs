@@ -402,7 +402,13 @@ fn scenario_limits(scenario: &str) -> Option<&'static str> {
              the events written together), against a WebSocket frame header of 2 to \
              4 bytes. For idle, the server's own \
              `realtime_connections_by_transport` gauge must count every connection \
-             the generator holds, on the transport it used."
+             the generator holds, on the transport it used. What limits SSE's idle \
+             figure: a stream is the body of an HTTP/1.1 response, so its connection \
+             stays inside hyper for its whole life, with hyper's read buffer (grown \
+             to 8 KiB by the first read) and its header write buffer (created with \
+             8 KiB, `INIT_BUFFER_SIZE` in hyper 1.x `proto/h1/io.rs`, neither \
+             configurable), about 16 KiB that a WebSocket gives back when it leaves \
+             hyper at the upgrade."
         }
         _ => return None,
     })

@@ -127,6 +127,17 @@ impl<'a> Heartbeat<'a> {
         self.write_deadline = None;
     }
 
+    /// Records what a writer's poll found, the same for every transport: it
+    /// moved (`more`) or has nothing left (`busy` false) clears the write clock;
+    /// blocked with work left starts it, moving `timer` earlier when due sooner.
+    pub(crate) fn after_write(&mut self, more: bool, busy: bool, timer: Pin<&mut Sleep>) {
+        if more || !busy {
+            self.write_moved();
+        } else if self.write_blocked() {
+            rearm(timer, self.deadline());
+        }
+    }
+
     pub(crate) fn on_timer(&mut self) -> Beat {
         let now = Instant::now();
         if self.expiry.is_some_and(|e| now >= e) {

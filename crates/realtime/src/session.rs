@@ -180,11 +180,7 @@ async fn serve(
                 Poll::Ready(Err(_)) => return Poll::Ready(Wake::WriteFailed),
                 Poll::Pending => false,
             };
-            if more || !writer.is_busy() {
-                heartbeat.write_moved();
-            } else if heartbeat.write_blocked() {
-                rearm(timer.as_mut(), heartbeat.deadline());
-            }
+            heartbeat.after_write(more, writer.is_busy(), timer.as_mut());
             if let Poll::Ready(inbound) = socket.poll_next_unpin(cx) {
                 return Poll::Ready(Wake::Inbound(inbound));
             }

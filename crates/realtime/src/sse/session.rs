@@ -18,7 +18,7 @@ use super::pipe::PipeSender;
 use super::writer::EventWriter;
 use crate::cluster::bus::BusFuture;
 use crate::handle::ConnectionHandle;
-use crate::heartbeat::{Beat, Heartbeat, rearm};
+use crate::heartbeat::{Beat, Heartbeat};
 use crate::history::engine::HistorySubscribeError;
 use crate::opening;
 use crate::service::Realtime;
@@ -181,11 +181,7 @@ async fn serve(
                 Poll::Ready(Err(_)) => return Poll::Ready(Wake::Gone),
                 Poll::Pending => false,
             };
-            if more || !writer.is_busy() {
-                heartbeat.write_moved();
-            } else if heartbeat.write_blocked() {
-                rearm(timer.as_mut(), heartbeat.deadline());
-            }
+            heartbeat.after_write(more, writer.is_busy(), timer.as_mut());
             if pipe.poll_gone(cx).is_ready() {
                 return Poll::Ready(Wake::Gone);
             }
