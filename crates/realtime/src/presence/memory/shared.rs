@@ -130,25 +130,29 @@ async fn grace_loop(store: Weak<Shared>, node: Weak<NodeSelf>) {
 
 /// Milliseconds since the Unix epoch, advancing with tokio's clock (so a test
 /// that pauses time moves leases and graces too), from the wall clock at start.
+/// Rounded down once, from the exact sum, so a stamp is never more than a
+/// millisecond behind the wall clock it started from.
 struct Clock {
+    /// The wall clock at start, exactly.
+    start_wall: Duration,
     start_ms: u64,
     start: Instant,
 }
 
 impl Clock {
     fn new() -> Clock {
-        let start_ms = SystemTime::now()
+        let start_wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64;
+            .unwrap_or_default();
         Clock {
-            start_ms,
+            start_wall,
+            start_ms: start_wall.as_millis() as u64,
             start: Instant::now(),
         }
     }
 
     fn now_ms(&self) -> u64 {
-        self.start_ms + self.start.elapsed().as_millis() as u64
+        (self.start_wall + self.start.elapsed()).as_millis() as u64
     }
 
     fn instant_at(&self, ms: u64) -> Instant {
