@@ -261,6 +261,62 @@ async fn refusals_are_json_before_any_stream_and_open_nothing() {
 }
 
 #[tokio::test]
+async fn a_page_of_an_allowed_origin_may_read_the_stream_and_no_other_is_named() {
+    let server = TestServer::start_with(Options {
+        allowed_origins: vec!["https://app.example".into()],
+        ..options()
+    })
+    .await;
+    let header = |stream: &SseStream, name: &str| {
+        stream
+            .headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
+    // An allowed cross-origin page: the answer names its origin, with
+    // credentials, and varies by origin for caches.
+    let (stream, _) = open_with(
+        &server,
+        "ada",
+        &["news"],
+        &[("Origin", "https://app.example")],
+    )
+    .await;
+    assert_eq!(
+        header(&stream, "access-control-allow-origin"),
+        ["https://app.example"],
+        "{:?}",
+        stream.headers
+    );
+    assert_eq!(
+        header(&stream, "access-control-allow-credentials"),
+        ["true"]
+    );
+    assert!(
+        header(&stream, "vary")
+            .iter()
+            .any(|v| v.to_ascii_lowercase().contains("origin")),
+        "{:?}",
+        stream.headers
+    );
+    // No Origin (a backend, curl): nothing to name.
+    let (stream, _) = open(&server, "ada", &["news"]).await;
+    assert!(
+        header(&stream, "access-control-allow-origin").is_empty(),
+        "{:?}",
+        stream.headers
+    );
+    // Another origin is refused before any stream, as on the WebSocket.
+    let target = target(&token("ada", &[]), &["news"]);
+    let (status, body) = sse::open(server.addr, &target, &[("Origin", "https://evil.example")])
+        .await
+        .refused();
+    assert_eq!((status, &body["error"]), (403, &json!("forbidden_origin")));
+}
+
+#[tokio::test]
 async fn more_topics_than_a_connection_may_subscribe_are_refused() {
     let server = TestServer::start_with(Options {
         max_subscriptions: Some(2),

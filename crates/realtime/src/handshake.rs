@@ -137,6 +137,6 @@ pub(crate) fn refusal(status: StatusCode, error: &str, reason: &str, message: &s
 
 /// A header as text; a value that is not visible ASCII becomes a NUL, which no
 /// origin rule accepts.
-fn header_text(value: &Option<HeaderValue>) -> Option<&str> {
+pub(crate) fn header_text(value: &Option<HeaderValue>) -> Option<&str> {
     value.as_ref().map(|v| v.to_str().unwrap_or("\u{0}"))
 }

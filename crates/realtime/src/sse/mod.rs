@@ -20,7 +20,7 @@ use bytes::BytesMut;
 use realtime_core::{CloseCode, ServerFrame, Topic, Transport};
 use tokio_util::sync::CancellationToken;
 
-use crate::handshake::{HandshakeHeaders, admit};
+use crate::handshake::{HandshakeHeaders, admit, header_text};
 use crate::hooks::Admission;
 use crate::service::Realtime;
 use query::{LastEventId, Resume, StreamQuery};
@@ -59,8 +59,42 @@ impl Realtime {
     }
 }
 
+/// Serves `GET /sse`. A browser page on another origin that the Origin rules
+/// allow may open a WebSocket; to let it read a stream (or a refusal's JSON) as
+/// well, every answer to an allowed `Origin` names it in
+/// `Access-Control-Allow-Origin`, with credentials (the connect proxy's cookies).
 async fn open(
     State(rt): State<Realtime>,
+    method: Method,
+    headers: HandshakeHeaders,
+    last_event_id: LastEventId,
+    raw: RawQuery,
+) -> Response {
+    let cors = allowed_origin(&rt, &headers);
+    let mut response = open_stream(rt, method, headers, last_event_id, raw).await;
+    if let Some(origin) = cors {
+        let h = response.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        h.append(header::VARY, HeaderValue::from_static("origin"));
+    }
+    response
+}
+
+/// The request's `Origin`, when it has one the Origin rules allow.
+fn allowed_origin(rt: &Realtime, headers: &HandshakeHeaders) -> Option<HeaderValue> {
+    let origin = headers.origin.clone()?;
+    rt.config()
+        .origin_policy
+        .permits(header_text(&headers.origin), header_text(&headers.host))
+        .then_some(origin)
+}
+
+async fn open_stream(
+    rt: Realtime,
     method: Method,
     headers: HandshakeHeaders,
     LastEventId(last_event_id): LastEventId,
