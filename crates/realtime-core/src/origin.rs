@@ -50,6 +50,11 @@ impl OriginPolicy {
         self
     }
 
+    /// Whether every origin is allowed (`*`).
+    pub fn allows_any(&self) -> bool {
+        self.any
+    }
+
     /// Whether an upgrade with this `Origin` (if any) to this `Host` is allowed.
     pub fn permits(&self, origin: Option<&str>, host: Option<&str>) -> bool {
         let Some(origin) = origin else {

@@ -314,6 +314,26 @@ async fn a_page_of_an_allowed_origin_may_read_the_stream_and_no_other_is_named()
         .await
         .refused();
     assert_eq!((status, &body["error"]), (403, &json!("forbidden_origin")));
+
+    // Every origin allowed: any page may read, but never with credentials.
+    let server = TestServer::start_with(Options {
+        allowed_origins: vec!["*".into()],
+        ..options()
+    })
+    .await;
+    let (stream, _) = open_with(
+        &server,
+        "ada",
+        &["news"],
+        &[("Origin", "https://any.example")],
+    )
+    .await;
+    assert_eq!(header(&stream, "access-control-allow-origin"), ["*"]);
+    assert!(
+        header(&stream, "access-control-allow-credentials").is_empty(),
+        "{:?}",
+        stream.headers
+    );
 }
 
 #[tokio::test]

@@ -63,6 +63,9 @@ impl Realtime {
 /// allow may open a WebSocket; to let it read a stream (or a refusal's JSON) as
 /// well, every answer to an allowed `Origin` names it in
 /// `Access-Control-Allow-Origin`, with credentials (the connect proxy's cookies).
+/// Where every origin is allowed (`*`) the answer says `*`, without
+/// credentials: no page of any site may read a stream opened with a visitor's
+/// cookies.
 async fn open(
     State(rt): State<Realtime>,
     method: Method,
@@ -70,27 +73,51 @@ async fn open(
     last_event_id: LastEventId,
     raw: RawQuery,
 ) -> Response {
-    let cors = allowed_origin(&rt, &headers);
+    let cors = cors_origin(&rt, &headers);
     let mut response = open_stream(rt, method, headers, last_event_id, raw).await;
-    if let Some(origin) = cors {
+    if let Some(cors) = cors {
         let h = response.headers_mut();
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
-        );
-        h.append(header::VARY, HeaderValue::from_static("origin"));
+        match cors {
+            Cors::Any => {
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                    HeaderValue::from_static("*"),
+                );
+            }
+            Cors::Origin(origin) => {
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                    HeaderValue::from_static("true"),
+                );
+                h.append(header::VARY, HeaderValue::from_static("origin"));
+            }
+        }
     }
     response
 }
 
-/// The request's `Origin`, when it has one the Origin rules allow.
-fn allowed_origin(rt: &Realtime, headers: &HandshakeHeaders) -> Option<HeaderValue> {
+/// Which origin an answer lets read it.
+enum Cors {
+    /// Any page, without credentials.
+    Any,
+    /// This page's origin, with credentials.
+    Origin(HeaderValue),
+}
+
+/// What an answer to this request says in `Access-Control-Allow-Origin`: nothing
+/// without an `Origin` or for one the Origin rules refuse.
+fn cors_origin(rt: &Realtime, headers: &HandshakeHeaders) -> Option<Cors> {
     let origin = headers.origin.clone()?;
-    rt.config()
-        .origin_policy
-        .permits(header_text(&headers.origin), header_text(&headers.host))
-        .then_some(origin)
+    let policy = &rt.config().origin_policy;
+    if !policy.permits(header_text(&headers.origin), header_text(&headers.host)) {
+        return None;
+    }
+    Some(if policy.allows_any() {
+        Cors::Any
+    } else {
+        Cors::Origin(origin)
+    })
 }
 
 async fn open_stream(
