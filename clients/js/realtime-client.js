@@ -1138,7 +1138,12 @@ export class RealtimeClient {
     this._freshToken = null;
     // Nothing is carried by a stream any more.
     for (const waiter of this._unsubscribeWaiters.splice(0)) waiter.resolve();
-    for (const entry of this._topics.values()) entry.stream = null;
+    // A new connection tries every kept topic again, paused or not (the
+    // retry timer that would have ended a pause is cleared above).
+    for (const entry of this._topics.values()) {
+      entry.stream = null;
+      entry.retryAt = 0;
+    }
     // "auto" before any welcome: an attempt that got none tries the other transport next.
     const attempted = this._attemptTransport;
     this._attemptTransport = null;
@@ -1755,6 +1760,10 @@ export class RealtimeClient {
         this._clearTimer("_retryTimer");
         this._retryTimer = setTimeout(() => {
           this._retryTimer = null;
+          // Every pause has ended (the timer is rearmed at each error). Cleared
+          // here rather than compared with the clock: a timer may fire a
+          // fraction of a millisecond before monotonic() reaches retryAt.
+          for (const kept of this._topics.values()) kept.retryAt = 0;
           this._scheduleReopen();
         }, this.options.rateLimitRetryDelay);
       }

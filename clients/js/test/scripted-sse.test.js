@@ -158,3 +158,28 @@ test("a restore answered history_unavailable is an error event, kept, and tried 
   assert.deepEqual(inbox.all.map((m) => m.seq), [4, 5, 6]);
   assert.deepEqual(client.position("feed:a"), { offset: 6, epoch: "e1" });
 });
+
+test("a topic paused after a restore's history_unavailable is carried again by the next connection's stream", async () => {
+  const { server, client } = await setup();
+  // A pause far longer than the test: only the reconnect can bring the topic back.
+  client.options.rateLimitRetryDelay = 60_000;
+  const subscribed = client.subscribe("feed:a", () => {});
+  client.connect();
+  const first = await server.next();
+  first.welcome();
+  first.send({ type: "subscribed", topic: "feed:a", offset: 3, epoch: "e1" });
+  await subscribed;
+
+  const errorEvent = nextEvent(client, "error");
+  first.res.end();
+  const second = await server.next();
+  second.welcome();
+  second.send(UNAVAILABLE);
+  assert.equal((await errorEvent).error.code, "history_unavailable");
+
+  // The connection drops during the pause: the reconnect's stream asks for the topic.
+  second.res.end();
+  const third = await server.next();
+  assert.deepEqual(third.topics, ["feed:a"]);
+  assert.equal(third.url.searchParams.get("last_event_id"), encodeCursor([["feed:a", { offset: 3, epoch: "e1" }]]));
+});
