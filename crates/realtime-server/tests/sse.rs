@@ -249,6 +249,19 @@ async fn refusals_are_json_before_any_stream_and_open_nothing() {
     assert_eq!(body["error"], "limit_exceeded", "{body}");
 
     assert_eq!(server.rt.connection_count(), 0, "nothing was registered");
+    // Each refusal is counted once, by its reason, as a WebSocket handshake's is.
+    let metrics = server.metrics_text().await;
+    for reason in [
+        "forbidden_topic",
+        "invalid_topic",
+        "malformed",
+        "missing_token",
+        "forbidden_origin",
+        "limit_exceeded",
+    ] {
+        let series = format!(r#"realtime_handshakes_rejected_total{{reason="{reason}"}}"#);
+        assert_eq!(metric(&metrics, &series), Some(1.0), "{series}: {metrics}");
+    }
     // The header's token wins over the query's.
     let mut stream = sse::open(
         server.addr,
@@ -334,6 +347,96 @@ async fn a_page_of_an_allowed_origin_may_read_the_stream_and_no_other_is_named()
         "{:?}",
         stream.headers
     );
+}
+
+/// An `OPTIONS /sse` with `headers`: its status, its headers (names lowercase) and its body.
+async fn preflight(
+    server: &TestServer,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut request = server
+        .http
+        .request(reqwest::Method::OPTIONS, server.url("/sse"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, headers, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_preflight_from_an_allowed_origin_lets_a_page_send_its_token_in_a_header() {
+    let server = TestServer::start_with(Options {
+        allowed_origins: vec!["https://app.example".into()],
+        ..options()
+    })
+    .await;
+    let asking = [
+        ("Origin", "https://app.example"),
+        ("Access-Control-Request-Method", "GET"),
+        (
+            "Access-Control-Request-Headers",
+            "authorization,last-event-id",
+        ),
+    ];
+    let (status, h, body) = preflight(&server, &asking).await;
+    assert_eq!(status, 204, "{h:?} {body}");
+    let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+    assert_eq!(get("access-control-allow-origin"), "https://app.example");
+    assert_eq!(get("access-control-allow-credentials"), "true");
+    let allowed: Vec<String> = get("access-control-allow-headers")
+        .split(',')
+        .map(|v| v.trim().to_ascii_lowercase())
+        .collect();
+    for needed in ["authorization", "last-event-id"] {
+        assert!(allowed.iter().any(|v| v == needed), "{needed}: {h:?}");
+    }
+    assert!(get("access-control-allow-methods").contains("GET"), "{h:?}");
+    assert!(
+        get("access-control-max-age").parse::<u64>().is_ok(),
+        "{h:?}"
+    );
+
+    // A refused origin: the handshake's JSON, and nothing a browser would accept.
+    let (status, h, body) = preflight(
+        &server,
+        &[
+            ("Origin", "https://evil.example"),
+            ("Access-Control-Request-Method", "GET"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 403, "{h:?}");
+    assert!(h.get("access-control-allow-origin").is_none(), "{h:?}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"], "forbidden_origin", "{body}");
+
+    // Not a preflight (no Origin): what the route allows.
+    let (status, h, _) = preflight(&server, &[]).await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        h.get("allow").and_then(|v| v.to_str().ok()),
+        Some("GET, HEAD, OPTIONS")
+    );
+    assert!(h.get("access-control-allow-origin").is_none(), "{h:?}");
+    assert_eq!(server.rt.connection_count(), 0, "a preflight opens nothing");
+
+    // Every origin allowed: `*`, never with credentials.
+    let server = TestServer::start_with(Options {
+        allowed_origins: vec!["*".into()],
+        ..options()
+    })
+    .await;
+    let (status, h, _) = preflight(&server, &[("Origin", "https://any.example")]).await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        h.get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("*")
+    );
+    assert!(h.get("access-control-allow-credentials").is_none(), "{h:?}");
 }
 
 #[tokio::test]

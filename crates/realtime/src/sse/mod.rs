@@ -4,6 +4,7 @@
 //! by the stream's session task. A refused request gets a status with a JSON
 //! body and leaves nothing registered. See docs/PROTOCOL.md, *Server-Sent Events*.
 
+mod cors;
 mod event;
 mod pipe;
 mod query;
@@ -20,9 +21,10 @@ use bytes::BytesMut;
 use realtime_core::{CloseCode, ServerFrame, Topic, Transport};
 use tokio_util::sync::CancellationToken;
 
-use crate::handshake::{HandshakeHeaders, admit, header_text};
+use crate::handshake::{HandshakeHeaders, admit};
 use crate::hooks::Admission;
 use crate::service::Realtime;
+use cors::Cors;
 use query::{LastEventId, Resume, StreamQuery};
 use session::Subscription;
 
@@ -49,13 +51,14 @@ impl StreamAbort {
 }
 
 impl Realtime {
-    /// The `GET` route that serves Server-Sent Events streams; mount it where you
-    /// like: `Router::new().route("/sse", rt.sse_route())`.
+    /// The route that serves Server-Sent Events streams (`GET`, `HEAD`, and the
+    /// `OPTIONS` preflight of a cross-origin page); mount it where you like:
+    /// `Router::new().route("/sse", rt.sse_route())`.
     pub fn sse_route<S>(&self) -> MethodRouter<S>
     where
         S: Clone + Send + Sync + 'static,
     {
-        get(open).with_state(self.clone())
+        get(open).options(cors::preflight).with_state(self.clone())
     }
 }
 
@@ -65,7 +68,7 @@ impl Realtime {
 /// `Access-Control-Allow-Origin`, with credentials (the connect proxy's cookies).
 /// Where every origin is allowed (`*`) the answer says `*`, without
 /// credentials: no page of any site may read a stream opened with a visitor's
-/// cookies.
+/// cookies. The `OPTIONS` preflight is `cors::preflight`'s.
 async fn open(
     State(rt): State<Realtime>,
     method: Method,
@@ -73,51 +76,12 @@ async fn open(
     last_event_id: LastEventId,
     raw: RawQuery,
 ) -> Response {
-    let cors = cors_origin(&rt, &headers);
+    let cors = Cors::of(&rt, &headers);
     let mut response = open_stream(rt, method, headers, last_event_id, raw).await;
     if let Some(cors) = cors {
-        let h = response.headers_mut();
-        match cors {
-            Cors::Any => {
-                h.insert(
-                    header::ACCESS_CONTROL_ALLOW_ORIGIN,
-                    HeaderValue::from_static("*"),
-                );
-            }
-            Cors::Origin(origin) => {
-                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-                h.insert(
-                    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                    HeaderValue::from_static("true"),
-                );
-                h.append(header::VARY, HeaderValue::from_static("origin"));
-            }
-        }
+        cors.apply(response.headers_mut());
     }
     response
-}
-
-/// Which origin an answer lets read it.
-enum Cors {
-    /// Any page, without credentials.
-    Any,
-    /// This page's origin, with credentials.
-    Origin(HeaderValue),
-}
-
-/// What an answer to this request says in `Access-Control-Allow-Origin`: nothing
-/// without an `Origin` or for one the Origin rules refuse.
-fn cors_origin(rt: &Realtime, headers: &HandshakeHeaders) -> Option<Cors> {
-    let origin = headers.origin.clone()?;
-    let policy = &rt.config().origin_policy;
-    if !policy.permits(header_text(&headers.origin), header_text(&headers.host)) {
-        return None;
-    }
-    Some(if policy.allows_any() {
-        Cors::Any
-    } else {
-        Cors::Origin(origin)
-    })
 }
 
 async fn open_stream(
@@ -133,6 +97,7 @@ async fn open_stream(
         Err(refused) => return refused,
     };
     if query.too_many_topics {
+        rt.inner.metrics.rejected("limit_exceeded");
         return refusal::too_many_topic_params();
     }
     let mut topics: Vec<Topic> = Vec::with_capacity(query.topics.len());
@@ -140,11 +105,15 @@ async fn open_stream(
         match rt.parse_topic(name) {
             Ok(topic) if topics.contains(&topic) => {}
             Ok(topic) => topics.push(topic),
-            Err(e) => return refusal::invalid_topic(name, &e),
+            Err(e) => {
+                rt.inner.metrics.rejected("invalid_topic");
+                return refusal::invalid_topic(name, &e);
+            }
         }
     }
     let max = rt.config().max_subscriptions;
     if max != 0 && topics.len() > max {
+        rt.inner.metrics.rejected("limit_exceeded");
         return refusal::too_many_topics(max);
     }
     let Admission {
@@ -156,6 +125,7 @@ async fn open_stream(
     for topic in &topics {
         if let Err(refused) = rt.may_subscribe(&info, topic).await {
             tracing::debug!(topic = topic.as_str(), reason = %refused.reason, "event stream refused a topic");
+            rt.inner.metrics.rejected(refusal::metric_reason(&refused));
             return refusal::topic_refused(topic.as_str(), refused);
         }
     }

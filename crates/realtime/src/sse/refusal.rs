@@ -39,6 +39,16 @@ pub(crate) fn topic_refused(topic: &str, refused: Refused) -> Response {
         .into_response()
 }
 
+/// The `realtime_handshakes_rejected_total` reason of a topic's refusal:
+/// `forbidden_topic` (403) or `proxy_unavailable` (503), as [`topic_refused`]
+/// answers it.
+pub(crate) fn metric_reason(refused: &Refused) -> &'static str {
+    match refused.code {
+        ErrorCode::ProxyUnavailable => "proxy_unavailable",
+        _ => "forbidden_topic",
+    }
+}
+
 /// 400 `limit_exceeded`: more `topic` parameters than one request may carry.
 pub(crate) fn too_many_topic_params() -> Response {
     limit_exceeded(format!(
