@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.js";
 import { API_KEY, TestServer } from "../../clients/js/test/server.js";
 import { startLink } from "../../clients/js/test/link.js";
 
@@ -17,25 +17,12 @@ const here = dirname(fileURLToPath(import.meta.url));
 const ARTIFACTS = process.env.BROWSER_ARTIFACTS ?? join(here, "artifacts");
 const WAIT = 10000;
 
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--no-first-run",
-  "--disable-sync",
-];
 
 let browser;
 
 before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
-  browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    headless: true,
-    args: CHROMIUM_ARGS,
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
