@@ -1800,6 +1800,9 @@ export class RealtimeClient {
       for (const topic of stream.awaiting) {
         this._refuseTopic(topic, new RealtimeError("timeout", `no subscribed frame for ${topic} within ${timeout} ms`));
       }
+      // Awaited no more: the reopen waits for an empty set, and would otherwise
+      // never replace this stream (later subscribes would never settle).
+      stream.awaiting.clear();
       this._scheduleReopen();
     }, timeout);
   }

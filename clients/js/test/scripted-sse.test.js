@@ -2,6 +2,7 @@
 // test writes itself, for what the real server sends only when its history
 // store fails while its bus works: the `history_unavailable` error frame in
 // place of a topic's `subscribed`, for a first subscribe and for a restore.
+// Also for what it does only when slow: a `subscribed` that never comes.
 
 import { after, afterEach, test } from "node:test";
 import assert from "node:assert/strict";
@@ -84,7 +85,7 @@ after(async () => {
   for (const s of servers.splice(0)) await s.close();
 });
 
-async function setup() {
+async function setup(options = {}) {
   const server = await new ScriptedSseServer().start();
   servers.push(server);
   const client = new RealtimeClient(server.wsUrl, {
@@ -94,9 +95,19 @@ async function setup() {
     autoConnect: false,
     initialDelay: 10,
     rateLimitRetryDelay: 50,
+    ...options,
   });
   clients.push(client);
   return { server, client };
+}
+
+/** `promise`, or a rejection saying `what` did not settle within `timeout` ms (an upper bound). */
+function settles(promise, what, timeout = 5000) {
+  let timer;
+  const bound = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not settled within ${timeout} ms`)), timeout);
+  });
+  return Promise.race([promise, bound]).finally(() => clearTimeout(timer));
 }
 
 const UNAVAILABLE = { type: "error", code: "history_unavailable", message: "feed:a: the history store is unreachable" };
@@ -182,4 +193,29 @@ test("a topic paused after a restore's history_unavailable is carried again by t
   const third = await server.next();
   assert.deepEqual(third.topics, ["feed:a"]);
   assert.equal(third.url.searchParams.get("last_event_id"), encodeCursor([["feed:a", { offset: 3, epoch: "e1" }]]));
+});
+
+test("a topic the stream did not confirm in time is refused; the stream is replaced without it and later subscribes get a stream", async () => {
+  const { server, client } = await setup({ timeout: 200 });
+  const silent = client.subscribe("news:silent", () => {}).catch((e) => e);
+  client.connect();
+  const first = await server.next();
+  assert.deepEqual(first.topics, ["news:silent"]);
+  first.welcome(); // and never the topic's subscribed
+  const error = await settles(silent, "the unconfirmed subscribe");
+  assert.equal(error.code, "timeout");
+  assert.deepEqual(client.topics, []);
+
+  // The server still carries the refused topic on that stream: one without it replaces it.
+  const second = await server.next();
+  assert.deepEqual(second.topics, []);
+  second.welcome();
+  await first.closed;
+
+  const later = client.subscribe("news:later", () => {});
+  const third = await server.next();
+  assert.deepEqual(third.topics, ["news:later"]);
+  third.welcome();
+  third.send({ type: "subscribed", topic: "news:later" });
+  assert.deepEqual(await settles(later, "the later subscribe"), { topic: "news:later" });
 });
