@@ -1827,7 +1827,12 @@ export class RealtimeClient {
     if (this.state !== "connected" || this._using !== "sse" || !(current instanceof EventStream) || this._next) return;
     if (current.awaiting.size > 0) return; // taken up once it confirmed its own topics
     const wanted = this._streamTopics();
-    const same = wanted.length === current.topics.size && wanted.every((t) => current.topics.has(t));
+    // Carried and delivered by this stream: a topic unsubscribed and subscribed
+    // again while the stream still carries it waits for a `subscribed` frame
+    // this stream has already sent, so it needs a new stream as well.
+    const same =
+      wanted.length === current.topics.size &&
+      wanted.every((t) => current.topics.has(t) && this._topics.get(t).stream === current);
     if (same && !this._freshToken) {
       this._settleUnsubscribes(current);
       return;
@@ -1873,12 +1878,14 @@ export class RealtimeClient {
     this._scheduleReopen();
   }
 
-  /** Resolves the unsubscribes whose topic `stream` does not carry. */
+  /** Resolves the unsubscribes whose topic `stream` does not carry, or carries
+   * only for a subscription made since (the unsubscribed one is gone then too). */
   _settleUnsubscribes(stream) {
     const waiting = this._unsubscribeWaiters;
     this._unsubscribeWaiters = [];
     for (const waiter of waiting) {
-      if (stream.topics.has(waiter.topic) || this._next?.topics.has(waiter.topic)) this._unsubscribeWaiters.push(waiter);
+      const carried = stream.topics.has(waiter.topic) && this._topics.get(waiter.topic)?.stream !== stream;
+      if (carried || this._next?.topics.has(waiter.topic)) this._unsubscribeWaiters.push(waiter);
       else waiter.resolve();
     }
   }

@@ -2,7 +2,8 @@
 // test writes itself, for what the real server sends only when its history
 // store fails while its bus works: the `history_unavailable` error frame in
 // place of a topic's `subscribed`, for a first subscribe and for a restore.
-// Also for what it does only when slow: a `subscribed` that never comes.
+// Also for what it does only when slow or at an unlucky moment: a `subscribed`
+// that never comes, a topic unsubscribed and subscribed again in one tick.
 
 import { after, afterEach, test } from "node:test";
 import assert from "node:assert/strict";
@@ -218,4 +219,32 @@ test("a topic the stream did not confirm in time is refused; the stream is repla
   third.welcome();
   third.send({ type: "subscribed", topic: "news:later" });
   assert.deepEqual(await settles(later, "the later subscribe"), { topic: "news:later" });
+});
+
+test("unsubscribe and subscribe again to a topic in the same tick: a stream confirms the new subscription and both promises settle", async () => {
+  const { server, client } = await setup();
+  const oldInbox = messageQueue();
+  const subscribed = client.subscribe("news:a", oldInbox);
+  client.connect();
+  const first = await server.next();
+  first.welcome();
+  first.send({ type: "subscribed", topic: "news:a" });
+  await subscribed;
+  first.send({ type: "tick", seq: 1, topic: "news:a", timestamp: "t" });
+  assert.equal((await oldInbox.next()).seq, 1);
+
+  const newInbox = messageQueue();
+  const gone = client.unsubscribe("news:a");
+  const again = client.subscribe("news:a", newInbox);
+  const second = await server.next();
+  assert.deepEqual(second.topics, ["news:a"]);
+  second.welcome();
+  second.send({ type: "subscribed", topic: "news:a" });
+  assert.deepEqual(await settles(again, "the new subscribe"), { topic: "news:a" });
+  await settles(gone, "the unsubscribe");
+  await first.closed;
+  second.send({ type: "tick", seq: 2, topic: "news:a", timestamp: "t" });
+  assert.equal((await newInbox.next()).seq, 2);
+  assert.deepEqual(oldInbox.all.map((m) => m.seq), [1]);
+  assert.deepEqual(client.topics, ["news:a"]);
 });
