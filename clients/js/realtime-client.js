@@ -1784,6 +1784,7 @@ export class RealtimeClient {
         stream.close();
         if (!stream.welcome) {
           // Nothing was taken from the old stream: it carries on without the new topics.
+          this._keepFreshToken(stream);
           for (const topic of stream.topics) {
             const entry = this._topics.get(topic);
             if (entry && !entry.active) {
@@ -1878,6 +1879,12 @@ export class RealtimeClient {
     this._scheduleReopen();
   }
 
+  /** A replacement stream given up before it took over: a fresh token it was
+   * opened with goes to the next one (the old stream's token is about to expire). */
+  _keepFreshToken(stream) {
+    if (!this._freshToken && this._ws instanceof EventStream && stream.token !== this._ws.token) this._freshToken = stream.token;
+  }
+
   /** Resolves the unsubscribes whose topic `stream` does not carry, or carries
    * only for a subscription made since (the unsubscribed one is gone then too). */
   _settleUnsubscribes(stream) {
@@ -1947,6 +1954,7 @@ export class RealtimeClient {
     if (stream === this._next) {
       this._next = null;
       if (dropped) {
+        this._keepFreshToken(stream);
         this._scheduleReopen();
         return;
       }

@@ -3,7 +3,8 @@
 // store fails while its bus works: the `history_unavailable` error frame in
 // place of a topic's `subscribed`, for a first subscribe and for a restore.
 // Also for what it does only when slow or at an unlucky moment: a `subscribed`
-// that never comes, a topic unsubscribed and subscribed again in one tick.
+// that never comes, a topic unsubscribed and subscribed again in one tick, a
+// replacement stream refused or never answered.
 
 import { after, afterEach, test } from "node:test";
 import assert from "node:assert/strict";
@@ -12,18 +13,28 @@ import { createServer } from "node:http";
 import { RealtimeClient, encodeCursor } from "../realtime-client.js";
 import { messageQueue, nextEvent } from "./server.js";
 
-/** One request to the scripted server: its query, and a stream to write events to. */
+/** One request to the scripted server: its query, and a stream to write events to
+ * (or, given `refusal`, answered `{status, body}` instead of a stream). */
 class ScriptedStream {
-  constructor(req, res) {
+  constructor(req, res, refusal) {
     this.url = new URL(req.url, "http://scripted");
     this.res = res;
     this.closed = new Promise((r) => res.once("close", r));
+    if (refusal) {
+      res.writeHead(refusal.status, { "content-type": "application/json" });
+      res.end(JSON.stringify(refusal.body));
+      return;
+    }
     res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
     res.write("retry: 2000\n\n");
   }
 
   get topics() {
     return this.url.searchParams.getAll("topic");
+  }
+
+  get token() {
+    return this.url.searchParams.get("token");
   }
 
   send(frame, id) {
@@ -39,8 +50,9 @@ class ScriptedSseServer {
   constructor() {
     this.streams = [];
     this._waiting = [];
+    this._refusals = [];
     this._server = createServer((req, res) => {
-      const stream = new ScriptedStream(req, res);
+      const stream = new ScriptedStream(req, res, this._refusals.shift());
       const w = this._waiting.shift();
       if (w) {
         clearTimeout(w.timer);
@@ -57,6 +69,11 @@ class ScriptedSseServer {
 
   get wsUrl() {
     return `ws://127.0.0.1:${this._server.address().port}/ws`;
+  }
+
+  /** Answers the next request with `status` and the JSON `body` instead of a stream. */
+  refuseNext(status, body) {
+    this._refusals.push({ status, body });
   }
 
   /** The next request (upper bound `timeout`). */
@@ -247,4 +264,47 @@ test("unsubscribe and subscribe again to a topic in the same tick: a stream conf
   assert.equal((await newInbox.next()).seq, 2);
   assert.deepEqual(oldInbox.all.map((m) => m.seq), [1]);
   assert.deepEqual(client.topics, ["news:a"]);
+});
+
+/** A client whose token function hands out t1, t2, ...; connected on a stream whose
+ * welcome says the token expires in `expiresIn` ms, so a refresh comes before that. */
+async function refreshing(expiresIn = 600) {
+  let issued = 0;
+  const { server, client } = await setup({ token: () => `t${++issued}`, timeout: 200 });
+  const subscribed = client.subscribe("news:a", () => {});
+  client.connect();
+  const first = await server.next();
+  assert.equal(first.token, "t1");
+  first.send({ type: "welcome", connection_id: "c1", user_id: "u", roles: [], expires_at: (Date.now() + expiresIn) / 1000 });
+  first.send({ type: "subscribed", topic: "news:a" });
+  await subscribed;
+  return { server, client, first };
+}
+
+test("a fresh token whose replacement stream never answered is carried by the next stream", async () => {
+  const { server, client } = await refreshing();
+  const unanswered = await server.next(); // opened with the fresh token; never welcomed
+  assert.equal(unanswered.token, "t2");
+  await unanswered.closed; // given up after `timeout`
+  const next = await server.next();
+  assert.equal(next.token, "t2");
+  const refreshed = nextEvent(client, "refreshed", { timeout: 5000 });
+  next.send({ type: "welcome", connection_id: "c2", user_id: "u", roles: [], expires_at: Date.now() / 1000 + 3600 });
+  next.send({ type: "subscribed", topic: "news:a" });
+  await refreshed;
+});
+
+test("a fresh token whose replacement stream was refused for one topic is carried by the next stream", async () => {
+  const { server, client } = await refreshing();
+  // The fresh token no longer allows the topic.
+  server.refuseNext(403, { error: "forbidden", reason: "forbidden", topic: "news:a", message: "news:a is forbidden" });
+  const errorEvent = nextEvent(client, "error", { timeout: 5000 });
+  const refused = await server.next();
+  assert.equal(refused.token, "t2");
+  const { error, topic } = await errorEvent;
+  assert.equal(error.code, "forbidden");
+  assert.equal(topic, "news:a");
+  const next = await server.next();
+  assert.deepEqual(next.topics, []);
+  assert.equal(next.token, "t2");
 });
