@@ -1784,6 +1784,7 @@ export class RealtimeClient {
         stream.close();
         if (!stream.welcome) {
           // Nothing was taken from the old stream: it carries on without the new topics.
+          this._keepFreshToken(stream);
           for (const topic of stream.topics) {
             const entry = this._topics.get(topic);
             if (entry && !entry.active) {
@@ -1800,6 +1801,9 @@ export class RealtimeClient {
       for (const topic of stream.awaiting) {
         this._refuseTopic(topic, new RealtimeError("timeout", `no subscribed frame for ${topic} within ${timeout} ms`));
       }
+      // Awaited no more: the reopen waits for an empty set, and would otherwise
+      // never replace this stream (later subscribes would never settle).
+      stream.awaiting.clear();
       this._scheduleReopen();
     }, timeout);
   }
@@ -1824,7 +1828,12 @@ export class RealtimeClient {
     if (this.state !== "connected" || this._using !== "sse" || !(current instanceof EventStream) || this._next) return;
     if (current.awaiting.size > 0) return; // taken up once it confirmed its own topics
     const wanted = this._streamTopics();
-    const same = wanted.length === current.topics.size && wanted.every((t) => current.topics.has(t));
+    // Carried and delivered by this stream: a topic unsubscribed and subscribed
+    // again while the stream still carries it waits for a `subscribed` frame
+    // this stream has already sent, so it needs a new stream as well.
+    const same =
+      wanted.length === current.topics.size &&
+      wanted.every((t) => current.topics.has(t) && this._topics.get(t).stream === current);
     if (same && !this._freshToken) {
       this._settleUnsubscribes(current);
       return;
@@ -1870,12 +1879,20 @@ export class RealtimeClient {
     this._scheduleReopen();
   }
 
-  /** Resolves the unsubscribes whose topic `stream` does not carry. */
+  /** A replacement stream given up before it took over: a fresh token it was
+   * opened with goes to the next one (the old stream's token is about to expire). */
+  _keepFreshToken(stream) {
+    if (!this._freshToken && this._ws instanceof EventStream && stream.token !== this._ws.token) this._freshToken = stream.token;
+  }
+
+  /** Resolves the unsubscribes whose topic `stream` does not carry, or carries
+   * only for a subscription made since (the unsubscribed one is gone then too). */
   _settleUnsubscribes(stream) {
     const waiting = this._unsubscribeWaiters;
     this._unsubscribeWaiters = [];
     for (const waiter of waiting) {
-      if (stream.topics.has(waiter.topic) || this._next?.topics.has(waiter.topic)) this._unsubscribeWaiters.push(waiter);
+      const carried = stream.topics.has(waiter.topic) && this._topics.get(waiter.topic)?.stream !== stream;
+      if (carried || this._next?.topics.has(waiter.topic)) this._unsubscribeWaiters.push(waiter);
       else waiter.resolve();
     }
   }
@@ -1937,6 +1954,7 @@ export class RealtimeClient {
     if (stream === this._next) {
       this._next = null;
       if (dropped) {
+        this._keepFreshToken(stream);
         this._scheduleReopen();
         return;
       }

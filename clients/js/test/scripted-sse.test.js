@@ -2,6 +2,9 @@
 // test writes itself, for what the real server sends only when its history
 // store fails while its bus works: the `history_unavailable` error frame in
 // place of a topic's `subscribed`, for a first subscribe and for a restore.
+// Also for what it does only when slow or at an unlucky moment: a `subscribed`
+// that never comes, a topic unsubscribed and subscribed again in one tick, a
+// replacement stream refused or never answered.
 
 import { after, afterEach, test } from "node:test";
 import assert from "node:assert/strict";
@@ -10,18 +13,28 @@ import { createServer } from "node:http";
 import { RealtimeClient, encodeCursor } from "../realtime-client.js";
 import { messageQueue, nextEvent } from "./server.js";
 
-/** One request to the scripted server: its query, and a stream to write events to. */
+/** One request to the scripted server: its query, and a stream to write events to
+ * (or, given `refusal`, answered `{status, body}` instead of a stream). */
 class ScriptedStream {
-  constructor(req, res) {
+  constructor(req, res, refusal) {
     this.url = new URL(req.url, "http://scripted");
     this.res = res;
     this.closed = new Promise((r) => res.once("close", r));
+    if (refusal) {
+      res.writeHead(refusal.status, { "content-type": "application/json" });
+      res.end(JSON.stringify(refusal.body));
+      return;
+    }
     res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
     res.write("retry: 2000\n\n");
   }
 
   get topics() {
     return this.url.searchParams.getAll("topic");
+  }
+
+  get token() {
+    return this.url.searchParams.get("token");
   }
 
   send(frame, id) {
@@ -37,8 +50,9 @@ class ScriptedSseServer {
   constructor() {
     this.streams = [];
     this._waiting = [];
+    this._refusals = [];
     this._server = createServer((req, res) => {
-      const stream = new ScriptedStream(req, res);
+      const stream = new ScriptedStream(req, res, this._refusals.shift());
       const w = this._waiting.shift();
       if (w) {
         clearTimeout(w.timer);
@@ -55,6 +69,11 @@ class ScriptedSseServer {
 
   get wsUrl() {
     return `ws://127.0.0.1:${this._server.address().port}/ws`;
+  }
+
+  /** Answers the next request with `status` and the JSON `body` instead of a stream. */
+  refuseNext(status, body) {
+    this._refusals.push({ status, body });
   }
 
   /** The next request (upper bound `timeout`). */
@@ -84,7 +103,7 @@ after(async () => {
   for (const s of servers.splice(0)) await s.close();
 });
 
-async function setup() {
+async function setup(options = {}) {
   const server = await new ScriptedSseServer().start();
   servers.push(server);
   const client = new RealtimeClient(server.wsUrl, {
@@ -94,9 +113,19 @@ async function setup() {
     autoConnect: false,
     initialDelay: 10,
     rateLimitRetryDelay: 50,
+    ...options,
   });
   clients.push(client);
   return { server, client };
+}
+
+/** `promise`, or a rejection saying `what` did not settle within `timeout` ms (an upper bound). */
+function settles(promise, what, timeout = 5000) {
+  let timer;
+  const bound = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not settled within ${timeout} ms`)), timeout);
+  });
+  return Promise.race([promise, bound]).finally(() => clearTimeout(timer));
 }
 
 const UNAVAILABLE = { type: "error", code: "history_unavailable", message: "feed:a: the history store is unreachable" };
@@ -182,4 +211,100 @@ test("a topic paused after a restore's history_unavailable is carried again by t
   const third = await server.next();
   assert.deepEqual(third.topics, ["feed:a"]);
   assert.equal(third.url.searchParams.get("last_event_id"), encodeCursor([["feed:a", { offset: 3, epoch: "e1" }]]));
+});
+
+test("a topic the stream did not confirm in time is refused; the stream is replaced without it and later subscribes get a stream", async () => {
+  const { server, client } = await setup({ timeout: 200 });
+  const silent = client.subscribe("news:silent", () => {}).catch((e) => e);
+  client.connect();
+  const first = await server.next();
+  assert.deepEqual(first.topics, ["news:silent"]);
+  first.welcome(); // and never the topic's subscribed
+  const error = await settles(silent, "the unconfirmed subscribe");
+  assert.equal(error.code, "timeout");
+  assert.deepEqual(client.topics, []);
+
+  // The server still carries the refused topic on that stream: one without it replaces it.
+  const second = await server.next();
+  assert.deepEqual(second.topics, []);
+  second.welcome();
+  await first.closed;
+
+  const later = client.subscribe("news:later", () => {});
+  const third = await server.next();
+  assert.deepEqual(third.topics, ["news:later"]);
+  third.welcome();
+  third.send({ type: "subscribed", topic: "news:later" });
+  assert.deepEqual(await settles(later, "the later subscribe"), { topic: "news:later" });
+});
+
+test("unsubscribe and subscribe again to a topic in the same tick: a stream confirms the new subscription and both promises settle", async () => {
+  const { server, client } = await setup();
+  const oldInbox = messageQueue();
+  const subscribed = client.subscribe("news:a", oldInbox);
+  client.connect();
+  const first = await server.next();
+  first.welcome();
+  first.send({ type: "subscribed", topic: "news:a" });
+  await subscribed;
+  first.send({ type: "tick", seq: 1, topic: "news:a", timestamp: "t" });
+  assert.equal((await oldInbox.next()).seq, 1);
+
+  const newInbox = messageQueue();
+  const gone = client.unsubscribe("news:a");
+  const again = client.subscribe("news:a", newInbox);
+  const second = await server.next();
+  assert.deepEqual(second.topics, ["news:a"]);
+  second.welcome();
+  second.send({ type: "subscribed", topic: "news:a" });
+  assert.deepEqual(await settles(again, "the new subscribe"), { topic: "news:a" });
+  await settles(gone, "the unsubscribe");
+  await first.closed;
+  second.send({ type: "tick", seq: 2, topic: "news:a", timestamp: "t" });
+  assert.equal((await newInbox.next()).seq, 2);
+  assert.deepEqual(oldInbox.all.map((m) => m.seq), [1]);
+  assert.deepEqual(client.topics, ["news:a"]);
+});
+
+/** A client whose token function hands out t1, t2, ...; connected on a stream whose
+ * welcome says the token expires in `expiresIn` ms, so a refresh comes before that. */
+async function refreshing(expiresIn = 600) {
+  let issued = 0;
+  const { server, client } = await setup({ token: () => `t${++issued}`, timeout: 200 });
+  const subscribed = client.subscribe("news:a", () => {});
+  client.connect();
+  const first = await server.next();
+  assert.equal(first.token, "t1");
+  first.send({ type: "welcome", connection_id: "c1", user_id: "u", roles: [], expires_at: (Date.now() + expiresIn) / 1000 });
+  first.send({ type: "subscribed", topic: "news:a" });
+  await subscribed;
+  return { server, client, first };
+}
+
+test("a fresh token whose replacement stream never answered is carried by the next stream", async () => {
+  const { server, client } = await refreshing();
+  const unanswered = await server.next(); // opened with the fresh token; never welcomed
+  assert.equal(unanswered.token, "t2");
+  await unanswered.closed; // given up after `timeout`
+  const next = await server.next();
+  assert.equal(next.token, "t2");
+  const refreshed = nextEvent(client, "refreshed", { timeout: 5000 });
+  next.send({ type: "welcome", connection_id: "c2", user_id: "u", roles: [], expires_at: Date.now() / 1000 + 3600 });
+  next.send({ type: "subscribed", topic: "news:a" });
+  await refreshed;
+});
+
+test("a fresh token whose replacement stream was refused for one topic is carried by the next stream", async () => {
+  const { server, client } = await refreshing();
+  // The fresh token no longer allows the topic.
+  server.refuseNext(403, { error: "forbidden", reason: "forbidden", topic: "news:a", message: "news:a is forbidden" });
+  const errorEvent = nextEvent(client, "error", { timeout: 5000 });
+  const refused = await server.next();
+  assert.equal(refused.token, "t2");
+  const { error, topic } = await errorEvent;
+  assert.equal(error.code, "forbidden");
+  assert.equal(topic, "news:a");
+  const next = await server.next();
+  assert.deepEqual(next.topics, []);
+  assert.equal(next.token, "t2");
 });
