@@ -903,3 +903,94 @@ async fn an_sse_stream_is_admitted_by_the_connect_proxy_like_a_websocket() {
     }
     backend.assert_all_signed();
 }
+
+#[tokio::test]
+async fn a_cookie_or_header_with_utf8_bytes_is_forwarded_and_spoils_no_other_cookie() {
+    // Browsers send cookie values as raw UTF-8 bytes; one such cookie, set by any
+    // page of the site, must not hide the session cookie next to it.
+    let backend = Backend::start(PROXY_SECRET).await;
+    backend.on("/connect", sessions);
+    let server = server(
+        &connect_env(
+            backend.url("/connect"),
+            &[("REALTIME_CONNECT_PROXY_HEADERS", "x-tenant")],
+        ),
+        None,
+    )
+    .await;
+    let (_client, welcome) = accepted(
+        &ws_url(&server, None),
+        &[
+            ("cookie", "city=Zürich; sid=s-ines"),
+            ("x-tenant", "Müller AG"),
+        ],
+    )
+    .await;
+    assert_eq!(welcome["user_id"], "ines");
+    let seen = backend.seen_at("/connect");
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    assert_eq!(
+        seen[0].body["cookies"],
+        json!({"city": "Zürich", "sid": "s-ines"})
+    );
+    assert_eq!(seen[0].body["headers"], json!({"x-tenant": "Müller AG"}));
+    backend.assert_all_signed();
+}
+
+#[tokio::test]
+async fn an_expires_at_already_past_refuses_the_handshake_as_an_expired_token_is() {
+    // Admitting it would open the connection only to close it with 3005 at once,
+    // and clients reconnect after 3005 without waiting: a tight loop.
+    let backend = Backend::start(PROXY_SECRET).await;
+    backend.on("/connect", |_: &Value| {
+        Reply::json(
+            json!({"result": {"user": "ivan", "topics": ["news"], "expires_at": 1_000_000_000}}),
+        )
+    });
+    let server = server(&connect_env(backend.url("/connect"), &[]), None).await;
+    let (status, body) = refused(&ws_url(&server, None), &[]).await;
+    assert_eq!(
+        (status, &body["error"], &body["reason"]),
+        (401, &json!("unauthorized"), &json!("expired")),
+        "{body}"
+    );
+    let (status, body) = sse::open(server.local(), "/sse", &[]).await.refused();
+    assert_eq!(
+        (status, &body["reason"]),
+        (401, &json!("expired")),
+        "{body}"
+    );
+    let (_, list) = get_json(&server, "/api/connections").await;
+    assert_eq!(list["count"], 0, "{list}");
+    let text = metrics(&server).await;
+    assert_eq!(requests(&text, "connect", "refused"), 2.0);
+    assert_eq!(requests(&text, "connect", "allowed"), 0.0);
+    assert_eq!(backend.seen_at("/connect").len(), 2);
+}
+
+#[tokio::test]
+async fn a_replacement_without_a_string_type_is_the_proxys_fault_not_the_clients() {
+    let backend = Backend::start(PROXY_SECRET).await;
+    backend.on("/publish", |_: &Value| {
+        Reply::json(json!({"result": {"message": {"text": "no type"}}}))
+    });
+    let server = rooms(&backend).await;
+    let (mut alice, _) = accepted(&ws_url(&server, Some(&token("alice", &[]))), &[]).await;
+    let reply = publish(&mut alice, "room:lobby", "hello").await;
+    assert_eq!(
+        (&reply["type"], &reply["code"]),
+        (&json!("error"), &json!("proxy_unavailable")),
+        "{reply}"
+    );
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the publish proxy's answer has the wrong shape"),
+        "{reply}"
+    );
+    let text = metrics(&server).await;
+    assert_eq!(requests(&text, "publish", "allowed"), 0.0);
+    assert_eq!(requests(&text, "publish", "unavailable"), 1.0);
+    backend.assert_all_signed();
+}

@@ -4,6 +4,7 @@
 //! expiry) or the backend's 401/403 refusal.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::http::{HeaderMap, HeaderName, header};
 use futures_util::future::BoxFuture;
@@ -73,7 +74,10 @@ impl ConnectHook for ConnectProxy {
         let token_expiry = request.identity.and_then(|i| i.expires_at);
         Box::pin(async move {
             client
-                .call(body, |answer| judge(answer, max_topic_length, token_expiry))
+                .call(body, |answer| {
+                    let now = realtime::unix_seconds(SystemTime::now());
+                    judge(answer, max_topic_length, token_expiry, now)
+                })
                 .await
         })
     }
@@ -90,7 +94,7 @@ fn request_body(request: &ConnectRequest, allowed: &[HeaderName]) -> Vec<u8> {
                 .headers
                 .get_all(name)
                 .iter()
-                .filter_map(|v| v.to_str().ok())
+                .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
                 .collect();
             (!values.is_empty()).then(|| (name.as_str().to_owned(), json!(values.join(", "))))
         })
@@ -109,11 +113,18 @@ fn request_body(request: &ConnectRequest, allowed: &[HeaderName]) -> Vec<u8> {
 
 /// Every cookie of the `Cookie` header(s) by name; the first of a repeated name
 /// wins (browsers send the most specific first), unparsable pairs are skipped.
+/// Each `;`-separated pair is read on its own, as UTF-8 (browsers send cookie
+/// values as raw UTF-8 bytes): one pair that is not UTF-8 loses only itself.
 fn cookies(headers: &HeaderMap) -> Map<String, Value> {
     let mut out = Map::new();
     for value in headers.get_all(header::COOKIE) {
-        let Ok(text) = value.to_str() else { continue };
-        for cookie in cookie::Cookie::split_parse(text).flatten() {
+        for pair in value.as_bytes().split(|b| *b == b';') {
+            let Ok(text) = std::str::from_utf8(pair) else {
+                continue;
+            };
+            let Ok(cookie) = cookie::Cookie::parse(text.trim()) else {
+                continue;
+            };
             if !out.contains_key(cookie.name()) {
                 out.insert(cookie.name().to_owned(), json!(cookie.value()));
             }
@@ -123,11 +134,15 @@ fn cookies(headers: &HeaderMap) -> Map<String, Value> {
 }
 
 /// The admission the answer grants, or its refusal. With a token, the
-/// connection also ends no later than the token's `exp`.
+/// connection also ends no later than the token's `exp`. An `expires_at` that is
+/// not after `now` (Unix seconds) refuses as an expired token does (401
+/// `expired`): admitted, the connection would be closed with 3005 at once, and a
+/// client reconnects after 3005 without waiting.
 fn judge(
     answer: Value,
     max_topic_length: usize,
     token_expiry: Option<i64>,
+    now: i64,
 ) -> Result<Admission, Denied> {
     let connected = match reply::answer::<Connected, Refused>(answer)? {
         Answer::Result(connected) => connected,
@@ -151,6 +166,15 @@ fn judge(
     };
     if connected.user.is_empty() {
         return Err(Failure::Shape("`user` is empty".into()).into());
+    }
+    if let Some(at) = connected.expires_at
+        && at <= now
+    {
+        return Err(Denied::Refused(HookRefusal::new(
+            RefusalKind::Unauthorized,
+            "expired",
+            format!("the connect proxy's expires_at ({at}) has passed"),
+        )));
     }
     let mut topics: Vec<Topic> = Vec::with_capacity(connected.topics.len());
     for name in &connected.topics {
@@ -181,12 +205,15 @@ mod tests {
     use axum::http::HeaderValue;
     use realtime_core::Transport;
 
+    /// The time of these judgements: before every `expires_at` they accept.
+    const NOW: i64 = 10;
+
     fn admitted(answer: Value) -> Admission {
-        judge(answer, 255, None).unwrap()
+        judge(answer, 255, None, NOW).unwrap()
     }
 
     fn failed(answer: Value) -> Failure {
-        match judge(answer.clone(), 255, None) {
+        match judge(answer.clone(), 255, None, NOW) {
             Err(Denied::Failed(f)) => f,
             other => panic!("{answer}: expected a failure, got {other:?}"),
         }
@@ -218,12 +245,13 @@ mod tests {
 
     #[test]
     fn a_token_expiry_still_ends_the_connection() {
-        let a = judge(json!({"result": {"user": "u"}}), 255, Some(100)).unwrap();
+        let a = judge(json!({"result": {"user": "u"}}), 255, Some(100), NOW).unwrap();
         assert_eq!(a.identity.expires_at, Some(100));
         let a = judge(
             json!({"result": {"user": "u", "expires_at": 50}}),
             255,
             Some(100),
+            NOW,
         )
         .unwrap();
         assert_eq!(a.identity.expires_at, Some(50));
@@ -231,9 +259,32 @@ mod tests {
             json!({"result": {"user": "u", "expires_at": 500}}),
             255,
             Some(100),
+            NOW,
         )
         .unwrap();
         assert_eq!(a.identity.expires_at, Some(100));
+    }
+
+    #[test]
+    fn an_expires_at_not_after_now_refuses_as_expired() {
+        for at in [NOW, NOW - 1, i64::MIN] {
+            match judge(
+                json!({"result": {"user": "u", "expires_at": at}}),
+                255,
+                None,
+                NOW,
+            ) {
+                Err(Denied::Refused(r)) => {
+                    assert_eq!(
+                        (r.kind, r.reason.as_str()),
+                        (RefusalKind::Unauthorized, "expired")
+                    );
+                }
+                other => panic!("{at}: {other:?}"),
+            }
+        }
+        let far = admitted(json!({"result": {"user": "u", "expires_at": i64::MAX}}));
+        assert_eq!(far.identity.expires_at, Some(i64::MAX));
     }
 
     #[test]
@@ -246,6 +297,7 @@ mod tests {
                 json!({"error": {"status": status, "reason": "no_session", "message": "log in"}}),
                 255,
                 None,
+                NOW,
             ) {
                 Err(Denied::Refused(r)) => {
                     assert_eq!(
@@ -289,7 +341,15 @@ mod tests {
             );
         }
         let long = "t".repeat(20);
-        assert!(judge(json!({"result": {"user": "u", "topics": [long]}}), 10, None).is_err());
+        assert!(
+            judge(
+                json!({"result": {"user": "u", "topics": [long]}}),
+                10,
+                None,
+                NOW
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -300,6 +360,13 @@ mod tests {
             HeaderValue::from_static("sid=abc; theme=dark; sid=other"),
         );
         headers.append(header::COOKIE, HeaderValue::from_static("lang=en"));
+        // Raw UTF-8 is read; a pair that is not UTF-8 (Latin-1 here) loses only
+        // itself, and so does a header value.
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"city=Z\xc3\xbcrich; bad=caf\xe9; ok=1").unwrap(),
+        );
+        headers.append("x-tenant", HeaderValue::from_bytes(b"caf\xe9").unwrap());
         headers.append("x-tenant", HeaderValue::from_static("acme"));
         headers.append("x-tenant", HeaderValue::from_static("beta"));
         headers.append("x-secret", HeaderValue::from_static("hidden"));
@@ -317,7 +384,7 @@ mod tests {
             body,
             json!({
                 "transport": "sse", "user": null, "roles": null, "metadata": null,
-                "cookies": {"sid": "abc", "theme": "dark", "lang": "en"},
+                "cookies": {"sid": "abc", "theme": "dark", "lang": "en", "city": "Zürich", "ok": "1"},
                 "headers": {"x-tenant": "acme, beta"},
             })
         );

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::client::{Denied, ProxyClient};
-use super::reply::{self, Answer, Refusal};
+use super::reply::{self, Answer, Failure, Refusal};
 use super::subscribe::denied;
 
 /// The [`PublishHook`] that asks the backend.
@@ -57,12 +57,19 @@ impl PublishHook for PublishProxy {
     }
 }
 
+/// Allow, replace or deny. A replacement without a string `type` is a wrong
+/// shape (the backend's fault, refused as unavailable), not a bad client message.
 fn judge(answer: Value) -> Result<PublishVerdict, Denied> {
     match reply::answer::<Published, Refusal>(answer)? {
         Answer::Result(Published { message: None }) => Ok(PublishVerdict::Allow),
         Answer::Result(Published {
             message: Some(replacement),
-        }) => Ok(PublishVerdict::Replace(replacement)),
+        }) => match replacement.get("type") {
+            Some(Value::String(_)) => Ok(PublishVerdict::Replace(replacement)),
+            _ => {
+                Err(Failure::Shape("the replacement `message` needs a string `type`".into()).into())
+            }
+        },
         Answer::Error(refusal) => Err(denied(refusal.checked()?)),
     }
 }
@@ -70,16 +77,19 @@ fn judge(answer: Value) -> Result<PublishVerdict, Denied> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::reply::Failure;
 
     #[test]
     fn allow_replace_deny_or_garbage() {
         assert_eq!(judge(json!({"result": {}})).unwrap(), PublishVerdict::Allow);
-        let replaced = judge(json!({"result": {"message": {"text": "***"}}})).unwrap();
+        let replaced =
+            judge(json!({"result": {"message": {"type": "chat", "text": "***"}}})).unwrap();
         let PublishVerdict::Replace(message) = replaced else {
             panic!("{replaced:?}")
         };
-        assert_eq!(Value::Object(message), json!({"text": "***"}));
+        assert_eq!(
+            Value::Object(message),
+            json!({"type": "chat", "text": "***"})
+        );
         assert!(matches!(
             judge(json!({"error": {"reason": "spam"}})),
             Err(Denied::Refused(_))
@@ -88,6 +98,8 @@ mod tests {
             json!({"result": {"message": "text"}}),
             json!({"result": {"message": [1]}}),
             json!({"result": {"replace": {}}}),
+            json!({"result": {"message": {"text": "***"}}}),
+            json!({"result": {"message": {"type": 7}}}),
         ] {
             assert!(
                 matches!(
