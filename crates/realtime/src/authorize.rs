@@ -2,7 +2,9 @@
 //! the topic policy first, then, for namespaces that name them, the backend's
 //! subscribe and publish hooks. Every transport and command asks here, so a
 //! WebSocket subscribe, an SSE stream's topics and a `history` read are decided
-//! alike.
+//! alike. A namespace that names a hook the configuration does not set refuses
+//! as unavailable: the backend that was to decide is not there, so nothing is
+//! allowed without it.
 
 use realtime_core::{ConnectionInfo, ErrorCode, Topic};
 use serde_json::{Map, Value};
@@ -30,7 +32,8 @@ impl From<HookRefusal> for Refused {
 }
 
 impl Realtime {
-    /// The topic policy, then the subscribe hook when `topic`'s namespace names it.
+    /// The topic policy, then the subscribe hook when `topic`'s namespace names it
+    /// (refused as unavailable when no subscribe hook is set).
     pub(crate) async fn may_subscribe(
         &self,
         info: &ConnectionInfo,
@@ -45,16 +48,18 @@ impl Realtime {
                 reason: "forbidden".into(),
                 message: e.to_string(),
             })?;
+        if !config.topic_policy.proxy_for(topic.as_str()).subscribe {
+            return Ok(());
+        }
         match &config.hooks.subscribe {
-            Some(hook) if config.topic_policy.proxy_for(topic.as_str()).subscribe => {
-                hook.subscribe(info, topic).await.map_err(Refused::from)
-            }
-            _ => Ok(()),
+            Some(hook) => hook.subscribe(info, topic).await.map_err(Refused::from),
+            None => Err(no_hook("subscribe")),
         }
     }
 
     /// The topic policy, then the publish hook when `topic`'s namespace names it;
     /// returns the message to publish (the client's, or the hook's replacement).
+    /// Refused as unavailable when the namespace names it and no publish hook is set.
     pub(crate) async fn may_publish(
         &self,
         info: &ConnectionInfo,
@@ -70,14 +75,24 @@ impl Realtime {
                 reason: "forbidden".into(),
                 message: e.to_string(),
             })?;
-        match &config.hooks.publish {
-            Some(hook) if config.topic_policy.proxy_for(topic.as_str()).publish => {
-                match hook.publish(info, topic, &message).await? {
-                    PublishVerdict::Allow => Ok(message),
-                    PublishVerdict::Replace(replacement) => Ok(replacement),
-                }
-            }
-            _ => Ok(message),
+        if !config.topic_policy.proxy_for(topic.as_str()).publish {
+            return Ok(message);
         }
+        let Some(hook) = &config.hooks.publish else {
+            return Err(no_hook("publish"));
+        };
+        match hook.publish(info, topic, &message).await? {
+            PublishVerdict::Allow => Ok(message),
+            PublishVerdict::Replace(replacement) => Ok(replacement),
+        }
+    }
+}
+
+/// The refusal for a namespace naming the `hook` hook when none is set.
+fn no_hook(hook: &str) -> Refused {
+    Refused {
+        code: ErrorCode::ProxyUnavailable,
+        reason: "proxy_unavailable".into(),
+        message: format!("this topic's namespace names the {hook} hook, but none is set"),
     }
 }

@@ -6,7 +6,8 @@
 //!
 //! A hook that cannot decide (its backend is down, slow or answers garbage)
 //! refuses with [`RefusalKind::Unavailable`]: nothing is ever allowed because a
-//! backend did not answer.
+//! backend did not answer. So does a topic whose namespace names a subscribe or
+//! publish hook ([`realtime_core::ProxyUse`]) that [`Hooks`] does not set.
 //!
 //! The engine does not time hooks out: a hook must resolve in bounded time (the
 //! standalone server's proxies are bounded by `proxy_timeout`). A handshake

@@ -3,6 +3,8 @@
 //! nothing for them (as for an HTTP API subscribe) and receives their messages;
 //! an SSE stream announces each with `subscribed` after its query's topics. The
 //! hook is a test double of the `ConnectHook` port, told which transport asked.
+//! And a namespace naming a subscribe or publish hook that is not set refuses,
+//! never allows.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -15,7 +17,7 @@ use realtime::{
     Admission, ClaimRules, ConnectHook, ConnectRequest, HookRefusal, Hooks, JwtVerifier, Realtime,
     RealtimeConfig, RefusalKind, Topic,
 };
-use realtime_core::Transport;
+use realtime_core::{Access, Namespace, ProxyUse, Rules, TopicPolicy, Transport};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -205,4 +207,63 @@ async fn a_token_that_does_not_verify_is_refused_before_the_hook_is_asked() {
         "a bad token is never the hook's to decide"
     );
     assert_eq!(rt.connection_count(), 0);
+}
+
+#[tokio::test]
+async fn a_namespace_naming_a_hook_that_is_not_set_refuses_as_unavailable() {
+    // An embedding application that marks `room` as decided by its backend but
+    // forgets to set the hooks must not have every subscribe and publish allowed.
+    let open = Rules {
+        subscribe: Access::Authenticated,
+        publish: Access::Authenticated,
+    };
+    let room = Namespace::new("room", open.clone())
+        .unwrap()
+        .with_proxy(ProxyUse {
+            subscribe: true,
+            publish: true,
+        });
+    let config = RealtimeConfig {
+        topic_policy: TopicPolicy::new(vec![room], open).unwrap(),
+        ..RealtimeConfig::default()
+    };
+    let verifier = JwtVerifier::hs256(SECRET, ClaimRules::default()).unwrap();
+    let rt = Realtime::new(verifier, config);
+    let (addr, _server) = support::serve(&rt).await;
+    let url = format!("ws://{addr}/ws?token={}", token("cy"));
+    let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .unwrap()
+        .unwrap();
+    let welcome = next_json(&mut ws).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    for command in [
+        json!({"action": "subscribe", "topic": "room:1", "ref": "s"}),
+        json!({"action": "history", "topic": "room:1", "ref": "h"}),
+        json!({"action": "publish", "topic": "room:1", "ref": "p", "message": {"type": "chat"}}),
+        json!({"action": "subscribe", "topic": "other", "ref": "o"}),
+    ] {
+        ws.send(Message::Text(command.to_string().into()))
+            .await
+            .unwrap();
+        let reply = next_json(&mut ws).await;
+        if command["topic"] == "other" {
+            assert_eq!(reply["type"], "subscribed", "{reply}");
+        } else {
+            assert_eq!(
+                (&reply["type"], &reply["code"]),
+                (&json!("error"), &json!("proxy_unavailable")),
+                "{command}: {reply}"
+            );
+        }
+    }
+    let id = welcome["connection_id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(rt.connection(id).unwrap().topics, ["other"]);
+    let target = format!("/sse?token={}&topic=room:1", token("cy"));
+    let (status, body) = sse::open(addr, &target, &[]).await.refused();
+    assert_eq!(
+        (status, &body["error"]),
+        (503, &json!("proxy_unavailable")),
+        "{body}"
+    );
 }
