@@ -994,3 +994,42 @@ async fn a_replacement_without_a_string_type_is_the_proxys_fault_not_the_clients
     assert_eq!(requests(&text, "publish", "unavailable"), 1.0);
     backend.assert_all_signed();
 }
+
+#[tokio::test]
+async fn an_sse_requests_proxied_topics_are_asked_about_together_and_the_first_refused_is_named() {
+    let backend = Backend::start(PROXY_SECRET).await;
+    // Every answer is held until the test has seen all three questions arrive:
+    // asked one after the other, the first would wait for a release that never
+    // comes, and the backend would never see the other two.
+    backend.on("/subscribe", |body: &Value| {
+        if body["topic"] == "room:b" {
+            Reply::json(json!({"error": {"reason": "not_a_member", "message": "not in b"}})).held()
+        } else {
+            Reply::json(json!({"result": {}})).held()
+        }
+    });
+    let server = server(
+        &[
+            ("REALTIME_SUBSCRIBE_PROXY_URL", backend.url("/subscribe")),
+            ("REALTIME_PUBLISH_PROXY_URL", backend.url("/publish")),
+            ("REALTIME_PROXY_TIMEOUT", "30s".into()),
+        ],
+        Some(ROOMS),
+    )
+    .await;
+    let target = format!(
+        "/sse?token={}&topic=room:a&topic=room:b&topic=room:c",
+        token("alice", &[])
+    );
+    let addr = server.local();
+    let opening = tokio::spawn(async move { sse::open(addr, &target, &[]).await.refused() });
+    backend.wait_for("/subscribe", 3, WAIT).await;
+    backend.release();
+    let (status, body) = tokio::time::timeout(WAIT, opening).await.unwrap().unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        body["topic"], "room:b",
+        "the first refused topic in the query's order: {body}"
+    );
+    backend.assert_all_signed();
+}
