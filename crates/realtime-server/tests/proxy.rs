@@ -1033,3 +1033,30 @@ async fn an_sse_requests_proxied_topics_are_asked_about_together_and_the_first_r
     );
     backend.assert_all_signed();
 }
+
+#[tokio::test]
+async fn a_subscribe_over_the_connections_topic_limit_never_reaches_the_backend() {
+    let backend = Backend::start(PROXY_SECRET).await;
+    backend.on("/subscribe", |_: &Value| Reply::json(json!({"result": {}})));
+    let server = server(
+        &[
+            ("REALTIME_SUBSCRIBE_PROXY_URL", backend.url("/subscribe")),
+            ("REALTIME_PUBLISH_PROXY_URL", backend.url("/publish")),
+            ("REALTIME_MAX_SUBSCRIPTIONS", "1".into()),
+        ],
+        Some(ROOMS),
+    )
+    .await;
+    let (mut alice, _) = accepted(&ws_url(&server, Some(&token("alice", &[]))), &[]).await;
+    assert_eq!(subscribe(&mut alice, "room:a").await["type"], "subscribed");
+    assert_eq!(
+        subscribe(&mut alice, "room:b").await["code"],
+        "limit_exceeded"
+    );
+    let asked: Vec<Value> = backend
+        .seen_at("/subscribe")
+        .iter()
+        .map(|s| s.body["topic"].clone())
+        .collect();
+    assert_eq!(asked, [json!("room:a")], "room:b was refused before asking");
+}

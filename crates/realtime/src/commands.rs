@@ -70,7 +70,8 @@ async fn execute(
             since,
             reference,
         } => {
-            may_subscribe(&topic, &reference).await?;
+            // The limit first: a subscribe it refuses never reaches the
+            // subscribe hook (a backend is not asked about what cannot happen).
             let max = rt.config().max_subscriptions;
             if !handle.has_room_for(&topic, max) {
                 return Err(error(
@@ -79,6 +80,7 @@ async fn execute(
                     format!("a connection may subscribe to at most {max} topics"),
                 ));
             }
+            may_subscribe(&topic, &reference).await?;
             if let Some(limits) = rt.history_limits(&topic) {
                 rt.subscribe_history(
                     handle,
