@@ -608,7 +608,7 @@ export class RealtimeClient {
     this._using = null;
     this._decided = mode === "auto" ? null : mode;
     this._nextTransport = mode === "auto" ? (hasWebSocket ? "websocket" : "sse") : mode;
-    this._attemptTransport = null; // set once an attempt opened its socket or stream
+    this._attemptTransport = null; // set once an attempt opened its socket or stream, unset once the server answered over it
     // SSE: a token fetched for a refresh, a replacement stream being opened
     // (make before break), unsubscribes waiting for a stream without their topic.
     this._freshToken = null;
@@ -1092,6 +1092,9 @@ export class RealtimeClient {
     };
     ws.onclose = (event) => {
       if (this._ws !== ws) return;
+      // A close frame on a socket that opened is the server's answer (3504, a
+      // shutdown, ...): WebSockets get through, so "auto" does not fall back.
+      if (opened && event.code !== 1005 && event.code !== 1006) this._attemptTransport = null;
       this._teardown(event.code || 1005, event.reason || "", {});
     };
   }
