@@ -1044,6 +1044,7 @@ export class RealtimeClient {
       this._connectTimer = null;
       if (generation !== this._generation) return;
       this._emit("error", { error: new RealtimeError("timeout", "no welcome within connectTimeout") });
+      if (generation !== this._generation) return; // an error listener closed the client
       this._teardown(1006, "connect timeout", { sendClose: true });
     }, this.options.connectTimeout);
 
@@ -1055,6 +1056,9 @@ export class RealtimeClient {
       if (generation !== this._generation) return;
       const error = new RealtimeError("token", `token function failed: ${err && err.message ? err.message : err}`, { cause: err });
       this._emit("error", { error });
+      // An error listener that closed the client (and maybe connected again)
+      // ended this attempt already: tearing down now would end the new one.
+      if (generation !== this._generation) return;
       this._teardown(0, "token function failed", {});
       return;
     }
@@ -1072,6 +1076,7 @@ export class RealtimeClient {
       ws = new this._WebSocket(url.href);
     } catch (err) {
       this._emit("error", { error: new RealtimeError("socket", `WebSocket failed: ${err && err.message ? err.message : err}`, { cause: err }) });
+      if (generation !== this._generation) return; // an error listener closed the client
       this._teardown(1006, "WebSocket constructor failed", {});
       return;
     }
@@ -1937,6 +1942,7 @@ export class RealtimeClient {
    */
   _onStreamRefused(stream, status, body) {
     if (stream !== this._ws && stream !== this._next) return;
+    const generation = this._generation;
     const code = typeof body?.error === "string" ? body.error : `http_${status}`;
     const message = typeof body?.message === "string" ? body.message : `the SSE request was refused with HTTP ${status}`;
     const error = new RealtimeError(code, message, { status, body });
@@ -1962,10 +1968,12 @@ export class RealtimeClient {
         return;
       }
       this._emit("error", { error });
+      if (generation !== this._generation) return; // an error listener closed the client
       this._teardown(1006, message, { sendClose: true, status });
       return;
     }
     if (!dropped) this._emit("error", { error });
+    if (generation !== this._generation) return; // an error listener (or a refused topic's) closed the client
     this._teardown(1006, message, { sendClose: true, status, reconnectNow: dropped });
   }
 
@@ -2009,6 +2017,7 @@ export class RealtimeClient {
     } catch (error) {
       if (generation !== this._generation) return;
       this._emit("error", { error });
+      if (generation !== this._generation) return; // an error listener closed the client
       if (error.code === "invalid_token" || error.code === "token_mismatch") {
         // Reconnect at once with a fresh token: the handshake decides.
         this._teardown(4000, "token refresh failed", { sendClose: true, clientCode: 4000, reconnectNow: true });
@@ -2057,6 +2066,7 @@ export class RealtimeClient {
         const idle = monotonic() - this._ws.lastActivity;
         if (idle >= limit) {
           this._emit("error", { error: new RealtimeError("timeout", `nothing received for ${Math.round(idle)} ms: reconnecting`) });
+          if (generation !== this._generation) return; // an error listener closed the client
           this._teardown(4001, "heartbeat timeout", { sendClose: true, clientCode: 4001 });
           return;
         }
@@ -2076,6 +2086,7 @@ export class RealtimeClient {
           if (generation !== this._generation) return;
           if (error.code === "timeout") {
             this._emit("error", { error: new RealtimeError("timeout", "heartbeat ping unanswered: reconnecting") });
+            if (generation !== this._generation) return; // an error listener closed the client
             this._teardown(4001, "heartbeat timeout", { sendClose: true, clientCode: 4001 });
           } else {
             this._scheduleHeartbeat();
