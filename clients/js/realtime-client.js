@@ -688,15 +688,16 @@ export class RealtimeClient {
     this._autoConnectPending = false;
     this._wanted = false;
     this._clearTimer("_reconnectTimer");
+    if (this._mode === "auto") {
+      // A later connect() starts a new session: WebSocket first again. Before
+      // the teardown, whose disconnected listeners may call it already.
+      this._decided = null;
+      this._nextTransport = this._WebSocket ? "websocket" : "sse";
+    }
     if (this._ws || this.state !== "disconnected") {
       this._teardown(1000, "client closed", { final: true, code: "closed", sendClose: true });
     } else {
       this._rejectQueued("closed", "the client was closed");
-    }
-    if (this._mode === "auto") {
-      // A later connect() starts a new session: WebSocket first again.
-      this._decided = null;
-      this._nextTransport = this._WebSocket ? "websocket" : "sse";
     }
   }
 

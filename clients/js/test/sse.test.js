@@ -583,3 +583,31 @@ test('transport "auto": a WebSocket closed by the server before its welcome (350
     await node.stop();
   }
 });
+
+test('transport "auto": connect() called by a disconnected listener of close() starts with a WebSocket again', async () => {
+  const proxy = await startUpgradeRefusingProxy(server.port);
+  try {
+    const client = new RealtimeClient(proxy.wsUrl, {
+      token: () => mintToken({ sub: "ara" }),
+      transport: "auto",
+      heartbeatInterval: 0,
+      initialDelay: 20,
+    });
+    clients.push(client);
+    assert.equal((await nextEvent(client, "connected")).transport, "sse");
+    let again = false;
+    client.addEventListener("disconnected", (e) => {
+      if (e.willReconnect || again) return;
+      again = true;
+      client.connect();
+    });
+    const connecting = nextEvent(client, "connecting");
+    client.close();
+    assert.equal((await connecting).transport, "websocket", "a new session after close()");
+    const connected = await nextEvent(client, "connected");
+    assert.equal(connected.transport, "sse");
+    assert.equal(proxy.upgradesRefused, 2);
+  } finally {
+    await proxy.close();
+  }
+});
