@@ -608,7 +608,7 @@ export class RealtimeClient {
     this._using = null;
     this._decided = mode === "auto" ? null : mode;
     this._nextTransport = mode === "auto" ? (hasWebSocket ? "websocket" : "sse") : mode;
-    this._attemptTransport = null; // set once an attempt opened its socket or stream
+    this._attemptTransport = null; // set once an attempt opened its socket or stream, unset once the server answered over it
     // SSE: a token fetched for a refresh, a replacement stream being opened
     // (make before break), unsubscribes waiting for a stream without their topic.
     this._freshToken = null;
@@ -688,15 +688,16 @@ export class RealtimeClient {
     this._autoConnectPending = false;
     this._wanted = false;
     this._clearTimer("_reconnectTimer");
+    if (this._mode === "auto") {
+      // A later connect() starts a new session: WebSocket first again. Before
+      // the teardown, whose disconnected listeners may call it already.
+      this._decided = null;
+      this._nextTransport = this._WebSocket ? "websocket" : "sse";
+    }
     if (this._ws || this.state !== "disconnected") {
       this._teardown(1000, "client closed", { final: true, code: "closed", sendClose: true });
     } else {
       this._rejectQueued("closed", "the client was closed");
-    }
-    if (this._mode === "auto") {
-      // A later connect() starts a new session: WebSocket first again.
-      this._decided = null;
-      this._nextTransport = this._WebSocket ? "websocket" : "sse";
     }
   }
 
@@ -1044,6 +1045,7 @@ export class RealtimeClient {
       this._connectTimer = null;
       if (generation !== this._generation) return;
       this._emit("error", { error: new RealtimeError("timeout", "no welcome within connectTimeout") });
+      if (generation !== this._generation) return; // an error listener closed the client
       this._teardown(1006, "connect timeout", { sendClose: true });
     }, this.options.connectTimeout);
 
@@ -1055,6 +1057,9 @@ export class RealtimeClient {
       if (generation !== this._generation) return;
       const error = new RealtimeError("token", `token function failed: ${err && err.message ? err.message : err}`, { cause: err });
       this._emit("error", { error });
+      // An error listener that closed the client (and maybe connected again)
+      // ended this attempt already: tearing down now would end the new one.
+      if (generation !== this._generation) return;
       this._teardown(0, "token function failed", {});
       return;
     }
@@ -1072,6 +1077,7 @@ export class RealtimeClient {
       ws = new this._WebSocket(url.href);
     } catch (err) {
       this._emit("error", { error: new RealtimeError("socket", `WebSocket failed: ${err && err.message ? err.message : err}`, { cause: err }) });
+      if (generation !== this._generation) return; // an error listener closed the client
       this._teardown(1006, "WebSocket constructor failed", {});
       return;
     }
@@ -1092,6 +1098,9 @@ export class RealtimeClient {
     };
     ws.onclose = (event) => {
       if (this._ws !== ws) return;
+      // A close frame on a socket that opened is the server's answer (3504, a
+      // shutdown, ...): WebSockets get through, so "auto" does not fall back.
+      if (opened && event.code !== 1005 && event.code !== 1006) this._attemptTransport = null;
       this._teardown(event.code || 1005, event.reason || "", {});
     };
   }
@@ -1934,6 +1943,7 @@ export class RealtimeClient {
    */
   _onStreamRefused(stream, status, body) {
     if (stream !== this._ws && stream !== this._next) return;
+    const generation = this._generation;
     const code = typeof body?.error === "string" ? body.error : `http_${status}`;
     const message = typeof body?.message === "string" ? body.message : `the SSE request was refused with HTTP ${status}`;
     const error = new RealtimeError(code, message, { status, body });
@@ -1959,10 +1969,12 @@ export class RealtimeClient {
         return;
       }
       this._emit("error", { error });
+      if (generation !== this._generation) return; // an error listener closed the client
       this._teardown(1006, message, { sendClose: true, status });
       return;
     }
     if (!dropped) this._emit("error", { error });
+    if (generation !== this._generation) return; // an error listener (or a refused topic's) closed the client
     this._teardown(1006, message, { sendClose: true, status, reconnectNow: dropped });
   }
 
@@ -2006,6 +2018,7 @@ export class RealtimeClient {
     } catch (error) {
       if (generation !== this._generation) return;
       this._emit("error", { error });
+      if (generation !== this._generation) return; // an error listener closed the client
       if (error.code === "invalid_token" || error.code === "token_mismatch") {
         // Reconnect at once with a fresh token: the handshake decides.
         this._teardown(4000, "token refresh failed", { sendClose: true, clientCode: 4000, reconnectNow: true });
@@ -2054,6 +2067,7 @@ export class RealtimeClient {
         const idle = monotonic() - this._ws.lastActivity;
         if (idle >= limit) {
           this._emit("error", { error: new RealtimeError("timeout", `nothing received for ${Math.round(idle)} ms: reconnecting`) });
+          if (generation !== this._generation) return; // an error listener closed the client
           this._teardown(4001, "heartbeat timeout", { sendClose: true, clientCode: 4001 });
           return;
         }
@@ -2073,6 +2087,7 @@ export class RealtimeClient {
           if (generation !== this._generation) return;
           if (error.code === "timeout") {
             this._emit("error", { error: new RealtimeError("timeout", "heartbeat ping unanswered: reconnecting") });
+            if (generation !== this._generation) return; // an error listener closed the client
             this._teardown(4001, "heartbeat timeout", { sendClose: true, clientCode: 4001 });
           } else {
             this._scheduleHeartbeat();

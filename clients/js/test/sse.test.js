@@ -559,3 +559,55 @@ test('transport "auto": a WebSocket constructor that throws falls back to SSE to
   const connected = await nextEvent(client, "connected");
   assert.equal(connected.transport, "sse");
 });
+
+test('transport "auto": a WebSocket closed by the server before its welcome (3504) is no reason to fall back to SSE', async () => {
+  const node = await new TestServer({ env: { REALTIME_MAX_CONNECTIONS_PER_USER: "1" } }).start();
+  try {
+    const first = new RealtimeClient(node.wsUrl, { token: () => mintToken({ sub: "lim" }) });
+    clients.push(first);
+    await nextEvent(first, "connected");
+    const client = new RealtimeClient(node.wsUrl, { token: () => mintToken({ sub: "lim" }), transport: "auto", heartbeatInterval: 0 });
+    clients.push(client);
+    const refused = await nextEvent(client, "disconnected");
+    assert.equal(refused.code, 3504);
+    assert.equal(refused.transport, "websocket");
+    assert.equal(refused.willReconnect, false);
+    // The upgrade worked and the server answered over it: once the user has room
+    // again, the next session is a WebSocket one.
+    first.close();
+    await eventually(async () => (await node.api("GET", "/api/connections")).body?.connections?.length === 0, "the first connection gone");
+    client.connect();
+    const connected = await nextEvent(client, "connected");
+    assert.equal(connected.transport, "websocket");
+  } finally {
+    await node.stop();
+  }
+});
+
+test('transport "auto": connect() called by a disconnected listener of close() starts with a WebSocket again', async () => {
+  const proxy = await startUpgradeRefusingProxy(server.port);
+  try {
+    const client = new RealtimeClient(proxy.wsUrl, {
+      token: () => mintToken({ sub: "ara" }),
+      transport: "auto",
+      heartbeatInterval: 0,
+      initialDelay: 20,
+    });
+    clients.push(client);
+    assert.equal((await nextEvent(client, "connected")).transport, "sse");
+    let again = false;
+    client.addEventListener("disconnected", (e) => {
+      if (e.willReconnect || again) return;
+      again = true;
+      client.connect();
+    });
+    const connecting = nextEvent(client, "connecting");
+    client.close();
+    assert.equal((await connecting).transport, "websocket", "a new session after close()");
+    const connected = await nextEvent(client, "connected");
+    assert.equal(connected.transport, "sse");
+    assert.equal(proxy.upgradesRefused, 2);
+  } finally {
+    await proxy.close();
+  }
+});

@@ -258,6 +258,62 @@ test("the token function failing is an error event and a retry with backoff", as
   assert.equal(new URL(FakeWebSocket.instances[0].url).searchParams.get("token"), "fresh");
 });
 
+test("an error listener that closes and connects again: the failed attempt does not end the new one", async () => {
+  FakeWebSocket.instances.length = 0;
+  let calls = 0;
+  const client = new RealtimeClient("ws://x/ws", {
+    WebSocket: FakeWebSocket,
+    token: async () => {
+      calls += 1;
+      if (calls === 1) throw new Error("auth service down");
+      return "fresh";
+    },
+  });
+  const disconnects = [];
+  client.addEventListener("disconnected", (e) => disconnects.push([e.code, e.willReconnect]));
+  client.addEventListener("error", (e) => {
+    if (e.error.code !== "token") return;
+    client.close();
+    client.connect();
+  });
+  while (FakeWebSocket.instances.length === 0) await new Promise((r) => setImmediate(r));
+  assert.equal(client.state, "connecting");
+  client.close();
+  // Only close()'s own; no second one from the attempt whose token failed
+  // (which would also have put the new attempt off by a backoff delay).
+  assert.deepEqual(disconnects, [[1000, false], [1000, false]]);
+  assert.equal(calls, 2);
+
+  // The same when the WebSocket constructor throws (where "auto" falls back to SSE).
+  let constructed = 0;
+  class ThrowsOnce extends FakeWebSocket {
+    constructor(url) {
+      constructed += 1;
+      if (constructed === 1) throw new Error("blocked by policy");
+      super(url);
+    }
+  }
+  const fetch = () => new Promise(() => {});
+  const auto = new RealtimeClient("ws://x/ws", { token: "t", transport: "auto", WebSocket: ThrowsOnce, fetch });
+  const events = [];
+  auto.addEventListener("connecting", (e) => events.push(["connecting", e.transport]));
+  auto.addEventListener("disconnected", (e) => events.push(["disconnected", e.code, e.willReconnect]));
+  auto.addEventListener("error", (e) => {
+    if (e.error.code !== "socket") return;
+    auto.close();
+    auto.connect();
+  });
+  while (constructed < 2) await new Promise((r) => setImmediate(r));
+  assert.equal(auto.state, "connecting");
+  auto.close();
+  assert.deepEqual(events, [
+    ["connecting", "websocket"],
+    ["disconnected", 1000, false],
+    ["connecting", "websocket"],
+    ["disconnected", 1000, false],
+  ]);
+});
+
 test("the module is browser-safe: no imports, no Node-only globals", async () => {
   const { readFile } = await import("node:fs/promises");
   const source = await readFile(new URL("../realtime-client.js", import.meta.url), "utf8");
