@@ -496,6 +496,11 @@ class EventStream {
   }
 
   async _run(fetchFn) {
+    // Runs from the constructor: wait a microtask so that a fetch which throws
+    // at once (instead of returning a rejected promise) ends the stream after
+    // its owner has set onend, not silently before.
+    await null;
+    if (this.closed) return;
     let res;
     try {
       res = await fetchFn(this.url.href, {

@@ -308,3 +308,34 @@ test("a fresh token whose replacement stream was refused for one topic is carrie
   assert.deepEqual(next.topics, []);
   assert.equal(next.token, "t2");
 });
+
+test("a fetch that throws instead of returning a rejected promise fails the replacement stream like a lost link", async () => {
+  let throwNext = false;
+  const { server, client } = await setup({
+    fetch: (url, init) => {
+      if (throwNext) {
+        throwNext = false;
+        throw new TypeError("this fetch throws");
+      }
+      return fetch(url, init);
+    },
+  });
+  const disconnected = nextEvent(client, "disconnected");
+  const first = client.subscribe("feed:a", () => {});
+  client.connect();
+  const one = await server.next();
+  one.welcome();
+  one.send({ type: "subscribed", topic: "feed:a" });
+  await first;
+
+  // The replacement stream's fetch throws: the connection reconnects with both topics.
+  throwNext = true;
+  const second = client.subscribe("news:b", () => {});
+  assert.equal((await disconnected).willReconnect, true);
+  const again = await server.next();
+  assert.deepEqual(again.topics, ["feed:a", "news:b"]);
+  again.welcome();
+  again.send({ type: "subscribed", topic: "feed:a" });
+  again.send({ type: "subscribed", topic: "news:b" });
+  assert.deepEqual(await settles(second, "the second subscribe"), { topic: "news:b" });
+});
