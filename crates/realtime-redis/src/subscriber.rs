@@ -2,9 +2,11 @@
 //! engine asked for. A reader task per connection moves every message into the
 //! bounded inbound hand-off; this task applies interest changes, checks the link,
 //! and on failure lets the reader queue what it already read before reconnecting.
-//! Every connection after the first is announced to the inbox as
-//! `BusEvent::Resumed` before anything it reads, whether the last one broke or
-//! was dropped because the engine fell behind.
+//! Every connection but a first one made at the first attempt is announced to
+//! the inbox as `BusEvent::Resumed` before anything it reads, whether the last
+//! one broke, was dropped because the engine fell behind, or never came up (a
+//! node started before Redis answered has acknowledged subscribes it could not
+//! yet make).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -53,8 +55,11 @@ pub(crate) async fn run_subscriber(
     let config = &sub.config;
     let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
     let timeout = config.command_timeout;
-    let mut connected_before = false;
+    // Whether an attempt was made before this one: then the engine may already
+    // have subscribers that missed what was published meanwhile.
+    let mut attempted_before = false;
     loop {
+        let announce = std::mem::replace(&mut attempted_before, true);
         let pubsub = match tokio::time::timeout(timeout, sub.client.get_async_pubsub()).await {
             Ok(Ok(pubsub)) => pubsub,
             Ok(Err(e)) => {
@@ -75,7 +80,7 @@ pub(crate) async fn run_subscriber(
         let (mut sink, stream) = pubsub.split();
         // The reader of the last connection has queued all it will, and the one
         // for this connection starts below: the mark falls exactly between them.
-        if std::mem::replace(&mut connected_before, true) {
+        if announce {
             sub.inbound.resumed();
         }
         // Reading starts before the first SUBSCRIBE, so nothing piles up unbounded

@@ -1,7 +1,8 @@
 //! The relay path over a real `redis-server` (started by the test on a free port):
 //! what a node has read from Redis is delivered even when the link then fails,
 //! both directions are bounded and a node that falls behind is visible, the bus
-//! reports itself in `/metrics`, and a graceful stop drains the publisher queue.
+//! reports itself in `/metrics`, a graceful stop drains the publisher queue, and
+//! a node started before Redis tells its topic subscribers what they missed.
 //! Every check is a tally of the test's own sequence numbers.
 
 mod common;
@@ -11,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use processes::{Node, RedisServer, START, eventually};
+use processes::{Node, RedisServer, START, eventually, free_port};
 use prometheus_client::registry::Registry;
 use realtime::cluster::bus::{BusEvent, MessageBus};
 use realtime::{JwtVerifier, Realtime, RealtimeConfig};
@@ -543,4 +544,83 @@ async fn a_send_still_in_flight_when_the_stop_begins_is_drained_too() {
         "the send answered 200 during the shutdown reaches b"
     );
     b.kill().await;
+}
+
+/// Frames of `client` until a `kind` frame with `n == last`: `missed` notices as
+/// `"missed:{reason}"`, `kind` frames as their `n`.
+async fn frames_until(client: &mut Client, kind: &str, last: u64) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let frame = client.recv().await;
+        if frame["type"] == "missed" {
+            seen.push(format!("missed:{}", frame["reason"].as_str().unwrap()));
+        } else if frame["type"] == kind {
+            let n = frame["n"].as_u64().unwrap();
+            seen.push(n.to_string());
+            if n == last {
+                return seen;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_topic_subscribed_before_redis_first_answers_is_told_what_it_missed() {
+    // A node that starts before Redis is reachable acknowledges subscribes (they
+    // are applied once Redis answers). What other nodes publish before its
+    // subscriber link first connects never reaches it: its subscribers must be
+    // told, as after any other break.
+    let port = free_port();
+    let mut a = Node::start(&format!("redis://127.0.0.1:{port}"), "a", &[]).await;
+    let health = reqwest::get(a.url("/health")).await.unwrap().status();
+    assert_eq!(health.as_u16(), 503, "degraded while Redis is away");
+    let mut client = connect(&a, "early").await;
+    client.subscribe_acked("feed").await;
+
+    // Another node publishes on the topic from the moment Redis is up; Redis's
+    // answer says whether node a was subscribed yet (one receiver) or not.
+    let redis = RedisServer::start_on(port).await;
+    let mut con = redis_connection(&redis).await;
+    let channels = Channels::new("rt-test");
+    let origin = NodeTag::from_random(0xfeed);
+    let topic = Topic::parse("feed").unwrap();
+    let mut heard = Vec::new();
+    let mut seq = 0;
+    let deadline = std::time::Instant::now() + START;
+    while heard.len() < 5 {
+        assert!(std::time::Instant::now() < deadline, "node a subscribes");
+        seq += 1;
+        let message = json!({"type": "feed", "topic": "feed", "n": seq});
+        let receivers: usize = redis::cmd("PUBLISH")
+            .arg(channels.topic("feed"))
+            .arg(envelope(origin, seq, Route::Topic(topic.clone()), &message))
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        if receivers == 1 {
+            heard.push(seq);
+        }
+    }
+    let first = heard[0];
+    assert_eq!(
+        heard,
+        (first..first + 5).collect::<Vec<_>>(),
+        "once subscribed, node a stays subscribed"
+    );
+
+    let seen = frames_until(&mut client, "feed", seq).await;
+    let delivered: Vec<String> = (first..=seq).map(|n| n.to_string()).collect();
+    if first == 1 {
+        // Nothing was lost; a notice is allowed only before the first message.
+        let skip = usize::from(seen.first().is_some_and(|f| f.starts_with("missed")));
+        assert_eq!(seen[skip..], delivered[..], "every message once, in order");
+    } else {
+        let mut expected = vec!["missed:bus_reconnected".to_string()];
+        expected.extend(delivered);
+        assert_eq!(
+            seen, expected,
+            "messages 1..{first} never reached node a: the subscriber is told, right at the gap"
+        );
+    }
+    a.kill().await;
 }
