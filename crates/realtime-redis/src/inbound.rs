@@ -20,6 +20,8 @@ enum Arrival {
     Message(Msg),
     /// The link was re-established: what was published meanwhile did not arrive.
     Resumed,
+    /// The re-established link subscribed every channel again.
+    Resubscribed,
 }
 
 pub(crate) struct Inbound {
@@ -48,6 +50,10 @@ impl Inbound {
                     Arrival::Message(msg) => msg,
                     Arrival::Resumed => {
                         inbox(BusEvent::Resumed);
+                        continue;
+                    }
+                    Arrival::Resubscribed => {
+                        inbox(BusEvent::Resubscribed);
                         continue;
                     }
                 };
@@ -91,6 +97,12 @@ impl Inbound {
     /// carries nothing) and not counted as an envelope.
     pub(crate) fn resumed(&self) {
         let _ = self.queue.send(Arrival::Resumed);
+    }
+
+    /// Marks the end of a new connection's SUBSCRIBEs: the inbox gets
+    /// [`BusEvent::Resubscribed`] in arrival order, like [`resumed`](Self::resumed).
+    pub(crate) fn resubscribed(&self) {
+        let _ = self.queue.send(Arrival::Resubscribed);
     }
 
     /// Resolves once everything queued so far has been handed to the inbox (the

@@ -6,7 +6,8 @@
 //! the inbox as `BusEvent::Resumed` before anything it reads, whether the last
 //! one broke, was dropped because the engine fell behind, or never came up (a
 //! node started before Redis answered has acknowledged subscribes it could not
-//! yet make).
+//! yet make); once such a connection has subscribed every channel again it is
+//! announced as `BusEvent::Resubscribed`, so history topics are read once more.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -96,6 +97,11 @@ pub(crate) async fn run_subscriber(
             Ok(()) => {
                 sub.link.mark_up();
                 backoff.reset();
+                // A history read made at `Resumed` raced these SUBSCRIBEs: the
+                // engine reads again now that every channel is live.
+                if announce {
+                    sub.inbound.resubscribed();
+                }
                 match serve_link(&mut sink, &mut changes, &mut reader, timeout).await {
                     Some(failure) => failure,
                     None => {

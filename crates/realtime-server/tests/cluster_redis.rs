@@ -4,6 +4,7 @@
 //! cluster views.
 
 mod common;
+mod held_link;
 mod processes;
 mod slow_link;
 
@@ -12,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::StreamExt;
-use processes::{Node, RedisServer};
+use held_link::HeldLink;
+use processes::{ConfigFile, Node, RedisServer};
 use realtime_core::{Body, ControlOp, Envelope};
 use serde_json::{Value, json};
 use slow_link::SlowLink;
@@ -795,4 +797,63 @@ async fn every_welcome_means_sends_from_another_node_arrive() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn a_history_publication_made_while_the_subscriber_link_resubscribes_is_delivered() {
+    const HISTORY: &str = "[[namespaces]]\npattern = \"feed\"\nsubscribe = \"authenticated\"\npublish = \"nobody\"\nhistory_size = 100\nhistory_ttl = \"10m\"\n";
+    let config = ConfigFile::write(HISTORY);
+    let redis = RedisServer::start().await;
+    // Node A reaches Redis through a proxy that can hold its SUBSCRIBEs and sees
+    // its history reads of the topic go by; B publishes straight to Redis.
+    let link = HeldLink::start(redis.port, ":history-meta:feed:x").await;
+    let a = Node::start(&link.url(), "a", &[("REALTIME_CONFIG", config.path())]).await;
+    let b = Node::start(&redis.url(), "b", &[("REALTIME_CONFIG", config.path())]).await;
+    let mut client = connect(&a, "ada", &[]).await;
+    let reply = client
+        .command(json!({"action": "subscribe", "topic": "feed:x", "ref": 1}))
+        .await;
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+    let publish = |seq: u64| {
+        let b = &b;
+        async move {
+            let (status, body) = post(
+                b,
+                "/api/topics/feed:x/messages",
+                json!({"type": "tick", "seq": seq}),
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    publish(1).await;
+    assert_eq!(client.recv().await["seq"], 1);
+
+    // A's subscriber link breaks. It reconnects at once and reads the topic's
+    // history for what it missed (nothing yet), but its SUBSCRIBE is held.
+    link.arm();
+    let killed = redis_command(&redis, &["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+    assert!(
+        matches!(killed, redis::Value::Int(n) if n >= 1),
+        "{killed:?}"
+    );
+    link.held(1, WAIT).await;
+    link.evals(1, WAIT).await;
+    // B lost its subscriber link too and refuses sends until it is back.
+    processes::eventually(WAIT, "node B healthy again", || async {
+        health(&b).await.0 == 200
+    })
+    .await;
+    // Published after that read and before A is subscribed again: neither the
+    // read nor the live channel carries it to A.
+    publish(2).await;
+    link.release();
+    let next = client.recv().await;
+    assert_eq!(
+        (&next["type"], &next["seq"]),
+        (&json!("tick"), &json!(2)),
+        "delivered without waiting for another publication: {next}"
+    );
+    publish(3).await;
+    assert_eq!(client.recv().await["seq"], 3, "once each, in order");
 }

@@ -355,6 +355,10 @@ impl Realtime {
         self.resume_after_bus_break();
     }
 
+    pub(crate) fn on_bus_resubscribed(&self) {
+        self.refill_history();
+    }
+
     /// Handles one envelope from the bus (or a history publication from the bus
     /// or the store).
     pub(crate) fn on_envelope(&self, bytes: &[u8]) {

@@ -200,6 +200,7 @@ impl Realtime {
                         match event {
                             BusEvent::Envelope(bytes) => rt.on_envelope(bytes),
                             BusEvent::Resumed => rt.on_bus_resumed(),
+                            BusEvent::Resubscribed => rt.on_bus_resubscribed(),
                         }
                     }
                 }),

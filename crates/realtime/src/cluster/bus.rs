@@ -18,6 +18,11 @@ pub enum BusEvent<'a> {
     /// envelopes it could not keep: anything published meanwhile did not arrive.
     /// Handed over before anything received after the break.
     Resumed,
+    /// After a [`Resumed`](Self::Resumed): every channel is subscribed again, so
+    /// whatever was published before this either arrived or can be read from the
+    /// history store now (a read made at `Resumed` may have been too early). A bus
+    /// that is subscribed again before it resumes need not send it.
+    Resubscribed,
 }
 
 /// Receives every envelope that arrives on a channel this node subscribed to, and

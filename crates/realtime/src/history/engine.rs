@@ -264,15 +264,24 @@ impl Realtime {
             .leave(topic.as_str(), handle.id(), &self.inner.registry);
     }
 
-    /// The bus came back after a break: history topics are filled in from the
-    /// store; subscribers of the other topics are told they may have missed
-    /// messages.
-    pub(crate) fn resume_after_bus_break(&self) {
+    /// Reads, for every history topic with subscribers here, what was published
+    /// after the last publication delivered: at a bus break (what other nodes
+    /// published meanwhile), and again once the bus is subscribed again (what was
+    /// published between that first read and the channel's SUBSCRIBE arrived
+    /// neither live nor in it).
+    pub(crate) fn refill_history(&self) {
         for tracker in self.inner.trackers.all() {
             if tracker.lock().resume_fill() {
                 self.spawn_fill(tracker);
             }
         }
+    }
+
+    /// The bus came back after a break: history topics are filled in from the
+    /// store; subscribers of the other topics are told they may have missed
+    /// messages.
+    pub(crate) fn resume_after_bus_break(&self) {
+        self.refill_history();
         let policy = &self.inner.config.topic_policy;
         for (topic, _) in self.inner.registry.topic_counts() {
             if policy.history_for(topic.as_str()).is_some() {
