@@ -188,6 +188,7 @@ impl MessageBus for RedisBus {
                 link: self.publisher.clone(),
                 flow: self.metrics.outbound.clone(),
                 history: self.metrics.history.clone(),
+                refused: self.metrics.dropped_refused.clone(),
                 published: self.outbox.published(),
             },
             outbox,

@@ -111,6 +111,8 @@ pub(crate) struct BusMetrics {
     pub(crate) outbound: Flow,
     /// Envelopes received from Redis and discarded because the node fell behind.
     pub(crate) dropped_behind: Counter,
+    /// Envelopes Redis answered a PUBLISH for with an error (an ACL change, ...).
+    pub(crate) dropped_refused: Counter,
     pub(crate) history: HistoryMetrics,
 }
 
@@ -120,6 +122,7 @@ impl BusMetrics {
         m.inbound = m.flow("inbound");
         m.outbound = m.flow("outbound");
         m.dropped_behind = m.dropped.get_or_create_owned(&[("reason", "behind")]);
+        m.dropped_refused = m.dropped.get_or_create_owned(&[("reason", "refused")]);
         // Exported at zero from the start, so a first failure is a visible change.
         for op in ["append", "read", "reset"] {
             m.history.errors(op);

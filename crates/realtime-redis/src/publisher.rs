@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use prometheus_client::metrics::counter::Counter;
 use realtime::HistoryError;
 use redis::aio::MultiplexedConnection;
 use redis::{Client, RedisError, Value};
@@ -28,6 +29,8 @@ pub(crate) struct Publisher {
     pub(crate) link: Arc<Link>,
     pub(crate) flow: Flow,
     pub(crate) history: HistoryMetrics,
+    /// PUBLISHes Redis answered with an error: sent nowhere.
+    pub(crate) refused: Counter,
     pub(crate) published: Arc<watch::Sender<u64>>,
 }
 
@@ -38,6 +41,7 @@ pub(crate) async fn run_publisher(publisher: Publisher, mut outbox: mpsc::Receiv
         link,
         flow,
         history,
+        refused,
         published,
     } = publisher;
     let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
@@ -98,7 +102,7 @@ pub(crate) async fn run_publisher(publisher: Publisher, mut outbox: mpsc::Receiv
             .await
         {
             Ok(replies) => {
-                let (handed, failure) = settle(&mut batch, replies, &flow, &history);
+                let (handed, failure) = settle(&mut batch, replies, &flow, &history, &refused);
                 published.send_modify(|total| *total += handed);
                 failure
             }
@@ -152,6 +156,7 @@ fn settle(
     replies: Vec<redis::RedisResult<Value>>,
     flow: &Flow,
     history: &HistoryMetrics,
+    refused: &Counter,
 ) -> (u64, Option<RedisError>) {
     let retry_at = replies
         .iter()
@@ -166,12 +171,18 @@ fn settle(
         None => None,
     };
     for (item, reply) in batch.drain(..done).zip(replies) {
-        answer(item, reply, flow, history);
+        answer(item, reply, flow, history, refused);
     }
     (done as u64, failure)
 }
 
-fn answer(item: Outgoing, reply: redis::RedisResult<Value>, flow: &Flow, history: &HistoryMetrics) {
+fn answer(
+    item: Outgoing,
+    reply: redis::RedisResult<Value>,
+    flow: &Flow,
+    history: &HistoryMetrics,
+    refused: &Counter,
+) {
     flow.passed(item.size());
     match item {
         Outgoing::Publish {
@@ -182,9 +193,16 @@ fn answer(item: Outgoing, reply: redis::RedisResult<Value>, flow: &Flow, history
                     let _ = tx.send(receivers.max(0) as usize);
                 }
             }
-            // The waiting sender, if any, learns it failed when `counted` drops.
-            Ok(other) => tracing::warn!(%channel, reply = ?other, "unexpected PUBLISH reply"),
-            Err(error) => tracing::warn!(%channel, %error, "redis refused a PUBLISH"),
+            // The waiting sender, if any, learns it failed when `counted` drops;
+            // one that did not wait was told it was relayed: counted here.
+            Ok(other) => {
+                refused.inc();
+                tracing::warn!(%channel, reply = ?other, "unexpected PUBLISH reply");
+            }
+            Err(error) => {
+                refused.inc();
+                tracing::warn!(%channel, %error, "redis refused a PUBLISH");
+            }
         },
         Outgoing::History { call, done } => {
             let op = call.op();

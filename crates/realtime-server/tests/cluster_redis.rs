@@ -857,3 +857,36 @@ async fn a_history_publication_made_while_the_subscriber_link_resubscribes_is_de
     publish(3).await;
     assert_eq!(client.recv().await["seq"], 3, "once each, in order");
 }
+
+/// The value of `series` (a metric name with its labels) in `node`'s `/metrics`.
+async fn metric_value(node: &Node, series: &str) -> Option<f64> {
+    let text = reqwest::get(node.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn a_publish_redis_refuses_is_counted_as_dropped() {
+    const REFUSED: &str = r#"realtime_bus_envelopes_dropped_total{reason="refused"}"#;
+    let redis = RedisServer::start().await;
+    let a = Node::start(&redis.url(), "a", &[]).await;
+    assert_eq!(
+        metric_value(&a, REFUSED).await,
+        Some(0.0),
+        "exported from the start"
+    );
+    // Redis stops allowing PUBLISH (an operator's ACL change): the envelope of a
+    // broadcast, which does not wait for the relay, reaches no node.
+    redis_command(&redis, &["ACL", "SETUSER", "default", "-publish"]).await;
+    let (status, body) = post(&a, "/api/broadcast", json!({"type": "note"})).await;
+    assert_eq!(status, 200, "{body}");
+    processes::eventually(WAIT, "the refused PUBLISH counted", || async {
+        metric_value(&a, REFUSED).await == Some(1.0)
+    })
+    .await;
+}
