@@ -104,24 +104,19 @@ async fn open_stream(
         Err(refused) => return refused,
     };
     if query.too_many_topics {
-        rt.inner.metrics.rejected("limit_exceeded");
-        return refusal::too_many_topic_params();
+        return refusal::too_many_topic_params(&rt.inner.metrics);
     }
     let mut topics: Vec<Topic> = Vec::with_capacity(query.topics.len());
     for name in &query.topics {
         match rt.parse_topic(name) {
             Ok(topic) if topics.contains(&topic) => {}
             Ok(topic) => topics.push(topic),
-            Err(e) => {
-                rt.inner.metrics.rejected("invalid_topic");
-                return refusal::invalid_topic(name, &e);
-            }
+            Err(e) => return refusal::invalid_topic(&rt.inner.metrics, name, &e),
         }
     }
     let max = rt.config().max_subscriptions;
     if max != 0 && topics.len() > max {
-        rt.inner.metrics.rejected("limit_exceeded");
-        return refusal::too_many_topics(max);
+        return refusal::too_many_topics(&rt.inner.metrics, max);
     }
     let Admission {
         identity,
@@ -136,8 +131,7 @@ async fn open_stream(
         for (topic, checked) in chunk.iter().zip(checked) {
             if let Err(refused) = checked {
                 tracing::debug!(topic = topic.as_str(), reason = %refused.reason, "event stream refused a topic");
-                rt.inner.metrics.rejected(refusal::metric_reason(&refused));
-                return refusal::topic_refused(topic.as_str(), refused);
+                return refusal::topic_refused(&rt.inner.metrics, topic.as_str(), refused);
             }
         }
     }
